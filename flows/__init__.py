@@ -1,0 +1,1 @@
+"""Prefect flows and tasks that compose connectors/ and scoring/ (no domain logic here)."""

@@ -1,0 +1,321 @@
+"""The canonical lead: the one shape every part of leadflow speaks.
+
+Connectors turn CRM records into ``Lead`` through ``mappings/``; ``scoring/`` reads a ``Lead``
+and returns its outputs; the JSON form (``Lead.model_dump(mode="json")``) is a contract that
+other tools rely on. ``docs/canonical-model.md`` lists every field.
+
+Unknown enum values coming from a CRM never crash a run: they map to ``other`` / ``unknown``
+(an unknown event type is dropped) and a warning naming the field and the value is appended to
+``warnings``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from leadflow.titles import decision_role_from_title
+
+
+class Crm(StrEnum):
+    hubspot = "hubspot"
+    salesforce = "salesforce"
+
+
+class LeadKind(StrEnum):
+    b2b = "b2b"
+    patient = "patient"
+
+
+class OrgType(StrEnum):
+    health_system = "health_system"
+    hospital = "hospital"
+    physician_practice = "physician_practice"
+    clinic = "clinic"
+    payer = "payer"
+    pharma = "pharma"
+    digital_health = "digital_health"
+    other = "other"
+
+
+class CareSetting(StrEnum):
+    inpatient = "inpatient"
+    ambulatory = "ambulatory"
+    home = "home"
+    post_acute = "post_acute"
+    virtual = "virtual"
+    other = "other"
+
+
+class Source(StrEnum):
+    web_form = "web_form"
+    demo_request = "demo_request"
+    phone = "phone"
+    paid_search = "paid_search"
+    paid_social = "paid_social"
+    referral = "referral"
+    conference = "conference"
+    webinar = "webinar"
+    organic = "organic"
+    partner = "partner"
+    list_import = "list_import"
+    other = "other"
+
+
+class BudgetStatus(StrEnum):
+    approved = "approved"
+    planned = "planned"
+    needs_approval = "needs_approval"
+    grant = "grant"
+    none = "none"
+    unknown = "unknown"
+
+
+class Timeline(StrEnum):
+    now = "now"
+    quarter = "quarter"
+    half_year = "half_year"
+    year = "year"
+    later = "later"
+    unknown = "unknown"
+
+
+class DecisionRole(StrEnum):
+    decision_maker = "decision_maker"
+    influencer = "influencer"
+    user = "user"
+    unknown = "unknown"
+
+
+class Readiness(StrEnum):
+    ready = "ready"
+    in_progress = "in_progress"
+    not_started = "not_started"
+    unknown = "unknown"
+
+
+class EventType(StrEnum):
+    demo_request = "demo_request"
+    pricing_page_view = "pricing_page_view"
+    implementation_page_view = "implementation_page_view"
+    solution_page_view = "solution_page_view"
+    webinar_attended = "webinar_attended"
+    content_download = "content_download"
+    form_fill = "form_fill"
+    site_return_visit = "site_return_visit"
+    email_click = "email_click"
+    call_completed = "call_completed"
+
+
+class Stage(StrEnum):
+    inquiry = "inquiry"
+    mql = "mql"
+    sal = "sal"
+    sql = "sql"
+    nurture = "nurture"
+    disqualified = "disqualified"
+    intake_ready = "intake_ready"
+    redirect = "redirect"
+
+
+# Where an unknown value lands, per enum; None means "drop it" (events have no catch-all type).
+_FALLBACK: dict[type[StrEnum], StrEnum | None] = {
+    OrgType: OrgType.other,
+    CareSetting: CareSetting.other,
+    Source: Source.other,
+    BudgetStatus: BudgetStatus.unknown,
+    Timeline: Timeline.unknown,
+    DecisionRole: DecisionRole.unknown,
+    Readiness: Readiness.unknown,
+}
+
+_LENIENT_FIELDS: dict[str, type[StrEnum]] = {
+    "org_type": OrgType,
+    "care_setting": CareSetting,
+    "source": Source,
+    "budget_status": BudgetStatus,
+    "timeline": Timeline,
+    "decision_role": DecisionRole,
+    "security_review": Readiness,
+    "baa_status": Readiness,
+}
+
+
+def coerce_enum(enum: type[StrEnum], value: Any) -> StrEnum | None:
+    """The enum member for ``value`` (case- and separator-insensitive), or None when unknown."""
+    if isinstance(value, enum):
+        return value
+    if value is None:
+        return None
+    key = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+    try:
+        return enum(key)
+    except ValueError:
+        return None
+
+
+class Discovery(BaseModel):
+    """What sales confirmed on a discovery call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    need_confirmed: bool = False
+    timeline_confirmed: bool = False
+    authority_confirmed: bool = False
+    budget_path_known: bool = False
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: EventType
+    at: datetime
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, at: datetime) -> datetime:
+        return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+class PatientInquiry(BaseModel):
+    """A patient's own inquiry. Can be health information: never logged or audited as text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service_requested: str | None = None
+    payer: str | None = None
+    zip: str | None = None
+    scheduling_ready: bool | None = None
+
+
+class Lead(BaseModel):
+    """One lead in canonical form; see the module docstring and docs/canonical-model.md."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    # identity
+    crm: Crm
+    crm_id: str = Field(min_length=1)
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    job_title: str | None = None
+    lead_kind: LeadKind = LeadKind.b2b
+
+    # organization
+    company_name: str | None = None
+    company_domain: str | None = None
+    crm_company_id: str | None = None
+    npi: str | None = None
+    org_type: OrgType | None = None
+    specialty: str | None = None
+    care_setting: CareSetting | None = None
+    provider_count: int | None = Field(default=None, ge=0)
+    bed_count: int | None = Field(default=None, ge=0)
+    location_count: int | None = Field(default=None, ge=0)
+    state: str | None = None
+    country: str | None = None
+    ehr_vendor: str | None = None
+
+    # channel
+    source: Source = Source.other
+
+    # declared inputs
+    pain_point: str | None = None
+    budget_status: BudgetStatus = BudgetStatus.unknown
+    timeline: Timeline = Timeline.unknown
+    decision_role: DecisionRole = DecisionRole.unknown
+    security_review: Readiness = Readiness.unknown
+    baa_status: Readiness = Readiness.unknown
+
+    discovery: Discovery = Field(default_factory=Discovery)
+    events: list[Event] = Field(default_factory=list)
+
+    # sales-owned
+    sales_accepted: bool = False
+    manual_stage: Stage | None = None
+
+    patient: PatientInquiry | None = None
+
+    # outputs
+    fit_score: int | None = Field(default=None, ge=0, le=100)
+    engagement_score: int | None = Field(default=None, ge=0, le=100)
+    lead_score: int | None = Field(default=None, ge=0, le=100)
+    stage: Stage | None = None
+    reasons: list[str] = Field(default_factory=list)
+    next_step: str | None = None
+    model_version: str | None = None
+    scored_at: datetime | None = None
+
+    # bookkeeping
+    modified_at: datetime | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _degrade_unknown_enums(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        warnings = list(data.get("warnings") or [])
+        for name, enum in _LENIENT_FIELDS.items():
+            raw = data.get(name)
+            if raw is None or raw == "":
+                data.pop(name, None)
+                continue
+            member = coerce_enum(enum, raw)
+            if member is None:
+                fallback = _FALLBACK[enum]
+                warnings.append(f"{name}: unknown value {str(raw)[:60]!r} read as {fallback}")
+                member = fallback
+            data[name] = member
+        for name, enum in (("manual_stage", Stage), ("stage", Stage)):
+            raw = data.get(name)
+            if raw in (None, ""):
+                data[name] = None
+                continue
+            member = coerce_enum(enum, raw)
+            if member is None:
+                warnings.append(f"{name}: unknown value {str(raw)[:60]!r} ignored")
+            data[name] = member
+        if data.get("events"):
+            data["events"] = _known_events(data["events"], warnings)
+        if warnings:
+            data["warnings"] = warnings
+        return data
+
+    @model_validator(mode="after")
+    def _derive_decision_role(self) -> "Lead":
+        if self.decision_role is DecisionRole.unknown and self.job_title:
+            self.decision_role = DecisionRole(decision_role_from_title(self.job_title))
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.crm}:{self.crm_id}"
+
+
+def _known_events(events: list[Any], warnings: list[str]) -> list[Any]:
+    kept = []
+    for event in events:
+        raw_type = event.get("type") if isinstance(event, dict) else getattr(event, "type", None)
+        if isinstance(event, Event) or coerce_enum(EventType, raw_type) is not None:
+            kept.append(event)
+        else:
+            warnings.append(f"events: unknown event type {str(raw_type)[:60]!r} dropped")
+    return kept
+
+
+CANONICAL_FIELDS: frozenset[str] = frozenset(
+    [name for name in Lead.model_fields if name not in {"discovery", "patient", "events", "warnings"}]
+    + [f"discovery.{name}" for name in Discovery.model_fields]
+    + [f"patient.{name}" for name in PatientInquiry.model_fields]
+)
+"""Every canonical field a mapping may name (nested ones dotted)."""
+
+OUTPUT_FIELDS: frozenset[str] = frozenset(
+    {"fit_score", "engagement_score", "lead_score", "stage", "reasons", "next_step", "model_version", "scored_at"}
+)

@@ -1,0 +1,40 @@
+"""Constants and environment-driven settings. Secrets are read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path(os.environ.get("LEADFLOW_HOME", ".leadflow"))
+DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_STATE_DIR / 'leadflow.db'}"
+DEFAULT_NPPES_URL = "https://npiregistry.cms.hhs.gov/api/"
+
+HUBSPOT_BATCH_SIZE = 100
+HUBSPOT_SEARCH_PAGE_SIZE = 200
+HUBSPOT_SEARCH_RESULT_CAP = 10_000
+SALESFORCE_COLLECTION_SIZE = 200
+SALESFORCE_QUERY_PAGE_SIZE = 2_000
+LOOKBACK_SECONDS = 300
+
+
+def database_url() -> str:
+    """LEADFLOW_DATABASE_URL, or an SQLite file under LEADFLOW_HOME (default ./.leadflow)."""
+    url = os.environ.get("LEADFLOW_DATABASE_URL")
+    if url:
+        return url
+    DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
+    return DEFAULT_DATABASE_URL
+
+
+def nppes_url() -> str:
+    return os.environ.get("LEADFLOW_NPPES_URL", DEFAULT_NPPES_URL)
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced, fit for logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - never let a malformed URL leak through an error message
+        return "<unparseable database url>"

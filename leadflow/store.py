@@ -1,0 +1,142 @@
+"""Sync state and audit log, on SQLAlchemy: an SQLite file by default, PostgreSQL in production.
+
+Tables are plain data keyed by (crm, ...). Each module that owns a table keeps its queries next to
+its logic (connectors/state.py, connectors/cache.py, flows/audit.py); this module only defines the
+schema and opens the engine.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+from leadflow import settings
+
+metadata = MetaData()
+
+watermarks = Table(
+    "lf_watermarks",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("object", String(40), primary_key=True),
+    Column("value", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The value leadflow last wrote to each CRM field of each lead: a current value that differs from
+# it was changed by a person, which the never_over_manual policy respects.
+written_values = Table(
+    "lf_written_values",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("crm_id", String(64), primary_key=True),
+    Column("field", String(120), primary_key=True),
+    Column("value", Text, nullable=True),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+)
+
+# Idempotency keys of next-step tasks: (lead, stage, next-step id) -> CRM task id.
+task_keys = Table(
+    "lf_task_keys",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("task_key", String(200), primary_key=True),
+    Column("crm_id", String(64), nullable=False),
+    Column("crm_task_id", String(64), nullable=True),
+    Column("status", String(20), nullable=False),  # pending | created | closed
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_lf_task_keys_lead", "crm", "crm_id"),
+)
+
+# Leads whose write failed or that were quarantined: retried on the next run until resolved.
+pending_leads = Table(
+    "lf_pending_leads",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("crm_id", String(64), primary_key=True),
+    Column("kind", String(20), nullable=False),  # write_failed | quarantined
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+
+enrichment_cache = Table(
+    "lf_enrichment_cache",
+    metadata,
+    Column("provider", String(40), primary_key=True),
+    Column("cache_key", String(300), primary_key=True),
+    Column("payload", JSON, nullable=True),  # None: a cached miss
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_log = Table(
+    "lf_audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("flow", String(60), nullable=False),
+    Column("crm", String(20), nullable=False),
+    Column("crm_id", String(64), nullable=False),
+    Column("action", String(30), nullable=False),  # field_set | stage_move | task_created | task_closed | write_failed | quarantined
+    Column("field", String(120), nullable=True),
+    Column("old_value", Text, nullable=True),
+    Column("new_value", Text, nullable=True),
+    Column("model_version", String(40), nullable=True),
+    Column("reasons", JSON, nullable=True),
+    Column("dry_run", Integer, nullable=False, default=0),
+    Index("ix_lf_audit_lead", "crm", "crm_id"),
+    Index("ix_lf_audit_run", "run_id"),
+)
+
+run_locks = Table(
+    "lf_run_locks",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("holder", String(100), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("crm", name="uq_lf_run_locks_crm"),
+)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """An engine for ``url`` (default: settings.database_url()) with the schema created."""
+    url = url or settings.database_url()
+    engine = create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str | None = None) -> Engine:
+    """One shared engine per URL in this process."""
+    return make_engine(url)

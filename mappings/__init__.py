@@ -1,0 +1,224 @@
+"""Canonical field <-> CRM field mappings, one YAML file per CRM, edited by revops.
+
+``load_mapping("hubspot")`` reads ``mappings/hubspot.yaml`` (or any path) and validates it: an
+unknown canonical field, a duplicate CRM target, a missing required output, a value map naming a
+value the canonical field does not have, or two canonical values sharing one CRM value are each a
+``MappingError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from leadflow.canonical import (
+    CANONICAL_FIELDS,
+    BudgetStatus,
+    CareSetting,
+    DecisionRole,
+    EventType,
+    LeadKind,
+    OrgType,
+    Readiness,
+    Source,
+    Stage,
+    Timeline,
+)
+
+MAPPINGS_DIR = Path(__file__).parent
+
+ENUM_OF_FIELD: dict[str, type[StrEnum]] = {
+    "lead_kind": LeadKind,
+    "org_type": OrgType,
+    "care_setting": CareSetting,
+    "source": Source,
+    "budget_status": BudgetStatus,
+    "timeline": Timeline,
+    "decision_role": DecisionRole,
+    "security_review": Readiness,
+    "baa_status": Readiness,
+    "manual_stage": Stage,
+    "stage": Stage,
+}
+
+DERIVED_OUTPUTS = frozenset({"reasons_detail"})
+"""Write-only renderings of an output: ``reasons_detail`` is ``reasons`` in full, for a long text field."""
+
+REQUIRED_OUTPUTS = frozenset(
+    {"fit_score", "engagement_score", "lead_score", "stage", "reasons", "next_step", "model_version"}
+)
+
+FieldType = Literal["string", "text", "number", "bool", "enumeration", "datetime", "date"]
+Direction = Literal["read", "write", "read_write"]
+WritePolicy = Literal["always", "if_blank", "never_over_manual"]
+
+
+class MappingError(ValueError):
+    """A mapping file is wrong; the message names the file and the key."""
+
+    def __init__(self, path: str | Path, key: str, problem: str):
+        self.path, self.key, self.problem = str(path), key, problem
+        super().__init__(f"{path}: {key}: {problem}")
+
+
+class FieldMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(min_length=1, description="the CRM field's API name")
+    object: Literal["lead", "company"] = "lead"
+    type: FieldType = "string"
+    direction: Direction = "read"
+    policy: WritePolicy = "always"
+    max_length: int | None = Field(default=None, gt=0)
+    values: dict[str, str] | None = None
+    read_aliases: dict[str, str] | None = Field(
+        default=None, description="extra CRM values read as a canonical value (one-way)"
+    )
+
+    @property
+    def reads(self) -> bool:
+        return self.direction in ("read", "read_write")
+
+    @property
+    def writes(self) -> bool:
+        return self.direction in ("write", "read_write")
+
+
+class EventMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(min_length=1, description="datetime of the latest occurrence")
+    count_field: str | None = Field(default=None, description="number of occurrences, if the CRM keeps one")
+
+
+class TaskMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_field: str = Field(min_length=1, description="task field holding leadflow's idempotency key")
+    supersede: Literal["complete", "leave"] = "complete"
+
+
+class CrmMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    crm: Literal["hubspot", "salesforce"]
+    objects: dict[Literal["lead", "company", "task"], str]
+    modified_field: str
+    property_group: str | None = None
+    fields: dict[str, FieldMapping]
+    events: dict[str, EventMapping] = Field(default_factory=dict)
+    tasks: TaskMapping
+
+    @model_validator(mode="after")
+    def _check(self) -> "CrmMapping":
+        for name, mapping in self.fields.items():
+            if name not in CANONICAL_FIELDS and name not in DERIVED_OUTPUTS:
+                raise _KeyProblem(f"fields.{name}", f"unknown canonical field {name!r}")
+            _check_values(name, mapping)
+        seen: dict[tuple[str, str], str] = {}
+        for name, mapping in self.fields.items():
+            target = (mapping.object, mapping.field.lower())
+            if target in seen:
+                raise _KeyProblem(
+                    f"fields.{name}.field",
+                    f"CRM field {mapping.object}.{mapping.field} is already the target of fields.{seen[target]}",
+                )
+            seen[target] = name
+        for name in self.events:
+            if name not in EventType.__members__:
+                raise _KeyProblem(f"events.{name}", f"unknown event type {name!r}")
+        for name in sorted(REQUIRED_OUTPUTS):
+            mapping = self.fields.get(name)
+            if mapping is None or not mapping.writes:
+                raise _KeyProblem(f"fields.{name}", "required output is not mapped for writing")
+        return self
+
+    def readable(self) -> dict[str, FieldMapping]:
+        return {name: m for name, m in self.fields.items() if m.reads}
+
+    def writable(self) -> dict[str, FieldMapping]:
+        return {name: m for name, m in self.fields.items() if m.writes}
+
+    def crm_fields(self, obj: str = "lead") -> list[str]:
+        """Every CRM field of ``obj`` that a read must fetch (mapped fields, events, modified field)."""
+        names = {m.field for m in self.fields.values() if m.object == obj}
+        if obj == "lead":
+            names.add(self.modified_field)
+            for event in self.events.values():
+                names.add(event.field)
+                if event.count_field:
+                    names.add(event.count_field)
+        return sorted(names)
+
+
+class _KeyProblem(ValueError):
+    def __init__(self, key: str, problem: str):
+        self.key, self.problem = key, problem
+        super().__init__(problem)
+
+
+def _check_values(name: str, mapping: FieldMapping) -> None:
+    if not mapping.values and not mapping.read_aliases:
+        return
+    enum = ENUM_OF_FIELD.get(name)
+    if enum is None and mapping.type != "bool":
+        raise _KeyProblem(f"fields.{name}.values", f"{name!r} is not an enumerated field; remove the value map")
+    allowed = {"true", "false"} if enum is None else {member.value for member in enum}
+    for key_name, table in (("values", mapping.values or {}), ("read_aliases", mapping.read_aliases or {})):
+        canonical_values = table.keys() if key_name == "values" else table.values()
+        for value in canonical_values:
+            if str(value) not in allowed:
+                raise _KeyProblem(
+                    f"fields.{name}.{key_name}",
+                    f"{value!r} is not a value of {name} (expected one of: {', '.join(sorted(allowed))})",
+                )
+    crm_values = [str(v) for v in (mapping.values or {}).values()]
+    duplicates = sorted({v for v in crm_values if crm_values.count(v) > 1})
+    if duplicates:
+        raise _KeyProblem(
+            f"fields.{name}.values", f"CRM value {duplicates[0]!r} is mapped from two canonical values"
+        )
+
+
+def _location(error: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
+def parse_mapping(raw: Any, path: str | Path) -> CrmMapping:
+    """Validate already-parsed YAML; errors name ``path`` and the key."""
+    if not isinstance(raw, dict):
+        raise MappingError(path, "(top level)", "expected a mapping of keys to values")
+    try:
+        return CrmMapping.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, _KeyProblem):
+            raise MappingError(path, cause.key, cause.problem) from None
+        raise MappingError(path, _location(error), error["msg"]) from None
+
+
+def load_mapping(crm_or_path: str | Path) -> CrmMapping:
+    """Load ``mappings/<crm>.yaml`` or a path to a mapping file."""
+    path = Path(crm_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = MAPPINGS_DIR / f"{crm_or_path}.yaml"
+    return _load_cached(str(path.resolve()), path.stat().st_mtime if path.exists() else 0.0)
+
+
+@lru_cache(maxsize=16)
+def _load_cached(path: str, _mtime: float) -> CrmMapping:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise MappingError(path, "(file)", "no such mapping file") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MappingError(path, "(yaml)", f"not valid YAML: {exc}") from None
+    return parse_mapping(raw, path)

@@ -1,0 +1,1 @@
+"""A local, stateful stand-in for the HubSpot, Salesforce and NPPES APIs over real HTTP."""

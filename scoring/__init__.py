@@ -1,0 +1,1 @@
+"""The qualification domain: pure functions over canonical leads, configured by a YAML model."""

@@ -1,0 +1,73 @@
+"""Shared fixtures. The Prefect test server is started once per session, on first use
+(``prefect_server`` in tests/prefect_harness.py); most tests never need it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED = PROJECT_ROOT.parent / "shared"
+NPPES_FIXTURES = SHARED / "fixtures" / "nppes"
+NUCC_TAXONOMY_CSV = SHARED / "data" / "nucc_taxonomy.csv"
+
+POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("LEADFLOW_REQUIRE_POSTGRES") == "1"
+
+
+def _postgres_problem() -> str | None:
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable here"
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url() -> str:
+    problem = _postgres_problem()
+    if problem:
+        message = (
+            f"PostgreSQL not reachable at {POSTGRES_URL} ({problem}). Set LEADFLOW_TEST_POSTGRES_URL "
+            "to a database you can write to; CI (.ci/run) requires it."
+        )
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
+@pytest.fixture()
+def postgres_url(postgres_base_url: str):
+    """A fresh schema in the test database, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"lf_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_base_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'create schema "{schema}"'))
+    yield f"{postgres_base_url}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'drop schema "{schema}" cascade'))
+    admin.dispose()
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'leadflow.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The state store on SQLite and on PostgreSQL: a test using it runs on both."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
