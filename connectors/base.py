@@ -1,0 +1,98 @@
+"""What every CRM connector offers the flows: plain data in, plain data out.
+
+A flow reads ``Page`` objects from ``CrmConnector.iter_pages``, qualifies their leads, asks
+``plan_update`` (connectors/writeback.py) what must change, and hands ``LeadUpdate`` and
+``TaskSpec`` batches back to the connector. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from leadflow.canonical import Lead
+from mappings import CrmMapping
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A record that could not become a canonical lead; the reason names the record and field."""
+
+    crm_id: str
+    reason: str
+    field: str | None = None
+
+
+@dataclass
+class Page:
+    """One page of leads read from a CRM, in (modified_at, crm_id) order."""
+
+    leads: list[Lead]
+    quarantined: list[Quarantined] = field(default_factory=list)
+    # crm_id -> {CRM field name: value as the CRM holds it now}, for every writable mapped field
+    current: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the highest modification time on the page (the watermark candidate)
+    cursor: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    crm_id: str
+    canonical: str
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass
+class LeadUpdate:
+    """The field values to send for one CRM object (a contact/lead, or its company)."""
+
+    crm_id: str  # the lead this update belongs to
+    object: str  # "lead" or "company"
+    object_id: str
+    fields: dict[str, Any]
+    changes: list[FieldChange]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A next-step task; ``key`` = f"{crm_id}:{stage}:{next_step_id}" is its idempotency key."""
+
+    key: str
+    crm_id: str
+    stage: str
+    subject: str
+    body: str
+    due: date
+    priority: str  # high | normal | low
+
+
+@dataclass
+class WriteResult:
+    succeeded: list[str] = field(default_factory=list)  # crm_ids
+    failed: dict[str, str] = field(default_factory=dict)  # crm_id -> reason (names record and field)
+    tasks_created: dict[str, str] = field(default_factory=dict)  # task key -> CRM task id
+    tasks_existing: dict[str, str] = field(default_factory=dict)  # task key -> CRM task id found, not created
+    tasks_closed: list[str] = field(default_factory=list)  # CRM task ids completed as superseded
+    task_failures: dict[str, str] = field(default_factory=dict)  # task key -> reason
+
+
+class CrmConnector(Protocol):
+    crm: str
+    mapping: CrmMapping
+
+    def iter_pages(self, since: datetime | None, until: datetime | None) -> Iterator[Page]:
+        """Leads changed in [since, until), page by page, never the whole set in memory."""
+
+    def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
+        """Send field updates in the CRM's batch size; per-record failures go to ``failed``."""
+
+    def ensure_tasks(self, tasks: list[TaskSpec], supersede: dict[str, list[str]]) -> WriteResult:
+        """Create each task unless one with its key exists; ``supersede`` maps crm_id -> task keys
+        that the new task replaces (completed or left, per the mapping's ``tasks.supersede``)."""
+
+    def api_usage(self) -> dict[str, Any]:
+        """Calls made by this connector, by endpoint, and the remaining quota if the CRM says."""
