@@ -1,0 +1,81 @@
+"""A run's counts and the views made of them: a table and markdown for Prefect artifacts and the CLI."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunSummary:
+    crm: str
+    flow: str
+    run_id: str
+    dry_run: bool = False
+    read: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    stage_moves: int = 0
+    tasks_created: int = 0
+    tasks_closed: int = 0
+    failed: int = 0
+    quarantined: int = 0
+    retried_pending: int = 0
+    pages: int = 0
+    stopped_early: str | None = None
+    api_calls: int = 0
+    api_remaining: Any = None
+    enrichment: dict[str, Any] = field(default_factory=dict)
+    stages: Counter = field(default_factory=Counter)
+    by_source: dict[str, Counter] = field(default_factory=dict)
+    by_segment: dict[str, Counter] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    preview_path: str | None = None
+
+    def count_stage(self, stage: str, source: str, segment: str) -> None:
+        self.stages[stage] += 1
+        self.by_source.setdefault(source, Counter())[stage] += 1
+        self.by_segment.setdefault(segment, Counter())[stage] += 1
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.changed == 0 and self.tasks_created == 0 and self.failed == 0 and self.quarantined == 0
+
+    def table(self) -> list[dict[str, Any]]:
+        rows = [
+            ("read", self.read), ("changed", self.changed), ("unchanged", self.unchanged),
+            ("stage moves", self.stage_moves), ("tasks created", self.tasks_created),
+            ("tasks closed", self.tasks_closed), ("failed (retried next run)", self.failed),
+            ("quarantined", self.quarantined), ("pending retried", self.retried_pending),
+            ("API calls", self.api_calls), ("API quota remaining", self.api_remaining),
+        ]
+        return [{"metric": name, "value": "" if value is None else value} for name, value in rows]
+
+    def markdown(self) -> str:
+        stages = sorted(self.stages)
+        lines = [f"# leadflow {self.flow} on {self.crm}{' (dry run)' if self.dry_run else ''}", ""]
+        if self.stopped_early:
+            lines += [f"**Stopped early:** {self.stopped_early}. State is saved; the next run resumes.", ""]
+        for title, groups in (("source", self.by_source), ("segment", self.by_segment)):
+            lines += [f"## Stages by {title}", "", f"| {title} | " + " | ".join(stages) + " | total |",
+                      "|---" * (len(stages) + 2) + "|"]
+            for name in sorted(groups):
+                counts = groups[name]
+                lines.append(f"| {name} | " + " | ".join(str(counts.get(s, 0)) for s in stages)
+                             + f" | {sum(counts.values())} |")
+            lines.append("")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "crm": self.crm, "flow": self.flow, "run_id": self.run_id, "dry_run": self.dry_run,
+            "read": self.read, "changed": self.changed, "unchanged": self.unchanged,
+            "stage_moves": self.stage_moves, "tasks_created": self.tasks_created, "tasks_closed": self.tasks_closed,
+            "failed": self.failed, "quarantined": self.quarantined, "retried_pending": self.retried_pending,
+            "pages": self.pages, "stopped_early": self.stopped_early, "api_calls": self.api_calls,
+            "api_remaining": self.api_remaining, "enrichment": self.enrichment, "stages": dict(self.stages),
+            "by_source": {k: dict(v) for k, v in self.by_source.items()},
+            "by_segment": {k: dict(v) for k, v in self.by_segment.items()},
+            "preview_path": self.preview_path,
+        }
