@@ -1,0 +1,224 @@
+"""One page of leads through the pipeline: enrich → qualify → plan the diff → write → audit.
+
+Plain Python, no Prefect: ``flows/sync.py`` wraps ``process_page`` in a task. Everything a page
+needs travels in ``RunContext``; a page's result is a small ``PageResult`` of counts, so nothing big
+crosses a Prefect task boundary.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from connectors import state
+from connectors.base import CrmConnector, FieldChange, LeadUpdate, Page, TaskSpec, WriteResult
+from connectors.writeback import plan_update
+from flows.audit import AuditEntry, AuditLog, redact_value
+from leadflow.canonical import Lead, LeadKind
+
+log = logging.getLogger("leadflow.pipeline")
+
+PREVIEW_COLUMNS = ["crm", "crm_id", "object", "object_id", "field", "old", "new", "stage", "reasons"]
+
+
+@dataclass
+class RunContext:
+    crm: str
+    connector: CrmConnector
+    engine: Engine
+    model: Any  # scoring model
+    waterfall: Any | None  # connectors.enrichment waterfall, or None to skip enrichment
+    audit: AuditLog
+    now: datetime
+    dry_run: bool = False
+    preview_path: Path | None = None
+    task_stages: frozenset[str] = frozenset()
+
+
+@dataclass
+class PageResult:
+    read: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    stage_moves: int = 0
+    tasks_created: int = 0
+    tasks_closed: int = 0
+    failed: int = 0
+    quarantined: int = 0
+    cursor: datetime | None = None
+    stages: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, source, segment)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def process_page(ctx: RunContext, page: Page) -> PageResult:
+    """Qualify and write back one page; a bad lead is quarantined and never blocks its page."""
+    from scoring import apply_qualification, qualify_batch
+
+    result = PageResult(read=len(page.leads) + len(page.quarantined), cursor=page.cursor)
+    quarantined = {q.crm_id: q.reason for q in page.quarantined}
+    leads = _enrich(ctx, page.leads)
+    qualifications = qualify_batch(leads, ctx.now, ctx.model)
+    written = state.written_values(ctx.engine, ctx.crm, [lead.crm_id for lead in leads])
+
+    updates: list[LeadUpdate] = []
+    tasks: list[TaskSpec] = []
+    supersede: dict[str, list[str]] = {}
+    by_id: dict[str, tuple[Lead, Any]] = {}
+    for lead, q in zip(leads, qualifications):
+        try:
+            scored = apply_qualification(lead, q)
+            lead_updates = plan_update(scored, page.current.get(lead.crm_id, {}), written.get(lead.crm_id, {}),
+                                       ctx.connector.mapping)
+        except (ValueError, TypeError) as exc:
+            quarantined[lead.crm_id] = f"{ctx.crm}:{lead.crm_id}: {exc}"
+            continue
+        by_id[lead.crm_id] = (scored, q)
+        updates.extend(u for u in lead_updates if u.fields)
+        task = _task_for(ctx, scored, q)
+        if task is not None:
+            tasks.append(task)
+            supersede[lead.crm_id] = [f"{lead.crm_id}:{q.previous_stage}:"] if q.previous_stage else []
+        result.stages.append((q.stage.value, lead.source.value, q.segment))
+        if q.stage_changed:
+            result.stage_moves += 1
+
+    changed_ids = {u.crm_id for u in updates}
+    result.changed, result.unchanged = len(changed_ids), len(by_id) - len(changed_ids)
+    tasks = _tasks_not_yet_created(ctx, tasks)
+    write = _write(ctx, updates, tasks, supersede)
+
+    result.failed, result.failures = len(write.failed), dict(write.failed)
+    result.quarantined = len(quarantined)
+    result.tasks_created, result.tasks_closed = len(write.tasks_created), len(write.tasks_closed)
+    _record_state(ctx, updates, write, quarantined)
+    _audit(ctx, updates, tasks, write, quarantined, by_id)
+    result.examples = _examples(by_id, limit=3)
+    return result
+
+
+def _enrich(ctx: RunContext, leads: list[Lead]) -> list[Lead]:
+    if ctx.waterfall is None or not leads:
+        return leads
+    return [outcome.lead for outcome in ctx.waterfall.enrich_batch(leads, ctx.now)]
+
+
+def _task_for(ctx: RunContext, lead: Lead, q: Any) -> TaskSpec | None:
+    if q.stage.value not in ctx.task_stages or lead.manual_stage is not None:
+        return None
+    step = q.next_step
+    return TaskSpec(
+        key=f"{lead.crm_id}:{q.stage.value}:{step.id}",
+        crm_id=lead.crm_id,
+        stage=q.stage.value,
+        subject=step.subject,
+        body=step.body,
+        due=step.due(ctx.now),
+        priority=step.priority,
+    )
+
+
+def _tasks_not_yet_created(ctx: RunContext, tasks: list[TaskSpec]) -> list[TaskSpec]:
+    if not tasks:
+        return tasks
+    known = state.created_task_keys(ctx.engine, ctx.crm, [t.key for t in tasks])
+    return [t for t in tasks if t.key not in known]
+
+
+def _write(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec],
+           supersede: dict[str, list[str]]) -> WriteResult:
+    if ctx.dry_run:
+        _preview(ctx, updates, tasks)
+        return WriteResult(succeeded=sorted({u.crm_id for u in updates}),
+                           tasks_created={t.key: "(dry run)" for t in tasks})
+    result = ctx.connector.write_updates(updates) if updates else WriteResult()
+    if tasks:
+        tasks = [t for t in tasks if t.crm_id not in result.failed]
+        task_result = ctx.connector.ensure_tasks(tasks, {k: v for k, v in supersede.items()
+                                                        if any(t.crm_id == k for t in tasks)})
+        result.tasks_created.update(task_result.tasks_created)
+        result.tasks_existing.update(task_result.tasks_existing)
+        result.tasks_closed.extend(task_result.tasks_closed)
+        result.task_failures.update(task_result.task_failures)
+    return result
+
+
+def _record_state(ctx: RunContext, updates: list[LeadUpdate], write: WriteResult,
+                  quarantined: dict[str, str]) -> None:
+    if ctx.dry_run:
+        return
+    landed = [u for u in updates if u.crm_id not in write.failed]
+    state.record_written(ctx.engine, ctx.crm, landed)
+    failures = dict(write.failed)
+    failures.update({key.split(":", 1)[0]: reason for key, reason in write.task_failures.items()})
+    state.mark_pending(ctx.engine, ctx.crm, failures, kind="write_failed")
+    state.mark_pending(ctx.engine, ctx.crm, quarantined, kind="quarantined")
+    done = {u.crm_id for u in landed} - set(failures)
+    state.clear_pending(ctx.engine, ctx.crm, sorted(done))
+
+
+def _audit(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec], write: WriteResult,
+           quarantined: dict[str, str], by_id: dict[str, tuple[Lead, Any]]) -> None:
+    entries: list[AuditEntry] = []
+    for update in updates:
+        lead, q = by_id[update.crm_id]
+        patient = lead.lead_kind is LeadKind.patient
+        reasons = None if patient else q.reasons
+        if update.crm_id in write.failed:
+            entries.append(AuditEntry(ctx.crm, update.crm_id, "write_failed", None, None,
+                                      write.failed[update.crm_id], reasons))
+            continue
+        for change in update.changes:
+            entries.extend(_change_entries(ctx.crm, change, patient, reasons))
+    for task in tasks:
+        if task.key in write.tasks_created:
+            entries.append(AuditEntry(ctx.crm, task.crm_id, "task_created", task.key, None,
+                                      write.tasks_created[task.key]))
+    for task_id in write.tasks_closed:
+        entries.append(AuditEntry(ctx.crm, "-", "task_closed", None, None, task_id))
+    for crm_id, reason in quarantined.items():
+        entries.append(AuditEntry(ctx.crm, crm_id, "quarantined", None, None, reason))
+    ctx.audit.record(entries)
+
+
+def _change_entries(crm: str, change: FieldChange, patient: bool, reasons: Sequence[str] | None) -> list[AuditEntry]:
+    old = redact_value(change.canonical, change.old, patient)
+    new = redact_value(change.canonical, change.new, patient)
+    action = "stage_move" if change.canonical == "stage" else "field_set"
+    return [AuditEntry(crm, change.crm_id, action, change.field, old, new, reasons)]
+
+
+def _preview(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec]) -> None:
+    if ctx.preview_path is None:
+        return
+    ctx.preview_path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not ctx.preview_path.exists()
+    with ctx.preview_path.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new_file:
+            writer.writerow(PREVIEW_COLUMNS)
+        for update in updates:
+            for change in update.changes:
+                writer.writerow([ctx.crm, update.crm_id, update.object, update.object_id, change.field,
+                                 change.old, change.new, "", ""])
+        for task in tasks:
+            writer.writerow([ctx.crm, task.crm_id, "task", task.key, "subject", "", task.subject, task.stage, ""])
+
+
+def _examples(by_id: dict[str, tuple[Lead, Any]], limit: int) -> list[dict[str, Any]]:
+    picked = []
+    for lead, q in by_id.values():
+        if lead.lead_kind is LeadKind.patient:
+            continue
+        picked.append({"crm_id": lead.crm_id, "company": lead.company_name, "stage": q.stage.value,
+                       "lead_score": q.lead_score, "reasons": q.reasons[:3], "next_step": q.next_step.subject})
+        if len(picked) >= limit:
+            break
+    return picked

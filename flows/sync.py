@@ -1,0 +1,246 @@
+"""Prefect flows: ``sync_leads`` (incremental, on a schedule), ``backfill`` (a date range, for
+revops) and ``rescore`` (every lead, after a model change). They only compose connectors/,
+scoring/ and flows/pipeline.py.
+
+A task handles a page, never one lead. Pages cross the task boundary wrapped in ``quote`` (Prefect
+would otherwise walk every element of the argument). The next page is read while the previous one
+is written, with at most ``MAX_PAGES_IN_FLIGHT`` pages in flight; the watermark only moves past a
+page once every page before it has finished.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.utilities.annotations import quote
+
+from flows.audit import AuditLog
+from flows.locks import run_lock
+from flows.pipeline import PageResult, RunContext, process_page
+from flows.summary import RunSummary
+from leadflow import settings
+from leadflow.store import engine_for
+
+CrmName = Literal["hubspot", "salesforce"]
+MAX_PAGES_IN_FLIGHT = 2
+TASK_STAGES = frozenset({"mql", "sql", "intake_ready", "redirect", "disqualified"})
+
+
+class StopRun(Exception):
+    """A clean, early stop (quota or budget exhausted): state is saved, the next run resumes."""
+
+
+def _is_transient(task, task_run, state) -> bool:
+    from connectors.retry import is_retryable
+
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - classification happens in connectors.retry
+        return is_retryable(exc)
+    return False
+
+
+@task(name="process-page", retries=1, retry_delay_seconds=5, retry_condition_fn=_is_transient,
+      cache_policy=None, persist_result=False)
+def process_page_task(ctx: RunContext, page) -> PageResult:
+    return process_page(ctx, page)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or uuid.uuid4())
+
+
+def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> RunContext:
+    from connectors.enrichment import build_waterfall
+    from connectors.factory import connector_from_env
+    from scoring import load_model
+
+    model = load_model()
+    preview = settings.DEFAULT_STATE_DIR / "previews" / f"{crm}-{run_id}.csv" if dry_run else None
+    return RunContext(
+        crm=crm,
+        connector=connector_from_env(crm, engine=engine),
+        engine=engine,
+        model=model,
+        waterfall=build_waterfall(engine=engine),
+        audit=AuditLog(engine, run_id=run_id, flow=flow_name, model_version=model.version, dry_run=dry_run),
+        now=_now(),
+        dry_run=dry_run,
+        preview_path=preview,
+        task_stages=TASK_STAGES,
+    )
+
+
+def run_pipeline(
+    crm: str,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    dry_run: bool,
+    limit: int | None,
+    flow_name: str,
+    incremental: bool,
+) -> RunSummary:
+    """Read, qualify and write every page in the window; the shared body of the three flows."""
+    from connectors import state
+
+    logger = get_run_logger()
+    engine = engine_for(settings.database_url())
+    run_id = _run_id()
+    ctx = _context(crm, flow_name, run_id, dry_run, engine)
+    summary = RunSummary(crm=crm, flow=flow_name, run_id=run_id, dry_run=dry_run,
+                         preview_path=str(ctx.preview_path) if ctx.preview_path else None)
+    with run_lock(engine, crm, holder=run_id):
+        if incremental:
+            mark = state.get_watermark(engine, crm, ctx.connector.mapping.objects["lead"])
+            since = mark - timedelta(seconds=settings.LOOKBACK_SECONDS) if mark else None
+        until = until or ctx.now
+        logger.info("%s %s: window [%s, %s)%s", flow_name, crm, since or "beginning", until,
+                    " (dry run)" if dry_run else "")
+        progress = _Progress(since, until) if not incremental else None
+        try:
+            if not dry_run:
+                _retry_pending(ctx, summary, logger)
+            _run_pages(ctx, ctx.connector.iter_pages(since, until), summary, limit, progress, logger)
+        except StopRun as stop:
+            summary.stopped_early = str(stop)
+            logger.warning("%s: stopped early: %s", crm, stop)
+        if incremental and not dry_run and summary.stopped_early is None and limit is None:
+            state.set_watermark(engine, crm, ctx.connector.mapping.objects["lead"], until)
+        if progress:
+            progress.finish()
+    _finish_summary(ctx, summary)
+    _publish(summary)
+    return summary
+
+
+def _retry_pending(ctx: RunContext, summary: RunSummary, logger) -> None:
+    from connectors import state
+
+    ids = state.pending_ids(ctx.engine, ctx.crm)
+    if not ids:
+        return
+    logger.info("%s: retrying %d lead(s) left pending by earlier runs", ctx.crm, len(ids))
+    for page in ctx.connector.fetch_by_ids(ids):
+        summary.retried_pending += len(page.leads)
+        _add(summary, process_page_task(quote(ctx), quote(page)))
+
+
+def _run_pages(ctx: RunContext, pages, summary: RunSummary, limit: int | None, progress, logger) -> None:
+    from connectors.retry import BudgetExhausted, QuotaExhausted
+
+    in_flight: deque = deque()
+    try:
+        for page in pages:
+            if limit is not None and summary.read + sum(len(p.leads) for _, p in in_flight) >= limit:
+                break
+            in_flight.append((process_page_task.submit(quote(ctx), quote(page)), page))
+            if len(in_flight) >= MAX_PAGES_IN_FLIGHT:
+                _settle(in_flight.popleft(), summary, progress, logger)
+        while in_flight:
+            _settle(in_flight.popleft(), summary, progress, logger)
+    except (QuotaExhausted, BudgetExhausted) as exc:
+        while in_flight:
+            _settle(in_flight.popleft(), summary, progress, logger)
+        raise StopRun(str(exc)) from exc
+
+
+def _settle(entry, summary: RunSummary, progress, logger) -> None:
+    future, page = entry
+    result = future.result()
+    _add(summary, result)
+    if progress and result.cursor:
+        progress.update(result.cursor)
+    logger.info("page %d: read %d, changed %d, tasks %d, failed %d, quarantined %d", summary.pages,
+                result.read, result.changed, result.tasks_created, result.failed, result.quarantined)
+
+
+def _add(summary: RunSummary, result: PageResult) -> None:
+    summary.pages += 1
+    for name in ("read", "changed", "unchanged", "stage_moves", "tasks_created", "tasks_closed", "failed",
+                 "quarantined"):
+        setattr(summary, name, getattr(summary, name) + getattr(result, name))
+    for stage, source, segment in result.stages:
+        summary.count_stage(stage, source, segment)
+    if len(summary.examples) < 5:
+        summary.examples.extend(result.examples[: 5 - len(summary.examples)])
+
+
+def _finish_summary(ctx: RunContext, summary: RunSummary) -> None:
+    usage = ctx.connector.api_usage()
+    summary.api_calls = int(usage.get("calls", 0))
+    summary.api_remaining = usage.get("remaining")
+    if ctx.waterfall is not None:
+        summary.enrichment = ctx.waterfall.stats()
+
+
+def _publish(summary: RunSummary) -> None:
+    key = f"leadflow-{summary.flow.replace('_', '-')}-{summary.crm}"
+    create_table_artifact(key=key, table=summary.table(), description=f"{summary.flow} on {summary.crm}")
+    create_markdown_artifact(key=f"{key}-stages", markdown=summary.markdown(),
+                             description="Stage counts by source and segment")
+
+
+class _Progress:
+    """A Prefect progress artifact for a backfill, as the share of the time window covered."""
+
+    def __init__(self, since: datetime | None, until: datetime):
+        self.since, self.until = since, until
+        self.artifact_id = create_progress_artifact(progress=0.0, description="backfill progress")
+
+    def update(self, cursor: datetime) -> None:
+        if self.since is None or self.until <= self.since:
+            return
+        share = (cursor - self.since) / (self.until - self.since)
+        update_progress_artifact(self.artifact_id, progress=round(100 * min(max(share, 0.0), 1.0), 1))
+
+    def finish(self) -> None:
+        update_progress_artifact(self.artifact_id, progress=100.0)
+
+
+@flow(name="sync-leads", log_prints=False)
+def sync_leads(crm: CrmName, since: datetime | None = None, until: datetime | None = None,
+               dry_run: bool = False, limit: int | None = None) -> dict[str, Any]:
+    """Incremental sync from the stored watermark (or from ``since`` when given)."""
+    summary = run_pipeline(crm, since, until, dry_run=dry_run, limit=limit, flow_name="sync_leads",
+                           incremental=since is None)
+    return summary.as_dict()
+
+
+@flow(name="backfill-leads", log_prints=False)
+def backfill(crm: CrmName, since: datetime, until: datetime, dry_run: bool = False) -> dict[str, Any]:
+    """Re-qualify every lead modified in [since, until); never moves the incremental watermark."""
+    if until <= since:
+        raise ValueError(f"backfill: until ({until.isoformat()}) must be after since ({since.isoformat()})")
+    summary = run_pipeline(crm, since, until, dry_run=dry_run, limit=None, flow_name="backfill",
+                           incremental=False)
+    return summary.as_dict()
+
+
+@flow(name="rescore-leads", log_prints=False)
+def rescore(crm: CrmName, dry_run: bool = False) -> dict[str, Any]:
+    """Re-qualify every lead after a model change; writes only what the new model changes."""
+    summary = run_pipeline(crm, None, None, dry_run=dry_run, limit=None, flow_name="rescore",
+                           incremental=False)
+    return summary.as_dict()
+
+
+def preview_dir() -> Path:
+    return settings.DEFAULT_STATE_DIR / "previews"
