@@ -49,8 +49,27 @@ def release(engine: Engine, crm: str, holder: str) -> None:
         conn.execute(delete(run_locks).where(run_locks.c.crm == crm, run_locks.c.holder == holder))
 
 
+def held_by(engine: Engine, crm: str, holder: str) -> bool:
+    from sqlalchemy import select
+
+    with engine.connect() as conn:
+        row = conn.execute(select(run_locks.c.holder, run_locks.c.expires_at).where(run_locks.c.crm == crm)).first()
+    if row is None:
+        return False
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=timezone.utc)
+    return row.holder == holder and expires > _now()
+
+
 @contextmanager
-def run_lock(engine: Engine, crm: str, holder: str, lease: timedelta = DEFAULT_LEASE) -> Iterator[None]:
+def run_lock(engine: Engine, crm: str, holder: str, lease: timedelta = DEFAULT_LEASE,
+             parent: str | None = None) -> Iterator[None]:
+    """Hold the CRM's lock for a run. A partition of a partitioned backfill passes ``parent``: it runs
+    under its parent's lock (which must be live) instead of taking its own."""
+    if parent is not None:
+        if not held_by(engine, crm, parent):
+            raise RunLocked(f"{crm}: partition of run {parent} started, but that run does not hold the lock")
+        yield
+        return
     acquire(engine, crm, holder, lease)
     try:
         yield

@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -97,6 +96,7 @@ def run_pipeline(
     limit: int | None,
     flow_name: str,
     incremental: bool,
+    parent_run_id: str | None = None,
 ) -> RunSummary:
     """Read, qualify and write every page in the window; the shared body of the three flows."""
     from connectors import state
@@ -107,7 +107,7 @@ def run_pipeline(
     ctx = _context(crm, flow_name, run_id, dry_run, engine)
     summary = RunSummary(crm=crm, flow=flow_name, run_id=run_id, dry_run=dry_run,
                          preview_path=str(ctx.preview_path) if ctx.preview_path else None)
-    with run_lock(engine, crm, holder=run_id):
+    with run_lock(engine, crm, holder=run_id, parent=parent_run_id):
         if incremental:
             mark = state.get_watermark(engine, crm, ctx.connector.mapping.objects["lead"])
             since = mark - timedelta(seconds=settings.LOOKBACK_SECONDS) if mark else None
@@ -225,12 +225,14 @@ def sync_leads(crm: CrmName, since: datetime | None = None, until: datetime | No
 
 
 @flow(name="backfill-leads", log_prints=False)
-def backfill(crm: CrmName, since: datetime, until: datetime, dry_run: bool = False) -> dict[str, Any]:
-    """Re-qualify every lead modified in [since, until); never moves the incremental watermark."""
+def backfill(crm: CrmName, since: datetime, until: datetime, dry_run: bool = False,
+             parent_run_id: str | None = None) -> dict[str, Any]:
+    """Re-qualify every lead modified in [since, until); never moves the incremental watermark.
+    ``parent_run_id`` is set when this run is one partition of ``partitioned_backfill``."""
     if until <= since:
         raise ValueError(f"backfill: until ({until.isoformat()}) must be after since ({since.isoformat()})")
     summary = run_pipeline(crm, since, until, dry_run=dry_run, limit=None, flow_name="backfill",
-                           incremental=False)
+                           incremental=False, parent_run_id=parent_run_id)
     return summary.as_dict()
 
 
@@ -241,6 +243,3 @@ def rescore(crm: CrmName, dry_run: bool = False) -> dict[str, Any]:
                            incremental=False)
     return summary.as_dict()
 
-
-def preview_dir() -> Path:
-    return settings.DEFAULT_STATE_DIR / "previews"

@@ -46,3 +46,18 @@ def test_run_lock_excludes_a_second_run_and_expires(database_url):
         conn.execute(update(store.run_locks).values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
     locks.acquire(engine, "salesforce", "run-d")
     engine.dispose()
+
+
+def test_partitions_run_under_their_parents_lock(database_url):
+    engine = store.make_engine(database_url)
+    with locks.run_lock(engine, "hubspot", "parent-1"):
+        with locks.run_lock(engine, "hubspot", "part-a", parent="parent-1"):
+            with locks.run_lock(engine, "hubspot", "part-b", parent="parent-1"):
+                pass
+        with pytest.raises(locks.RunLocked):
+            with locks.run_lock(engine, "hubspot", "sync-x"):
+                pass
+    with pytest.raises(locks.RunLocked, match="does not hold the lock"):
+        with locks.run_lock(engine, "hubspot", "part-c", parent="parent-1"):
+            pass
+    engine.dispose()
