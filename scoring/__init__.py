@@ -1,1 +1,28 @@
-"""The qualification domain: pure functions over canonical leads, configured by a YAML model."""
+"""The qualification domain: pure functions over canonical leads, configured by a YAML model.
+
+    from scoring import load_model, qualify_batch, apply_qualification
+    model = load_model()                       # scoring/default_model.yaml, validated and compiled
+    results = qualify_batch(leads, now, model) # same order as the input
+    lead2 = apply_qualification(lead, results[0])
+"""
+
+from scoring.engine import Qualification, apply_qualification, org_key, qualify, qualify_batch, segment_of
+from scoring.model import DEFAULT_MODEL_PATH, QualificationModel, load_model
+from scoring.next_steps import NextStep, add_business_days, due_date
+from scoring.schema import ModelFileError
+
+__all__ = [
+    "DEFAULT_MODEL_PATH",
+    "ModelFileError",
+    "NextStep",
+    "Qualification",
+    "QualificationModel",
+    "add_business_days",
+    "apply_qualification",
+    "due_date",
+    "load_model",
+    "org_key",
+    "qualify",
+    "qualify_batch",
+    "segment_of",
+]

@@ -1,0 +1,309 @@
+"""The B2B criteria: fit, need, authority, budget, timeline, compliance readiness.
+
+Each criterion returns ``(score 0-100, reasons)``; a reason is ``(impact, sentence)`` where the
+impact (signed, in criterion points) ranks it among the top positive and negative reasons.
+Unknown is never silently zero: it scores in between and says what to ask or enrich.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from leadflow.canonical import Lead
+from scoring.model import QualificationModel, SegmentRules, normalize_country
+
+Reason = tuple[float, str]
+
+_CONTENT_EVENTS = frozenset({"solution_page_view", "implementation_page_view", "content_download"})
+_SIZE_NOUNS = {"bed_count": "beds", "provider_count": "providers", "location_count": "locations"}
+_FIT_NEUTRAL = 0.6  # a component fraction above this is a positive reason, below a negative one
+
+
+@dataclass(slots=True)
+class OrgContext:
+    """What the batch knows about one organization's contacts (the buying group)."""
+
+    functions: set[str] = field(default_factory=set)
+    has_decision_maker: bool = False
+
+
+def clamp(score: float) -> int:
+    return 0 if score <= 0 else 100 if score >= 100 else int(score + 0.5)
+
+
+# --- disqualifiers (every B2B segment) ------------------------------------------------------
+
+
+def _domains(lead: Lead) -> tuple[str, ...]:
+    domains = []
+    if lead.company_domain:
+        domains.append(lead.company_domain.strip().lower().removeprefix("www."))
+    if lead.email and "@" in lead.email:
+        domains.append(lead.email.rsplit("@", 1)[1].strip().lower())
+    return tuple(domains)
+
+
+def disqualifiers(lead: Lead, model: QualificationModel) -> list[str]:
+    """Why this lead is outside every profile (student, vendor, competitor), or an empty list."""
+    found: list[str] = []
+    title = lead.job_title.lower() if lead.job_title else ""
+    if title and model.title_disqualifiers and model.title_disqualifiers.search(title):
+        found.append("title indicates a student or trainee, not a buyer")
+    if title and model.vendor_titles and model.vendor_titles.search(title):
+        found.append("title indicates a vendor, not a buyer")
+    for domain in _domains(lead):
+        if domain in model.competitor_domains:
+            found.append("competitor domain")
+            break
+        if domain in model.vendor_domains:
+            found.append("vendor domain, not a buyer")
+            break
+    return found
+
+
+# --- fit ------------------------------------------------------------------------------------
+
+Component = tuple[float, str | None, str | None]  # (fraction 0-1, reason, disqualifier)
+
+
+def _org_type(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
+    if seg.name == "unknown":
+        return 0.3, "organization type unknown: enrich or ask", None
+    return 1.0, f"organization type fits: {seg.label}", None
+
+
+def _specialty(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
+    text = lead.specialty.lower() if lead.specialty else ""
+    excluded = (model.excluded_specialties, seg.specialty_excluded)
+    if text and any(pattern and pattern.search(text) for pattern in excluded):
+        return 0.0, "specialty outside the profile", "specialty outside the profile"
+    if seg.specialty_ideal is None:
+        return 1.0, None, None
+    if not text:
+        return 0.5, "specialty unknown: enrich from NPI", None
+    if seg.specialty_ideal.search(text):
+        return 1.0, "specialty in the ideal profile", None
+    return 0.5, "specialty not in the ideal list", None
+
+
+def _care_setting(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
+    if not (seg.settings_ideal or seg.settings_acceptable or seg.settings_excluded):
+        return 1.0, None, None
+    setting = lead.care_setting
+    if setting is None:
+        return 0.5, "care setting unknown: enrich", None
+    if setting in seg.settings_excluded:
+        return 0.0, f"care setting outside the profile ({setting.value})", "care setting outside the profile"
+    if setting in seg.settings_ideal:
+        return 1.0, f"care setting fits ({setting.value})", None
+    if setting in seg.settings_acceptable:
+        return 0.7, None, None
+    return 0.3, "care setting not in the profile", None
+
+
+def _size(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
+    if not seg.size_rules:
+        return 1.0, None, None
+    best: tuple[float, str] | None = None
+    for name, minimum, ideal in seg.size_rules:
+        value = getattr(lead, name)
+        if value is None:
+            continue
+        noun = _SIZE_NOUNS[name]
+        if value >= ideal:
+            candidate = (1.0, f"size fits the ideal profile ({value} {noun})")
+        elif value >= minimum:
+            candidate = (0.7, f"size within the profile ({value} {noun})")
+        else:
+            candidate = (0.2, f"smaller than the profile ({value} {noun})")
+        if best is None or candidate[0] > best[0]:
+            best = candidate
+    if best is None:
+        return 0.5, "size unknown: enrich " + "/".join(_SIZE_NOUNS[r[0]] for r in seg.size_rules), None
+    return best[0], best[1], None
+
+
+def _geography(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
+    country = _country(lead.country) if lead.country else None
+    state = lead.state.strip().upper() if lead.state else None
+    if country and seg.countries and country not in seg.countries:
+        return 0.0, "outside the countries served", "outside the geography served"
+    if state and country in (None, "US"):
+        if state in seg.excluded_states or (seg.states and state not in seg.states):
+            return 0.0, "outside the states served", "outside the geography served"
+    if not country and not state:
+        return 0.5, "geography unknown: enrich state/country", None
+    return 1.0, "in the geography served", None
+
+
+@lru_cache(maxsize=1024)
+def _country(value: str) -> str:
+    return normalize_country(value)
+
+
+def _ehr(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
+    if seg.ehr_ideal is None and seg.ehr_supported is None:
+        return 1.0, None, None
+    vendor = lead.ehr_vendor.lower() if lead.ehr_vendor else ""
+    if not vendor:
+        return 0.5, "EHR unknown: ask", None
+    if seg.ehr_ideal and seg.ehr_ideal.search(vendor):
+        return 1.0, "EHR has a ready integration", None
+    if seg.ehr_supported and seg.ehr_supported.search(vendor):
+        return 0.75, "EHR is supported", None
+    return 0.35, "EHR not integrated yet", None
+
+
+_COMPONENTS = {
+    "org_type": _org_type,
+    "specialty": _specialty,
+    "care_setting": _care_setting,
+    "size": _size,
+    "geography": _geography,
+    "ehr": _ehr,
+}
+
+
+def fit(lead: Lead, seg: SegmentRules, model: QualificationModel) -> tuple[int, list[Reason], list[str]]:
+    """Fit against the segment's ideal profile; also returns profile disqualifiers."""
+    total, reasons, excluded = 0.0, [], []
+    for name, share in model.fit_components:
+        fraction, reason, disqualifier = _COMPONENTS[name](lead, seg, model)
+        total += fraction * share
+        if reason:
+            reasons.append(((fraction - _FIT_NEUTRAL) * share * 100, reason))
+        if disqualifier:
+            excluded.append(disqualifier)
+    return clamp(total * 100), reasons, excluded
+
+
+# --- need -----------------------------------------------------------------------------------
+
+
+def content_engaged(lead: Lead) -> int:
+    return sum(1 for event in lead.events if event.type in _CONTENT_EVENTS)
+
+
+def need(lead: Lead, seg: SegmentRules, model: QualificationModel) -> tuple[int, list[Reason]]:
+    if lead.discovery.need_confirmed:
+        return 100, [(40.0, "need confirmed on discovery")]
+    reasons: list[Reason] = []
+    base = _stated_need(lead.pain_point, seg, model, reasons)
+    content = content_engaged(lead)
+    if content:
+        reasons.append((min(30, 10 * content), f"engaged with solution content ({content} views/downloads)"))
+    else:
+        reasons.append((-5.0, "no solution content engaged yet"))
+    return clamp(base + min(30, 10 * content)), reasons
+
+
+def _stated_need(pain: str | None, seg: SegmentRules, model: QualificationModel, reasons: list[Reason]) -> float:
+    if not pain or not pain.strip():
+        reasons.append((-20.0, "pain point not stated: ask on discovery"))
+        return 20.0
+    text = pain.lower()
+    matched = [(name, label) for name, label, pattern in model.needs if pattern.search(text)]
+    if not matched:
+        reasons.append((-10.0, "stated pain point matches no known need"))
+        return 30.0
+    priority = [label for name, label in matched if name in seg.priority_needs]
+    if priority:
+        reasons.append((30.0, f"stated need is a priority for this segment: {priority[0]}"))
+        return 70.0
+    reasons.append((15.0, f"stated need: {matched[0][1]}"))
+    return 50.0
+
+
+# --- authority ------------------------------------------------------------------------------
+
+_ROLE_REASONS = {
+    "decision_maker": "decision maker by title",
+    "influencer": "influencer by title",
+    "user": "end user by title: find the decision maker",
+    "unknown": "role unknown: ask who decides",
+}
+
+
+def authority(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[int, list[Reason]]:
+    """Role from the title plus buying-group coverage across the organization's contacts."""
+    if lead.discovery.authority_confirmed:
+        return 100, [(40.0, "authority confirmed on discovery")]
+    role = lead.decision_role.value
+    role_points = model.role_scale[role] * 0.7
+    reasons: list[Reason] = [(role_points - 35.0, _ROLE_REASONS[role])]
+    if role != "decision_maker" and org.has_decision_maker:
+        role_points = max(role_points, 60.0)
+        reasons.append((15.0, "a decision maker at the organization is engaged"))
+    group = model.buying_group
+    covered = [f for f in group if f in org.functions]
+    coverage_points = 30.0 * len(covered) / len(group) if group else 30.0
+    if covered:
+        reasons.append((coverage_points, f"buying group covers {', '.join(covered)} ({len(covered)} of {len(group)})"))
+    missing = [f for f in group if f not in org.functions]
+    if missing:
+        reasons.append((-2.0 * len(missing), f"no {', '.join(missing)} contact yet"))
+    return clamp(role_points + coverage_points), reasons
+
+
+# --- budget, timeline -----------------------------------------------------------------------
+
+_BUDGET_REASONS = {
+    "approved": "budget approved",
+    "planned": "budget planned in the current cycle",
+    "needs_approval": "budget needs approval (board)",
+    "grant": "budget depends on a grant",
+    "none": "no budget",
+    "unknown": "budget unknown: ask on discovery",
+}
+_TIMELINE_REASONS = {
+    "now": "buying now",
+    "quarter": "buying this quarter",
+    "half_year": "buying within six months",
+    "year": "buying within a year",
+    "later": "timeline more than a year out",
+    "unknown": "timeline unknown: ask on discovery",
+}
+
+
+def budget(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
+    status = lead.budget_status.value
+    score = model.budget_scale[status]
+    reasons: list[Reason] = [(score - 50.0, _BUDGET_REASONS[status])]
+    if lead.discovery.budget_path_known:
+        score = max(score, 80.0)
+        reasons.append((30.0, "budget path known from discovery"))
+    return clamp(score), reasons
+
+
+def timeline(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
+    value = lead.timeline.value
+    score = model.timeline_scale[value]
+    reasons: list[Reason] = [(score - 50.0, _TIMELINE_REASONS[value])]
+    if lead.discovery.timeline_confirmed and value != "unknown":
+        reasons.append((10.0, "timeline confirmed on discovery"))
+    return clamp(score), reasons
+
+
+# --- compliance readiness -------------------------------------------------------------------
+
+_READINESS_WORDS = {"ready": "done", "in_progress": "in progress", "not_started": "not started"}
+
+
+def compliance(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[int, list[Reason]]:
+    """Security review, BAA, privacy/legal contact, implementation staffing."""
+    scale = model.readiness_scale
+    reasons: list[Reason] = []
+    score = 0.0
+    for label, value in (("security review", lead.security_review.value), ("BAA", lead.baa_status.value)):
+        points = scale[value]
+        score += 0.4 * points
+        text = f"{label} unknown: ask" if value == "unknown" else f"{label} {_READINESS_WORDS[value]}"
+        reasons.append(((points - 50.0) * 0.4, text))
+    if "compliance" in org.functions:
+        score += 20.0
+        reasons.append((10.0, "privacy/legal contact engaged"))
+    else:
+        reasons.append((-3.0, "no privacy/legal contact yet"))
+    reasons.append((-1.0, "implementation staffing unknown: ask on discovery"))
+    return clamp(score), reasons

@@ -1,0 +1,251 @@
+"""qualify_batch: score, stage, explain and plan the next step of a batch of canonical leads.
+
+Pure and deterministic: the clock is a parameter, the model is compiled plain data, and the only
+state is the batch itself (contacts of one organization form its buying group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from leadflow.canonical import Lead, LeadKind, OrgType, Stage
+from leadflow.titles import buying_function_from_title
+from scoring import criteria, patient, reasons as reasons_mod
+from scoring.criteria import OrgContext, Reason
+from scoring.engagement import engagement
+from scoring.model import PatientRules, QualificationModel, SegmentRules
+from scoring.next_steps import NextStep, render_step
+from scoring.stages import Signals, b2b_stage, manual_stage_reason
+
+_SEGMENT_OF_ORG_TYPE = {
+    OrgType.health_system: "health_system",
+    OrgType.hospital: "health_system",
+    OrgType.payer: "payer",
+    OrgType.pharma: "pharma",
+    OrgType.digital_health: "digital_health",
+}
+_PRACTICES = frozenset({OrgType.physician_practice, OrgType.clinic})
+_NO_ORG = OrgContext()
+
+
+@dataclass(frozen=True, slots=True)
+class Qualification:
+    """What leadflow concluded about one lead, and why."""
+
+    crm_id: str
+    segment: str
+    fit_score: int
+    engagement_score: int
+    lead_score: int
+    stage: Stage
+    previous_stage: Stage | None
+    stage_changed: bool
+    reasons: list[str]
+    reasons_compact: str
+    reasons_full: str
+    breakdown: dict[str, Any]
+    next_step: NextStep
+    model_version: str
+    scored_at: datetime
+
+    def summary(self, now: datetime | None = None) -> dict[str, Any]:
+        """The JSON form ``leadflow explain --json`` prints."""
+        step = self.next_step.to_dict()
+        step["due"] = self.next_step.due(now or self.scored_at).isoformat()
+        return {
+            "crm_id": self.crm_id,
+            "segment": self.segment,
+            "stage": self.stage.value,
+            "previous_stage": self.previous_stage.value if self.previous_stage else None,
+            "lead_score": self.lead_score,
+            "fit_score": self.fit_score,
+            "engagement_score": self.engagement_score,
+            "reasons": self.reasons,
+            "next_step": step,
+            "model_version": self.model_version,
+        }
+
+
+def segment_of(lead: Lead) -> str:
+    """The segment from lead_kind and org_type; a missing or "other" org type is ``unknown``."""
+    if lead.lead_kind is LeadKind.patient:
+        return "patient"
+    org_type = lead.org_type
+    if org_type in _PRACTICES:
+        return "practice_multi" if (lead.location_count or 0) >= 2 else "practice_single"
+    return _SEGMENT_OF_ORG_TYPE.get(org_type, "unknown")  # type: ignore[arg-type]
+
+
+def org_key(lead: Lead) -> str | None:
+    """The organization a contact belongs to: crm_company_id, else company_domain, else company_name."""
+    if lead.crm_company_id:
+        return "id:" + lead.crm_company_id
+    if lead.company_domain:
+        return "domain:" + lead.company_domain.strip().lower().removeprefix("www.")
+    if lead.company_name:
+        return "name:" + " ".join(lead.company_name.lower().split())
+    return None
+
+
+def organizations(leads: Sequence[Lead]) -> dict[str, OrgContext]:
+    """The buying group of every organization in the batch."""
+    orgs: dict[str, OrgContext] = {}
+    for lead in leads:
+        if lead.lead_kind is LeadKind.patient:
+            continue
+        key = org_key(lead)
+        if key is None:
+            continue
+        org = orgs.get(key)
+        if org is None:
+            org = orgs[key] = OrgContext()
+        function = buying_function_from_title(lead.job_title) if lead.job_title else None
+        if function:
+            org.functions.add(function)
+        if lead.decision_role.value == "decision_maker":
+            org.has_decision_maker = True
+    return orgs
+
+
+def qualify_batch(leads: Sequence[Lead], now: datetime, model: QualificationModel) -> list[Qualification]:
+    """Qualify every lead, in input order. ``now`` is the clock (naive means UTC)."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    orgs = organizations(leads)
+    results = []
+    for lead in leads:
+        if lead.lead_kind is LeadKind.patient:
+            results.append(_qualify_patient(lead, now, model))
+        else:
+            key = org_key(lead)
+            org = orgs.get(key, _NO_ORG) if key else _own_org(lead)
+            results.append(_qualify_b2b(lead, org, now, model))
+    return results
+
+
+def qualify(lead: Lead, now: datetime, model: QualificationModel) -> Qualification:
+    """One lead on its own (its buying group is just itself)."""
+    return qualify_batch([lead], now, model)[0]
+
+
+def _own_org(lead: Lead) -> OrgContext:
+    function = buying_function_from_title(lead.job_title) if lead.job_title else None
+    return OrgContext({function} if function else set(), lead.decision_role.value == "decision_maker")
+
+
+def _qualify_b2b(lead: Lead, org: OrgContext, now: datetime, model: QualificationModel) -> Qualification:
+    seg = model.segments[segment_of(lead)]
+    fit_score, fit_reasons, excluded = criteria.fit(lead, seg, model)
+    scored: dict[str, tuple[int, list[Reason]]] = {
+        "fit": (fit_score, fit_reasons),
+        "need": criteria.need(lead, seg, model),
+        "authority": criteria.authority(lead, org, model),
+        "budget": criteria.budget(lead, model),
+        "timeline": criteria.timeline(lead, model),
+        "compliance": criteria.compliance(lead, org, model),
+        "engagement": engagement(lead, now, model),
+    }
+    disqualifiers = tuple(criteria.disqualifiers(lead, model) + excluded)
+    signals = Signals(fit_score, scored["engagement"][0], scored["authority"][0], disqualifiers)
+    manual = manual_stage_reason(lead)
+    if manual:
+        stage, stage_reasons = lead.manual_stage.value, [manual]  # type: ignore[union-attr]
+    else:
+        stage, stage_reasons = b2b_stage(lead, seg, signals, model)
+    return _assemble(lead, seg.name, seg.label, seg.next_steps, scored, seg.weights, stage, stage_reasons, now, model)
+
+
+def _qualify_patient(lead: Lead, now: datetime, model: QualificationModel) -> Qualification:
+    rules: PatientRules = model.patient
+    result = patient.check(lead, rules)
+    scored = {"fit": patient.patient_fit(result), "engagement": engagement(lead, now, model)}
+    manual = manual_stage_reason(lead)
+    if manual:
+        stage, stage_reasons = lead.manual_stage.value, [manual]  # type: ignore[union-attr]
+    else:
+        stage, why = patient.patient_stage(result, rules)
+        stage_reasons = [why]
+    return _assemble(lead, rules.name, rules.label, rules.next_steps, scored, rules.weights, stage, stage_reasons, now, model)
+
+
+def _assemble(
+    lead: Lead,
+    segment: str,
+    label: str,
+    steps: dict,
+    scored: dict[str, tuple[int, list[Reason]]],
+    weights: tuple[tuple[str, float], ...],
+    stage: str,
+    stage_reasons: list[str],
+    now: datetime,
+    model: QualificationModel,
+) -> Qualification:
+    lead_score = criteria.clamp(sum(share * scored[name][0] for name, share in weights if name in scored))
+    share_of = dict(weights)
+    weighted = [(impact * share_of.get(name, 0.05), text) for name, (_, rs) in scored.items() for impact, text in rs]
+    if segment == "unknown" and not any("organization type unknown" in r for r in stage_reasons):
+        stage_reasons = [*stage_reasons, "organization type unknown: enrich or ask"]
+    top = reasons_mod.ranked(stage_reasons, weighted)
+    compact = reasons_mod.compact(top)
+    fit_score, engagement_score = scored["fit"][0], scored["engagement"][0]
+    score_line = f"Scores: lead {lead_score}, fit {fit_score}, engagement {engagement_score} ({label}, model {model.version})"
+    previous = lead.stage
+    step = render_step(steps[stage], stage, label, lead_score, compact)
+    return Qualification(
+        crm_id=lead.crm_id,
+        segment=segment,
+        fit_score=fit_score,
+        engagement_score=engagement_score,
+        lead_score=lead_score,
+        stage=Stage(stage),
+        previous_stage=previous,
+        stage_changed=previous is None or previous.value != stage,
+        reasons=top,
+        reasons_compact=compact,
+        reasons_full=reasons_mod.full(stage, previous.value if previous else None, score_line, stage_reasons, weighted),
+        breakdown=_breakdown(segment, stage, previous, stage_reasons, scored, share_of, lead_score, model),
+        next_step=step,
+        model_version=model.version,
+        scored_at=now,
+    )
+
+
+def _breakdown(
+    segment: str,
+    stage: str,
+    previous: Stage | None,
+    stage_reasons: list[str],
+    scored: dict[str, tuple[int, list[Reason]]],
+    share_of: dict[str, float],
+    lead_score: int,
+    model: QualificationModel,
+) -> dict[str, Any]:
+    return {
+        "segment": segment,
+        "stage": {"stage": stage, "previous": previous.value if previous else None, "reasons": stage_reasons},
+        "lead_score": lead_score,
+        "criteria": {
+            name: {"score": score, "weight": round(share_of.get(name, 0.0), 4), "reasons": [t for _, t in rs]}
+            for name, (score, rs) in scored.items()
+        },
+        "model_version": model.version,
+    }
+
+
+def apply_qualification(lead: Lead, q: Qualification) -> Lead:
+    """A copy of ``lead`` with leadflow's outputs set (``next_step`` is the task subject)."""
+    return lead.model_copy(
+        update={
+            "fit_score": q.fit_score,
+            "engagement_score": q.engagement_score,
+            "lead_score": q.lead_score,
+            "stage": q.stage,
+            "reasons": list(q.reasons),
+            "next_step": q.next_step.subject,
+            "model_version": q.model_version,
+            "scored_at": q.scored_at,
+        }
+    )
