@@ -1,0 +1,369 @@
+"""CRM record <-> canonical ``Lead``, through a ``CrmMapping``. Pure functions, no I/O.
+
+Read: ``record_to_lead`` turns a CRM record's properties (and, for HubSpot, its primary
+associated company's) into a ``Lead``; ``convert_record`` does the same but returns a
+``Quarantined`` (reason names the record and the field) instead of raising, so one bad record
+never sinks its page.
+
+Types: HubSpot sends every value as a string (numbers, ``"true"``/``"false"``, datetimes as ISO
+or epoch milliseconds); Salesforce sends JSON numbers/bools and ISO datetimes. Both go through
+the same parsers.
+
+Events: each ``events:`` entry is the latest occurrence of one event type. It becomes one event at
+that time; when the CRM keeps a count property as well, it becomes ``min(count, EVENT_COUNT_CAP)``
+events at that same time (the CRM keeps no earlier timestamps, so every occurrence is dated at the
+latest one; the cap keeps a contact with 400 visits from dominating engagement scoring).
+
+Write: ``to_crm_value`` renders a canonical value in the CRM's form (value maps, numbers, bools,
+ISO datetimes, ``max_length`` truncation; ``reasons_detail`` is the full text of ``reasons``);
+``values_equal`` compares a current CRM value with a value to write, type-aware.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors.base import Quarantined
+from leadflow.canonical import Lead, LeadKind, coerce_enum
+from mappings import ENUM_OF_FIELD, CrmMapping, FieldMapping
+
+EVENT_COUNT_CAP = 3
+REASONS_SEPARATOR = "; "
+DETAIL_SEPARATOR = "\n"
+
+# Integer fields with bounds the canonical model enforces: checked here first so the message
+# names the CRM field and the value.
+_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "fit_score": (0, 100),
+    "engagement_score": (0, 100),
+    "lead_score": (0, 100),
+    "provider_count": (0, None),
+    "bed_count": (0, None),
+    "location_count": (0, None),
+}
+
+
+class ConvertError(ValueError):
+    """A record cannot become a Lead; ``str()`` is ``"<crm>:<id>: <crm field>: <problem>"``."""
+
+    def __init__(self, crm: str, crm_id: str, field: str | None, problem: str):
+        self.crm, self.crm_id, self.field, self.problem = crm, crm_id, field, problem
+        where = f"{field}: " if field else ""
+        super().__init__(f"{crm}:{crm_id}: {where}{problem}")
+
+
+class _FieldProblem(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------- parsing (read)
+
+
+def is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """ISO-8601 (``Z``, ``+00:00`` or ``+0000``), epoch milliseconds, or a datetime -> aware UTC."""
+    if is_blank(value):
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    elif len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit() and "T" in text:
+        text = f"{text[:-2]}:{text[-2:]}"  # Salesforce's +0000
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise _FieldProblem(f"{str(value)[:60]!r} is not a datetime") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_number(value: Any) -> float | None:
+    if is_blank(value):
+        return None
+    if isinstance(value, bool):
+        raise _FieldProblem(f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _FieldProblem(f"{str(value)[:60]!r} is not a number") from None
+    if math.isnan(number) or math.isinf(number):
+        raise _FieldProblem(f"{str(value)[:60]!r} is not a number")
+    return number
+
+
+_TRUE = {"true", "1", "yes", "y", "on", "checked"}
+_FALSE = {"false", "0", "no", "n", "off", "unchecked"}
+
+
+def parse_bool(value: Any) -> bool | None:
+    if is_blank(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _FieldProblem(f"{str(value)[:60]!r} is not true/false")
+
+
+def _read_enum(fm: FieldMapping, value: Any) -> Any:
+    if is_blank(value):
+        return None
+    text = str(value).strip()
+    reverse = {str(crm): canonical for canonical, crm in (fm.values or {}).items()}
+    reverse.update({str(crm): str(canonical) for crm, canonical in (fm.read_aliases or {}).items()})
+    if text in reverse:
+        return reverse[text]
+    folded = {crm.lower(): canonical for crm, canonical in reverse.items()}
+    return folded.get(text.lower(), text)  # unknown: the canonical model degrades it with a warning
+
+
+def read_value(name: str, fm: FieldMapping, raw: Any) -> Any:
+    """One CRM value -> its canonical form (raises _FieldProblem)."""
+    if fm.type == "number":
+        number = parse_number(raw)
+        if number is None:
+            return None
+        integral = int(round(number))
+        bounds = _INT_BOUNDS.get(name)
+        if bounds:
+            low, high = bounds
+            if integral < low or (high is not None and integral > high):
+                limit = f"{low}-{high}" if high is not None else f">= {low}"
+                raise _FieldProblem(f"{str(raw)[:60]!r} out of range {limit}")
+        return integral
+    if fm.type == "bool":
+        return parse_bool(raw)
+    if fm.type in ("datetime", "date"):
+        return parse_datetime(raw)
+    if fm.values or fm.read_aliases or name in ENUM_OF_FIELD:
+        return _read_enum(fm, raw)
+    if is_blank(raw):
+        return None
+    if name == "reasons":
+        return [part for part in str(raw).split(REASONS_SEPARATOR.strip()) if part.strip()]
+    return str(raw).strip() if not isinstance(raw, str) else raw
+
+
+def current_key(mapping: CrmMapping, fm: FieldMapping) -> str:
+    """The key of a CRM field in ``Page.current`` and ``lf_written_values``: the field's API name,
+    prefixed ``company.`` when it lives on a separate company object (HubSpot)."""
+    if fm.object == "company" and mapping.objects.get("company") != mapping.objects.get("lead"):
+        return f"company.{fm.field}"
+    return fm.field
+
+
+def _source_props(mapping: CrmMapping, fm: FieldMapping, props: dict, company: dict | None) -> dict | None:
+    if fm.object == "company" and mapping.objects.get("company") != mapping.objects.get("lead"):
+        return company
+    return props
+
+
+def record_to_lead(
+    mapping: CrmMapping,
+    crm_id: str,
+    props: dict[str, Any],
+    company: dict[str, Any] | None = None,
+    company_id: str | None = None,
+) -> Lead:
+    """Build a Lead from CRM properties; raises ``ConvertError`` naming the record and field."""
+    crm = mapping.crm
+    data: dict[str, Any] = {"crm": crm, "crm_id": str(crm_id)}
+    warnings: list[str] = []
+    nested: dict[str, dict[str, Any]] = {"discovery": {}, "patient": {}}
+    for name, fm in mapping.readable().items():
+        source = _source_props(mapping, fm, props, company)
+        if source is None or fm.field not in source:
+            continue
+        try:
+            value = read_value(name, fm, source[fm.field])
+        except _FieldProblem as problem:
+            raise ConvertError(crm, crm_id, fm.field, str(problem)) from None
+        if value is None:
+            continue
+        if "." in name:
+            group, leaf = name.split(".", 1)
+            nested[group][leaf] = value
+        else:
+            data[name] = value
+    if nested["discovery"]:
+        data["discovery"] = nested["discovery"]
+    if nested["patient"]:
+        data["patient"] = nested["patient"]
+    if "lead_kind" in data and coerce_enum(LeadKind, data["lead_kind"]) is None:
+        warnings.append(f"lead_kind: unknown value {str(data['lead_kind'])[:60]!r} read as b2b")
+        data["lead_kind"] = LeadKind.b2b
+    if company_id and mapping.objects.get("company") != mapping.objects.get("lead"):
+        data["crm_company_id"] = str(company_id)
+    try:
+        data["modified_at"] = parse_datetime(props.get(mapping.modified_field))
+        data["events"] = read_events(mapping, props, str(crm_id))
+    except _FieldProblem as problem:
+        raise ConvertError(crm, crm_id, mapping.modified_field, str(problem)) from None
+    except ConvertError:
+        raise
+    if warnings:
+        data["warnings"] = warnings
+    try:
+        return Lead.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(p) for p in error["loc"])
+        field = _crm_field_of(mapping, loc)
+        raise ConvertError(crm, crm_id, field, f"{error['msg']} (canonical {loc})") from None
+
+
+def _crm_field_of(mapping: CrmMapping, loc: str) -> str | None:
+    for name, fm in mapping.fields.items():
+        if loc == name or loc.startswith(name + "."):
+            return fm.field
+    return None
+
+
+def read_events(mapping: CrmMapping, props: dict[str, Any], crm_id: str = "?") -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for event_type, em in mapping.events.items():
+        try:
+            at = parse_datetime(props.get(em.field))
+        except _FieldProblem as problem:
+            raise ConvertError(mapping.crm, crm_id, em.field, str(problem)) from None
+        if at is None:
+            continue
+        count = 1
+        if em.count_field:
+            try:
+                raw_count = parse_number(props.get(em.count_field))
+            except _FieldProblem:
+                raw_count = None
+            if raw_count is not None:
+                count = max(1, min(int(raw_count), EVENT_COUNT_CAP))
+        events.extend({"type": event_type, "at": at} for _ in range(count))
+    events.sort(key=lambda e: e["at"])
+    return events
+
+
+def convert_record(
+    mapping: CrmMapping,
+    crm_id: str,
+    props: dict[str, Any],
+    company: dict[str, Any] | None = None,
+    company_id: str | None = None,
+) -> Lead | Quarantined:
+    """``record_to_lead``, or a ``Quarantined`` with the reason; never raises for bad data."""
+    try:
+        return record_to_lead(mapping, crm_id, props, company, company_id)
+    except ConvertError as exc:
+        return Quarantined(crm_id=str(crm_id), reason=str(exc), field=exc.field)
+
+
+def current_values(mapping: CrmMapping, props: dict[str, Any], company: dict[str, Any] | None) -> dict[str, Any]:
+    """``Page.current`` for one record: every writable mapped field, keyed by ``current_key``."""
+    out: dict[str, Any] = {}
+    for fm in mapping.writable().values():
+        source = _source_props(mapping, fm, props, company) or {}
+        out[current_key(mapping, fm)] = source.get(fm.field)
+    return out
+
+
+# --------------------------------------------------------------------------- rendering (write)
+
+
+def canonical_value(lead: Lead, name: str) -> Any:
+    """The canonical value a mapping key names (dotted paths; ``reasons_detail`` = ``reasons``)."""
+    if name == "reasons_detail":
+        return lead.reasons
+    if "." in name:
+        group, leaf = name.split(".", 1)
+        parent = getattr(lead, group, None)
+        return getattr(parent, leaf, None) if parent is not None else None
+    return getattr(lead, name, None)
+
+
+def format_datetime(value: datetime) -> str:
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _truncate(text: str, max_length: int | None) -> str:
+    if max_length is None or len(text) <= max_length:
+        return text
+    return text[: max_length - 1].rstrip() + "…"
+
+
+def to_crm_value(crm: str, name: str, fm: FieldMapping, value: Any) -> Any:
+    """A canonical value in the CRM's form; None means "nothing to write"."""
+    if value is None or (isinstance(value, list) and not value):
+        return None
+    stringly = crm == "hubspot"
+    if name == "reasons_detail":
+        out: Any = _truncate(DETAIL_SEPARATOR.join(str(v) for v in value), fm.max_length)
+    elif isinstance(value, list):
+        out = _truncate(REASONS_SEPARATOR.join(str(v) for v in value), fm.max_length)
+    elif fm.type == "number":
+        number = float(value)
+        out = int(number) if number.is_integer() else number
+        out = str(out) if stringly else out
+    elif fm.type == "bool":
+        out = ("true" if value else "false") if stringly else bool(value)
+    elif fm.type in ("datetime", "date"):
+        moment = parse_datetime(value)
+        if fm.type == "date":
+            out = moment.date().isoformat()
+        else:
+            out = format_datetime(moment)
+    elif fm.values is not None:
+        key = value.value if isinstance(value, StrEnum) else str(value)
+        out = fm.values.get(key, key)
+    else:
+        out = _truncate(value.value if isinstance(value, StrEnum) else str(value), fm.max_length)
+    return out
+
+
+def _normalise(fm: FieldMapping, value: Any) -> Any:
+    if is_blank(value):
+        return None
+    try:
+        if fm.type == "number":
+            return parse_number(value)
+        if fm.type == "bool":
+            return parse_bool(value)
+        if fm.type == "datetime":
+            moment = parse_datetime(value)
+            return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        if fm.type == "date":
+            return parse_datetime(value).date()
+    except _FieldProblem:
+        return str(value)
+    return str(value)
+
+
+def values_equal(fm: FieldMapping, current: Any, new: Any) -> bool:
+    """Type-aware equality of a CRM value and a value to write ("42" == 42.0, blank == None)."""
+    return _normalise(fm, current) == _normalise(fm, new)
+
+
+def stored_text(value: Any) -> str | None:
+    """How a written value is kept in ``lf_written_values``."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,151 @@
+"""Client-side rate limiting, a per-run API budget, and call accounting.
+
+- ``SlidingWindowLimiter``: at most ``max_calls`` per ``period`` seconds (thread-safe); HubSpot's
+  default is 190 per 10 s for ordinary calls and 5 per second for search (its own bucket), so 429s
+  are rare.
+- ``ApiBudget``: a per-run cap (``max_calls``) and/or a share of the daily quota the CRM reports
+  (``daily_share``: e.g. 0.2 = at most 20 % of what remained when the run started); over it,
+  ``BudgetExhausted`` is raised *before* the call, so the flow stops cleanly with its state saved.
+- ``CallMeter``: one gate every connector call goes through: limiter, budget, counts by endpoint,
+  and the remaining quota seen in response headers. ``usage()`` is what ``api_usage()`` returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BudgetExhausted(RuntimeError):
+    """This run's API budget is spent: stop cleanly, the next run resumes from the watermark."""
+
+
+class SlidingWindowLimiter:
+    def __init__(
+        self,
+        max_calls: int,
+        period: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if max_calls <= 0 or period <= 0:
+            raise ValueError("max_calls and period must be positive")
+        self.max_calls, self.period = max_calls, period
+        self._clock, self._sleep = clock, sleep
+        self._calls: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._calls and now - self._calls[0] >= self.period:
+                    self._calls.popleft()
+                if len(self._calls) < self.max_calls:
+                    self._calls.append(now)
+                    return
+                wait = self.period - (now - self._calls[0])
+            self.waited += wait
+            self._sleep(max(wait, 0.001))
+
+
+@dataclass
+class ApiBudget:
+    max_calls: int | None = None
+    daily_share: float | None = None
+    used: int = 0
+    daily_remaining_at_start: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def limit(self) -> int | None:
+        limits = []
+        if self.max_calls is not None:
+            limits.append(self.max_calls)
+        if self.daily_share is not None and self.daily_remaining_at_start is not None:
+            limits.append(int(self.daily_remaining_at_start * self.daily_share))
+        return min(limits) if limits else None
+
+    def spend(self, endpoint: str) -> None:
+        with self._lock:
+            limit = self.limit
+            if limit is not None and self.used >= limit:
+                raise BudgetExhausted(f"API budget of {limit} calls for this run is spent (next call: {endpoint})")
+            self.used += 1
+
+    def observe_daily_remaining(self, remaining: int) -> None:
+        with self._lock:
+            if self.daily_remaining_at_start is None:
+                self.daily_remaining_at_start = remaining
+
+
+class CallMeter:
+    """Counts, limits and budgets every call of one connector."""
+
+    def __init__(
+        self,
+        limiters: dict[str, SlidingWindowLimiter] | None = None,
+        budget: ApiBudget | None = None,
+    ):
+        self.limiters = limiters or {}
+        self.budget = budget or ApiBudget()
+        self.calls: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
+        self.quota: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def before(self, endpoint: str, bucket: str = "default") -> None:
+        self.budget.spend(endpoint)
+        limiter = self.limiters.get(bucket) or self.limiters.get("default")
+        if limiter is not None:
+            limiter.acquire()
+        with self._lock:
+            self.calls[endpoint] += 1
+
+    def retried(self, endpoint: str) -> None:
+        with self._lock:
+            self.retries[endpoint] += 1
+
+    def observe_hubspot_headers(self, headers: Any) -> None:
+        if not headers:
+            return
+        get = headers.get
+        for header, key in (
+            ("X-HubSpot-RateLimit-Daily", "daily_limit"),
+            ("X-HubSpot-RateLimit-Daily-Remaining", "daily_remaining"),
+            ("X-HubSpot-RateLimit-Max", "burst_limit"),
+            ("X-HubSpot-RateLimit-Remaining", "burst_remaining"),
+        ):
+            value = get(header) or get(header.lower())
+            if value is not None:
+                try:
+                    self.quota[key] = int(value)
+                except ValueError:
+                    continue
+        if "daily_remaining" in self.quota:
+            self.budget.observe_daily_remaining(self.quota["daily_remaining"])
+
+    def observe_salesforce_usage(self, api_usage: dict[str, Any] | None) -> None:
+        usage = (api_usage or {}).get("api-usage")
+        if usage is None:
+            return
+        used, total = getattr(usage, "used", None), getattr(usage, "total", None)
+        if used is None or total is None:
+            return
+        self.quota.update(daily_used=int(used), daily_limit=int(total), daily_remaining=int(total) - int(used))
+        self.budget.observe_daily_remaining(int(total) - int(used))
+
+    def usage(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": sum(self.calls.values()),
+                "by_endpoint": dict(sorted(self.calls.items())),
+                "retries": dict(sorted(self.retries.items())),
+                "budget": {"limit": self.budget.limit, "used": self.budget.used},
+                "quota": dict(self.quota),
+            }

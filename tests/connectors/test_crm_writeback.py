@@ -1,0 +1,94 @@
+"""writeback.plan_update: only changed fields, per-field policies, one update per object."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from connectors.writeback import plan_update, plan_updates
+from leadflow.canonical import Lead
+from mappings import load_mapping
+
+HS = load_mapping("hubspot")
+SF = load_mapping("salesforce")
+NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+
+def scored(crm="hubspot", **extra) -> Lead:
+    data = dict(crm=crm, crm_id="101", crm_company_id="9001" if crm == "hubspot" else None, fit_score=80,
+                engagement_score=40, lead_score=64, stage="mql", reasons=["Health system", "Demo requested"],
+                next_step="Book discovery call", model_version="m1", scored_at=NOW, org_type="health_system")
+    data.update(extra)
+    return Lead.model_validate(data)
+
+
+def fields_of(updates, obj="lead"):
+    return next((u.fields for u in updates if u.object == obj), {})
+
+
+def test_first_write_sets_outputs_and_fills_blank_company_fields():
+    updates = plan_update(scored(), {}, {}, HS)
+    assert [u.object for u in updates] == ["lead", "company"]
+    lead_fields = fields_of(updates)
+    assert lead_fields["leadflow_lead_score"] == "64" and lead_fields["leadflow_stage"] == "mql"
+    assert lead_fields["leadflow_reasons"] == "Health system; Demo requested"
+    assert lead_fields["leadflow_reasons_detail"] == "Health system\nDemo requested"
+    assert "leadflow_scored_at" in lead_fields
+    company = next(u for u in updates if u.object == "company")
+    assert company.object_id == "9001" and company.fields == {"leadflow_org_type": "health_system"}
+    assert {c.field for c in company.changes} == {"company.leadflow_org_type"}
+
+
+def test_nothing_changed_means_no_update_even_if_scored_at_moved():
+    lead = scored()
+    first = plan_update(lead, {}, {}, HS)
+    current = {c.field: c.new for u in first for c in u.changes}
+    current["leadflow_scored_at"] = "2025-01-01T00:00:00.000Z"  # an older scoring time
+    assert plan_update(lead, current, current, HS) == []
+
+
+def test_only_differing_fields_are_sent():
+    lead = scored()
+    current = {c.field: c.new for u in plan_update(lead, {}, {}, HS) for c in u.changes}
+    current["leadflow_lead_score"] = "50.0"
+    current["leadflow_scored_at"] = "2025-06-01T00:00:00Z"
+    updates = plan_update(lead, current, current, HS)
+    assert len(updates) == 1
+    assert set(updates[0].fields) == {"leadflow_lead_score", "leadflow_scored_at"}
+    change = next(c for c in updates[0].changes if c.canonical == "lead_score")
+    assert (change.old, change.new) == ("50.0", "64")
+
+
+def test_if_blank_never_overwrites():
+    updates = plan_update(scored(), {"company.leadflow_org_type": "payer"}, {}, HS)
+    assert "leadflow_org_type" not in fields_of(updates, "company")
+
+
+def test_never_over_manual():
+    lead = scored()
+    # a person set the stage; leadflow never wrote it -> manual, left alone
+    assert "leadflow_stage" not in fields_of(plan_update(lead, {"leadflow_stage": "sql"}, {}, HS))
+    # leadflow wrote "inquiry", a person changed it to "sql" -> manual, left alone
+    assert "leadflow_stage" not in fields_of(plan_update(lead, {"leadflow_stage": "sql"}, {"leadflow_stage": "inquiry"}, HS))
+    # still what leadflow last wrote -> leadflow may move it
+    assert fields_of(plan_update(lead, {"leadflow_stage": "inquiry"}, {"leadflow_stage": "inquiry"}, HS))["leadflow_stage"] == "mql"
+    # blank -> fill
+    assert fields_of(plan_update(lead, {"leadflow_stage": ""}, {}, HS))["leadflow_stage"] == "mql"
+
+
+def test_salesforce_company_fields_go_on_the_lead_record():
+    updates = plan_update(scored("salesforce", crm_id="00Q1"), {}, {}, SF)
+    assert len(updates) == 1 and updates[0].object == "lead" and updates[0].object_id == "00Q1"
+    assert updates[0].fields["Org_Type__c"] == "Health System"
+    assert updates[0].fields["Lead_Score__c"] == 64
+    assert updates[0].fields["Lead_Stage__c"] == "MQL"
+
+
+def test_hubspot_without_company_skips_company_fields():
+    updates = plan_update(scored(crm_company_id=None), {}, {}, HS)
+    assert [u.object for u in updates] == ["lead"]
+
+
+def test_plan_updates_for_a_page():
+    leads = [scored(crm_id=str(i)) for i in range(3)]
+    updates = plan_updates(leads, {}, {}, HS)
+    assert {u.crm_id for u in updates} == {"0", "1", "2"}
