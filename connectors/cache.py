@@ -1,0 +1,117 @@
+"""The enrichment cache in the state store (table ``lf_enrichment_cache``).
+
+Keys are (provider, normalized lookup key). A found value lives ``ttl`` (30 days by default), a
+miss (payload NULL) ``miss_ttl`` (3 days), so a backfill never looks the same organization up
+twice and a registry change is picked up within a month. Reads and writes are batched: one query
+reads every key of a batch, one transaction writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, select
+
+from leadflow.store import enrichment_cache
+
+DEFAULT_TTL = timedelta(days=30)
+DEFAULT_MISS_TTL = timedelta(days=3)
+MAX_KEY_LENGTH = 300
+KEYS_PER_STATEMENT = 5_000
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    payload: dict[str, Any] | None  # None: a cached miss
+    fetched_at: datetime
+    expires_at: datetime
+
+    @property
+    def is_miss(self) -> bool:
+        return self.payload is None
+
+
+def storage_key(key: str) -> str:
+    """``key`` itself, or a stable digest-suffixed form when it does not fit the column."""
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[: MAX_KEY_LENGTH - 65]}#{digest}"
+
+
+def as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (provider, cache_key) DO UPDATE, for PostgreSQL and SQLite."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        raise NotImplementedError(f"enrichment cache: no upsert for dialect {dialect!r}")
+    statement = dialect_insert(enrichment_cache)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[enrichment_cache.c.provider, enrichment_cache.c.cache_key],
+        set_={"payload": excluded.payload, "fetched_at": excluded.fetched_at, "expires_at": excluded.expires_at},
+    )
+
+
+class EnrichmentCache:
+    def __init__(self, engine: Engine, ttl: timedelta = DEFAULT_TTL, miss_ttl: timedelta = DEFAULT_MISS_TTL) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self.miss_ttl = miss_ttl
+
+    def get_many(self, provider: str, keys: Iterable[str], now: datetime) -> dict[str, CacheEntry]:
+        """The unexpired entries among ``keys`` (by the caller's key), read in one query per 5,000 keys."""
+        by_storage = {storage_key(key): key for key in keys}
+        now = as_utc(now)
+        found: dict[str, CacheEntry] = {}
+        table = enrichment_cache
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(by_storage), KEYS_PER_STATEMENT):
+                rows = conn.execute(
+                    select(table.c.cache_key, table.c.payload, table.c.fetched_at, table.c.expires_at).where(
+                        and_(table.c.provider == provider, table.c.cache_key.in_(chunk))
+                    )
+                )
+                for row in rows:
+                    entry = CacheEntry(row.payload, as_utc(row.fetched_at), as_utc(row.expires_at))
+                    if entry.expires_at > now:
+                        found[by_storage[row.cache_key]] = entry
+        return found
+
+    def put_many(self, provider: str, entries: Mapping[str, dict[str, Any] | None], now: datetime) -> None:
+        """Store found payloads and misses (None) in one transaction, replacing older entries."""
+        if not entries:
+            return
+        now = as_utc(now)
+        rows = [
+            {
+                "provider": provider,
+                "cache_key": storage_key(key),
+                "payload": payload,
+                "fetched_at": now,
+                "expires_at": now + (self.miss_ttl if payload is None else self.ttl),
+            }
+            for key, payload in entries.items()
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(_upsert(self.engine.dialect.name), rows)
+
+    def purge_expired(self, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(delete(enrichment_cache).where(enrichment_cache.c.expires_at <= as_utc(now)))
+        return result.rowcount or 0

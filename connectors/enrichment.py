@@ -1,0 +1,361 @@
+"""Firmographic enrichment: providers in configured order, each filling the fields still blank.
+
+``build_waterfall()`` reads ``connectors/enrichment.yaml`` (or a given path) and returns a
+``Waterfall``; ``Waterfall.enrich_batch(leads, now)`` returns one ``EnrichmentOutcome`` per lead:
+a copy of the lead with filled fields, which provider set each field (when, from which record,
+with what match confidence), notes explaining what was not enriched, and a contact hint.
+
+A provider turns a lead into lookup keys (most specific first), fetches a batch of distinct keys
+at once, and derives canonical fields from what it fetched. Found values and misses are cached in
+the state store by provider and key, so a backfill never looks the same organization up twice.
+Patient leads are never enriched, and notes never carry patient data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from sqlalchemy import Engine
+
+from connectors.cache import DEFAULT_MISS_TTL, DEFAULT_TTL, EnrichmentCache, as_utc
+from leadflow.canonical import CareSetting, Lead, LeadKind, OrgType, coerce_enum
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("enrichment.yaml")
+ENRICHABLE_FIELDS: frozenset[str] = frozenset({
+    "org_type", "specialty", "care_setting", "provider_count", "bed_count", "location_count",
+    "state", "country", "npi", "company_name", "company_domain", "ehr_vendor",
+})
+
+
+class FieldPolicy(StrEnum):
+    fill_blank = "fill_blank"  # only when the lead has no value yet
+    higher_confidence = "higher_confidence"  # also over an earlier provider's value of lower confidence
+    overwrite = "overwrite"  # always, even over the CRM's value
+    never = "never"
+
+
+@dataclass(frozen=True)
+class LookupKey:
+    """One lookup a provider can make; leads with equal ``cache_key`` share one lookup."""
+
+    cache_key: str
+    query: Mapping[str, str]
+    label: str  # for notes, e.g. "'Northside Clinic' in GA" or "NPI 1234567890"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    status: Literal["found", "miss", "error"]
+    payload: dict[str, Any] | None = None
+    confidence: float = 0.0
+    note: str | None = None
+    fetched_at: datetime | None = None
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a provider derives from one found payload."""
+
+    fields: dict[str, Any]
+    source_key: str
+    contact_hint: dict[str, str] | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class EnrichmentProvider(Protocol):
+    name: str  # cache namespace and provenance, e.g. "nppes"
+    label: str  # for notes, e.g. "NPPES"
+    cacheable: bool
+    fillable: frozenset[str]
+    key_requirement: str  # for notes, e.g. "an NPI, or company name and state"
+
+    def lookup_keys(self, lead: Lead) -> list[LookupKey]: ...
+
+    async def fetch_many(self, keys: Sequence[LookupKey]) -> dict[str, Lookup]: ...
+
+    def findings(self, payload: dict[str, Any]) -> Findings: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class Provenance:
+    provider: str
+    at: datetime  # when this run set the field
+    confidence: float
+    source_key: str  # e.g. "nppes:npi:1568946812", "reference:row:12"
+    fetched_at: datetime | None = None  # when the provider's data was looked up (cache age)
+
+
+@dataclass
+class EnrichmentOutcome:
+    lead: Lead
+    provenance: dict[str, Provenance] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    contact_hint: dict[str, str] | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # no canonical field: category, taxonomy code ...
+
+    @property
+    def filled(self) -> list[str]:
+        return sorted(self.provenance)
+
+
+@dataclass
+class _Working:
+    original: Lead
+    values: dict[str, Any]
+    outcome: EnrichmentOutcome
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+class Waterfall:
+    def __init__(
+        self,
+        providers: Sequence[EnrichmentProvider],
+        cache: EnrichmentCache | None = None,
+        field_policy: Mapping[str, FieldPolicy | str] | None = None,
+        default_policy: FieldPolicy | str = FieldPolicy.fill_blank,
+    ) -> None:
+        self.providers = list(providers)
+        self.cache = cache
+        self.default_policy = FieldPolicy(default_policy)
+        self.field_policy = {name: FieldPolicy(policy) for name, policy in (field_policy or {}).items()}
+        self._counts: dict[str, Counter[str]] = {p.name: Counter() for p in self.providers}
+        self._leads: Counter[str] = Counter()
+
+    def policy(self, field_name: str) -> FieldPolicy:
+        return self.field_policy.get(field_name, self.default_policy)
+
+    def enrich_batch(self, leads: Sequence[Lead], now: datetime) -> list[EnrichmentOutcome]:
+        """Sync entry point for flows (runs its own event loop; call it with no loop running)."""
+        return asyncio.run(self.enrich_batch_async(leads, now))
+
+    async def enrich_batch_async(self, leads: Sequence[Lead], now: datetime) -> list[EnrichmentOutcome]:
+        now = as_utc(now)
+        work = [self._start(lead) for lead in leads]
+        for provider in self.providers:
+            await self._run_provider(provider, [w for w in work if w.original.lead_kind is LeadKind.b2b], now)
+        return [self._finish(w) for w in work]
+
+    def stats(self) -> dict[str, Any]:
+        by_provider = {}
+        for provider in self.providers:
+            counts = dict(self._counts[provider.name])
+            counts.update(provider.stats())
+            by_provider[provider.name] = counts
+        totals = Counter()
+        for counts in by_provider.values():
+            totals.update({k: v for k, v in counts.items() if k in _TOTALLED})
+        return {**{k: totals.get(k, 0) for k in _TOTALLED}, **dict(self._leads), "by_provider": by_provider}
+
+    def _start(self, lead: Lead) -> _Working:
+        outcome = EnrichmentOutcome(lead=lead)
+        self._leads["leads"] += 1
+        if lead.lead_kind is LeadKind.patient:
+            self._leads["patient_leads_skipped"] += 1
+            outcome.notes.append("patient lead: not enriched")
+        values = {name: getattr(lead, name) for name in ENRICHABLE_FIELDS}
+        return _Working(lead, values, outcome)
+
+    def _finish(self, work: _Working) -> EnrichmentOutcome:
+        outcome = work.outcome
+        if outcome.provenance:
+            self._leads["leads_enriched"] += 1
+            self._leads["fields_filled"] += len(outcome.provenance)
+            updates = {name: work.values[name] for name in outcome.provenance}
+            outcome.lead = work.original.model_copy(update=updates, deep=True)
+        else:
+            outcome.lead = work.original.model_copy(deep=True)
+        return outcome
+
+    def _wants(self, provider: EnrichmentProvider, work: _Working) -> bool:
+        return any(self._may_set(name, work, provider, confidence=1.0) for name in provider.fillable)
+
+    def _may_set(self, name: str, work: _Working, provider: EnrichmentProvider, confidence: float) -> bool:
+        policy = self.policy(name)
+        if policy is FieldPolicy.never or name not in provider.fillable:
+            return False
+        if policy is FieldPolicy.overwrite or _blank(work.values.get(name)):
+            return True
+        earlier = work.outcome.provenance.get(name)
+        return policy is FieldPolicy.higher_confidence and earlier is not None and earlier.confidence < confidence
+
+    async def _run_provider(self, provider: EnrichmentProvider, work: list[_Working], now: datetime) -> None:
+        pending: dict[int, list[LookupKey]] = {}
+        for index, item in enumerate(work):
+            if not self._wants(provider, item):
+                continue
+            keys = provider.lookup_keys(item.original)
+            if keys:
+                pending[index] = keys
+            else:
+                item.outcome.notes.append(f"{provider.label}: not looked up (needs {provider.key_requirement})")
+        while pending:
+            wanted = {keys[0].cache_key: keys[0] for keys in pending.values()}
+            results = await self._resolve(provider, wanted, now)
+            retry: dict[int, list[LookupKey]] = {}
+            for index, keys in pending.items():
+                lookup = results[keys[0].cache_key]
+                if lookup.status == "found":
+                    self._apply(provider, work[index], lookup, now)
+                    continue
+                work[index].outcome.notes.append(_miss_note(provider, keys[0], lookup))
+                if len(keys) > 1:
+                    retry[index] = keys[1:]
+            pending = retry
+
+    async def _resolve(self, provider: EnrichmentProvider, wanted: dict[str, LookupKey], now: datetime) -> dict[str, Lookup]:
+        counts = self._counts[provider.name]
+        results: dict[str, Lookup] = {}
+        if self.cache is not None and provider.cacheable:
+            for key, entry in self.cache.get_many(provider.name, wanted, now).items():
+                results[key] = _from_cache(entry.payload, entry.fetched_at)
+            counts["cache_hits"] += len(results)
+            counts["cache_misses"] += len(wanted) - len(results)
+        to_fetch = [key for name, key in wanted.items() if name not in results]
+        fetched = await provider.fetch_many(to_fetch) if to_fetch else {}
+        counts["lookups"] += len(to_fetch)
+        for key in to_fetch:
+            lookup = fetched.get(key.cache_key) or Lookup("error", note="provider returned nothing")
+            results[key.cache_key] = Lookup(lookup.status, lookup.payload, lookup.confidence, lookup.note, now)
+            counts[{"found": "found", "miss": "no_match", "error": "errors"}[lookup.status]] += 1
+        if self.cache is not None and provider.cacheable:
+            self.cache.put_many(provider.name, _cacheable(fetched, to_fetch), now)
+        return results
+
+    def _apply(self, provider: EnrichmentProvider, work: _Working, lookup: Lookup, now: datetime) -> None:
+        findings = provider.findings(lookup.payload or {})
+        outcome = work.outcome
+        source_key = f"{provider.name}:{findings.source_key}"
+        for name, raw in findings.fields.items():
+            value = _canonical_value(name, raw)
+            if _blank(value) or not self._may_set(name, work, provider, lookup.confidence):
+                continue
+            work.values[name] = value
+            outcome.provenance[name] = Provenance(provider.name, now, round(lookup.confidence, 3), source_key, lookup.fetched_at)
+        if findings.contact_hint and outcome.contact_hint is None:
+            outcome.contact_hint = {**findings.contact_hint, "source": source_key}
+        for name, value in findings.facts.items():
+            outcome.facts.setdefault(name, value)
+        if lookup.note:
+            outcome.notes.append(lookup.note)
+
+
+def _canonical_value(name: str, value: Any) -> Any:
+    enum = _ENUM_FIELDS.get(name)
+    return coerce_enum(enum, value) if enum is not None and value is not None else value
+
+
+_ENUM_FIELDS = {"org_type": OrgType, "care_setting": CareSetting}
+_TOTALLED = ("lookups", "requests", "cache_hits", "cache_misses", "found", "no_match", "errors")
+
+
+def _from_cache(payload: dict[str, Any] | None, fetched_at: datetime) -> Lookup:
+    if payload is None:
+        return Lookup("miss", fetched_at=fetched_at, cached=True)
+    return Lookup("found", payload.get("data"), float(payload.get("confidence", 0.0)), None, fetched_at, True)
+
+
+def _cacheable(fetched: dict[str, Lookup], keys: Sequence[LookupKey]) -> dict[str, dict[str, Any] | None]:
+    entries: dict[str, dict[str, Any] | None] = {}
+    for key in keys:
+        lookup = fetched.get(key.cache_key)
+        if lookup is None or lookup.status == "error":
+            continue
+        entries[key.cache_key] = (
+            {"data": lookup.payload, "confidence": lookup.confidence} if lookup.status == "found" else None
+        )
+    return entries
+
+
+def _miss_note(provider: EnrichmentProvider, key: LookupKey, lookup: Lookup) -> str:
+    if lookup.note:
+        return lookup.note
+    when = f" (cached miss from {lookup.fetched_at:%Y-%m-%d})" if lookup.cached and lookup.fetched_at else ""
+    return f"{provider.label}: no usable match for {key.label}{when}"
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def load_config(config_path: str | Path | None = None) -> dict[str, Any]:
+    path = Path(config_path) if config_path else DEFAULT_CONFIG_PATH
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle) or {}
+    config["_base_dir"] = str(path.resolve().parent)
+    return config
+
+
+def build_waterfall(
+    config_path: str | Path | None = None,
+    engine: Engine | None = None,
+    nppes_url: str | None = None,
+) -> Waterfall:
+    """A waterfall from the YAML config (default connectors/enrichment.yaml) and the environment.
+
+    ``engine`` is the state store for the cache (default: ``leadflow.store.engine_for()``);
+    ``nppes_url`` overrides LEADFLOW_NPPES_URL.
+    """
+    config = load_config(config_path)
+    providers = [_build_provider(spec, config, nppes_url) for spec in config.get("providers", [])]
+    providers = [p for p in providers if p is not None]
+    cache_config = config.get("cache") or {}
+    cache = None
+    if cache_config.get("enabled", True):
+        from datetime import timedelta
+
+        from leadflow.store import engine_for
+
+        cache = EnrichmentCache(
+            engine or engine_for(None),
+            ttl=timedelta(days=float(cache_config.get("ttl_days", DEFAULT_TTL.days))),
+            miss_ttl=timedelta(days=float(cache_config.get("miss_ttl_days", DEFAULT_MISS_TTL.days))),
+        )
+    policies = dict(config.get("field_policy") or {})
+    default_policy = policies.pop("default", FieldPolicy.fill_blank)
+    unknown = set(policies) - ENRICHABLE_FIELDS
+    if unknown:
+        raise ValueError(f"enrichment config: field_policy names unknown fields {sorted(unknown)}")
+    return Waterfall(providers, cache, policies, default_policy)
+
+
+def _build_provider(spec: dict[str, Any], config: dict[str, Any], nppes_url: str | None) -> EnrichmentProvider | None:
+    kind = spec.get("type")
+    if spec.get("enabled", True) is False:
+        return None
+    if kind == "nppes":
+        from connectors.nppes import NppesProvider
+
+        return NppesProvider.from_config(spec, base_dir=config["_base_dir"], url=nppes_url)
+    if kind == "reference_file":
+        from connectors.reference import ReferenceFileProvider
+
+        path = _resolve_path(spec.get("path"), config["_base_dir"])
+        if path is None:
+            return None
+        if not path.exists():
+            raise FileNotFoundError(f"enrichment config: reference file {path} does not exist")
+        return ReferenceFileProvider.from_config({**spec, "path": str(path)}, base_dir=config["_base_dir"])
+    raise ValueError(f"enrichment config: unknown provider type {kind!r}")
+
+
+def _resolve_path(raw: str | None, base_dir: str) -> Path | None:
+    """The configured path, or None when it is empty or names an unset environment variable."""
+    expanded = os.path.expandvars(os.path.expanduser(str(raw or ""))).strip()
+    if not expanded or "$" in expanded:
+        return None
+    path = Path(expanded)
+    return path if path.is_absolute() else Path(base_dir) / path

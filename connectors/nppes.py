@@ -1,0 +1,549 @@
+"""The CMS NPPES NPI Registry (API v2.1) as an enrichment provider.
+
+Organizations (NPI-2) are looked up by NPI when the lead carries one, else by organization name
+and state, paging 200 at a time up to the API's reach (skip <= 1000, so 1,200 a query). The best
+candidate by name similarity wins if it clears the threshold and no other candidate is within
+the ambiguity margin; otherwise nothing is enriched and the note says why.
+
+Both wire formats are read (2019: int numbers, second epochs, "" / "NA"; 2022+: string numbers,
+millisecond epochs, "--" placeholders, ``null`` licenses), the primary taxonomy is found wherever
+it is listed, duplicate codes are collapsed, and a candidate only counts as "in GA" when one of
+its practice locations is (a search also matches mailing addresses elsewhere). Validation errors
+arrive as an ``Errors`` envelope in a 200; maintenance pages are not JSON. Retries (tenacity)
+cover 5xx, 429, timeouts and connection errors only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from difflib import SequenceMatcher
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from connectors.enrichment import Findings, Lookup, LookupKey
+from connectors.taxonomy import Taxonomy, classify, load_nucc_descriptions
+from leadflow import settings
+from leadflow.canonical import Lead
+
+API_VERSION = "2.1"
+PAGE_LIMIT = 200
+MAX_SKIP = 1_000
+DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 10.0
+DEFAULT_MATCH_THRESHOLD = 0.85
+DEFAULT_AMBIGUITY_MARGIN = 0.03
+DEFAULT_BREAKER_FAILURES = 5
+PLACEHOLDERS = frozenset({"", "--", "NA", "N/A", "NONE", "NULL"})
+
+US_STATES = {
+    "ALABAMA": "AL", "ALASKA": "AK", "ARIZONA": "AZ", "ARKANSAS": "AR", "CALIFORNIA": "CA", "COLORADO": "CO",
+    "CONNECTICUT": "CT", "DELAWARE": "DE", "DISTRICT OF COLUMBIA": "DC", "FLORIDA": "FL", "GEORGIA": "GA",
+    "HAWAII": "HI", "IDAHO": "ID", "ILLINOIS": "IL", "INDIANA": "IN", "IOWA": "IA", "KANSAS": "KS",
+    "KENTUCKY": "KY", "LOUISIANA": "LA", "MAINE": "ME", "MARYLAND": "MD", "MASSACHUSETTS": "MA",
+    "MICHIGAN": "MI", "MINNESOTA": "MN", "MISSISSIPPI": "MS", "MISSOURI": "MO", "MONTANA": "MT",
+    "NEBRASKA": "NE", "NEVADA": "NV", "NEW HAMPSHIRE": "NH", "NEW JERSEY": "NJ", "NEW MEXICO": "NM",
+    "NEW YORK": "NY", "NORTH CAROLINA": "NC", "NORTH DAKOTA": "ND", "OHIO": "OH", "OKLAHOMA": "OK",
+    "OREGON": "OR", "PENNSYLVANIA": "PA", "RHODE ISLAND": "RI", "SOUTH CAROLINA": "SC", "SOUTH DAKOTA": "SD",
+    "TENNESSEE": "TN", "TEXAS": "TX", "UTAH": "UT", "VERMONT": "VT", "VIRGINIA": "VA", "WASHINGTON": "WA",
+    "WEST VIRGINIA": "WV", "WISCONSIN": "WI", "WYOMING": "WY", "PUERTO RICO": "PR", "GUAM": "GU",
+    "VIRGIN ISLANDS": "VI", "AMERICAN SAMOA": "AS", "NORTHERN MARIANA ISLANDS": "MP",
+}
+STATE_CODES = frozenset(US_STATES.values())
+
+LEGAL_SUFFIXES = frozenset({
+    "llc", "pllc", "lc", "llp", "lllp", "lp", "pc", "pa", "sc", "psc", "plc", "inc", "incorporated", "corp",
+    "corporation", "co", "company", "ltd", "limited", "dba", "md", "do", "dds", "dmd", "od", "dpm", "phd",
+})
+ABBREVIATIONS = {
+    "ctr": "center", "centre": "center", "cntr": "center", "hosp": "hospital", "med": "medical",
+    "assoc": "associates", "assocs": "associates", "assn": "association", "svc": "services",
+    "svcs": "services", "mgmt": "management", "grp": "group", "hlth": "health", "intl": "international",
+    "univ": "university", "mt": "mount", "ft": "fort",
+}
+_QUERY_CUT = re.compile(r"[,.;:()/\"&]| AND ")
+
+
+class NppesError(Exception):
+    """A response that retrying will not fix: 4xx, an ``Errors`` envelope, a non-JSON body."""
+
+
+class NppesTransientError(Exception):
+    """A 5xx or 429 response; retried."""
+
+    def __init__(self, status: int, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+# --- reading records ---------------------------------------------------------------------------
+
+
+def clean(value: Any) -> str:
+    """A stripped string, with NPPES placeholders ("--", "NA", "", null) read as ""."""
+    if value is None:
+        return ""
+    text = str(value).strip()
+    return "" if text.upper() in PLACEHOLDERS else text
+
+
+def state_code(value: Any) -> str:
+    text = clean(value).upper()
+    return US_STATES.get(text, text)
+
+
+def parse_epoch(value: Any) -> datetime | None:
+    """An NPPES epoch: int seconds (2019 bodies) or string milliseconds (2022+)."""
+    text = clean(value)
+    if not text.lstrip("-").isdigit():
+        return None
+    number = int(text)
+    seconds = number / 1000 if abs(number) >= 100_000_000_000 else number
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Address:
+    address_1: str
+    city: str
+    state: str
+    postal_code: str
+    purpose: str  # LOCATION, MAILING or PRACTICE (a practiceLocations entry)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], default_purpose: str) -> Address:
+        return cls(
+            address_1=clean(raw.get("address_1")).upper(),
+            city=clean(raw.get("city")).upper(),
+            state=state_code(raw.get("state")),
+            postal_code=re.sub(r"\D", "", clean(raw.get("postal_code"))),
+            purpose=clean(raw.get("address_purpose")).upper() or default_purpose,
+        )
+
+    @property
+    def dedup_key(self) -> tuple[str, str, str, str]:
+        street = re.sub(r"[^A-Z0-9]+", " ", self.address_1).strip()
+        return (street, self.city, self.state, self.postal_code[:5])
+
+
+@dataclass(frozen=True)
+class NppesOrg:
+    npi: str
+    enumeration_type: str
+    name: str
+    other_names: tuple[str, ...]
+    taxonomies: tuple[Taxonomy, ...]
+    locations: tuple[Address, ...]  # LOCATION address first, then practiceLocations
+    mailing_state: str
+    official: dict[str, str]
+    subpart: bool
+    last_updated: datetime | None
+
+    @property
+    def is_organization(self) -> bool:
+        return self.enumeration_type == "NPI-2"
+
+    @property
+    def state(self) -> str:
+        return self.locations[0].state if self.locations else ""
+
+    @property
+    def location_count(self) -> int:
+        return len({address.dedup_key for address in self.locations})
+
+    def located_in(self, state: str, city: str | None = None) -> bool:
+        return any(a.state == state and (not city or a.city == city.upper()) for a in self.locations)
+
+    def to_payload(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["last_updated"] = self.last_updated.isoformat() if self.last_updated else None
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> NppesOrg:
+        last_updated = payload.get("last_updated")
+        return cls(
+            npi=payload["npi"],
+            enumeration_type=payload["enumeration_type"],
+            name=payload["name"],
+            other_names=tuple(payload.get("other_names") or ()),
+            taxonomies=tuple(Taxonomy(**t) for t in payload.get("taxonomies") or ()),
+            locations=tuple(Address(**a) for a in payload.get("locations") or ()),
+            mailing_state=payload.get("mailing_state") or "",
+            official=dict(payload.get("official") or {}),
+            subpart=bool(payload.get("subpart")),
+            last_updated=datetime.fromisoformat(last_updated) if last_updated else None,
+        )
+
+
+def parse_record(raw: Mapping[str, Any]) -> NppesOrg:
+    basic = raw.get("basic") or {}
+    addresses = [Address.parse(a, "") for a in raw.get("addresses") or []]
+    practice = [Address.parse(a, "PRACTICE") for a in raw.get("practiceLocations") or []]
+    location = [a for a in addresses if a.purpose == "LOCATION"]
+    mailing = [a for a in addresses if a.purpose == "MAILING"]
+    name = clean(basic.get("organization_name")) or clean(basic.get("name")) or _person_name(basic, "")
+    return NppesOrg(
+        npi=clean(raw.get("number")),
+        enumeration_type=clean(raw.get("enumeration_type")).upper(),
+        name=name,
+        other_names=tuple(n for n in (clean(o.get("organization_name")) for o in raw.get("other_names") or []) if n),
+        taxonomies=_taxonomies(raw.get("taxonomies") or []),
+        locations=tuple(location + practice),
+        mailing_state=mailing[0].state if mailing else "",
+        official=_official(basic),
+        subpart=clean(basic.get("organizational_subpart")).upper() == "YES",
+        last_updated=parse_epoch(raw.get("last_updated_epoch")),
+    )
+
+
+def _taxonomies(raw: list[Mapping[str, Any]]) -> tuple[Taxonomy, ...]:
+    """One entry per code (primary wins when a code is listed twice), in listed order."""
+    by_code: dict[str, Taxonomy] = {}
+    for entry in raw:
+        code = clean(entry.get("code")).upper()
+        if not code:
+            continue
+        taxonomy = Taxonomy(code, clean(entry.get("desc")), bool(entry.get("primary")), clean(entry.get("taxonomy_group")))
+        if code not in by_code or (taxonomy.primary and not by_code[code].primary):
+            by_code[code] = taxonomy
+    return tuple(by_code.values())
+
+
+def _person_name(basic: Mapping[str, Any], prefix: str) -> str:
+    parts = [clean(basic.get(f"{prefix}{part}")) for part in ("name_prefix", "first_name", "middle_name", "last_name", "name_suffix")]
+    return " ".join(p for p in parts if p)
+
+
+def _official(basic: Mapping[str, Any]) -> dict[str, str]:
+    official = {
+        "name": _person_name(basic, "authorized_official_"),
+        "title": clean(basic.get("authorized_official_title_or_position")),
+        "credential": clean(basic.get("authorized_official_credential")),
+    }
+    return {key: value for key, value in official.items() if value}
+
+
+def records_of(body: Any) -> list[Mapping[str, Any]]:
+    """The records of a response body; an ``Errors`` envelope raises NppesError."""
+    if not isinstance(body, Mapping):
+        raise NppesError(f"unexpected response body ({type(body).__name__})")
+    if "Errors" in body:
+        errors = body.get("Errors") or []
+        described = "; ".join(f"{e.get('number', '?')} {e.get('field', '')}: {e.get('description', '')}" for e in errors)
+        raise NppesError(f"query rejected: {described or 'Errors envelope'}")
+    results = body.get("results") or []
+    if not isinstance(results, list):
+        raise NppesError("unexpected 'results' (not a list)")
+    return results
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def normalize_name(name: str) -> str:
+    """Lowercase words without punctuation, legal suffixes, a leading "the"; "&" read as "and"."""
+    text = name.lower().replace("&", " and ").replace(".", "").replace("'", "")
+    words = [ABBREVIATIONS.get(w, w) for w in re.sub(r"[^a-z0-9]+", " ", text).split()]
+    while words and words[-1] in LEGAL_SUFFIXES:
+        words.pop()
+    if len(words) > 1 and words[0] == "the":
+        words.pop(0)
+    return " ".join(words)
+
+
+def name_similarity(left: str, right: str) -> float:
+    """0..1: the better of the character ratio in order and with words sorted."""
+    a, b = normalize_name(left), normalize_name(right)
+    if not a or not b:
+        return 0.0
+    if a == b:
+        return 1.0
+    in_order = SequenceMatcher(None, a, b).ratio()
+    sorted_words = SequenceMatcher(None, " ".join(sorted(a.split())), " ".join(sorted(b.split()))).ratio()
+    return max(in_order, sorted_words)
+
+
+def best_name_score(name: str, org: NppesOrg) -> float:
+    return max(name_similarity(name, candidate) for candidate in (org.name, *org.other_names))
+
+
+def query_name(name: str) -> str:
+    """The ``organization_name`` to search: the name up to its first punctuation, legal suffixes
+    dropped, with a trailing wildcard (registry spellings differ most after that point)."""
+    upper = re.sub(r"\s+", " ", name.upper()).strip()
+    head = _QUERY_CUT.split(upper, maxsplit=1)[0].strip()
+    words = head.split() if len(head) >= 3 else re.sub(r"[^A-Z0-9&' -]+", " ", upper).split()
+    while len(words) > 1 and words[-1].lower().replace(".", "") in LEGAL_SUFFIXES:
+        words.pop()
+    prefix = " ".join(words)
+    return f"{prefix}*" if len(prefix) >= 2 else prefix
+
+
+# --- choosing a candidate ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchDecision:
+    org: NppesOrg | None
+    confidence: float
+    note: str | None
+
+
+def pick_match(
+    records: Sequence[Mapping[str, Any]],
+    name: str,
+    state: str,
+    city: str | None = None,
+    threshold: float = DEFAULT_MATCH_THRESHOLD,
+    margin: float = DEFAULT_AMBIGUITY_MARGIN,
+) -> MatchDecision:
+    where = f"{state}{', ' + city.upper() if city else ''}"
+    label = f"{name!r} in {where}"
+    candidates = _candidates(records, state, city)
+    if not candidates:
+        return MatchDecision(None, 0.0, f"NPPES: no organization found for {label}")
+    scored = sorted(((best_name_score(name, org), org) for org in candidates), key=lambda pair: -pair[0])
+    best_score, best = scored[0]
+    if best_score < threshold:
+        return MatchDecision(None, best_score, f"NPPES: weak match for {label}: best {best.name!r} scored {best_score:.2f} < {threshold:.2f}")
+    rivals = [score for score, _ in scored[1:] if best_score - score <= margin]
+    if rivals:
+        return MatchDecision(None, best_score, f"NPPES: ambiguous match for {label}: {len(rivals) + 1} candidates within {margin:.2f}")
+    return MatchDecision(best, best_score, None)
+
+
+def _candidates(records: Sequence[Mapping[str, Any]], state: str, city: str | None) -> list[NppesOrg]:
+    by_npi: dict[str, NppesOrg] = {}
+    for raw in records:
+        org = parse_record(raw)
+        if org.is_organization and org.located_in(state, city):
+            by_npi.setdefault(org.npi, org)
+    return list(by_npi.values())
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, (NppesTransientError, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.replace(".", "", 1).isdigit() else None
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    consecutive_failures: int = 0
+
+
+@dataclass
+class NppesClient:
+    """Async GETs against the registry with bounded concurrency and retries on transient errors."""
+
+    http: httpx.AsyncClient
+    url: str
+    concurrency: int = DEFAULT_CONCURRENCY
+    attempts: int = DEFAULT_ATTEMPTS
+    backoff_seconds: float = DEFAULT_BACKOFF_SECONDS
+    stats: ClientStats = field(default_factory=ClientStats)
+
+    def __post_init__(self) -> None:
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+
+    async def get(self, params: Mapping[str, str]) -> Any:
+        query = {"version": API_VERSION, **params}
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.attempts),
+            wait=self._wait,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self.stats.retries += 1
+                response = await self._send(query)
+        return _decode(response)
+
+    async def search(self, params: Mapping[str, str], max_results: int = PAGE_LIMIT + MAX_SKIP) -> tuple[list[Mapping[str, Any]], bool]:
+        """Every record up to ``max_results``, paging by limit/skip; True when the reach was hit."""
+        records: list[Mapping[str, Any]] = []
+        skip = 0
+        while True:
+            page = records_of(await self.get({**params, "limit": str(PAGE_LIMIT), "skip": str(skip)}))
+            records.extend(page)
+            if len(page) < PAGE_LIMIT:
+                return records, False
+            skip += PAGE_LIMIT
+            if skip > MAX_SKIP or len(records) >= max_results:
+                return records, True
+
+    async def _send(self, query: Mapping[str, str]) -> httpx.Response:
+        async with self._semaphore:
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            try:
+                self.stats.requests += 1
+                response = await self.http.get(self.url, params=query)
+            finally:
+                self.stats.in_flight -= 1
+        if response.status_code == 429 or response.status_code >= 500:
+            raise NppesTransientError(response.status_code, _retry_after(response))
+        if response.status_code >= 400:
+            raise NppesError(f"HTTP {response.status_code}")
+        return response
+
+    def _wait(self, retry_state: Any) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, NppesTransientError) and error.retry_after is not None:
+            return min(error.retry_after, MAX_BACKOFF_SECONDS)
+        if self.backoff_seconds <= 0:
+            return 0.0
+        return wait_exponential_jitter(initial=self.backoff_seconds, max=MAX_BACKOFF_SECONDS)(retry_state)
+
+
+def _decode(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "unknown content type")
+        raise NppesError(f"non-JSON response ({kind}; registry maintenance?)") from None
+
+
+# --- the provider -------------------------------------------------------------------------------
+
+
+@dataclass
+class NppesProvider:
+    url: str = field(default_factory=settings.nppes_url)
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    attempts: int = DEFAULT_ATTEMPTS
+    backoff_seconds: float = DEFAULT_BACKOFF_SECONDS
+    match_threshold: float = DEFAULT_MATCH_THRESHOLD
+    ambiguity_margin: float = DEFAULT_AMBIGUITY_MARGIN
+    breaker_failures: int = DEFAULT_BREAKER_FAILURES
+    taxonomy_csv: str | None = None
+    fillable: frozenset[str] = frozenset({"org_type", "specialty", "care_setting", "location_count", "state", "npi", "company_name"})
+    name: str = "nppes"
+    label: str = "NPPES"
+    cacheable: bool = True
+    key_requirement: str = "an NPI, or company name and state"
+    client_stats: ClientStats = field(default_factory=ClientStats)
+    transport: httpx.AsyncBaseTransport | None = None
+
+    @classmethod
+    def from_config(cls, spec: Mapping[str, Any], base_dir: str = ".", url: str | None = None) -> NppesProvider:
+        taxonomy_csv = spec.get("taxonomy_csv")
+        if taxonomy_csv and not Path(taxonomy_csv).is_absolute():
+            taxonomy_csv = str(Path(base_dir) / taxonomy_csv)
+        options = {k: spec[k] for k in ("concurrency", "timeout_seconds", "attempts", "backoff_seconds",
+                                        "match_threshold", "ambiguity_margin", "breaker_failures") if k in spec}
+        provider = cls(url=url or spec.get("url") or settings.nppes_url(), taxonomy_csv=taxonomy_csv, **options)
+        if spec.get("fields"):
+            provider.fillable = frozenset(spec["fields"])
+        if spec.get("name"):
+            provider.name = spec["name"]
+        return provider
+
+    def lookup_keys(self, lead: Lead) -> list[LookupKey]:
+        keys = []
+        npi = re.sub(r"\D", "", lead.npi or "")
+        if len(npi) == 10:
+            keys.append(LookupKey(f"npi:{npi}", {"number": npi}, f"NPI {npi}"))
+        state = state_code(lead.state)
+        name = (lead.company_name or "").strip()
+        if name and state in STATE_CODES and normalize_name(name):
+            keys.append(LookupKey(f"name:{normalize_name(name)}|{state}", {"name": name, "state": state}, f"{name!r} in {state}"))
+        return keys
+
+    async def fetch_many(self, keys: Sequence[LookupKey]) -> dict[str, Lookup]:
+        timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, DEFAULT_CONNECT_TIMEOUT_SECONDS))
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=self.transport) as http:
+            client = NppesClient(http, self.url, self.concurrency, self.attempts, self.backoff_seconds, self.client_stats)
+            results = await asyncio.gather(*(self._fetch_one(client, key) for key in keys))
+        return {key.cache_key: result for key, result in zip(keys, results)}
+
+    def findings(self, payload: dict[str, Any]) -> Findings:
+        org = NppesOrg.from_payload(payload)
+        descriptions = load_nucc_descriptions(self.taxonomy_csv) if self.taxonomy_csv else None
+        classification = classify(list(org.taxonomies), descriptions)
+        fields: dict[str, Any] = {"npi": org.npi, "company_name": org.name, "state": org.state or None,
+                                  "location_count": org.location_count or None}
+        facts: dict[str, Any] = {"nppes_npi": org.npi, "nppes_last_updated": payload.get("last_updated")}
+        if classification:
+            fields.update(specialty=classification.specialty, org_type=classification.org_type,
+                          care_setting=classification.care_setting)
+            facts.update(nppes_category=classification.category, nppes_taxonomy_code=classification.code)
+        return Findings(fields, f"npi:{org.npi}", org.official or None, facts)
+
+    def stats(self) -> dict[str, int]:
+        return {"requests": self.client_stats.requests, "retries": self.client_stats.retries,
+                "max_in_flight": self.client_stats.max_in_flight}
+
+    async def _fetch_one(self, client: NppesClient, key: LookupKey) -> Lookup:
+        if self.client_stats.consecutive_failures >= self.breaker_failures:
+            return Lookup("error", note=f"NPPES: skipped {key.label}: registry unavailable ({self.breaker_failures} failed lookups in a row)")
+        try:
+            lookup = await (self._by_npi(client, key) if "number" in key.query else self._by_name(client, key))
+        except (NppesError, NppesTransientError, httpx.HTTPError) as error:
+            if _registry_down(error):
+                self.client_stats.consecutive_failures += 1
+            return Lookup("error", note=f"NPPES: lookup failed for {key.label}: {_describe(error)}")
+        self.client_stats.consecutive_failures = 0
+        return lookup
+
+    async def _by_npi(self, client: NppesClient, key: LookupKey) -> Lookup:
+        records = records_of(await client.get({"number": key.query["number"]}))
+        orgs = [parse_record(r) for r in records]
+        if not orgs:
+            return Lookup("miss", note=f"NPPES: {key.label} not found")
+        org = orgs[0]
+        if not org.is_organization:
+            return Lookup("miss", note=f"NPPES: {key.label} is an individual ({org.enumeration_type}), not an organization")
+        return Lookup("found", org.to_payload(), 1.0)
+
+    async def _by_name(self, client: NppesClient, key: LookupKey) -> Lookup:
+        name, state = key.query["name"], key.query["state"]
+        params = {"organization_name": query_name(name), "state": state, "enumeration_type": "NPI-2"}
+        if key.query.get("city"):
+            params["city"] = key.query["city"]
+        records, truncated = await client.search(params)
+        decision = pick_match(records, name, state, key.query.get("city"), self.match_threshold, self.ambiguity_margin)
+        reach = f" (search stopped at the API's reach of {PAGE_LIMIT + MAX_SKIP} results)" if truncated else ""
+        if decision.org is None:
+            return Lookup("miss", confidence=decision.confidence, note=f"{decision.note}{reach}")
+        note = f"NPPES: matched {key.label}{reach}" if truncated else None
+        return Lookup("found", decision.org.to_payload(), decision.confidence, note)
+
+
+def _registry_down(error: BaseException) -> bool:
+    """A failure that says the registry is unreachable, not that this one query was bad."""
+    return not isinstance(error, NppesError) or str(error).startswith("non-JSON")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(error, httpx.HTTPError):
+        return f"{type(error).__name__}"
+    return str(error)

@@ -1,0 +1,37 @@
+"""Shared by the enrichment tests: recorded NPPES bodies, leads, a quiet NPPES provider."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from connectors.nppes import NppesProvider
+from leadflow.canonical import Lead
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+NPPES_FIXTURES = SHARED / "fixtures" / "nppes"
+NUCC_TAXONOMY_CSV = SHARED / "data" / "nucc_taxonomy.csv"
+NPPES_TEST_URL = "https://nppes.test/api/"
+
+
+def nppes_body(name: str) -> dict[str, Any]:
+    return json.loads((NPPES_FIXTURES / name).read_text())
+
+
+def nppes_fixture_names() -> list[str]:
+    return sorted(p.name for p in NPPES_FIXTURES.glob("*.json"))
+
+
+def all_fixture_records() -> list[dict[str, Any]]:
+    return [record for name in nppes_fixture_names() for record in nppes_body(name).get("results", [])]
+
+
+def make_lead(crm_id: str = "1", **fields: Any) -> Lead:
+    return Lead(crm="hubspot", crm_id=crm_id, **fields)
+
+
+def quiet_provider(**options: Any) -> NppesProvider:
+    """An NPPES provider for tests: no backoff waits, short timeouts."""
+    settings = {"url": NPPES_TEST_URL, "backoff_seconds": 0.0, "attempts": 3, "timeout_seconds": 2.0}
+    return NppesProvider(**{**settings, **options})
