@@ -29,6 +29,7 @@ class OrgContext:
 
 
 def clamp(score: float) -> int:
+    """Round to an int in 0-100."""
     return 0 if score <= 0 else 100 if score >= 100 else int(score + 0.5)
 
 
@@ -90,13 +91,13 @@ def _specialty(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Comp
 def _care_setting(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
     if not (seg.settings_ideal or seg.settings_acceptable or seg.settings_excluded):
         return 1.0, None, None
-    setting = lead.care_setting
-    if setting is None:
+    if lead.care_setting is None:
         return 0.5, "care setting unknown: enrich", None
+    setting = lead.care_setting._value_
     if setting in seg.settings_excluded:
-        return 0.0, f"care setting outside the profile ({setting.value})", "care setting outside the profile"
+        return 0.0, f"care setting outside the profile ({setting})", "care setting outside the profile"
     if setting in seg.settings_ideal:
-        return 1.0, f"care setting fits ({setting.value})", None
+        return 1.0, f"care setting fits ({setting})", None
     if setting in seg.settings_acceptable:
         return 0.7, None, None
     return 0.3, "care setting not in the profile", None
@@ -182,7 +183,7 @@ def fit(lead: Lead, seg: SegmentRules, model: QualificationModel) -> tuple[int, 
 
 
 def content_engaged(lead: Lead) -> int:
-    return sum(1 for event in lead.events if event.type in _CONTENT_EVENTS)
+    return sum(1 for event in lead.events if event.type._value_ in _CONTENT_EVENTS)
 
 
 def need(lead: Lead, seg: SegmentRules, model: QualificationModel) -> tuple[int, list[Reason]]:
@@ -202,16 +203,15 @@ def _stated_need(pain: str | None, seg: SegmentRules, model: QualificationModel,
     if not pain or not pain.strip():
         reasons.append((-20.0, "pain point not stated: ask on discovery"))
         return 20.0
-    text = pain.lower()
-    matched = [(name, label) for name, label, pattern in model.needs if pattern.search(text)]
+    matched = model.match_needs(pain.lower())
     if not matched:
         reasons.append((-10.0, "stated pain point matches no known need"))
         return 30.0
-    priority = [label for name, label in matched if name in seg.priority_needs]
+    priority = [name for name in matched if name in seg.priority_needs]
     if priority:
-        reasons.append((30.0, f"stated need is a priority for this segment: {priority[0]}"))
+        reasons.append((30.0, f"stated need is a priority for this segment: {model.need_labels[priority[0]]}"))
         return 70.0
-    reasons.append((15.0, f"stated need: {matched[0][1]}"))
+    reasons.append((15.0, f"stated need: {model.need_labels[matched[0]]}"))
     return 50.0
 
 
@@ -229,7 +229,7 @@ def authority(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[i
     """Role from the title plus buying-group coverage across the organization's contacts."""
     if lead.discovery.authority_confirmed:
         return 100, [(40.0, "authority confirmed on discovery")]
-    role = lead.decision_role.value
+    role = lead.decision_role._value_
     role_points = model.role_scale[role] * 0.7
     reasons: list[Reason] = [(role_points - 35.0, _ROLE_REASONS[role])]
     if role != "decision_maker" and org.has_decision_maker:
@@ -267,7 +267,7 @@ _TIMELINE_REASONS = {
 
 
 def budget(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
-    status = lead.budget_status.value
+    status = lead.budget_status._value_
     score = model.budget_scale[status]
     reasons: list[Reason] = [(score - 50.0, _BUDGET_REASONS[status])]
     if lead.discovery.budget_path_known:
@@ -277,7 +277,7 @@ def budget(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
 
 
 def timeline(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
-    value = lead.timeline.value
+    value = lead.timeline._value_
     score = model.timeline_scale[value]
     reasons: list[Reason] = [(score - 50.0, _TIMELINE_REASONS[value])]
     if lead.discovery.timeline_confirmed and value != "unknown":
@@ -287,7 +287,10 @@ def timeline(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
 
 # --- compliance readiness -------------------------------------------------------------------
 
-_READINESS_WORDS = {"ready": "done", "in_progress": "in progress", "not_started": "not started"}
+_READINESS_WORDS = {"ready": "done", "in_progress": "in progress", "not_started": "not started", "unknown": "unknown: ask"}
+_READINESS_TEXTS = {
+    (label, value): f"{label} {words}" for label in ("security review", "BAA") for value, words in _READINESS_WORDS.items()
+}
 
 
 def compliance(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[int, list[Reason]]:
@@ -295,11 +298,10 @@ def compliance(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[
     scale = model.readiness_scale
     reasons: list[Reason] = []
     score = 0.0
-    for label, value in (("security review", lead.security_review.value), ("BAA", lead.baa_status.value)):
+    for label, value in (("security review", lead.security_review._value_), ("BAA", lead.baa_status._value_)):
         points = scale[value]
         score += 0.4 * points
-        text = f"{label} unknown: ask" if value == "unknown" else f"{label} {_READINESS_WORDS[value]}"
-        reasons.append(((points - 50.0) * 0.4, text))
+        reasons.append(((points - 50.0) * 0.4, _READINESS_TEXTS[label, value]))
     if "compliance" in org.functions:
         score += 20.0
         reasons.append((10.0, "privacy/legal contact engaged"))

@@ -31,24 +31,25 @@ def decayed_points(lead: Lead, now: datetime, model: QualificationModel) -> dict
     rules = model.event_rules
     totals: dict[str, float] = {}
     for event in lead.events:
-        rule = rules.get(event.type)
+        kind = event.type._value_  # the plain string: faster than hashing the enum member
+        rule = rules.get(kind)
         if rule is None:
             continue
         age = (now - event.at).total_seconds()
         points = rule[0] if age <= 0 else rule[0] * math.exp(-rate * age)
-        totals[event.type] = totals.get(event.type, 0.0) + points
+        totals[kind] = totals.get(kind, 0.0) + points
     return {kind: min(points, rules[kind][1]) for kind, points in totals.items()}
 
 
 def engagement(lead: Lead, now: datetime, model: QualificationModel) -> tuple[int, list[Reason]]:
     """0-100: decayed, capped event points plus the lead source's prior."""
     points = decayed_points(lead, now, model)
-    prior = model.source_prior.get(lead.source, 0.0)
+    prior = model.source_prior.get(lead.source._value_, 0.0)
     reasons: list[Reason] = []
     for kind, value in sorted(points.items(), key=lambda item: -item[1])[:3]:
         if value >= 1.0:
             reasons.append((value, _EVENT_WORDS.get(kind, kind.replace("_", " "))))
-    source = lead.source.value.replace("_", " ")
+    source = lead.source._value_.replace("_", " ")
     if prior >= _STRONG_PRIOR:
         reasons.append((prior, f"came in by {source} (a strong source)"))
     elif prior <= 6:

@@ -6,8 +6,10 @@ state is the batch itself (contacts of one organization form its buying group).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,11 +31,26 @@ _SEGMENT_OF_ORG_TYPE = {
 }
 _PRACTICES = frozenset({OrgType.physician_practice, OrgType.clinic})
 _NO_ORG = OrgContext()
+_STAGES = {stage.value: stage for stage in Stage}
 
 
 @dataclass(frozen=True, slots=True)
+class _Detail:
+    """What the long forms are rendered from, on first access (most runs only write the short ones)."""
+
+    label: str
+    stage_reasons: list[str]
+    scored: dict[str, tuple[int, list[Reason]]]
+    shares: dict[str, float]
+    weighted: list[Reason]
+
+
+@dataclass(frozen=True)
 class Qualification:
-    """What leadflow concluded about one lead, and why."""
+    """What leadflow concluded about one lead, and why.
+
+    ``reasons_full`` and ``breakdown`` are rendered on first access and then cached.
+    """
 
     crm_id: str
     segment: str
@@ -45,11 +62,42 @@ class Qualification:
     stage_changed: bool
     reasons: list[str]
     reasons_compact: str
-    reasons_full: str
-    breakdown: dict[str, Any]
     next_step: NextStep
     model_version: str
     scored_at: datetime
+    detail: _Detail = field(repr=False, compare=False)
+
+    @cached_property
+    def reasons_full(self) -> str:
+        """Every reason, one per line, for a long text field (``reasons_detail``)."""
+        d = self.detail
+        scores = (
+            f"Scores: lead {self.lead_score}, fit {self.fit_score}, engagement {self.engagement_score}"
+            f" ({d.label}, model {self.model_version})"
+        )
+        previous = self.previous_stage.value if self.previous_stage else None
+        return reasons_mod.full(self.stage.value, previous, scores, d.stage_reasons, d.weighted)
+
+    @cached_property
+    def breakdown(self) -> dict[str, Any]:
+        """criterion -> score, weight, reasons (JSON-serialisable), for the audit log."""
+        d = self.detail
+        return {
+            "segment": self.segment,
+            "stage": {
+                "stage": self.stage.value,
+                "previous": self.previous_stage.value if self.previous_stage else None,
+                "changed": self.stage_changed,
+                "reasons": list(d.stage_reasons),
+            },
+            "scores": {"lead": self.lead_score, "fit": self.fit_score, "engagement": self.engagement_score},
+            "criteria": {
+                name: {"score": score, "weight": round(d.shares.get(name, 0.0), 4), "reasons": [t for _, t in rs]}
+                for name, (score, rs) in d.scored.items()
+            },
+            "next_step": self.next_step.to_dict(),
+            "model_version": self.model_version,
+        }
 
     def summary(self, now: datetime | None = None) -> dict[str, Any]:
         """The JSON form ``leadflow explain --json`` prints."""
@@ -105,7 +153,7 @@ def organizations(leads: Sequence[Lead]) -> dict[str, OrgContext]:
         function = buying_function_from_title(lead.job_title) if lead.job_title else None
         if function:
             org.functions.add(function)
-        if lead.decision_role.value == "decision_maker":
+        if lead.decision_role._value_ == "decision_maker":
             org.has_decision_maker = True
     return orgs
 
@@ -114,16 +162,21 @@ def qualify_batch(leads: Sequence[Lead], now: datetime, model: QualificationMode
     """Qualify every lead, in input order. ``now`` is the clock (naive means UTC)."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
-    orgs = organizations(leads)
-    results = []
-    for lead in leads:
-        if lead.lead_kind is LeadKind.patient:
-            results.append(_qualify_patient(lead, now, model))
-        else:
-            key = org_key(lead)
-            org = orgs.get(key, _NO_ORG) if key else _own_org(lead)
-            results.append(_qualify_b2b(lead, org, now, model))
-    return results
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # scoring allocates many small acyclic objects; collections would scan every lead
+    try:
+        orgs = organizations(leads)
+        return [_qualify_one(lead, orgs, now, model) for lead in leads]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _qualify_one(lead: Lead, orgs: dict[str, OrgContext], now: datetime, model: QualificationModel) -> Qualification:
+    if lead.lead_kind is LeadKind.patient:
+        return _qualify_patient(lead, now, model)
+    key = org_key(lead)
+    return _qualify_b2b(lead, orgs.get(key, _NO_ORG) if key else _own_org(lead), now, model)
 
 
 def qualify(lead: Lead, now: datetime, model: QualificationModel) -> Qualification:
@@ -190,49 +243,23 @@ def _assemble(
         stage_reasons = [*stage_reasons, "organization type unknown: enrich or ask"]
     top = reasons_mod.ranked(stage_reasons, weighted)
     compact = reasons_mod.compact(top)
-    fit_score, engagement_score = scored["fit"][0], scored["engagement"][0]
-    score_line = f"Scores: lead {lead_score}, fit {fit_score}, engagement {engagement_score} ({label}, model {model.version})"
     previous = lead.stage
-    step = render_step(steps[stage], stage, label, lead_score, compact)
     return Qualification(
         crm_id=lead.crm_id,
         segment=segment,
-        fit_score=fit_score,
-        engagement_score=engagement_score,
+        fit_score=scored["fit"][0],
+        engagement_score=scored["engagement"][0],
         lead_score=lead_score,
-        stage=Stage(stage),
+        stage=_STAGES[stage],
         previous_stage=previous,
-        stage_changed=previous is None or previous.value != stage,
+        stage_changed=previous is None or previous != stage,
         reasons=top,
         reasons_compact=compact,
-        reasons_full=reasons_mod.full(stage, previous.value if previous else None, score_line, stage_reasons, weighted),
-        breakdown=_breakdown(segment, stage, previous, stage_reasons, scored, share_of, lead_score, model),
-        next_step=step,
+        next_step=render_step(steps[stage], stage, label, lead_score, compact),
         model_version=model.version,
         scored_at=now,
+        detail=_Detail(label, stage_reasons, scored, share_of, weighted),
     )
-
-
-def _breakdown(
-    segment: str,
-    stage: str,
-    previous: Stage | None,
-    stage_reasons: list[str],
-    scored: dict[str, tuple[int, list[Reason]]],
-    share_of: dict[str, float],
-    lead_score: int,
-    model: QualificationModel,
-) -> dict[str, Any]:
-    return {
-        "segment": segment,
-        "stage": {"stage": stage, "previous": previous.value if previous else None, "reasons": stage_reasons},
-        "lead_score": lead_score,
-        "criteria": {
-            name: {"score": score, "weight": round(share_of.get(name, 0.0), 4), "reasons": [t for _, t in rs]}
-            for name, (score, rs) in scored.items()
-        },
-        "model_version": model.version,
-    }
 
 
 def apply_qualification(lead: Lead, q: Qualification) -> Lead:

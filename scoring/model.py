@@ -108,7 +108,9 @@ class QualificationModel:
     readiness_scale: dict[str, float]
     role_scale: dict[str, float]
     fit_components: tuple[tuple[str, float], ...]  # (component, share summing to 1)
-    needs: tuple[tuple[str, str, re.Pattern[str]], ...]  # (need, label, keywords)
+    need_labels: dict[str, str]  # need -> label, in model order
+    need_keywords: re.Pattern[str]  # any keyword of any need
+    need_of_keyword: dict[str, str]  # keyword (lower case) -> need
     buying_group: tuple[str, ...]
     title_disqualifiers: re.Pattern[str] | None
     vendor_titles: re.Pattern[str] | None
@@ -118,6 +120,12 @@ class QualificationModel:
     backward_rules: tuple[tuple[frozenset[str], str, str], ...]  # (from stages, to, condition)
     segments: dict[str, SegmentRules]
     patient: PatientRules
+
+
+    def match_needs(self, text: str) -> list[str]:
+        """The known needs a lower-cased pain point mentions, in model order (one regex scan)."""
+        found = {self.need_of_keyword[word] for word in self.need_keywords.findall(text)}
+        return [name for name in self.need_labels if name in found]
 
 
 @lru_cache(maxsize=16)
@@ -163,7 +171,9 @@ def compile_model(spec: ModelFile, source_path: str = "<memory>") -> Qualificati
         readiness_scale=spec.scales.readiness.model_dump(),
         role_scale=spec.scales.role.model_dump(),
         fit_components=_shares(spec.fit_components.model_dump()),
-        needs=tuple((name, need.label, keyword_pattern(need.keywords)) for name, need in spec.needs.items()),
+        need_labels={name: need.label for name, need in spec.needs.items()},
+        need_keywords=keyword_pattern([k for need in spec.needs.values() for k in need.keywords]),  # type: ignore[arg-type]
+        need_of_keyword={k.lower(): name for name, need in spec.needs.items() for k in reversed(need.keywords)},
         buying_group=tuple(spec.buying_group),
         title_disqualifiers=keyword_pattern(spec.disqualify.title_keywords),
         vendor_titles=keyword_pattern(spec.disqualify.vendor_title_keywords),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from scoring.criteria import Reason
 
+_impact = itemgetter(0)
 COMPACT_LIMIT = 255
 TOP_POSITIVE = 3
 TOP_NEGATIVE = 3
@@ -11,8 +14,9 @@ TOP_NEGATIVE = 3
 
 def ranked(stage_reasons: list[str], weighted: list[Reason]) -> list[str]:
     """Stage reasons first, then the top positive and the top negative reasons (by weighted impact)."""
-    positive = sorted((r for r in weighted if r[0] > 0), key=lambda r: -r[0])[:TOP_POSITIVE]
-    negative = sorted((r for r in weighted if r[0] < 0), key=lambda r: r[0])[:TOP_NEGATIVE]
+    by_impact = sorted(weighted, key=_impact)
+    negative = [r for r in by_impact[:TOP_NEGATIVE] if r[0] < 0]
+    positive = [r for r in by_impact[: -TOP_POSITIVE - 1 : -1] if r[0] > 0]
     seen = set(stage_reasons)
     out = list(stage_reasons)
     for _, text in positive + negative:
@@ -42,6 +46,7 @@ def full(stage: str, previous: str | None, scores: str, stage_reasons: list[str]
     moved = f" (was {previous})" if previous and previous != stage else ""
     lines = [f"Stage: {stage}{moved}. {scores}."]
     lines += [f"* {text}" for text in stage_reasons]
-    lines += [f"+ {text}" for impact, text in sorted(weighted, key=lambda r: -r[0]) if impact > 0]
-    lines += [f"- {text}" for impact, text in sorted(weighted, key=lambda r: r[0]) if impact < 0]
+    said = set(stage_reasons)
+    lines += [f"+ {t}" for impact, t in sorted(weighted, key=lambda r: -r[0]) if impact > 0 and t not in said]
+    lines += [f"- {t}" for impact, t in sorted(weighted, key=lambda r: r[0]) if impact < 0 and t not in said]
     return "\n".join(lines)

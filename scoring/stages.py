@@ -45,7 +45,7 @@ def b2b_stage(lead: Lead, seg: SegmentRules, signals: Signals, model: Qualificat
     candidate, reasons = gate(lead, seg, signals)
     if lead.sales_accepted and RANK.get(candidate, 9) < RANK["sal"]:
         return _keep_accepted(lead, candidate, reasons)
-    previous = lead.stage.value if lead.stage else None
+    previous = lead.stage._value_ if lead.stage else None
     if previous == "sal" and not lead.sales_accepted:
         return candidate, [*reasons, "no longer sales accepted in the CRM"]
     if previous in RANK and candidate in RANK and RANK[candidate] < RANK[previous]:
@@ -57,7 +57,7 @@ def gate(lead: Lead, seg: SegmentRules, signals: Signals) -> tuple[str, list[str
     """The stage the gates give, ignoring the previous stage."""
     if signals.disqualifiers:
         return "disqualified", [f"disqualified: {signals.disqualifiers[0]}", *signals.disqualifiers[1:]]
-    if lead.timeline.value in seg.distant_timelines:
+    if lead.timeline._value_ in seg.distant_timelines:
         if signals.fit >= seg.nurture_fit:
             return "nurture", ["nurture: good fit but distant timeline; not handed to sales yet"]
         return "inquiry", [f"inquiry: distant timeline and fit {signals.fit} below the nurture gate"]
@@ -89,9 +89,9 @@ def sql_missing(lead: Lead, seg: SegmentRules, signals: Signals) -> list[str]:
         missing.append("need")
     if not (found.authority_confirmed or signals.authority >= seg.sql_authority):
         missing.append("authority")
-    if not found.timeline_confirmed or lead.timeline.value == "unknown":
+    if not found.timeline_confirmed or lead.timeline._value_ == "unknown":
         missing.append("timeline")
-    if not (found.budget_path_known or lead.budget_status.value in _KNOWN_BUDGET_PATHS):
+    if not (found.budget_path_known or lead.budget_status._value_ in _KNOWN_BUDGET_PATHS):
         missing.append("budget path")
     return missing
 
@@ -106,7 +106,7 @@ def _keep_accepted(lead: Lead, candidate: str, reasons: list[str]) -> tuple[str,
 def _conditions(lead: Lead, seg: SegmentRules, signals: Signals) -> dict[str, bool]:
     return {
         "disqualified": bool(signals.disqualifiers),
-        "timeline_distant": lead.timeline.value in seg.distant_timelines,
+        "timeline_distant": lead.timeline._value_ in seg.distant_timelines,
         "fit_low": signals.fit < seg.nurture_fit,
         "engagement_low": signals.engagement < seg.mql_engagement,
     }

@@ -1,0 +1,113 @@
+"""Benchmark qualify_batch: ``.venv/bin/python benchmarks/scoring_bench.py [--leads N] [--runs R]``.
+
+Generates N varied canonical leads (deterministic: seeded), runs ``qualify_batch`` R times and
+prints leads/s as the median of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from leadflow.canonical import Lead  # noqa: E402
+from scoring import load_model, qualify_batch  # noqa: E402
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+ORG_TYPES = ["health_system", "hospital", "physician_practice", "clinic", "payer", "pharma", "digital_health", "other", None]
+TITLES = [
+    "Chief Operating Officer", "Clinic Operations Manager", "Practice Manager", "Medical Director",
+    "VP Revenue Cycle", "Compliance Officer", "Procurement Specialist", "Registered Nurse", "Student",
+    "Director of Informatics", "CFO", "Account Executive", None,
+]
+SPECIALTIES = ["Family Medicine", "Orthopedic Surgery", "Cardiology", "Dentist", "Veterinary", "General Acute Care Hospital", None]
+PAINS = [
+    "Scheduling no-shows and staff burnout", "Care coordination after discharge", "Claims denials",
+    "We need dashboards", "just browsing", None,
+]
+EVENTS = ["demo_request", "pricing_page_view", "solution_page_view", "content_download", "webinar_attended",
+          "site_return_visit", "email_click", "implementation_page_view", "form_fill", "call_completed"]
+SOURCES = ["web_form", "demo_request", "phone", "paid_search", "referral", "list_import", "organic", "webinar"]
+
+
+def make_lead(rng: random.Random, index: int) -> Lead:
+    if rng.random() < 0.1:
+        return Lead.model_validate(_patient(rng, index))
+    events = [
+        {"type": rng.choice(EVENTS), "at": NOW - timedelta(days=rng.uniform(0, 120))}
+        for _ in range(rng.randint(0, 8))
+    ]
+    org = rng.randint(0, index // 3 + 1)
+    return Lead.model_validate({
+        "crm": "hubspot",
+        "crm_id": str(index),
+        "job_title": rng.choice(TITLES),
+        "email": f"p{index}@org{org}.org",
+        "company_domain": f"org{org}.org",
+        "org_type": rng.choice(ORG_TYPES),
+        "specialty": rng.choice(SPECIALTIES),
+        "care_setting": rng.choice(["inpatient", "ambulatory", "virtual", None]),
+        "provider_count": rng.choice([None, 2, 12, 80, 400]),
+        "bed_count": rng.choice([None, 20, 200]),
+        "location_count": rng.choice([None, 1, 3, 9]),
+        "state": rng.choice(["MA", "CA", "TX", None]),
+        "country": rng.choice(["US", "United States", "Canada", None]),
+        "ehr_vendor": rng.choice(["Epic", "athenahealth", "Custom", None]),
+        "source": rng.choice(SOURCES),
+        "pain_point": rng.choice(PAINS),
+        "budget_status": rng.choice(["approved", "planned", "unknown", "none", "grant"]),
+        "timeline": rng.choice(["now", "quarter", "half_year", "year", "later", "unknown"]),
+        "security_review": rng.choice(["ready", "unknown", "in_progress"]),
+        "discovery": {"need_confirmed": rng.random() < 0.2, "timeline_confirmed": rng.random() < 0.2,
+                      "authority_confirmed": rng.random() < 0.2, "budget_path_known": rng.random() < 0.2},
+        "events": events,
+        "sales_accepted": rng.random() < 0.1,
+        "manual_stage": "sql" if rng.random() < 0.03 else None,
+        "stage": rng.choice([None, "inquiry", "mql", "sql", "nurture"]),
+    })
+
+
+def _patient(rng: random.Random, index: int) -> dict:
+    return {
+        "crm": "salesforce",
+        "crm_id": str(index),
+        "lead_kind": "patient",
+        "source": rng.choice(SOURCES),
+        "patient": {
+            "service_requested": rng.choice(["annual physical", "knee surgery", "skin rash check", None]),
+            "payer": rng.choice(["Aetna", "Unknown Plan", None]),
+            "zip": rng.choice(["02139", "94110", None]),
+            "scheduling_ready": rng.choice([True, False, None]),
+        },
+        "events": [{"type": "form_fill", "at": NOW - timedelta(days=rng.uniform(0, 30))}],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    rng = random.Random(6)
+    leads = [make_lead(rng, i) for i in range(args.leads)]
+    model = load_model()
+    rates = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        results = qualify_batch(leads, NOW, model)
+        rates.append(len(results) / (time.perf_counter() - start))
+    stages: dict[str, int] = {}
+    for result in results:
+        stages[result.stage.value] = stages.get(result.stage.value, 0) + 1
+    print(f"leads: {args.leads}  runs: {args.runs}  stages: {dict(sorted(stages.items()))}")
+    print(f"median: {statistics.median(rates):,.0f} leads/s  (min {min(rates):,.0f}, max {max(rates):,.0f})")
+
+
+if __name__ == "__main__":
+    main()
