@@ -1,0 +1,214 @@
+"""The NPPES provider over HTTP (respx): recorded bodies replayed, retries, paging, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import respx
+from enrichment_support import NPPES_TEST_URL, make_lead, nppes_body, nppes_fixture_names, quiet_provider
+
+from connectors.enrichment import LookupKey
+from connectors.nppes import PAGE_LIMIT, NppesProvider
+
+
+def run(provider: NppesProvider, *keys: LookupKey):
+    return asyncio.run(provider.fetch_many(list(keys)))
+
+
+def npi_key(npi: str) -> LookupKey:
+    return quiet_provider().lookup_keys(make_lead(npi=npi))[0]
+
+
+def name_key(name: str, state: str) -> LookupKey:
+    return quiet_provider().lookup_keys(make_lead(company_name=name, state=state))[0]
+
+
+def json_response(body: object, status: int = 200) -> httpx.Response:
+    return httpx.Response(status, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+def test_lookup_keys_prefer_the_npi_and_fall_back_to_name_and_state():
+    keys = quiet_provider().lookup_keys(make_lead(npi="1568-946-812", company_name="CSP Anesthesia, LLC", state="Georgia"))
+    assert [k.cache_key for k in keys] == ["npi:1568946812", "name:csp anesthesia|GA"]
+    assert quiet_provider().lookup_keys(make_lead(company_name="CSP Anesthesia")) == []
+
+
+EXPECTED_NPI_LOOKUPS = {
+    "npi2_number_lookup_v2019.json": ("found", "1568946812"),
+    "npi2_number_lookup_v2024_multi_specialty_dba.json": ("found", "1174270805"),
+    "npi2_number_lookup_v2024_single_specialty_group.json": ("found", "1225701881"),
+    "npi1_number_lookup_v2019.json": ("miss", "individual"),
+    "npi1_number_lookup_v2022.json": ("miss", "individual"),
+    "empty_result.json": ("miss", "not found"),
+    "error_04_no_valid_criteria.json": ("error", "query rejected: 04"),
+    "error_09_enumeration_type_needs_more.json": ("error", "query rejected: 09"),
+}
+
+
+@pytest.mark.parametrize("fixture", nppes_fixture_names())
+def test_every_recorded_body_replays_without_crashing(fixture):
+    provider = quiet_provider()
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body(fixture)))
+        result = run(provider, npi_key("1568946812"))["npi:1568946812"]
+    assert route.call_count == 1  # envelopes and misses are never retried
+    if fixture in EXPECTED_NPI_LOOKUPS:
+        status, detail = EXPECTED_NPI_LOOKUPS[fixture]
+        assert result.status == status
+        assert detail in (result.payload or {}).get("npi", "") or detail in (result.note or "")
+    else:  # search pages answering a number lookup: their first record is used or refused by type
+        first = nppes_body(fixture)["results"][0]
+        assert result.status == ("found" if first["enumeration_type"] == "NPI-2" else "miss")
+
+
+def test_number_lookup_sends_version_and_number():
+    provider = quiet_provider()
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("npi2_number_lookup_v2019.json")))
+        run(provider, npi_key("1568946812"))
+    params = route.calls.last.request.url.params
+    assert params["number"] == "1568946812" and params["version"] == "2.1"
+
+
+def test_name_search_sends_wildcard_state_and_type_and_matches_a_dba():
+    provider = quiet_provider()
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("npi2_search_city_atlanta_10_v2019.json")))
+        result = run(provider, name_key("Fyzical Therapy & Balance Centers", "GA"))
+    params = route.calls.last.request.url.params
+    assert params["organization_name"] == "FYZICAL THERAPY*" and params["state"] == "GA"
+    assert params["enumeration_type"] == "NPI-2" and params["limit"] == "200" and params["skip"] == "0"
+    found = next(iter(result.values()))
+    assert found.status == "found" and found.payload["npi"] == "1740355304"
+
+
+def test_server_errors_and_timeouts_are_retried():
+    provider = quiet_provider(attempts=4)
+    answers = iter([
+        httpx.Response(503),
+        httpx.TimeoutException("read timed out"),
+        httpx.ConnectError("refused"),
+        json_response(nppes_body("npi2_number_lookup_v2019.json")),
+    ])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        item = next(answers)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(side_effect=answer)
+        result = run(provider, npi_key("1568946812"))["npi:1568946812"]
+    assert result.status == "found" and route.call_count == 4
+    assert provider.stats()["retries"] == 3
+
+
+def test_429_honours_retry_after_and_is_retried():
+    provider = quiet_provider()
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(side_effect=[
+            httpx.Response(429, headers={"retry-after": "0"}),
+            json_response(nppes_body("npi2_number_lookup_v2019.json")),
+        ])
+        result = run(provider, npi_key("1568946812"))["npi:1568946812"]
+    assert result.status == "found" and route.call_count == 2
+
+
+def test_retries_stop_after_the_configured_attempts():
+    provider = quiet_provider(attempts=3)
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=httpx.Response(502))
+        result = run(provider, npi_key("1568946812"))["npi:1568946812"]
+    assert route.call_count == 3
+    assert result.status == "error" and result.note == "NPPES: lookup failed for NPI 1568946812: HTTP 502"
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_client_errors_are_not_retried(status):
+    provider = quiet_provider()
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=httpx.Response(status))
+        result = run(provider, npi_key("1568946812"))["npi:1568946812"]
+    assert route.call_count == 1 and result.status == "error" and f"HTTP {status}" in result.note
+
+
+def test_maintenance_page_is_an_error_not_a_crash():
+    provider = quiet_provider()
+    page = httpx.Response(200, content=b"<html>Scheduled maintenance</html>", headers={"content-type": "text/html"})
+    with respx.mock:
+        respx.get(NPPES_TEST_URL).mock(return_value=page)
+        result = run(provider, npi_key("1568946812"))["npi:1568946812"]
+    assert result.status == "error" and "non-JSON response (text/html" in result.note
+
+
+def test_a_registry_that_keeps_failing_trips_the_breaker():
+    provider = quiet_provider(attempts=1, breaker_failures=2, concurrency=1)
+    keys = [npi_key(f"100000000{i}") for i in range(5)]
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=httpx.Response(500))
+        results = run(provider, *keys)
+    assert route.call_count == 2
+    assert sum("registry unavailable" in (r.note or "") for r in results.values()) == 3
+
+
+def full_page(start: int, count: int) -> dict:
+    template = nppes_body("npi2_number_lookup_v2019.json")["results"][0]
+    records = [{**template, "number": 1000000000 + start + i,
+                "basic": {**template["basic"], "organization_name": f"ACME CLINIC {start + i}"}} for i in range(count)]
+    return {"result_count": count, "results": records}
+
+
+def test_paging_stops_on_a_short_page():
+    provider = quiet_provider()
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(side_effect=[
+            json_response(full_page(0, PAGE_LIMIT)), json_response(full_page(PAGE_LIMIT, 3)),
+        ])
+        run(provider, name_key("Acme Clinic 7", "GA"))
+    assert [c.request.url.params["skip"] for c in route.calls] == ["0", "200"]
+
+
+def test_paging_stops_at_the_api_reach_and_says_so():
+    provider = quiet_provider()
+
+    def page(request: httpx.Request) -> httpx.Response:
+        return json_response(full_page(int(request.url.params["skip"]), PAGE_LIMIT))
+
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(side_effect=page)
+        result = next(iter(run(provider, name_key("Acme Clinic", "GA")).values()))
+    assert [c.request.url.params["skip"] for c in route.calls] == ["0", "200", "400", "600", "800", "1000"]
+    assert "reach of 1200 results" in result.note
+
+
+def test_truncated_edited_page_does_not_make_the_client_page_forever():
+    provider = quiet_provider()
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("page_result_count_200_truncated_EDITED.json")))
+        run(provider, name_key("Rowell Clinic", "AK"))
+    assert route.call_count == 1  # result_count says 200, but only 2 records came back
+
+
+def test_in_flight_requests_never_exceed_the_concurrency_bound():
+    provider = quiet_provider(concurrency=3)
+    in_flight = 0
+    peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return json_response(nppes_body("empty_result.json"))
+
+    keys = [npi_key(f"1{i:09d}") for i in range(20)]
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(side_effect=slow)
+        run(provider, *keys)
+    assert route.call_count == 20
+    assert peak == 3 and provider.stats()["max_in_flight"] == 3

@@ -1,0 +1,215 @@
+"""The waterfall: provider order, field policies, provenance, batching, caching, patients, config."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from enrichment_support import NPPES_TEST_URL, all_fixture_records, make_lead, quiet_provider
+
+from connectors.cache import EnrichmentCache
+from connectors.enrichment import Waterfall, build_waterfall
+from connectors.reference import ReferenceFileProvider
+from leadflow import store
+from leadflow.canonical import CareSetting, LeadKind, OrgType, PatientInquiry
+from sandbox.nppes import NppesRegistry
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+REGISTRY = NppesRegistry(all_fixture_records())
+
+
+@pytest.fixture()
+def nppes_api():
+    """respx serving the recorded records through the stand-in's search logic."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=REGISTRY.search(dict(request.url.params)))
+
+    with respx.mock:
+        yield respx.get(NPPES_TEST_URL).mock(side_effect=answer)
+
+
+@pytest.fixture()
+def cache(sqlite_url):
+    engine = store.make_engine(sqlite_url)
+    yield EnrichmentCache(engine)
+    engine.dispose()
+
+
+def test_name_lookup_fills_blank_fields_with_provenance_and_a_contact_hint(nppes_api):
+    waterfall = Waterfall([quiet_provider()])
+    [outcome] = waterfall.enrich_batch([make_lead(company_name="Peach State Medical Practice", state="PA")], NOW)
+    lead = outcome.lead
+    assert lead.npi == "1174270805" and lead.org_type is OrgType.physician_practice
+    assert lead.care_setting is CareSetting.ambulatory and lead.location_count == 1
+    assert lead.specialty == "Obstetrics & Gynecology, Reproductive Endocrinology"
+    assert lead.company_name == "Peach State Medical Practice"  # kept: fill blanks only
+    provenance = outcome.provenance["org_type"]
+    assert (provenance.provider, provenance.at, provenance.confidence, provenance.source_key) == ("nppes", NOW, 1.0, "nppes:npi:1174270805")
+    assert outcome.contact_hint == {"name": "Dr. FAHIMEH SASAN", "title": "Founding OBGYN", "credential": "DO", "source": "nppes:npi:1174270805"}
+    assert outcome.facts["nppes_category"] == "multi_specialty_group"
+
+
+def test_original_lead_is_not_modified(nppes_api):
+    original = make_lead(company_name="Peach State Medical Practice", state="PA")
+    [outcome] = Waterfall([quiet_provider()]).enrich_batch([original], NOW)
+    assert original.npi is None and outcome.lead.npi == "1174270805" and outcome.lead is not original
+
+
+def test_npi_lookup_and_fallback_to_name_when_the_npi_is_an_individual(nppes_api):
+    leads = [
+        make_lead("1", npi="1568946812"),
+        make_lead("2", npi="1760485387", company_name="Vios Fertility Institute Michigan", state="MI"),
+    ]
+    by_npi, fallback = Waterfall([quiet_provider()]).enrich_batch(leads, NOW)
+    assert by_npi.lead.company_name == "CSP ANESTHESIA LLC" and by_npi.lead.state == "GA"
+    assert by_npi.lead.specialty == "Anesthesiology"
+    assert fallback.lead.org_type is OrgType.physician_practice
+    assert fallback.lead.npi == "1760485387"  # the lead's own value is kept
+    assert fallback.provenance["specialty"].source_key == "nppes:npi:1225701881"
+    assert fallback.notes == ["NPPES: NPI 1760485387 is an individual (NPI-1), not an organization"]
+
+
+def test_ambiguous_match_enriches_nothing_and_says_why(nppes_api):
+    records = all_fixture_records()
+    base = next(r for r in records if r["number"] == 1417229741)
+    twin = {**base, "number": 1999999999, "basic": {**base["basic"], "organization_name": "NORTHEAST ATLANTA VASCULAR CARE, PC"}}
+    registry = NppesRegistry([base, twin])
+    nppes_api.side_effect = lambda request: httpx.Response(200, json=registry.search(dict(request.url.params)))
+    [outcome] = Waterfall([quiet_provider()]).enrich_batch([make_lead(company_name="Northeast Atlanta Vascular Care", state="GA")], NOW)
+    assert outcome.provenance == {}
+    assert outcome.notes == ["NPPES: ambiguous match for 'Northeast Atlanta Vascular Care' in GA: 2 candidates within 0.03"]
+
+
+def test_leads_of_one_organization_share_one_lookup(nppes_api):
+    leads = [make_lead(str(i), company_name=name, state="GA") for i, name in
+             enumerate(["CSP Anesthesia", "CSP ANESTHESIA, LLC", "csp anesthesia llc", "C.S.P. Anesthesia"])]
+    waterfall = Waterfall([quiet_provider()])
+    outcomes = waterfall.enrich_batch(leads, NOW)
+    assert nppes_api.call_count == 1
+    assert all(o.lead.npi == "1568946812" for o in outcomes)
+    assert waterfall.stats()["lookups"] == 1
+
+
+def test_the_cache_makes_a_rerun_free_and_misses_expire_sooner(nppes_api, cache):
+    leads = [make_lead("1", company_name="CSP Anesthesia", state="GA"), make_lead("2", company_name="Nowhere Clinic", state="GA")]
+    first = Waterfall([quiet_provider()], cache)
+    first.enrich_batch(leads, NOW)
+    calls = nppes_api.call_count
+    again = Waterfall([quiet_provider()], cache)
+    outcomes = again.enrich_batch(leads, NOW + timedelta(days=1))
+    assert nppes_api.call_count == calls
+    assert again.stats()["cache_hits"] == 2 and again.stats()["lookups"] == 0
+    assert outcomes[0].lead.npi == "1568946812" and outcomes[0].provenance["npi"].fetched_at == NOW
+    assert outcomes[1].notes == ["NPPES: no usable match for 'Nowhere Clinic' in GA (cached miss from 2026-11-27)"]
+    later = Waterfall([quiet_provider()], cache)
+    later.enrich_batch(leads, NOW + timedelta(days=4))
+    assert later.stats()["cache_hits"] == 1 and later.stats()["lookups"] == 1
+
+
+def test_errors_are_not_cached(nppes_api, cache):
+    nppes_api.side_effect = lambda request: httpx.Response(500)
+    lead = make_lead(company_name="CSP Anesthesia", state="GA")
+    failing = Waterfall([quiet_provider(attempts=1)], cache)
+    [outcome] = failing.enrich_batch([lead], NOW)
+    assert outcome.notes == ["NPPES: lookup failed for 'CSP Anesthesia' in GA: HTTP 500"]
+    assert failing.stats()["errors"] == 1
+    nppes_api.side_effect = lambda request: httpx.Response(200, json=REGISTRY.search(dict(request.url.params)))
+    [outcome] = Waterfall([quiet_provider()], cache).enrich_batch([lead], NOW)
+    assert outcome.lead.npi == "1568946812"
+
+
+def test_patient_leads_are_not_enriched_and_notes_carry_no_patient_data(nppes_api):
+    patient = make_lead(lead_kind=LeadKind.patient, company_name="CSP Anesthesia", state="GA",
+                        patient=PatientInquiry(service_requested="fertility consult", payer="Aetna", zip="30301"))
+    waterfall = Waterfall([quiet_provider()])
+    [outcome] = waterfall.enrich_batch([patient], NOW)
+    assert nppes_api.call_count == 0 and outcome.provenance == {}
+    assert outcome.notes == ["patient lead: not enriched"]
+    assert waterfall.stats()["patient_leads_skipped"] == 1
+
+
+def test_leads_with_every_field_filled_are_not_looked_up(nppes_api):
+    full = make_lead(company_name="CSP Anesthesia", state="GA", npi="1568946812", org_type="clinic", specialty="x",
+                     care_setting="ambulatory", location_count=1)
+    [outcome] = Waterfall([quiet_provider()]).enrich_batch([full], NOW)
+    assert nppes_api.call_count == 0 and outcome.notes == []
+
+
+def write_reference(tmp_path: Path) -> ReferenceFileProvider:
+    path = tmp_path / "vendor.csv"
+    path.write_text("Name,State,Type,Beds\nCSP Anesthesia,GA,Health System,40\n", encoding="utf-8")
+    return ReferenceFileProvider(path=path, columns={"company_name": "Name", "state": "State", "org_type": "Type", "bed_count": "Beds"},
+                                 match_on=("name_state",))
+
+
+def test_earlier_providers_win_under_fill_blank(nppes_api, tmp_path):
+    waterfall = Waterfall([write_reference(tmp_path), quiet_provider()])
+    [outcome] = waterfall.enrich_batch([make_lead(company_name="CSP Anesthesia", state="GA")], NOW)
+    assert outcome.lead.org_type is OrgType.health_system and outcome.provenance["org_type"].provider == "reference"
+    assert outcome.lead.bed_count == 40 and outcome.provenance["specialty"].provider == "nppes"
+
+
+def test_higher_confidence_policy_lets_a_later_provider_replace_an_enriched_value(nppes_api, tmp_path):
+    waterfall = Waterfall([write_reference(tmp_path), quiet_provider()], field_policy={"org_type": "higher_confidence"})
+    [outcome] = waterfall.enrich_batch([make_lead(company_name="CSP Anesthesia", state="GA")], NOW)
+    assert outcome.lead.org_type is OrgType.physician_practice and outcome.provenance["org_type"].provider == "nppes"
+
+
+def test_higher_confidence_never_replaces_a_crm_value(nppes_api):
+    waterfall = Waterfall([quiet_provider()], field_policy={"org_type": "higher_confidence"})
+    [outcome] = waterfall.enrich_batch([make_lead(company_name="CSP Anesthesia", state="GA", org_type="clinic")], NOW)
+    assert outcome.lead.org_type is OrgType.clinic
+
+
+def test_overwrite_and_never_policies(nppes_api):
+    waterfall = Waterfall([quiet_provider()], field_policy={"org_type": "overwrite", "specialty": "never"})
+    [outcome] = waterfall.enrich_batch([make_lead(company_name="CSP Anesthesia", state="GA", org_type="clinic")], NOW)
+    assert outcome.lead.org_type is OrgType.physician_practice and outcome.lead.specialty is None
+
+
+def test_build_waterfall_from_config_and_environment(nppes_api, tmp_path, monkeypatch, sqlite_url):
+    reference = tmp_path / "vendor.csv"
+    reference.write_text("Website,Beds\ncsp.example,12\n", encoding="utf-8")
+    config = tmp_path / "enrichment.yaml"
+    config.write_text(json.dumps({
+        "providers": [
+            {"type": "reference_file", "path": "${VENDOR_CSV}", "match_on": ["domain"], "columns": {"domain": "Website", "bed_count": "Beds"}},
+            {"type": "nppes", "backoff_seconds": 0, "concurrency": 2},
+        ],
+        "cache": {"ttl_days": 10, "miss_ttl_days": 1},
+        "field_policy": {"default": "fill_blank", "specialty": "never"},
+    }), encoding="utf-8")
+    monkeypatch.setenv("VENDOR_CSV", str(reference))
+    monkeypatch.setenv("LEADFLOW_NPPES_URL", NPPES_TEST_URL)
+    engine = store.make_engine(sqlite_url)
+    waterfall = build_waterfall(config, engine=engine)
+    assert [p.name for p in waterfall.providers] == ["reference", "nppes"]
+    assert waterfall.cache.ttl == timedelta(days=10)
+    [outcome] = waterfall.enrich_batch([make_lead(company_domain="csp.example", company_name="CSP Anesthesia", state="GA")], NOW)
+    assert outcome.lead.bed_count == 12 and outcome.lead.npi == "1568946812" and outcome.lead.specialty is None
+    engine.dispose()
+
+
+def test_default_config_builds_without_a_reference_file(monkeypatch, sqlite_url):
+    monkeypatch.delenv("LEADFLOW_REFERENCE_CSV", raising=False)
+    engine = store.make_engine(sqlite_url)
+    waterfall = build_waterfall(engine=engine, nppes_url=NPPES_TEST_URL)
+    assert [p.name for p in waterfall.providers] == ["nppes"] and waterfall.providers[0].url == NPPES_TEST_URL
+    monkeypatch.setenv("LEADFLOW_REFERENCE_CSV", "/nonexistent/vendor.csv")
+    with pytest.raises(FileNotFoundError):
+        build_waterfall(engine=engine)
+    engine.dispose()
+
+
+def test_stats_for_the_run_summary(nppes_api):
+    waterfall = Waterfall([quiet_provider()])
+    waterfall.enrich_batch([make_lead("1", company_name="CSP Anesthesia", state="GA"), make_lead("2")], NOW)
+    stats = waterfall.stats()
+    assert {k: stats[k] for k in ("leads", "leads_enriched", "lookups", "found", "errors", "requests")} == {
+        "leads": 2, "leads_enriched": 1, "lookups": 1, "found": 1, "errors": 0, "requests": 1}
+    assert stats["by_provider"]["nppes"]["max_in_flight"] == 1
