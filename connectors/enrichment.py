@@ -204,7 +204,9 @@ class Waterfall:
             else:
                 item.outcome.notes.append(f"{provider.label}: not looked up (needs {provider.key_requirement})")
         while pending:
-            wanted = {keys[0].cache_key: keys[0] for keys in pending.values()}
+            wanted: dict[str, LookupKey] = {}
+            for keys in pending.values():
+                wanted.setdefault(keys[0].cache_key, keys[0])
             results = await self._resolve(provider, wanted, now)
             retry: dict[int, list[LookupKey]] = {}
             for index, keys in pending.items():

@@ -284,7 +284,7 @@ def query_name(name: str) -> str:
     dropped, with a trailing wildcard (registry spellings differ most after that point)."""
     upper = re.sub(r"\s+", " ", name.upper()).strip()
     head = _QUERY_CUT.split(upper, maxsplit=1)[0].strip()
-    words = head.split() if len(head) >= 3 else re.sub(r"[^A-Z0-9&' -]+", " ", upper).split()
+    words = head.split() if len(head) >= 3 else re.sub(r"[^A-Z0-9&' -]+", " ", upper.replace(".", "")).split()
     while len(words) > 1 and words[-1].lower().replace(".", "") in LEGAL_SUFFIXES:
         words.pop()
     prefix = " ".join(words)

@@ -194,6 +194,7 @@ def test_name_similarity_ignores_case_punctuation_and_suffixes():
         ("Michael D. Randell MD PC", "MICHAEL D*"),
         ("Athletic Spine Rehabilitation LLC", "ATHLETIC SPINE REHABILITATION*"),
         ("A & B Clinic", "A & B CLINIC*"),
+        ("C.S.P. Anesthesia", "CSP ANESTHESIA*"),
     ],
 )
 def test_query_name(raw, query):

@@ -87,7 +87,7 @@ def test_ambiguous_match_enriches_nothing_and_says_why(nppes_api):
 
 def test_leads_of_one_organization_share_one_lookup(nppes_api):
     leads = [make_lead(str(i), company_name=name, state="GA") for i, name in
-             enumerate(["CSP Anesthesia", "CSP ANESTHESIA, LLC", "csp anesthesia llc", "C.S.P. Anesthesia"])]
+             enumerate(["C.S.P. Anesthesia", "CSP Anesthesia", "CSP ANESTHESIA, LLC", "csp anesthesia llc"])]
     waterfall = Waterfall([quiet_provider()])
     outcomes = waterfall.enrich_batch(leads, NOW)
     assert nppes_api.call_count == 1
