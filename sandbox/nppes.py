@@ -77,7 +77,9 @@ class _NameIndex:
 
 class NppesRegistry:
     def __init__(self, records: list[dict[str, Any]]) -> None:
-        self.records = list(records)
+        """``records`` as the API returns them; a repeated NPI replaces the earlier record."""
+        unique = {_digits(record.get("number")): record for record in records}
+        self.records = list(unique.values())
         self._by_number: dict[str, int] = {}
         self._names = {"organization_name": _NameIndex(), "first_name": _NameIndex(), "last_name": _NameIndex()}
         self._by_state: dict[str, set[int]] = defaultdict(set)
