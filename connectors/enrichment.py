@@ -60,6 +60,7 @@ class Lookup:
     note: str | None = None
     fetched_at: datetime | None = None
     cached: bool = False
+    aliases: tuple[str, ...] = ()  # other keys that lead to the same record (cached as exact hits)
 
 
 @dataclass(frozen=True)
@@ -277,9 +278,12 @@ def _cacheable(fetched: dict[str, Lookup], keys: Sequence[LookupKey]) -> dict[st
         lookup = fetched.get(key.cache_key)
         if lookup is None or lookup.status == "error":
             continue
-        entries[key.cache_key] = (
-            {"data": lookup.payload, "confidence": lookup.confidence} if lookup.status == "found" else None
-        )
+        if lookup.status == "miss":
+            entries[key.cache_key] = None
+            continue
+        entries[key.cache_key] = {"data": lookup.payload, "confidence": lookup.confidence}
+        for alias in lookup.aliases:
+            entries.setdefault(alias, {"data": lookup.payload, "confidence": 1.0})
     return entries
 
 

@@ -533,7 +533,8 @@ class NppesProvider:
         if decision.org is None:
             return Lookup("miss", confidence=decision.confidence, note=f"{decision.note}{reach}")
         note = f"NPPES: matched {key.label}{reach}" if truncated else None
-        return Lookup("found", decision.org.to_payload(), decision.confidence, note)
+        aliases = (f"npi:{decision.org.npi}",)
+        return Lookup("found", decision.org.to_payload(), decision.confidence, note, aliases=aliases)
 
 
 def _registry_down(error: BaseException) -> bool:

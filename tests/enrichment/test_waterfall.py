@@ -111,6 +111,15 @@ def test_the_cache_makes_a_rerun_free_and_misses_expire_sooner(nppes_api, cache)
     assert later.stats()["cache_hits"] == 1 and later.stats()["lookups"] == 1
 
 
+def test_a_name_match_is_cached_under_its_npi_too(nppes_api, cache):
+    Waterfall([quiet_provider()], cache).enrich_batch([make_lead(company_name="CSP Anesthesia", state="GA")], NOW)
+    calls = nppes_api.call_count
+    by_npi = Waterfall([quiet_provider()], cache)
+    [outcome] = by_npi.enrich_batch([make_lead(npi="1568946812")], NOW)
+    assert nppes_api.call_count == calls and by_npi.stats()["cache_hits"] == 1
+    assert outcome.lead.company_name == "CSP ANESTHESIA LLC" and outcome.provenance["company_name"].confidence == 1.0
+
+
 def test_errors_are_not_cached(nppes_api, cache):
     nppes_api.side_effect = lambda request: httpx.Response(500)
     lead = make_lead(company_name="CSP Anesthesia", state="GA")
