@@ -1,5 +1,63 @@
 """``leadflow crm ...`` commands."""
 
+from __future__ import annotations
+
+import json
+
 import typer
 
 crm_app = typer.Typer(no_args_is_help=True)
+
+CRM_OPTION = typer.Option(..., "--crm", help="hubspot | salesforce")
+
+
+def _connector(crm: str):
+    from connectors.factory import MissingCredential, connector_from_env
+
+    try:
+        return connector_from_env(crm)
+    except (MissingCredential, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@crm_app.command("setup")
+def setup(
+    crm: str = CRM_OPTION,
+    dry_run: bool = typer.Option(False, "--dry-run", help="HubSpot: only list what would be created"),
+) -> None:
+    """HubSpot: create the leadflow property group and properties. Salesforce: list missing fields."""
+    from connectors.setup import hubspot_setup, salesforce_setup
+
+    conn = _connector(crm)
+    if crm == "hubspot":
+        report = hubspot_setup(conn, apply=not dry_run)
+        verb = "would create" if dry_run else "created"
+        for line in report.created:
+            typer.echo(f"{verb}: {line}")
+        typer.echo(f"{len(report.existing)} propert(ies) already exist; {len(report.created)} {verb}")
+        return
+    report = salesforce_setup(conn)
+    typer.echo(f"{len(report.existing)} mapped field(s) present")
+    if report.missing:
+        typer.echo(f"{len(report.missing)} field(s) missing - an admin must add them (Metadata API / Setup):")
+        for line in report.missing:
+            typer.echo(f"  {line}")
+        raise typer.Exit(1)
+    typer.echo("all mapped fields exist")
+
+
+@crm_app.command("check")
+def check(crm: str = CRM_OPTION) -> None:
+    """Auth works, the schema is readable, and the remaining API quota."""
+    from connectors.setup import check as run_check
+
+    conn = _connector(crm)
+    try:
+        result = run_check(conn)
+    except Exception as exc:  # noqa: BLE001 - report, never a traceback with request details
+        from connectors.retry import error_message
+
+        typer.echo(f"{crm}: check failed: {error_message(exc)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2, default=str))

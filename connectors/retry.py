@@ -136,7 +136,7 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 
 def classify(exc: BaseException) -> Decision:
     """Retryable, re-authenticate, quota exhausted, or fatal - the one place this is decided."""
-    if isinstance(exc, QuotaExhausted):
+    if isinstance(exc, (QuotaExhausted, BudgetExhausted)):
         return Decision(Action.QUOTA, str(exc))
     status = getattr(exc, "status", None)
     if isinstance(status, int) and status > 0:
@@ -226,5 +226,7 @@ class RetryPolicy:
                     reauthenticated = True
                     continue
                 if decision.action is Action.QUOTA:
+                    if isinstance(exc, (QuotaExhausted, BudgetExhausted)):
+                        raise
                     raise QuotaExhausted(decision.reason) from None
                 raise

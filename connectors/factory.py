@@ -1,0 +1,152 @@
+"""Build a CRM connector from the environment (or a running sandbox).
+
+``connector_from_env("hubspot")`` reads ``HUBSPOT_ACCESS_TOKEN`` and ``HUBSPOT_HOST``;
+``connector_from_env("salesforce")`` reads ``SALESFORCE_INSTANCE_URL`` plus one of:
+``SALESFORCE_SESSION_ID``; ``SALESFORCE_USERNAME``/``SALESFORCE_PASSWORD`` (and optionally
+``SALESFORCE_SECURITY_TOKEN``); ``SALESFORCE_CLIENT_ID``/``SALESFORCE_CLIENT_SECRET``.
+Credentials are read through ``leadflow.secrets.credential`` (environment, else a Prefect Secret
+block) and held as ``SecretStr``: they never appear in reprs, logs or exceptions. A missing
+variable is a ``MissingCredential`` naming it. An ``http://127.0.0.1:...`` Salesforce URL is
+reached through ``leadflow.http_session`` (simple-salesforce forces https otherwise).
+
+Overrides: any config field (``max_calls``, ``daily_share``, ``page_size``, ``timeout``, ...) or
+connector argument (``retry``, ``meter``, ``mapping``, ``mark_reads``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields as dc_fields
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import SecretStr
+from sqlalchemy import Engine
+
+from connectors.hubspot import HubSpotConfig, HubSpotConnector
+from connectors.salesforce import SalesforceConfig, SalesforceConnector
+from leadflow.secrets import credential
+
+CONNECTOR_ARGS = frozenset({"retry", "meter", "mapping", "mark_reads", "sf"})
+
+
+class MissingCredential(ValueError):
+    """A required environment variable (or Secret block) is not set; the message names it."""
+
+
+def _secret(name: str, required: bool = False) -> SecretStr | None:
+    value = credential(name)
+    if required and value is None:
+        raise MissingCredential(f"{name} is not set (environment variable or Prefect Secret block "
+                                f"'leadflow-{name.lower().replace('_', '-')}')")
+    return value
+
+
+def _plain(name: str, default: str | None = None, required: bool = False) -> str | None:
+    value = os.environ.get(name) or default
+    if required and not value:
+        raise MissingCredential(f"{name} is not set")
+    return value
+
+
+def _split(cls: type, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = {f.name for f in dc_fields(cls)}
+    config = {k: v for k, v in overrides.items() if k in names}
+    connector = {k: v for k, v in overrides.items() if k in CONNECTOR_ARGS}
+    unknown = set(overrides) - set(config) - set(connector)
+    if unknown:
+        raise TypeError(f"unknown connector option(s): {', '.join(sorted(unknown))}")
+    return config, connector
+
+
+def is_loopback_http(url: str) -> bool:
+    parsed = urlparse(url)
+    return parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def loopback_session_factory(url: str):
+    """A factory of requests sessions that let simple-salesforce reach ``http://127.0.0.1:PORT``."""
+    from leadflow import http_session
+
+    maker = getattr(http_session, "loopback_session", None) or getattr(http_session, "make_session", None)
+    if maker is None:
+        maker = getattr(http_session, "LoopbackSession")
+    return lambda: maker(url)
+
+
+def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
+    token = _secret("HUBSPOT_ACCESS_TOKEN", required=True)
+    return HubSpotConfig(access_token=token, host=_plain("HUBSPOT_HOST", "https://api.hubapi.com"), **overrides)
+
+
+def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
+    url = _plain("SALESFORCE_INSTANCE_URL", required=True)
+    config = SalesforceConfig(
+        instance_url=url,
+        username=_plain("SALESFORCE_USERNAME"),
+        password=_secret("SALESFORCE_PASSWORD"),
+        security_token=_secret("SALESFORCE_SECURITY_TOKEN"),
+        client_id=_plain("SALESFORCE_CLIENT_ID"),
+        client_secret=_secret("SALESFORCE_CLIENT_SECRET"),
+        session_id=_secret("SALESFORCE_SESSION_ID"),
+        **overrides,
+    )
+    if config.username and not config.password:
+        raise MissingCredential("SALESFORCE_PASSWORD is not set (SALESFORCE_USERNAME is)")
+    if config.client_id and not config.client_secret:
+        raise MissingCredential("SALESFORCE_CLIENT_SECRET is not set (SALESFORCE_CLIENT_ID is)")
+    if not (config.session_id or config.can_login):
+        raise MissingCredential(
+            "no Salesforce credentials: set SALESFORCE_SESSION_ID, or SALESFORCE_USERNAME and "
+            "SALESFORCE_PASSWORD, or SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET"
+        )
+    if config.session_factory is None and is_loopback_http(url):
+        config.session_factory = loopback_session_factory(url)
+    return config
+
+
+def connector_from_env(crm: str, engine: Engine | None = None, **overrides: Any) -> HubSpotConnector | SalesforceConnector:
+    """The connector for ``crm`` ("hubspot" | "salesforce"), configured from the environment."""
+    if engine is None:
+        from leadflow import settings
+        from leadflow.store import engine_for
+
+        engine = engine_for(settings.database_url())
+    if crm == "hubspot":
+        config_args, connector_args = _split(HubSpotConfig, overrides)
+        return HubSpotConnector(hubspot_config_from_env(**config_args), engine, **connector_args)
+    if crm == "salesforce":
+        config_args, connector_args = _split(SalesforceConfig, overrides)
+        return SalesforceConnector(salesforce_config_from_env(**config_args), engine, **connector_args)
+    raise ValueError(f"unknown CRM {crm!r}: expected 'hubspot' or 'salesforce'")
+
+
+def _attr(obj: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(obj, dict) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def connector_for_sandbox(sandbox: Any, crm: str, engine: Engine, **overrides: Any) -> HubSpotConnector | SalesforceConnector:
+    """A connector pointed at a running sandbox (``sandbox.url`` and its credentials)."""
+    url = str(sandbox.url).rstrip("/")
+    creds = _attr(sandbox, "credentials") or sandbox
+    if crm == "hubspot":
+        config_args, connector_args = _split(HubSpotConfig, overrides)
+        token = _attr(sandbox, "hubspot_token") or _attr(creds, "hubspot_token")
+        return HubSpotConnector(HubSpotConfig(access_token=SecretStr(str(token)), host=url, **config_args), engine,
+                                **connector_args)
+    if crm == "salesforce":
+        config_args, connector_args = _split(SalesforceConfig, overrides)
+        config_args.setdefault("session_factory", loopback_session_factory(url))
+        if "session_id" not in config_args and not config_args.get("username"):
+            config_args["username"] = _attr(creds, "username", "salesforce_username")
+            password = _attr(creds, "password", "salesforce_password")
+            token = _attr(creds, "security_token", "salesforce_security_token")
+            config_args["password"] = SecretStr(str(password)) if password else None
+            config_args["security_token"] = SecretStr(str(token)) if token else None
+        return SalesforceConnector(SalesforceConfig(instance_url=url, **config_args), engine, **connector_args)
+    raise ValueError(f"unknown CRM {crm!r}: expected 'hubspot' or 'salesforce'")

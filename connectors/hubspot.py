@@ -1,0 +1,521 @@
+"""HubSpot connector on hubspot-api-client 12 (CRM v3 objects/search/batch, v4 associations).
+
+Streams, one small class each:
+
+- ``SearchPager``: contacts changed in ``[since, until)`` by ``lastmodifieddate`` (limit 200, one
+  sort ASC), restarting from the last seen timestamp before the 10,000-result cap and
+  de-duplicating by id at that boundary; when a whole 10,000-result window shares one timestamp
+  it enumerates that timestamp by id (``lastmodifieddate EQ t AND hs_object_id GT last``, sorted
+  by ``hs_object_id``), so it never loops and never drops a record.
+- ``ListPager``: full backfills (since=None) use the list endpoint (100 a page, no cap, no search
+  rate limit, company ids inline).
+- ``CompanyResolver``: each page's primary companies via the v4 associations batch read and the
+  companies batch read, 100 ids per call.
+
+Every call goes through ``CrmConnectorBase._call``: client-side limiter (190/10 s; search 5/s),
+per-run budget, retries (connectors/retry.py), and counts by endpoint. The client's own urllib3
+retries are switched off, so there is exactly one retry layer. Responses are read raw
+(``_preload_content=False``) and parsed as JSON: faster than the generated models, and the
+rate-limit headers come along.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import urllib3
+from hubspot import HubSpot
+from pydantic import SecretStr
+from sqlalchemy import Engine
+
+from connectors import state
+from connectors.base import LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
+from connectors.common import CrmConnectorBase, chunked
+from connectors.convert import convert_record, current_values, parse_datetime
+from connectors.ratelimit import ApiBudget, CallMeter, SlidingWindowLimiter
+from connectors.retry import Action, RetryPolicy, classify, error_message
+from leadflow import settings
+from mappings import CrmMapping, load_mapping
+
+log = logging.getLogger("leadflow.connectors.hubspot")
+
+PRIMARY_CONTACT_TO_COMPANY = 1
+TASK_TO_CONTACT = 204
+PRIORITY = {"high": "HIGH", "normal": "MEDIUM", "low": "LOW"}
+
+
+@dataclass
+class HubSpotConfig:
+    access_token: SecretStr
+    host: str = "https://api.hubapi.com"
+    timeout: float = 30.0
+    burst_limit: int = 190
+    burst_period: float = 10.0
+    search_per_second: int = 5
+    max_calls: int | None = None
+    daily_share: float | None = None
+    page_size: int = settings.HUBSPOT_SEARCH_PAGE_SIZE
+    result_cap: int = settings.HUBSPOT_SEARCH_RESULT_CAP
+    batch_size: int = settings.HUBSPOT_BATCH_SIZE
+    list_backfill: bool = True
+
+
+def _ms(moment: datetime) -> int:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def _record_ms(record: dict[str, Any], prop: str) -> int:
+    raw = (record.get("properties") or {}).get(prop) or record.get("updatedAt")
+    moment = parse_datetime(raw)
+    return _ms(moment) if moment else 0
+
+
+class HubSpotTransport:
+    """The hubspot client plus the call gate; returns parsed JSON bodies."""
+
+    def __init__(self, config: HubSpotConfig, gate: Callable[..., Any]):
+        self.config = config
+        self._gate = gate
+        self.client = HubSpot(
+            access_token=config.access_token.get_secret_value(),
+            host=config.host.rstrip("/"),
+            retry=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
+        )
+
+    def __repr__(self) -> str:
+        return f"HubSpotTransport(host={self.config.host!r})"
+
+    def call(self, endpoint: str, method: Callable[..., Any], *args: Any, bucket: str = "default",
+             idempotent: bool = True, **kwargs: Any) -> Any:
+        def run() -> Any:
+            response = method(*args, _preload_content=False, _request_timeout=self.config.timeout, **kwargs)
+            self._observe(response.headers)
+            raw = response.data
+            return json.loads(raw) if raw else {}
+
+        return self._gate(endpoint, run, bucket, idempotent=idempotent)
+
+    _observe: Callable[[Any], None] = staticmethod(lambda headers: None)
+
+    # endpoints ---------------------------------------------------------------------------------
+    def search(self, object_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        api = getattr(self.client.crm, object_type) if object_type != "tasks" else self.client.crm.objects.tasks
+        return self.call(f"{object_type}.search", api.search_api.do_search, body, bucket="search")
+
+    def batch_read(self, object_type: str, ids: list[str], properties: list[str]) -> dict[str, Any]:
+        api = self._api(object_type)
+        body = {"properties": properties, "inputs": [{"id": i} for i in ids]}
+        return self.call(f"{object_type}.batch_read", api.batch_api.read, body)
+
+    def batch_update(self, object_type: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.call(f"{object_type}.batch_update", self._api(object_type).batch_api.update, {"inputs": inputs})
+
+    def batch_create(self, object_type: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.call(f"{object_type}.batch_create", self._api(object_type).batch_api.create, {"inputs": inputs},
+                         idempotent=False)
+
+    def list_page(self, object_type: str, properties: list[str], after: str | None,
+                  associations: list[str] | None = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"limit": 100, "properties": properties}
+        if after:
+            kwargs["after"] = after
+        if associations:
+            kwargs["associations"] = associations
+        return self.call(f"{object_type}.list", self._api(object_type).basic_api.get_page, **kwargs)
+
+    def associations(self, from_type: str, to_type: str, ids: list[str]) -> dict[str, Any]:
+        body = {"inputs": [{"id": i} for i in ids]}
+        return self.call("associations.batch_read", self.client.crm.associations.v4.batch_api.get_page,
+                         from_type, to_type, body)
+
+    def _api(self, object_type: str) -> Any:
+        if object_type == "tasks":
+            return self.client.crm.objects.tasks
+        return getattr(self.client.crm, object_type)
+
+
+# ------------------------------------------------------------------------------------------ reads
+
+
+class SearchPager:
+    """Raw search pages in (modified, id) order, each record once; see the module docstring."""
+
+    def __init__(self, transport: HubSpotTransport, object_type: str, modified_prop: str, properties: list[str],
+                 page_size: int, cap: int):
+        self.t, self.object_type, self.mod = transport, object_type, modified_prop
+        self.properties, self.page_size, self.cap = properties, page_size, cap
+
+    def _search(self, filters: list[dict[str, Any]], sort: str, after: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": self.properties,
+            "limit": self.page_size,
+        }
+        if after:
+            body["after"] = str(after)
+        return self.t.search(self.object_type, body)
+
+    def pages(self, since: datetime | None, until: datetime | None) -> Iterator[list[dict[str, Any]]]:
+        upper = [{"propertyName": self.mod, "operator": "LT", "value": str(_ms(until))}] if until else []
+        lower_ms, lower_op = (_ms(since), "GTE") if since else (0, "GTE")
+        boundary_ts: int | None = None
+        boundary_ids: set[str] = set()
+        while True:
+            filters = [{"propertyName": self.mod, "operator": lower_op, "value": str(lower_ms)}] + upper
+            after, exhausted = 0, False
+            while True:
+                data = self._search(filters, self.mod, after)
+                fresh = []
+                for record in data.get("results") or []:
+                    ts = _record_ms(record, self.mod)
+                    if ts != boundary_ts:
+                        boundary_ts, boundary_ids = ts, set()
+                    if record["id"] in boundary_ids:
+                        continue
+                    boundary_ids.add(record["id"])
+                    fresh.append(record)
+                if fresh:
+                    yield fresh
+                nxt = ((data.get("paging") or {}).get("next") or {}).get("after")
+                if not nxt:
+                    exhausted = True
+                    break
+                after = int(nxt)
+                if after >= self.cap:
+                    break
+            if exhausted:
+                return
+            if boundary_ts == lower_ms and lower_op == "GTE":
+                # a whole window at one timestamp: enumerate it by id, then go strictly past it
+                yield from self._by_id(boundary_ts, boundary_ids)
+                lower_ms, lower_op = boundary_ts, "GT"
+                boundary_ts, boundary_ids = None, set()
+            else:
+                lower_ms, lower_op = boundary_ts, "GTE"
+
+    def _by_id(self, ts: int, seen: set[str]) -> Iterator[list[dict[str, Any]]]:
+        last_id = 0
+        while True:
+            filters = [
+                {"propertyName": self.mod, "operator": "EQ", "value": str(ts)},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)},
+            ]
+            after = 0
+            while True:
+                data = self._search(filters, "hs_object_id", after)
+                results = data.get("results") or []
+                fresh = [r for r in results if r["id"] not in seen]
+                seen.update(r["id"] for r in fresh)
+                if results:
+                    last_id = max(last_id, max(int(r["id"]) for r in results))
+                if fresh:
+                    yield fresh
+                nxt = ((data.get("paging") or {}).get("next") or {}).get("after")
+                if not nxt:
+                    return
+                after = int(nxt)
+                if after >= self.cap:
+                    break
+
+
+class ListPager:
+    """The list endpoint (full backfill): 100 a page, id order, company ids inline."""
+
+    def __init__(self, transport: HubSpotTransport, object_type: str, properties: list[str]):
+        self.t, self.object_type, self.properties = transport, object_type, properties
+
+    def pages(self) -> Iterator[list[dict[str, Any]]]:
+        after: str | None = None
+        while True:
+            data = self.t.list_page(self.object_type, self.properties, after, associations=["companies"])
+            if data.get("results"):
+                yield data["results"]
+            after = ((data.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return
+
+
+class CompanyResolver:
+    """contact id -> (primary company id, company properties), batched 100 per call."""
+
+    def __init__(self, transport: HubSpotTransport, lead_type: str, company_type: str, properties: list[str],
+                 batch: int):
+        self.t, self.lead_type, self.company_type = transport, lead_type, company_type
+        self.properties, self.batch = properties, batch
+
+    def company_ids(self, contact_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for chunk in chunked(contact_ids, self.batch):
+            data = self.t.associations(self.lead_type, self.company_type, chunk)
+            for row in data.get("results") or []:
+                links = row.get("to") or []
+                if not links:
+                    continue
+                primary = [l for l in links if any(
+                    (t.get("typeId") == PRIMARY_CONTACT_TO_COMPANY) for t in l.get("associationTypes") or [])]
+                chosen = (primary or sorted(links, key=lambda l: int(l["toObjectId"])))[0]
+                out[str(row["from"]["id"])] = str(chosen["toObjectId"])
+        return out
+
+    def companies(self, company_ids: set[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if not self.properties:
+            return out
+        for chunk in chunked(sorted(company_ids), self.batch):
+            data = self.t.batch_read(self.company_type, chunk, self.properties)
+            for record in data.get("results") or []:
+                out[str(record["id"])] = record.get("properties") or {}
+        return out
+
+
+# ------------------------------------------------------------------------------------------ connector
+
+
+class HubSpotConnector(CrmConnectorBase):
+    crm = "hubspot"
+
+    def __init__(self, config: HubSpotConfig, engine: Engine, mapping: CrmMapping | None = None,
+                 retry: RetryPolicy | None = None, meter: CallMeter | None = None, mark_reads: bool = True):
+        mapping = mapping or load_mapping("hubspot")
+        meter = meter or CallMeter(
+            limiters={
+                "default": SlidingWindowLimiter(config.burst_limit, config.burst_period),
+                "search": SlidingWindowLimiter(config.search_per_second, 1.0),
+            },
+            budget=ApiBudget(max_calls=config.max_calls, daily_share=config.daily_share),
+        )
+        super().__init__(engine, mapping, meter, retry or RetryPolicy(), mark_reads)
+        self.config = config
+        self.transport = HubSpotTransport(config, self._call)
+        self.transport._observe = meter.observe_hubspot_headers
+        self.lead_type = mapping.objects["lead"]
+        self.company_type = mapping.objects["company"]
+        self.task_type = mapping.objects["task"]
+        self.lead_props = mapping.crm_fields("lead")
+        self.company_props = mapping.crm_fields("company")
+        self.resolver = CompanyResolver(self.transport, self.lead_type, self.company_type, self.company_props,
+                                        config.batch_size)
+
+    def __repr__(self) -> str:
+        return f"HubSpotConnector(host={self.config.host!r})"
+
+    # reads ------------------------------------------------------------------------------------
+    def iter_pages(self, since: datetime | None, until: datetime | None) -> Iterator[Page]:
+        if since is None and self.config.list_backfill:
+            yield from self._list_backfill(until)
+            return
+        pager = SearchPager(self.transport, self.lead_type, self.mapping.modified_field, self.lead_props,
+                            self.config.page_size, self.config.result_cap)
+        for records in pager.pages(since, until):
+            page = self._page(records, skip_unchanged=True)
+            if page is not None:
+                yield page
+
+    def _list_backfill(self, until: datetime | None) -> Iterator[Page]:
+        pager = ListPager(self.transport, self.lead_type, self.lead_props)
+        limit = _ms(until) if until else None
+        for records in pager.pages():
+            if limit is not None:
+                records = [r for r in records if _record_ms(r, self.mapping.modified_field) < limit]
+            inline = {}
+            for r in records:
+                links = (((r.get("associations") or {}).get(self.company_type) or {}).get("results")) or []
+                primary = [l for l in links if "unlabeled" not in str(l.get("type", ""))] or links
+                if primary:
+                    inline[str(r["id"])] = str(primary[0]["id"])
+            page = self._page(records, skip_unchanged=False, company_ids=inline)
+            if page is not None:
+                page.cursor = None  # id order: no watermark candidate until the end
+                yield page
+
+    def fetch_by_ids(self, ids: list[str]) -> Iterator[Page]:
+        """Leads by id (pending retries), 100 per batch read; ids that no longer exist leave
+        ``lf_pending_leads``."""
+        for chunk in chunked([str(i) for i in ids], self.config.page_size):
+            records: list[dict[str, Any]] = []
+            missing: list[str] = []
+            for sub in chunked(chunk, self.config.batch_size):
+                data = self.transport.batch_read(self.lead_type, sub, self.lead_props)
+                records.extend(data.get("results") or [])
+                for err in data.get("errors") or []:
+                    if err.get("category") == "OBJECT_NOT_FOUND":
+                        missing.extend((err.get("context") or {}).get("ids") or [])
+            if missing:
+                log.info("hubspot: %d pending lead(s) no longer exist; dropped", len(missing))
+                state.clear_pending(self.engine, self.crm, missing)
+            records.sort(key=lambda r: (_record_ms(r, self.mapping.modified_field), int(r["id"])))
+            page = self._page(records, skip_unchanged=False)
+            if page is not None:
+                page.cursor = None  # out of window: never a watermark candidate
+                yield page
+
+    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool,
+              company_ids: dict[str, str] | None = None) -> Page | None:
+        if skip_unchanged and records:
+            modified = {str(r["id"]): parse_datetime(r["properties"].get(self.mapping.modified_field) or r.get("updatedAt"))
+                        for r in records}
+            cursor = max((m for m in modified.values() if m), default=None)
+            unchanged = self._unchanged(modified)
+            records = [r for r in records if str(r["id"]) not in unchanged]
+        else:
+            cursor = max((parse_datetime(r["properties"].get(self.mapping.modified_field)) for r in records
+                          if r["properties"].get(self.mapping.modified_field)), default=None)
+        if not records:
+            return None
+        ids = [str(r["id"]) for r in records]
+        if company_ids is None:
+            company_ids = self.resolver.company_ids(ids) if self.company_props else {}
+        companies = self.resolver.companies(set(company_ids.values())) if company_ids else {}
+        page = Page(leads=[], cursor=cursor)
+        for record in records:
+            rid = str(record["id"])
+            props = record.get("properties") or {}
+            company_id = company_ids.get(rid)
+            company = companies.get(company_id) if company_id else None
+            converted = convert_record(self.mapping, rid, props, company, company_id)
+            if isinstance(converted, Quarantined):
+                page.quarantined.append(converted)
+                continue
+            page.leads.append(converted)
+            page.current[rid] = current_values(self.mapping, props, company)
+        self._mark_read(page)
+        return page
+
+    # writes -----------------------------------------------------------------------------------
+    def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
+        result = WriteResult()
+        failed: dict[str, str] = {}
+        echo: dict[str, datetime] = {}
+        for obj, object_type in (("lead", self.lead_type), ("company", self.company_type)):
+            merged: dict[str, dict[str, Any]] = {}
+            owners: dict[str, list[str]] = {}
+            for upd in updates:
+                if upd.object != obj or not upd.fields:
+                    continue
+                merged.setdefault(upd.object_id, {}).update(upd.fields)
+                owners.setdefault(upd.object_id, []).append(upd.crm_id)
+            inputs = [{"id": oid, "properties": props} for oid, props in merged.items()]
+            for chunk in chunked(inputs, self.config.batch_size):
+                ok, bad = self._update_batch(object_type, chunk)
+                for oid, reason in bad.items():
+                    fields = ", ".join(sorted(merged[oid]))
+                    for crm_id in owners[oid]:
+                        failed.setdefault(crm_id, f"hubspot:{crm_id}: {object_type} {oid}: {fields}: {reason}")
+                if obj == "lead":
+                    echo.update(ok)
+        result.failed = failed
+        result.succeeded = sorted({u.crm_id for u in updates} - set(failed))
+        good_echo = {k: v for k, v in echo.items() if k not in failed}
+        if good_echo:
+            state.mark_seen(self.engine, self.crm, good_echo, kind="echo")
+        return result
+
+    def _update_batch(self, object_type: str, inputs: list[dict[str, Any]]) -> tuple[dict[str, datetime], dict[str, str]]:
+        """Send one batch; per-record errors are returned, a whole-batch rejection is bisected so
+        the valid records still land. Returns (id -> modification time after the write, failures)."""
+        try:
+            data = self.transport.batch_update(object_type, inputs)
+        except Exception as exc:  # noqa: BLE001
+            decision = classify(exc)
+            if decision.action is Action.RETRY:  # retries exhausted: pending, retried next run
+                return {}, {i["id"]: f"not written: {decision.reason}" for i in inputs}
+            if decision.action is not Action.FATAL:
+                raise
+            if len(inputs) == 1:
+                return {}, {inputs[0]["id"]: error_message(exc)}
+            mid = len(inputs) // 2
+            ok1, bad1 = self._update_batch(object_type, inputs[:mid])
+            ok2, bad2 = self._update_batch(object_type, inputs[mid:])
+            return {**ok1, **ok2}, {**bad1, **bad2}
+        ok: dict[str, datetime] = {}
+        for record in data.get("results") or []:
+            stamp = parse_datetime((record.get("properties") or {}).get(self.mapping.modified_field) or record.get("updatedAt"))
+            if stamp:
+                ok[str(record["id"])] = stamp
+            else:
+                ok.setdefault(str(record["id"]), None)  # type: ignore[arg-type]
+        bad: dict[str, str] = {}
+        for err in data.get("errors") or []:
+            ids = (err.get("context") or {}).get("ids") or []
+            message = f"{err.get('category') or err.get('status')}: {err.get('message')}"
+            for oid in ids:
+                bad[str(oid)] = message[:500]
+        listed = {i["id"] for i in inputs}
+        for oid in listed - set(ok) - set(bad):
+            bad[oid] = "no result returned for this record"
+        return {k: v for k, v in ok.items() if v is not None}, bad
+
+    # tasks --------------------------------------------------------------------------------------
+    def _find_tasks(self, keys: list[str]) -> dict[str, str]:
+        key_prop = self.mapping.tasks.key_field
+        lowered = {k.lower(): k for k in keys}
+        body = {
+            "filterGroups": [{"filters": [{"propertyName": key_prop, "operator": "IN", "values": sorted(lowered)}]}],
+            "properties": [key_prop],
+            "limit": 200,
+        }
+        found: dict[str, str] = {}
+        data = self.transport.search(self.task_type, body)
+        for record in data.get("results") or []:
+            value = (record.get("properties") or {}).get(key_prop)
+            if value and value.lower() in lowered:
+                found[lowered[value.lower()]] = str(record["id"])
+        return found
+
+    def _task_input(self, spec: TaskSpec) -> dict[str, Any]:
+        due = datetime(spec.due.year, spec.due.month, spec.due.day, tzinfo=timezone.utc)
+        return {
+            "objectWriteTraceId": spec.key,
+            "properties": {
+                "hs_task_subject": spec.subject[:255],
+                "hs_task_body": spec.body,
+                "hs_timestamp": due.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "hs_task_priority": PRIORITY.get(spec.priority, "MEDIUM"),
+                "hs_task_status": "NOT_STARTED",
+                self.mapping.tasks.key_field: spec.key,
+            },
+            "associations": [{
+                "to": {"id": spec.crm_id},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": TASK_TO_CONTACT}],
+            }],
+        }
+
+    def _create_tasks(self, specs: list[TaskSpec]) -> tuple[dict[str, str], dict[str, str]]:
+        try:
+            data = self.transport.batch_create(self.task_type, [self._task_input(s) for s in specs])
+        except Exception as exc:  # noqa: BLE001
+            if classify(exc).action is Action.FATAL and len(specs) > 1:
+                mid = len(specs) // 2
+                c1, f1 = self._create_tasks(specs[:mid])
+                c2, f2 = self._create_tasks(specs[mid:])
+                return {**c1, **c2}, {**f1, **f2}
+            if classify(exc).action is Action.FATAL:
+                return {}, {specs[0].key: error_message(exc)}
+            raise
+        key_prop = self.mapping.tasks.key_field
+        created: dict[str, str] = {}
+        for record in data.get("results") or []:
+            key = (record.get("properties") or {}).get(key_prop) or record.get("objectWriteTraceId")
+            if key:
+                created[str(key)] = str(record["id"])
+        failed: dict[str, str] = {}
+        for err in data.get("errors") or []:
+            for key in (err.get("context") or {}).get("objectWriteTraceId") or []:
+                failed[str(key)] = f"{err.get('category')}: {err.get('message')}"[:500]
+        return created, failed
+
+    def _complete_tasks(self, task_ids: list[str]) -> tuple[list[str], dict[str, str]]:
+        closed: list[str] = []
+        failed: dict[str, str] = {}
+        for chunk in chunked(task_ids, self.config.batch_size):
+            ok, bad = self._update_batch(self.task_type, [{"id": i, "properties": {"hs_task_status": "COMPLETED"}} for i in chunk])
+            closed.extend(i for i in chunk if i not in bad)
+            failed.update(bad)
+        return closed, failed
