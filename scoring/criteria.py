@@ -269,11 +269,12 @@ _TIMELINE_REASONS = {
 def budget(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
     status = lead.budget_status._value_
     score = model.budget_scale[status]
-    reasons: list[Reason] = [(score - 50.0, _BUDGET_REASONS[status])]
     if lead.discovery.budget_path_known:
-        score = max(score, 80.0)
-        reasons.append((30.0, "budget path known from discovery"))
-    return clamp(score), reasons
+        reasons: list[Reason] = [(30.0, "budget path known from discovery")]
+        if status != "unknown":
+            reasons.append((score - 50.0, _BUDGET_REASONS[status]))
+        return clamp(max(score, 80.0)), reasons
+    return clamp(score), [(score - 50.0, _BUDGET_REASONS[status])]
 
 
 def timeline(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:

@@ -41,6 +41,10 @@ def decayed_points(lead: Lead, now: datetime, model: QualificationModel) -> dict
     return {kind: min(points, rules[kind][1]) for kind, points in totals.items()}
 
 
+def _days_since_last(lead: Lead, now: datetime) -> float:
+    return (now - max(event.at for event in lead.events)).total_seconds() / 86400.0
+
+
 def engagement(lead: Lead, now: datetime, model: QualificationModel) -> tuple[int, list[Reason]]:
     """0-100: decayed, capped event points plus the lead source's prior."""
     points = decayed_points(lead, now, model)
@@ -56,6 +60,6 @@ def engagement(lead: Lead, now: datetime, model: QualificationModel) -> tuple[in
         reasons.append((prior - 10.0, f"came in by {source} (a weak source)"))
     if not lead.events:
         reasons.append((-20.0, "no engagement recorded"))
-    elif sum(points.values()) < 10:
+    elif _days_since_last(lead, now) > 2 * model.half_life_days:
         reasons.append((-10.0, "engagement has faded: no recent activity"))
     return clamp(sum(points.values()) + prior), reasons

@@ -67,6 +67,13 @@ class Qualification:
     scored_at: datetime
     detail: _Detail = field(repr=False, compare=False)
 
+    @classmethod
+    def _build(cls, **values: Any) -> "Qualification":
+        """Construct without the per-field ``object.__setattr__`` of a frozen dataclass (hot path)."""
+        instance = object.__new__(cls)
+        instance.__dict__.update(values)
+        return instance
+
     @cached_property
     def reasons_full(self) -> str:
         """Every reason, one per line, for a long text field (``reasons_detail``)."""
@@ -237,14 +244,18 @@ def _assemble(
     model: QualificationModel,
 ) -> Qualification:
     lead_score = criteria.clamp(sum(share * scored[name][0] for name, share in weights if name in scored))
-    share_of = dict(weights)
-    weighted = [(impact * share_of.get(name, 0.05), text) for name, (_, rs) in scored.items() for impact, text in rs]
+    weighted: list[Reason] = []
+    add = weighted.append
+    for name, share in weights:  # reasons of a criterion with no weight in this segment are not ranked
+        if name in scored:
+            for impact, text in scored[name][1]:
+                add((impact * share, text))
     if segment == "unknown" and not any("organization type unknown" in r for r in stage_reasons):
         stage_reasons = [*stage_reasons, "organization type unknown: enrich or ask"]
     top = reasons_mod.ranked(stage_reasons, weighted)
     compact = reasons_mod.compact(top)
     previous = lead.stage
-    return Qualification(
+    return Qualification._build(
         crm_id=lead.crm_id,
         segment=segment,
         fit_score=scored["fit"][0],
@@ -258,7 +269,7 @@ def _assemble(
         next_step=render_step(steps[stage], stage, label, lead_score, compact),
         model_version=model.version,
         scored_at=now,
-        detail=_Detail(label, stage_reasons, scored, share_of, weighted),
+        detail=_Detail(label, stage_reasons, scored, dict(weights), weighted),
     )
 
 

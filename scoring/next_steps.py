@@ -62,7 +62,7 @@ def render_step(template: StepTemplate, stage: str, segment_label: str, lead_sco
     values = {"reasons": reasons, "segment": segment_label, "stage": stage, "lead_score": lead_score}
     return NextStep(
         id=template.id,
-        subject=template.subject.format_map(values),
+        subject=template.subject.format_map(values) if "{" in template.subject else template.subject,
         body=template.body.format_map(values),
         priority=template.priority,
         business_days=template.business_days,

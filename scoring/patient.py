@@ -89,14 +89,14 @@ def patient_fit(result: PatientCheck) -> tuple[int, list[Reason]]:
 def patient_stage(result: PatientCheck, rules: PatientRules) -> tuple[str, str]:
     """(stage, the stage's reason)."""
     if result.service == MISMATCH:
-        return "redirect", "redirect: requested service is not offered"
+        return "redirect", "redirect: we do not offer this service; send alternatives"
     if result.location == MISMATCH:
-        return "redirect", "redirect: location is not served"
+        return "redirect", "redirect: outside our service area; send alternatives"
     if result.payer == MISMATCH:
         stage = rules.payer_not_accepted_stage
-        return stage, f"{stage}: payer not accepted"
+        return stage, f"{stage}: insurance not in network"
     if result.service == MATCH and result.location == MATCH and result.ready is True:
         return "intake_ready", "intake ready: service offered, location served, ready to schedule"
     if result.ready is not True:
-        return "nurture", "nurture: not ready to schedule yet"
-    return "nurture", "nurture: service or location still to confirm"
+        return "nurture", "nurture: follow up until ready to schedule"
+    return "nurture", "nurture: confirm service and location before intake"

@@ -73,7 +73,9 @@ def _marketing_gate(seg: SegmentRules, signals: Signals) -> tuple[str, list[str]
     fit_ok = signals.fit >= seg.mql_fit
     engaged = signals.engagement >= seg.mql_engagement
     if fit_ok and engaged:
-        return "mql", [f"MQL: fit {signals.fit} and engagement {signals.engagement} meet the {seg.label} gates"]
+        return "mql", [
+            f"MQL: fit {signals.fit} >= {seg.mql_fit:g} and engagement {signals.engagement} >= {seg.mql_engagement:g}"
+        ]
     if signals.fit >= seg.nurture_fit:
         return "nurture", [
             f"nurture: good fit, engagement {signals.engagement} below the MQL gate ({seg.mql_engagement:g})"

@@ -1,0 +1,89 @@
+"""The body of ``leadflow explain`` (imported only when the command runs)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from leadflow.canonical import Lead
+from scoring.engine import Qualification, qualify_batch
+from scoring.model import load_model
+from scoring.schema import ModelFileError
+
+
+def run_explain(lead_file: Path, now_text: str | None, model_path: Path | None, as_json: bool) -> int:
+    """Print each lead's qualification; the exit code (0 ok, 2 bad input)."""
+    console = Console(stderr=True)
+    try:
+        now = _parse_now(now_text)
+        model = load_model(model_path)
+        leads = _read_leads(lead_file)
+    except (ModelFileError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 2
+    results = qualify_batch(leads, now, model)
+    if as_json:
+        typer.echo(json.dumps([q.summary(now) for q in results], indent=2))
+    else:
+        out = Console()
+        for q in results:
+            _print_breakdown(out, q, now)
+    return 0
+
+
+def _parse_now(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(timezone.utc)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--now: not an ISO-8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _read_leads(path: Path) -> list[Lead]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    leads = []
+    for index, item in enumerate(items):
+        try:
+            leads.append(Lead.model_validate(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"{path}: lead {index}: {where}: {first['msg']}") from None
+    return leads
+
+
+def _print_breakdown(console: Console, q: Qualification, now: datetime) -> None:
+    moved = f" (was {q.previous_stage.value})" if q.previous_stage and q.stage_changed else ""
+    console.rule(f"[bold]{q.crm_id}[/bold] · {q.segment} · [bold]{q.stage.value}[/bold]{moved}")
+    console.print(
+        f"lead score [bold]{q.lead_score}[/bold] · fit {q.fit_score} · engagement {q.engagement_score}"
+        f" · model {q.model_version}",
+        highlight=False,
+    )
+    table = Table("criterion", "score", "weight", "reasons", show_lines=False)
+    for name, part in q.breakdown["criteria"].items():
+        table.add_row(name, str(part["score"]), f"{part['weight']:.0%}", "\n".join(part["reasons"]))
+    console.print(table)
+    console.print("[bold]Why:[/bold]")
+    for reason in q.reasons:
+        console.print(f"  • {reason}", highlight=False, markup=False)
+    step = q.next_step
+    console.print(
+        f"[bold]Next step:[/bold] {step.subject} — {step.priority} priority, due {step.due(now).isoformat()}"
+        f" ({step.due_rule})",
+        highlight=False,
+    )
