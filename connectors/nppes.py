@@ -279,16 +279,22 @@ def best_name_score(name: str, org: NppesOrg) -> float:
     return max(name_similarity(name, candidate) for candidate in (org.name, *org.other_names))
 
 
-def query_name(name: str) -> str:
-    """The ``organization_name`` to search: the name up to its first punctuation, legal suffixes
-    dropped, with a trailing wildcard (registry spellings differ most after that point)."""
+def query_names(name: str) -> list[str]:
+    """The ``organization_name`` searches to try, in order: the name up to its first punctuation,
+    legal suffixes and a leading "THE" dropped, with a trailing wildcard (registry spellings
+    differ most after that point); then the same with "THE " in front. Independent of which
+    spelling of a name came first, so every lead of one cache key searches alike."""
     upper = re.sub(r"\s+", " ", name.upper()).strip()
     head = _QUERY_CUT.split(upper, maxsplit=1)[0].strip()
     words = head.split() if len(head) >= 3 else re.sub(r"[^A-Z0-9&' -]+", " ", upper.replace(".", "")).split()
     while len(words) > 1 and words[-1].lower().replace(".", "") in LEGAL_SUFFIXES:
         words.pop()
+    if len(words) > 1 and words[0] == "THE":
+        words.pop(0)
     prefix = " ".join(words)
-    return f"{prefix}*" if len(prefix) >= 2 else prefix
+    if len(prefix) < 2:
+        return [prefix]
+    return [f"{prefix}*", f"THE {prefix}*"]
 
 
 # --- choosing a candidate ----------------------------------------------------------------------
@@ -524,10 +530,13 @@ class NppesProvider:
 
     async def _by_name(self, client: NppesClient, key: LookupKey) -> Lookup:
         name, state = key.query["name"], key.query["state"]
-        params = {"organization_name": query_name(name), "state": state, "enumeration_type": "NPI-2"}
+        params = {"state": state, "enumeration_type": "NPI-2"}
         if key.query.get("city"):
             params["city"] = key.query["city"]
-        records, truncated = await client.search(params)
+        for organization_name in query_names(name):
+            records, truncated = await client.search({"organization_name": organization_name, **params})
+            if records:
+                break
         decision = pick_match(records, name, state, key.query.get("city"), self.match_threshold, self.ambiguity_margin)
         reach = f" (search stopped at the API's reach of {PAGE_LIMIT + MAX_SKIP} results)" if truncated else ""
         if decision.org is None:

@@ -85,6 +85,22 @@ def test_name_search_sends_wildcard_state_and_type_and_matches_a_dba():
     assert found.status == "found" and found.payload["npi"] == "1740355304"
 
 
+def test_a_registry_name_starting_with_the_is_found_by_a_second_search():
+    body = nppes_body("mixed_search_city_atlanta_10_v2019.json")
+    emory = [r for r in body["results"] if r["number"] == 1467486373]
+    emory[0]["addresses"][0]["state"] = "GA"  # recorded as "ATLANTA, AL"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        found = request.url.params["organization_name"].startswith("THE ")
+        return json_response({"result_count": len(emory), "results": emory} if found else nppes_body("empty_result.json"))
+
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(side_effect=answer)
+        result = next(iter(run(quiet_provider(), name_key("Emory Clinic", "GA")).values()))
+    assert [c.request.url.params["organization_name"] for c in route.calls] == ["EMORY CLINIC*", "THE EMORY CLINIC*"]
+    assert result.status == "found" and result.payload["npi"] == "1467486373"
+
+
 def test_server_errors_and_timeouts_are_retried():
     provider = quiet_provider(attempts=4)
     answers = iter([

@@ -16,7 +16,7 @@ from connectors.nppes import (
     parse_epoch,
     parse_record,
     pick_match,
-    query_name,
+    query_names,
     records_of,
 )
 from connectors.taxonomy import Taxonomy, category_for, classify, load_nucc_descriptions
@@ -188,17 +188,18 @@ def test_name_similarity_ignores_case_punctuation_and_suffixes():
 
 
 @pytest.mark.parametrize(
-    ("raw", "query"),
+    ("raw", "first_query"),
     [
         ("Peach State Medical Practice, PC", "PEACH STATE MEDICAL PRACTICE*"),
         ("Michael D. Randell MD PC", "MICHAEL D*"),
         ("Athletic Spine Rehabilitation LLC", "ATHLETIC SPINE REHABILITATION*"),
         ("A & B Clinic", "A & B CLINIC*"),
         ("C.S.P. Anesthesia", "CSP ANESTHESIA*"),
+        ("The Emory Clinic, Inc.", "EMORY CLINIC*"),
     ],
 )
-def test_query_name(raw, query):
-    assert query_name(raw) == query
+def test_query_names(raw, first_query):
+    assert query_names(raw) == [first_query, f"THE {first_query}"]
 
 
 def test_pick_match_by_dba_name():

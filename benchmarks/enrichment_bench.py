@@ -1,0 +1,182 @@
+"""Enrichment benchmark: 10,000 leads from 2,000 organizations against an NPPES stand-in over HTTP.
+
+The stand-in (``sandbox.nppes.NppesRegistry`` in a small Starlette app under uvicorn, in a
+background thread on loopback) holds the 2,000 organizations plus distractors; it counts the
+requests it serves. The leads (several per organization, names spelled differently, shuffled,
+some carrying the NPI) go through ``build_waterfall`` in pages like a flow would. The first run
+must make no more requests than the organizations need (one each); a rerun must make none.
+
+    .venv/bin/python benchmarks/enrichment_bench.py [--orgs 2000] [--leads 10000] [--page 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connectors.enrichment import build_waterfall  # noqa: E402
+from leadflow import store  # noqa: E402
+from leadflow.canonical import Lead  # noqa: E402
+from sandbox.nppes import NppesRegistry  # noqa: E402
+
+TEMPLATE = ROOT.parent / "shared" / "fixtures" / "nppes" / "npi2_number_lookup_v2024_multi_specialty_dba.json"
+STATES = ["GA", "PA", "MI", "TX", "CA", "NY", "OH", "FL", "IL", "WA"]
+PLACES = ["Riverside", "Lakeview", "Northside", "Summit", "Cedar", "Harbor", "Maple", "Granite", "Willow", "Prairie",
+          "Highland", "Bayview", "Oakwood", "Pinecrest", "Sunrise", "Meadow", "Canyon", "Liberty", "Heritage", "Valley"]
+SPECIALTIES = [("Cardiology", "207RC0000X"), ("Orthopedics", "207X00000X"), ("Pediatrics", "208000000X"),
+               ("Dermatology", "207N00000X"), ("Oncology", "207RX0202X"), ("Womens Health", "207V00000X"),
+               ("Family Medicine", "207Q00000X"), ("Urgent Care", "261QU0200X"), ("Home Health", "251E00000X"),
+               ("Imaging", "261QR0200X")]
+KINDS = ["Associates", "Group", "Partners", "Center", "Clinic", "Physicians", "Specialists", "Care", "Health", "Institute"]
+SPELLINGS = ["{name}", "{name}, LLC", "{upper}", "{lower} pc", "The {name} Inc."]
+
+
+@dataclass
+class Org:
+    npi: str
+    name: str
+    state: str
+
+
+def organizations(count: int, rng: random.Random) -> list[Org]:
+    names = [f"{p} {s} {k}" for p in PLACES for s, _ in SPECIALTIES for k in KINDS]
+    rng.shuffle(names)
+    if count > len(names):
+        raise SystemExit(f"at most {len(names)} organizations")
+    return [Org(str(1_100_000_000 + i), names[i], STATES[i % len(STATES)]) for i in range(count)]
+
+
+def record(org: Org, template: dict[str, Any], taxonomy_code: str) -> dict[str, Any]:
+    raw = copy.deepcopy(template)
+    raw["number"] = org.npi
+    raw["basic"]["organization_name"] = f"{org.name.upper()}, PC"
+    raw["other_names"] = []
+    for address in raw["addresses"]:
+        address["state"] = org.state
+    raw["taxonomies"] = [{**raw["taxonomies"][0], "code": taxonomy_code}]
+    return raw
+
+
+def registry_records(orgs: list[Org], distractors: int, rng: random.Random) -> list[dict[str, Any]]:
+    template = json.loads(TEMPLATE.read_text())["results"][0]
+    codes = dict(SPECIALTIES)
+    records = [record(org, template, codes[_specialty(org.name)]) for org in orgs]
+    for i in range(distractors):  # same names elsewhere: the state filter has to hold
+        org = orgs[i % len(orgs)]
+        other_state = STATES[(STATES.index(org.state) + 1 + i // len(orgs)) % len(STATES)]
+        records.append(record(Org(str(1_500_000_000 + i), org.name, other_state), template, "207Q00000X"))
+    rng.shuffle(records)
+    return records
+
+
+def _specialty(name: str) -> str:
+    return next(s for s, _ in SPECIALTIES if f" {s} " in f" {name} ")
+
+
+def leads_for(orgs: list[Org], count: int, rng: random.Random) -> list[Lead]:
+    leads = []
+    with_npi = {org.npi for org in orgs[: len(orgs) // 5]}
+    for i in range(count):
+        org = orgs[i % len(orgs)]
+        spelling = SPELLINGS[(i // len(orgs)) % len(SPELLINGS)]
+        name = spelling.format(name=org.name, upper=org.name.upper(), lower=org.name.lower())
+        npi = org.npi if org.npi in with_npi else None
+        leads.append(Lead(crm="hubspot", crm_id=str(i), email=f"lead{i}@example.org", company_name=name, state=org.state, npi=npi))
+    rng.shuffle(leads)
+    return leads
+
+
+class StandIn:
+    """The registry behind GET /api/ under uvicorn on 127.0.0.1, counting requests."""
+
+    def __init__(self, registry: NppesRegistry) -> None:
+        self.registry = registry
+        self.requests = 0
+        self.server = uvicorn.Server(uvicorn.Config(self._app(), host="127.0.0.1", port=0, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def _app(self) -> Starlette:
+        async def api(request: Request) -> JSONResponse:
+            self.requests += 1
+            return JSONResponse(self.registry.search(dict(request.query_params)))
+
+        return Starlette(routes=[Route("/api/", api)])
+
+    def __enter__(self) -> StandIn:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/api/"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+def enrich_all(url: str, engine, leads: list[Lead], page: int, now: datetime) -> tuple[dict[str, Any], float, int]:
+    waterfall = build_waterfall(engine=engine, nppes_url=url)
+    started = time.perf_counter()
+    enriched = 0
+    for start in range(0, len(leads), page):
+        outcomes = waterfall.enrich_batch(leads[start : start + page], now)
+        enriched += sum(1 for o in outcomes if "org_type" in o.provenance)
+    return waterfall.stats(), time.perf_counter() - started, enriched
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orgs", type=int, default=2_000)
+    parser.add_argument("--leads", type=int, default=10_000)
+    parser.add_argument("--distractors", type=int, default=8_000)
+    parser.add_argument("--page", type=int, default=500)
+    parser.add_argument("--database-url", default=None, help="state store (default: a temporary SQLite file)")
+    args = parser.parse_args()
+
+    rng = random.Random(5)
+    orgs = organizations(args.orgs, rng)
+    registry = NppesRegistry(registry_records(orgs, args.distractors, rng))
+    leads = leads_for(orgs, args.leads, rng)
+    with tempfile.TemporaryDirectory() as tmp, StandIn(registry) as stand_in:
+        engine = store.make_engine(args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}")
+        now = datetime.now(timezone.utc)
+        results = []
+        for label, when in (("first run", now), ("rerun", now + timedelta(hours=1))):
+            before = stand_in.requests
+            stats, seconds, enriched = enrich_all(stand_in.url, engine, leads, args.page, when)
+            results.append((label, stand_in.requests - before, stats, seconds, enriched))
+        engine.dispose()
+
+    print(f"registry: {len(registry.records):,} records; leads: {len(leads):,} from {len(orgs):,} organizations; page {args.page}")
+    for label, served, stats, seconds, enriched in results:
+        print(f"{label:9}: requests served {served:,}  lookups {stats['lookups']:,}  cache hits {stats['cache_hits']:,}  "
+              f"no match {stats['no_match']:,}  errors {stats['errors']:,}  enriched {enriched:,}  "
+              f"wall {seconds:.2f} s  {len(leads) / seconds:,.0f} leads/s")
+    first, rerun = results[0][1], results[1][1]
+    ok = first <= len(orgs) and rerun == 0 and results[0][4] == len(leads)
+    print("OK" if ok else f"FAILED: first run {first} requests (allowed {len(orgs)}), rerun {rerun} (allowed 0)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
