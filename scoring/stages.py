@@ -77,10 +77,12 @@ def _marketing_gate(seg: SegmentRules, signals: Signals) -> tuple[str, list[str]
             f"MQL: fit {signals.fit} >= {seg.mql_fit:g} and engagement {signals.engagement} >= {seg.mql_engagement:g}"
         ]
     if signals.fit >= seg.nurture_fit:
-        return "nurture", [
-            f"nurture: good fit, engagement {signals.engagement} below the MQL gate ({seg.mql_engagement:g})"
-        ]
-    return "inquiry", [f"inquiry: fit {signals.fit} below the {seg.label} gate ({seg.nurture_fit:g})"]
+        if not engaged:
+            why = f"engagement {signals.engagement} below the MQL gate ({seg.mql_engagement:g})"
+        else:
+            why = f"fit {signals.fit} below the MQL gate ({seg.mql_fit:g})"
+        return "nurture", [f"nurture: good fit, {why}"]
+    return "inquiry", [f"inquiry: fit {signals.fit} below the nurture gate ({seg.nurture_fit:g})"]
 
 
 def sql_missing(lead: Lead, seg: SegmentRules, signals: Signals) -> list[str]:
