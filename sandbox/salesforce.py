@@ -1,0 +1,866 @@
+"""Salesforce REST (v31.0+) as a stateful org: OAuth and SOAP login, SOQL query/queryMore,
+describe, sObject Collections, single-record CRUD and limits.
+
+Field values are stored typed (str, float, bool; datetimes as epoch ms ints) and rendered as
+Salesforce does (``2024-01-05T12:34:56.000+0000``). ``Id``, ``CreatedDate``,
+``LastModifiedDate`` and ``SystemModstamp`` are kept by the table. Error bodies are JSON arrays
+``[{"message", "errorCode", "fields"?}]``; every data response carries ``Sforce-Limit-Info``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from html import escape, unescape
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.responses import Response
+
+from mappings import CrmMapping
+from sandbox import soql
+from sandbox.http import BadJson, Ctx, json_response
+from sandbox.store import Table, iso_sf, now_ms, parse_datetime_ms
+
+ORG_ID = "00D5g000004SBXaEAO"
+USER_ID = "0055g00000BxYZaAAN"
+KEY_PREFIX = {"Lead": "00Q", "Task": "00T"}
+VIRTUAL = {"Id", "CreatedDate", "LastModifiedDate", "SystemModstamp"}
+TEXT_TYPES = frozenset({"string", "picklist", "email", "url", "phone", "textarea", "combobox"})
+QUERY_BATCH = 2000
+COLLECTION_LIMIT = 200
+DEFAULT_DAILY = 100_000
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def sf_id(prefix: str, number: int) -> str:
+    """An 18-character Salesforce id: key prefix, pod, base-62 counter, case-safe suffix."""
+    digits = []
+    for _ in range(9):
+        number, rem = divmod(number, 62)
+        digits.append(_B62[rem])
+    base = prefix + "5g0" + "".join(reversed(digits))
+    suffix = ""
+    for chunk in (base[0:5], base[5:10], base[10:15]):
+        bits = sum(1 << i for i, char in enumerate(chunk) if "A" <= char <= "Z")
+        suffix += _SUFFIX[bits]
+    return base + suffix
+
+
+def sf_error(status: int, code: str, message: str, fields: list[str] | None = None,
+             headers: dict[str, str] | None = None) -> Response:
+    item: dict[str, Any] = {"message": message, "errorCode": code}
+    if fields is not None:
+        item["fields"] = fields
+    return json_response([item], status, headers)
+
+
+class SalesforceError(Exception):
+    def __init__(self, status: int, code: str, message: str, fields: list[str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields
+
+
+# ---- schema -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Field:
+    name: str
+    type: str
+    label: str
+    length: int = 0
+    custom: bool = False
+    updateable: bool = True
+    createable: bool = True
+    nillable: bool = True
+    picklist: tuple[str, ...] = ()
+    restricted: bool = False
+    reference_to: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        soap = {"id": "tns:ID", "reference": "tns:ID", "boolean": "xsd:boolean", "double": "xsd:double",
+                "int": "xsd:int", "datetime": "xsd:dateTime", "date": "xsd:date"}.get(self.type, "xsd:string")
+        return {
+            "name": self.name, "label": self.label, "type": self.type, "length": self.length,
+            "custom": self.custom, "nillable": self.nillable, "updateable": self.updateable,
+            "createable": self.createable, "filterable": True, "sortable": self.type != "textarea" or self.length <= 255,
+            "soapType": soap, "precision": 18 if self.type == "double" else 0, "scale": 0,
+            "restrictedPicklist": self.restricted, "referenceTo": list(self.reference_to),
+            "relationshipName": None, "calculated": False, "unique": False, "externalId": False,
+            "defaultedOnCreate": self.type == "boolean" or self.name in VIRTUAL,
+            "picklistValues": [{"active": True, "defaultValue": False, "label": value, "validFor": None,
+                                "value": value} for value in self.picklist],
+        }
+
+
+def _std(name: str, type_: str, label: str, length: int = 0, **kw: Any) -> Field:
+    return Field(name, type_, label, length, **kw)
+
+
+def _system_fields() -> list[Field]:
+    return [
+        _std("Id", "id", "Record ID", 18, updateable=False, createable=False, nillable=False),
+        _std("IsDeleted", "boolean", "Deleted", updateable=False, createable=False, nillable=False),
+        _std("OwnerId", "reference", "Owner ID", 18, reference_to=("User",)),
+        _std("CreatedDate", "datetime", "Created Date", updateable=False, createable=False, nillable=False),
+        _std("LastModifiedDate", "datetime", "Last Modified Date", updateable=False, createable=False, nillable=False),
+        _std("SystemModstamp", "datetime", "System Modstamp", updateable=False, createable=False, nillable=False),
+    ]
+
+
+LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted")
+TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
+TASK_PRIORITIES = ("High", "Normal", "Low")
+
+
+def build_schema(mapping: CrmMapping) -> dict[str, dict[str, Field]]:
+    """Lead and Task fields: the standard ones plus every custom field the mapping names."""
+    lead = _system_fields() + [
+        _std("FirstName", "string", "First Name", 40), _std("LastName", "string", "Last Name", 80, nillable=False),
+        _std("Name", "string", "Full Name", 121, updateable=False, createable=False),
+        _std("Title", "string", "Title", 128), _std("Company", "string", "Company", 255, nillable=False),
+        _std("Email", "email", "Email", 80), _std("Phone", "phone", "Phone", 40),
+        _std("Website", "url", "Website", 255), _std("City", "string", "City", 40),
+        _std("State", "string", "State/Province", 80), _std("PostalCode", "string", "Zip/Postal Code", 20),
+        _std("Country", "string", "Country", 80), _std("Industry", "picklist", "Industry", 255),
+        _std("NumberOfEmployees", "int", "Employees"),
+        _std("Status", "picklist", "Status", 255, picklist=LEAD_STATUSES, nillable=False),
+        _std("IsConverted", "boolean", "Converted", updateable=False, nillable=False),
+        _std("LeadSource", "picklist", "Lead Source", 255),
+    ]
+    fields = {f.name: f for f in lead}
+    for name, item in mapping.fields.items():
+        field_name = item.field
+        if field_name in fields:
+            if field_name == "LeadSource" and item.values:
+                values = list(item.values.values()) + list((item.read_aliases or {}).keys())
+                fields[field_name].picklist = tuple(dict.fromkeys(values))
+            continue
+        fields[field_name] = _custom_field(field_name, item.type, item.values, item.max_length)
+    for event in mapping.events.values():
+        fields[event.field] = _custom_field(event.field, "datetime", None, None)
+        if event.count_field:
+            fields[event.count_field] = _custom_field(event.count_field, "number", None, None)
+    task = _system_fields() + [
+        _std("WhoId", "reference", "Name ID", 18, reference_to=("Contact", "Lead")),
+        _std("WhatId", "reference", "Related To ID", 18, reference_to=("Account", "Opportunity")),
+        _std("Subject", "combobox", "Subject", 255), _std("ActivityDate", "date", "Due Date Only"),
+        _std("Status", "picklist", "Status", 255, picklist=TASK_STATUSES, nillable=False),
+        _std("Priority", "picklist", "Priority", 255, picklist=TASK_PRIORITIES, nillable=False),
+        _std("Description", "textarea", "Description", 32000),
+        _std("IsClosed", "boolean", "Closed", updateable=False, createable=False, nillable=False),
+        _std("TaskSubtype", "picklist", "Task Subtype", 255, picklist=("Task", "Email", "Call"), updateable=False),
+        _std("Type", "picklist", "Type", 255, picklist=("Call", "Email", "Meeting", "Other")),
+    ]
+    task_fields = {f.name: f for f in task}
+    task_fields[mapping.tasks.key_field] = _custom_field(mapping.tasks.key_field, "string", None, 255)
+    return {"Lead": fields, "Task": task_fields}
+
+
+def _custom_field(name: str, kind: str, values: dict[str, str] | None, max_length: int | None) -> Field:
+    label = name.removesuffix("__c").replace("_", " ")
+    if kind == "enumeration":
+        return Field(name, "picklist", label, 255, True, picklist=tuple((values or {}).values()), restricted=True)
+    if kind == "bool":
+        return Field(name, "boolean", label, custom=True, nillable=False)
+    if kind == "number":
+        return Field(name, "double", label, custom=True)
+    if kind in ("datetime", "date"):
+        return Field(name, kind, label, custom=True)
+    if kind == "text":
+        return Field(name, "textarea", label, 32768, True)
+    return Field(name, "string", label, max_length or 255, True)
+
+
+# ---- org state ----------------------------------------------------------------------------------
+
+
+class Sessions:
+    """Valid access tokens and how many API calls each has left (None: unlimited)."""
+
+    def __init__(self, default_token: str):
+        self.default_token = default_token
+        self.tokens: dict[str, int | None] = {default_token: None}
+        self._counter = itertools.count(1)
+
+    def issue(self, budget: int | None) -> str:
+        token = f"{ORG_ID[:15]}!AQ{next(self._counter):06d}.sandbox{len(self.tokens):04d}"
+        self.tokens[token] = budget
+        return token
+
+    def use(self, token: str, budget: int | None) -> bool:
+        """Spend one call of ``token``; False when the session is invalid or expired."""
+        if token not in self.tokens:
+            return False
+        left = self.tokens[token]
+        if left is None and budget is not None:
+            left = budget
+        if left is not None:
+            if left <= 0:
+                del self.tokens[token]
+                return False
+            self.tokens[token] = left - 1
+        return True
+
+    def expire_all(self) -> None:
+        self.tokens.clear()
+
+    def restore_default(self) -> None:
+        self.tokens[self.default_token] = None
+
+
+class SalesforceOrg:
+    def __init__(self, mapping: CrmMapping, session_id: str = "sandbox-session"):
+        self.mapping = mapping
+        self.schema = build_schema(mapping)
+        self.tables: dict[str, Table] = {name: Table(name, str) for name in self.schema}
+        self.lower = {name: {f.lower(): (f, spec.type) for f, spec in fields.items()}
+                      for name, fields in self.schema.items()}
+        self.text_fields = {name: frozenset(f for f, spec in fields.items() if spec.type in TEXT_TYPES)
+                            for name, fields in self.schema.items()}
+        self.sessions = Sessions(session_id)
+        self.cursors: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cursor_ids = itertools.count(1)
+        self._ids = {name: itertools.count(1) for name in self.schema}
+        self.api_calls = 0
+
+    def object_of_id(self, record_id: str) -> str | None:
+        for name, prefix in KEY_PREFIX.items():
+            if record_id.startswith(prefix):
+                return name
+        return None
+
+    def find(self, record_id: str) -> tuple[str, str] | None:
+        """(object, 18-char id) for a 15- or 18-char id, or None."""
+        obj = self.object_of_id(record_id)
+        if obj is None:
+            return None
+        table = self.tables[obj]
+        if len(record_id) == 18 and record_id in table:
+            return obj, record_id
+        if len(record_id) == 15:
+            full = record_id + _checksum(record_id)
+            if full in table:
+                return obj, full
+        return None
+
+    def next_id(self, obj: str) -> str:
+        table = self.tables[obj]
+        while True:
+            candidate = sf_id(KEY_PREFIX[obj], next(self._ids[obj]))
+            if candidate not in table:
+                return candidate
+
+    def reserve_ids_after_load(self, obj: str) -> None:
+        self._ids[obj] = itertools.count(len(self.tables[obj]) + 1)
+
+    def value(self, obj: str, record_id: str, name: str) -> Any:
+        table = self.tables[obj]
+        if name == "Id":
+            return record_id
+        if name == "CreatedDate":
+            return table.created[record_id]
+        if name in ("LastModifiedDate", "SystemModstamp"):
+            return table.modified[record_id]
+        return table.records[record_id].get(name)
+
+    def render_value(self, obj: str, name: str, value: Any) -> Any:
+        spec = self.schema[obj][name]
+        if value is None:
+            return False if spec.type == "boolean" else None
+        if spec.type == "datetime" and type(value) is int:
+            return iso_sf(value)
+        return value
+
+    def render(self, obj: str, record_id: str, fields: list[str], version: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"attributes": {"type": obj, "url": f"/services/data/{version}/sobjects/{obj}/{record_id}"}}
+        for name in fields:
+            out[name] = self.render_value(obj, name, self.value(obj, record_id, name))
+        return out
+
+    def matchable(self, obj: str, record_id: str) -> dict[str, Any]:
+        """The record with its virtual fields, for WHERE evaluation."""
+        table = self.tables[obj]
+        record = dict(table.records[record_id])
+        record["Id"] = record_id
+        record["CreatedDate"] = table.created[record_id]
+        record["LastModifiedDate"] = record["SystemModstamp"] = table.modified[record_id]
+        return record
+
+
+def _checksum(base: str) -> str:
+    suffix = ""
+    for chunk in (base[0:5], base[5:10], base[10:15]):
+        bits = sum(1 << i for i, char in enumerate(chunk) if "A" <= char <= "Z")
+        suffix += _SUFFIX[bits]
+    return suffix
+
+
+_VERSION = re.compile(r"^v(\d+)\.0$")
+
+
+class SalesforceApi:
+    """Route handlers; auth, usage counting and faults are applied by the app."""
+
+    def __init__(self, org: SalesforceOrg, credentials: Any,
+                 record_errors: Callable[[str, list[str]], dict[str, tuple[str, str | None]]],
+                 session_budget: Callable[[], int | None]):
+        self.org = org
+        self.credentials = credentials
+        self.record_errors = record_errors
+        self.session_budget = session_budget
+
+    def routes(self) -> list[tuple[str, str, str, Callable[[Ctx], Response]]]:
+        data = "/services/data/{version}"
+        out = [
+            ("POST", "/services/oauth2/token", "salesforce.oauth.token", self.oauth_token),
+            ("POST", "/services/Soap/u/{version}", "salesforce.soap.login", self.soap_login),
+            ("GET", "/services/data", "salesforce.versions", self.versions),
+            ("GET", "/services/data/", "salesforce.versions", self.versions),
+        ]
+        for suffix in ("", "/"):
+            out += [
+                ("GET", f"{data}/query{suffix}", "salesforce.query", self.query),
+                ("GET", f"{data}/queryAll{suffix}", "salesforce.query", self.query),
+                ("GET", f"{data}/limits{suffix}", "salesforce.limits", self.limits),
+                ("GET", f"{data}/sobjects{suffix}", "salesforce.sobjects.describe_global", self.describe_global),
+                ("GET", data + "/sobjects/{sobject}/describe" + suffix, "salesforce.sobjects.describe", self.describe),
+                ("POST", data + "/sobjects/{sobject}" + suffix, "salesforce.sobjects.create", self.create_one),
+                ("PATCH", f"{data}/composite/sobjects{suffix}", "salesforce.composite.update", self.composite_update),
+                ("POST", f"{data}/composite/sobjects{suffix}", "salesforce.composite.create", self.composite_create),
+            ]
+        out += [
+            ("GET", data + "/query/{locator}", "salesforce.query_more", self.query_more),
+            ("GET", data + "/queryAll/{locator}", "salesforce.query_more", self.query_more),
+            ("GET", data + "/sobjects/{sobject}/{record_id}", "salesforce.sobjects.get", self.get_one),
+            ("PATCH", data + "/sobjects/{sobject}/{record_id}", "salesforce.sobjects.update", self.update_one),
+        ]
+        return out
+
+    # -- auth -----------------------------------------------------------------------------------
+    def instance_url(self, ctx: Ctx) -> str:
+        return f"https://{ctx.header('host') or '127.0.0.1'}"
+
+    def oauth_token(self, ctx: Ctx) -> Response:
+        form = {key: values[-1] for key, values in parse_qs(ctx.body_bytes.decode("utf-8", "replace")).items()}
+        grant = form.get("grant_type")
+        creds = self.credentials
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        auth = ctx.header("authorization") or ""
+        if auth.lower().startswith("basic "):
+            try:
+                client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
+            except ValueError:
+                return _oauth_error("invalid_client", "invalid client credentials")
+        if grant not in ("password", "client_credentials"):
+            return _oauth_error("unsupported_grant_type", "grant type not supported")
+        if client_id != creds.client_id:
+            return _oauth_error("invalid_client_id", "client identifier invalid")
+        if client_secret != creds.client_secret:
+            return _oauth_error("invalid_client", "invalid client credentials")
+        if grant == "password":
+            if form.get("username") != creds.username or form.get("password") not in (
+                    creds.password, creds.password + creds.security_token):
+                return _oauth_error("invalid_grant", "authentication failure")
+        token = self.org.sessions.issue(self.session_budget())
+        issued = str(now_ms())
+        return json_response({
+            "access_token": token, "instance_url": self.instance_url(ctx),
+            "id": f"https://login.salesforce.com/id/{ORG_ID}/{USER_ID}", "token_type": "Bearer",
+            "issued_at": issued, "signature": base64.b64encode(f"{token}{issued}".encode()).decode()[:44],
+        })
+
+    def soap_login(self, ctx: Ctx) -> Response:
+        text = ctx.body_bytes.decode("utf-8", "replace")
+        username = unescape(_xml_value(text, "username") or "")
+        password = unescape(_xml_value(text, "password") or "")
+        creds = self.credentials
+        if username != creds.username or password not in (creds.password, creds.password + creds.security_token):
+            return Response(_SOAP_FAULT, status_code=500, media_type="text/xml;charset=UTF-8")
+        token = self.org.sessions.issue(self.session_budget())
+        version = ctx.params["version"]
+        server = f"{self.instance_url(ctx)}/services/Soap/u/{version}/{ORG_ID[:15]}"
+        body = _SOAP_OK.format(server=escape(server), session=escape(token), user=USER_ID, org=ORG_ID,
+                               username=escape(username))
+        return Response(body, media_type="text/xml;charset=UTF-8")
+
+    def versions(self, ctx: Ctx) -> Response:
+        return json_response([{"label": f"Winter '{v}", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+                              for v in range(31, 63)])
+
+    # -- query ----------------------------------------------------------------------------------
+    def _version(self, ctx: Ctx) -> str:
+        version = ctx.params["version"]
+        match = _VERSION.match(version)
+        if not match or not 31 <= int(match[1]) <= 66:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        return version
+
+    def query(self, ctx: Ctx) -> Response:
+        version = self._version(ctx)
+        text = ctx.query.get("q")
+        if not text:
+            raise SalesforceError(400, "MALFORMED_QUERY", "A query string has to be specified")
+        try:
+            parsed = soql.parse(text)
+            obj = self._sobject_for_query(parsed)
+            soql.check_and_bind(parsed, self.org.lower[obj])
+        except soql.SoqlError as exc:
+            raise SalesforceError(400, exc.code, exc.message) from None
+        ids = self._run(obj, parsed)
+        if parsed.count_only:
+            return json_response({"totalSize": len(ids), "done": True, "records": []})
+        fields = parsed.fields
+        return self._page(ctx, version, obj, fields, ids, 0, self._batch_size(ctx))
+
+    def _sobject_for_query(self, parsed: soql.Query) -> str:
+        for name in self.org.schema:
+            if name.lower() == parsed.sobject.lower():
+                return name
+        raise soql.SoqlError("INVALID_TYPE", soql._located(
+            parsed.soql, parsed.soql.lower().find(parsed.sobject.lower()),
+            f"sObject type '{parsed.sobject}' is not supported. If you are attempting to use a custom object, be "
+            "sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for "
+            "the appropriate names."))
+
+    def _batch_size(self, ctx: Ctx) -> int:
+        options = ctx.header("sforce-query-options") or ""
+        match = re.search(r"batchSize\s*=\s*(\d+)", options)
+        if match:
+            return max(200, min(QUERY_BATCH, int(match[1])))
+        return QUERY_BATCH
+
+    def _run(self, obj: str, parsed: soql.Query) -> list[str]:
+        table = self.org.tables[obj]
+        where = parsed.where
+        low, low_inc, high, high_inc = soql.modstamp_range(where, "SystemModstamp")
+        if (low, high) == (None, None):
+            low, low_inc, high, high_inc = soql.modstamp_range(where, "LastModifiedDate")
+        lookup = _equality_lookup(where)
+        order = "id"
+        if lookup is not None and (low, high) == (None, None):
+            field_name, values = lookup
+            found: set[str] = set()
+            for value in values:
+                if field_name == "Id":
+                    hit = self.org.find(value) if isinstance(value, str) else None
+                    if hit and hit[0] == obj:
+                        found.add(hit[1])
+                else:
+                    fold = field_name in self.org.text_fields[obj]
+                    found |= table.lookup(field_name, value.lower() if fold and isinstance(value, str) else value,
+                                          _lower if fold else _plain)
+            candidates = sorted(found)
+        elif (low, high) != (None, None):
+            candidates = [entry[2] for entry in table.by_modified(low, low_inc, high, high_inc)]
+            order = "mod"
+        else:
+            candidates = [entry[1] for entry in table.ids_in_order()]
+        if where is not None:
+            text_fields = self.org.text_fields[obj]
+            candidates = [i for i in candidates if soql.matches(where, self.org.matchable(obj, i), text_fields)]
+        candidates = self._order(obj, candidates, parsed.order_by, order)
+        start = parsed.offset or 0
+        stop = start + parsed.limit if parsed.limit is not None else None
+        return candidates[start:stop]
+
+    def _order(self, obj: str, ids: list[str], order_by: list[soql.OrderItem], natural: str) -> list[str]:
+        if not order_by:
+            return ids
+        names = [(item.field, item.descending) for item in order_by]
+        if natural == "mod" and names in ([("SystemModstamp", False)], [("SystemModstamp", False), ("Id", False)],
+                                         [("LastModifiedDate", False)], [("LastModifiedDate", False), ("Id", False)]):
+            return ids
+        if natural == "id" and names == [("Id", False)]:
+            return ids
+        for item in reversed(order_by):
+            nulls_last = item.nulls_last if item.nulls_last is not None else item.descending
+            fold = item.field in self.org.text_fields[obj]
+
+            def key(i: str, name: str = item.field, fold: bool = fold, nulls_last: bool = nulls_last) -> tuple:
+                value = self.org.value(obj, i, name)
+                if value is None:
+                    return (1 if nulls_last != item.descending else 0, 0)
+                return (0 if nulls_last != item.descending else 1, value.lower() if fold and isinstance(value, str) else value)
+
+            ids = sorted(ids, key=key, reverse=item.descending)
+        return ids
+
+    def _page(self, ctx: Ctx, version: str, obj: str, fields: list[str], ids: list[str], offset: int,
+              batch: int, locator: str | None = None) -> Response:
+        chunk = ids[offset:offset + batch]
+        records = [self.org.render(obj, i, fields, version) for i in chunk]
+        body: dict[str, Any] = {"totalSize": len(ids), "done": offset + batch >= len(ids)}
+        if not body["done"]:
+            if locator is None:
+                locator = f"0r8{next(self.org._cursor_ids):012d}AAA"
+                self.org.cursors[locator] = {"obj": obj, "fields": fields, "ids": ids, "batch": batch}
+                while len(self.org.cursors) > 500:
+                    self.org.cursors.popitem(last=False)
+            body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{offset + batch}"
+        body["records"] = records
+        return json_response(body)
+
+    def query_more(self, ctx: Ctx) -> Response:
+        version = self._version(ctx)
+        raw = ctx.params["locator"]
+        locator, _, offset_text = raw.rpartition("-")
+        cursor = self.org.cursors.get(locator)
+        if cursor is None or not offset_text.isdigit():
+            raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        offset = int(offset_text)
+        if offset >= len(cursor["ids"]):
+            raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._page(ctx, version, cursor["obj"], cursor["fields"], cursor["ids"], offset, cursor["batch"], locator)
+
+    # -- metadata -------------------------------------------------------------------------------
+    def _sobject(self, ctx: Ctx) -> str:
+        name = ctx.params["sobject"]
+        for known in self.org.schema:
+            if known.lower() == name.lower():
+                return known
+        raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+
+    def describe(self, ctx: Ctx) -> Response:
+        version = self._version(ctx)
+        obj = self._sobject(ctx)
+        return json_response({
+            "name": obj, "label": obj, "labelPlural": obj + "s", "keyPrefix": KEY_PREFIX[obj], "custom": False,
+            "createable": True, "updateable": True, "queryable": True, "deletable": True, "searchable": True,
+            "fields": [spec.describe() for spec in self.org.schema[obj].values()],
+            "urls": {"sobject": f"/services/data/{version}/sobjects/{obj}",
+                     "describe": f"/services/data/{version}/sobjects/{obj}/describe",
+                     "rowTemplate": f"/services/data/{version}/sobjects/{obj}/{{ID}}"},
+        })
+
+    def describe_global(self, ctx: Ctx) -> Response:
+        version = self._version(ctx)
+        return json_response({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": [
+            {"name": obj, "label": obj, "keyPrefix": KEY_PREFIX[obj], "custom": False, "queryable": True,
+             "createable": True, "updateable": True,
+             "urls": {"sobject": f"/services/data/{version}/sobjects/{obj}"}} for obj in self.org.schema]})
+
+    def limits(self, ctx: Ctx, daily: int | None = None) -> Response:
+        self._version(ctx)
+        total = daily or DEFAULT_DAILY
+        return json_response({
+            "DailyApiRequests": {"Max": total, "Remaining": max(0, total - self.org.api_calls)},
+            "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+            "DailyBulkV2QueryFileStorageMB": {"Max": 976562, "Remaining": 976562},
+            "DataStorageMB": {"Max": 1024, "Remaining": 1000},
+        })
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _records_body(self, ctx: Ctx) -> tuple[list[dict[str, Any]], bool]:
+        try:
+            body = ctx.json()
+        except BadJson as exc:
+            raise SalesforceError(400, "JSON_PARSER_ERROR", f"Unexpected character: {exc}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+            raise SalesforceError(400, "JSON_PARSER_ERROR", "Expected an object with a 'records' array")
+        records = body["records"]
+        if len(records) > COLLECTION_LIMIT:
+            raise SalesforceError(400, "EXCEEDED_ID_LIMIT",
+                                  f"Maximum number of records in a collection request is {COLLECTION_LIMIT}")
+        return records, bool(body.get("allOrNone", False))
+
+    def _check_fields(self, obj: str, record: dict[str, Any]) -> None:
+        schema = self.org.schema[obj]
+        for name, value in record.items():
+            if name in ("attributes", "id", "Id"):
+                continue
+            spec = schema.get(name)
+            if spec is None:
+                raise SalesforceError(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {obj}")
+            if value is None:
+                continue
+            if spec.type in ("double", "int") and (isinstance(value, bool) or not _numeric(value)):
+                raise SalesforceError(400, "JSON_PARSER_ERROR",
+                                      f"Cannot deserialize instance of double from VALUE_STRING value {value}")
+            if spec.type == "boolean" and not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
+                raise SalesforceError(400, "JSON_PARSER_ERROR",
+                                      f"Cannot deserialize instance of boolean from VALUE_STRING value {value}")
+
+    def _record_problem(self, obj: str, record: dict[str, Any], creating: bool) -> dict[str, Any] | None:
+        schema = self.org.schema[obj]
+        for name, value in record.items():
+            if name in ("attributes", "id", "Id"):
+                continue
+            spec = schema[name]
+            if not (spec.createable if creating else spec.updateable):
+                return _save_error("INVALID_FIELD_FOR_INSERT_UPDATE",
+                                   f"Unable to create/update fields: {name}. Please check the security settings of "
+                                   "this field and verify that it is read/write for your profile or permission set.",
+                                   [name])
+            if value is None or value == "":
+                continue
+            if spec.type == "picklist" and spec.restricted and str(value) not in spec.picklist:
+                return _save_error("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                                   f"{spec.label}: bad value for restricted picklist field: {value}", [name])
+            if spec.type in TEXT_TYPES and spec.length and len(str(value)) > spec.length:
+                return _save_error("STRING_TOO_LONG",
+                                   f"{spec.label}: data value too large: {str(value)[:40]} (max length={spec.length})",
+                                   [name])
+            if spec.type in ("datetime", "date") and parse_datetime_ms(str(value)) is None:
+                return _save_error("INVALID_TYPE_ON_FIELD_IN_RECORD",
+                                   f"{spec.label}: value not of required type: {value}", [name])
+            if spec.type == "reference" and self.org.find(str(value)) is None and not str(value).startswith("005"):
+                return _save_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [name])
+        return None
+
+    def _stored(self, obj: str, record: dict[str, Any]) -> dict[str, Any]:
+        schema = self.org.schema[obj]
+        out: dict[str, Any] = {}
+        for name, value in record.items():
+            if name in ("attributes", "id", "Id"):
+                continue
+            spec = schema[name]
+            if value is None or value == "":
+                out[name] = None
+            elif spec.type == "datetime":
+                out[name] = parse_datetime_ms(str(value))
+            elif spec.type == "date":
+                out[name] = str(value)[:10]
+            elif spec.type in ("double", "int"):
+                out[name] = float(value) if spec.type == "double" else int(float(value))
+            elif spec.type == "boolean":
+                out[name] = value if isinstance(value, bool) else str(value).lower() == "true"
+            else:
+                out[name] = str(value)
+        return out
+
+    def composite_update(self, ctx: Ctx) -> Response:
+        self._version(ctx)
+        records, all_or_none = self._records_body(ctx)
+        for record in records:
+            obj = (record.get("attributes") or {}).get("type")
+            if obj not in self.org.schema:
+                raise SalesforceError(400, "INVALID_TYPE", f"sObject type '{obj}' is not supported.")
+            self._check_fields(obj, record)
+        ids = [str(record.get("id") or record.get("Id") or "") for record in records]
+        injected = self.record_errors(ctx.endpoint, [i for i in ids if i])
+        results: list[dict[str, Any]] = []
+        plan: list[tuple[str, str, dict[str, Any]] | None] = []
+        for record, raw in zip(records, ids):
+            obj = record["attributes"]["type"]
+            found = self.org.find(raw) if raw else None
+            if not raw:
+                results.append({"success": False, "errors": [_save_error(
+                    "MISSING_ARGUMENT", "Id not specified in an update call", [])]})
+                plan.append(None)
+            elif found is None or found[0] != obj:
+                code = "MALFORMED_ID" if not re.fullmatch(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?", raw) else \
+                    "INVALID_CROSS_REFERENCE_KEY"
+                message = f"malformed id {raw}" if code == "MALFORMED_ID" else "invalid cross reference id"
+                results.append({"success": False, "errors": [_save_error(code, message, ["Id"])]})
+                plan.append(None)
+            elif raw in injected:
+                code, message = injected[raw]
+                results.append({"id": found[1], "success": False, "errors": [_save_error(
+                    code, message or _default_message(code, found[1]), [])]})
+                plan.append(None)
+            else:
+                problem = self._record_problem(obj, record, creating=False)
+                if problem:
+                    results.append({"id": found[1], "success": False, "errors": [problem]})
+                    plan.append(None)
+                else:
+                    results.append({"id": found[1], "success": True, "errors": []})
+                    plan.append((obj, found[1], self._stored(obj, record)))
+        if all_or_none and any(not r["success"] for r in results):
+            return json_response(_rolled_back(results))
+        stamp = now_ms()
+        for item in plan:
+            if item is not None:
+                obj, record_id, changes = item
+                self._apply(obj, record_id, changes, stamp)
+        return json_response(results)
+
+    def _apply(self, obj: str, record_id: str, changes: dict[str, Any], stamp: int) -> None:
+        if obj == "Task" and "Status" in changes:
+            changes["IsClosed"] = True if changes["Status"] == "Completed" else None
+        self.org.tables[obj].update(record_id, changes, stamp)
+
+    def composite_create(self, ctx: Ctx) -> Response:
+        self._version(ctx)
+        records, all_or_none = self._records_body(ctx)
+        for record in records:
+            obj = (record.get("attributes") or {}).get("type")
+            if obj not in self.org.schema:
+                raise SalesforceError(400, "INVALID_TYPE", f"sObject type '{obj}' is not supported.")
+            self._check_fields(obj, record)
+        keys = [str(record.get(self.org.mapping.tasks.key_field) or "") for record in records]
+        injected = self.record_errors(ctx.endpoint, [k for k in keys if k])
+        results, plan = [], []
+        for record, key in zip(records, keys):
+            obj = record["attributes"]["type"]
+            problem = self._create_problem(obj, record)
+            if key and key in injected:
+                code, message = injected[key]
+                problem = _save_error(code, message or _default_message(code, key), [])
+            if record.get("id") or record.get("Id"):
+                problem = _save_error("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
+            if problem:
+                results.append({"success": False, "errors": [problem]})
+                plan.append(None)
+                continue
+            record_id = self.org.next_id(obj)
+            results.append({"id": record_id, "success": True, "errors": []})
+            plan.append((obj, record_id, record))
+        if all_or_none and any(not r["success"] for r in results):
+            return json_response(_rolled_back([{k: v for k, v in r.items() if k != "id"} for r in results]))
+        for item in plan:
+            if item is not None:
+                self._insert(*item)
+        return json_response(results)
+
+    def _create_problem(self, obj: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        problem = self._record_problem(obj, record, creating=True)
+        if problem:
+            return problem
+        if obj == "Task":
+            who = record.get("WhoId")
+            if who and str(who).startswith("00Q") and record.get("WhatId"):
+                return _save_error("FIELD_INTEGRITY_EXCEPTION",
+                                   "Related To ID: id value of incorrect type: a Lead cannot have a related record",
+                                   ["WhatId"])
+        if obj == "Lead":
+            missing = [name for name in ("LastName", "Company") if not record.get(name)]
+            if missing:
+                return _save_error("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]",
+                                   missing)
+        return None
+
+    def _insert(self, obj: str, record_id: str, record: dict[str, Any]) -> None:
+        stored = {k: v for k, v in self._stored(obj, record).items() if v is not None}
+        if obj == "Task":
+            stored.setdefault("Status", "Not Started")
+            stored.setdefault("Priority", "Normal")
+            stored.setdefault("TaskSubtype", "Task")
+            if stored["Status"] == "Completed":
+                stored["IsClosed"] = True
+        if obj == "Lead":
+            stored.setdefault("Status", "Open - Not Contacted")
+        stored.setdefault("OwnerId", USER_ID)
+        stamp = now_ms()
+        self.org.tables[obj].insert(record_id, stored, stamp, stamp)
+
+    def create_one(self, ctx: Ctx) -> Response:
+        self._version(ctx)
+        obj = self._sobject(ctx)
+        try:
+            record = ctx.json() or {}
+        except BadJson as exc:
+            raise SalesforceError(400, "JSON_PARSER_ERROR", str(exc)) from None
+        self._check_fields(obj, record)
+        problem = self._create_problem(obj, record)
+        if problem:
+            raise SalesforceError(400, problem["statusCode"], problem["message"], problem["fields"])
+        record_id = self.org.next_id(obj)
+        self._insert(obj, record_id, record)
+        return json_response({"id": record_id, "success": True, "errors": []}, 201)
+
+    def get_one(self, ctx: Ctx) -> Response:
+        version = self._version(ctx)
+        obj = self._sobject(ctx)
+        found = self.org.find(ctx.params["record_id"])
+        if found is None or found[0] != obj:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        fields = ctx.query.get("fields")
+        names = [self.org.lower[obj][n.strip().lower()][0] for n in fields.split(",")
+                 if n.strip().lower() in self.org.lower[obj]] if fields else list(self.org.schema[obj])
+        return json_response(self.org.render(obj, found[1], names, version))
+
+    def update_one(self, ctx: Ctx) -> Response:
+        self._version(ctx)
+        obj = self._sobject(ctx)
+        found = self.org.find(ctx.params["record_id"])
+        if found is None or found[0] != obj:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        try:
+            record = ctx.json() or {}
+        except BadJson as exc:
+            raise SalesforceError(400, "JSON_PARSER_ERROR", str(exc)) from None
+        self._check_fields(obj, record)
+        injected = self.record_errors(ctx.endpoint, [found[1]])
+        if found[1] in injected:
+            code, message = injected[found[1]]
+            raise SalesforceError(400, code, message or _default_message(code, found[1]), [])
+        problem = self._record_problem(obj, record, creating=False)
+        if problem:
+            raise SalesforceError(400, problem["statusCode"], problem["message"], problem["fields"])
+        self._apply(obj, found[1], self._stored(obj, record), now_ms())
+        return Response(status_code=204)
+
+
+def _equality_lookup(where: Any) -> tuple[str, list[Any]] | None:
+    """A top-level ANDed ``field = value`` / ``field IN (...)`` usable with an index."""
+    parts = soql._anded(where)
+    for part in parts:
+        if isinstance(part, soql.Comparison) and part.op in ("=", "IN"):
+            values = part.value if isinstance(part.value, list) else [part.value]
+            if all(isinstance(v, (str, bool)) for v in values):
+                return part.field, values
+    return None
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _plain(value: Any) -> Any:
+    return value
+
+
+def _numeric(value: Any) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _save_error(code: str, message: str, fields: list[str]) -> dict[str, Any]:
+    return {"statusCode": code, "message": message, "fields": fields}
+
+
+def _default_message(code: str, record_id: str) -> str:
+    if code == "UNABLE_TO_LOCK_ROW":
+        return f"unable to obtain exclusive access to this record or 1 records: {record_id}"
+    return f"{code} (injected by the sandbox) for {record_id}"
+
+
+def _rolled_back(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for result in results:
+        if result["success"]:
+            rolled = {k: v for k, v in result.items() if k != "errors"}
+            rolled["success"] = False
+            rolled["errors"] = [_save_error(
+                "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                "Record rolled back because not all records were valid and the request was using AllOrNone header",
+                [])]
+            out.append(rolled)
+        else:
+            out.append(result)
+    return out
+
+
+def _oauth_error(error: str, description: str) -> Response:
+    return json_response({"error": error, "error_description": description}, 400)
+
+
+def _xml_value(text: str, tag: str) -> str | None:
+    match = re.search(rf"<(?:\w+:)?{tag}>(.*?)</(?:\w+:)?{tag}>", text, re.DOTALL)
+    return match.group(1) if match else None
+
+
+_SOAP_OK = """<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><loginResponse><result><metadataServerUrl>{server}</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>true</sandbox><serverUrl>{server}</serverUrl><sessionId>{session}</sessionId><userId>{user}</userId><userInfo><organizationId>{org}</organizationId><userName>{username}</userName></userInfo></result></loginResponse></soapenv:Body></soapenv:Envelope>"""
+
+_SOAP_FAULT = """<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>sf:INVALID_LOGIN</faultcode><faultstring>INVALID_LOGIN: Invalid username, password, security token; or user locked out.</faultstring><detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode><sf:exceptionMessage>Invalid username, password, security token; or user locked out.</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"""

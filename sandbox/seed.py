@@ -1,0 +1,670 @@
+"""Seed data: realistic healthcare leads generated from a seed number, or raw records from JSON.
+
+``generate(n, seed)`` builds N leads per CRM (HubSpot contacts with associated companies;
+Salesforce Leads with company fields on the Lead) and the NPPES organization records their
+organizations match (some absent, some ambiguous: two NPI-2 records with near-identical names in
+one state). CRM field names and picklist values come from ``mappings/*.yaml``. Timestamps are
+relative to ``anchor_ms`` (default: today's midnight UTC), so the same seed and anchor give the
+same data.
+
+``load(sandbox, data)`` loads the raw form (the ``--seed FILE`` format)::
+
+    {"hubspot": {"contacts": [{"id", "properties", "companies": [ids]}], "companies": [...],
+                 "tasks": [{"id", "properties", "contacts": [ids]}]},
+     "salesforce": {"Lead": [{"Id", ...fields, "CreatedDate"?, "SystemModstamp"?}], "Task": [...]},
+     "nppes": [NPPES result records]}
+
+Datetime values may be ISO strings, epoch-ms strings or (generated data) epoch-ms ints.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mappings import CrmMapping, load_mapping
+from sandbox.hubspot import MODIFIED_PROPS, CREATED_PROPS, HubSpotPortal, _prop
+from sandbox.salesforce import SalesforceOrg, sf_id
+from sandbox.store import now_ms, parse_datetime_ms
+
+DAY_MS = 86_400_000
+
+# NUCC codes (code, NPPES desc, taxonomy_group)
+TAXONOMY = {
+    "hospital": ("282N00000X", "General Acute Care Hospital", ""),
+    "multi_specialty": ("193200000X", "Multi-Specialty Group", ""),
+    "single_specialty": ("193400000X", "Single Specialty Group", ""),
+    "family": ("207Q00000X", "Family Medicine", ""),
+    "internal": ("207R00000X", "Internal Medicine", ""),
+    "cardiology": ("207RC0000X", "Internal Medicine, Cardiovascular Disease", ""),
+    "orthopaedics": ("207X00000X", "Orthopaedic Surgery", ""),
+    "pediatrics": ("208000000X", "Pediatrics", ""),
+    "obgyn": ("207V00000X", "Obstetrics & Gynecology", ""),
+    "primary_care_clinic": ("261QP2300X", "Clinic/Center, Primary Care", ""),
+    "fqhc": ("261QF0400X", "Clinic/Center, Federally Qualified Health Center (FQHC)", ""),
+    "urgent_care": ("261QU0200X", "Clinic/Center, Urgent Care", ""),
+    "home_health": ("251E00000X", "Home Health", ""),
+    "snf": ("314000000X", "Skilled Nursing Facility", ""),
+    "lab": ("291U00000X", "Clinical Medical Laboratory", ""),
+    "pharmacy": ("3336C0003X", "Pharmacy, Community/Retail Pharmacy", ""),
+}
+
+PLACES = {
+    "GA": ["Atlanta", "Savannah", "Macon", "Athens"], "TX": ["Houston", "Austin", "Dallas", "El Paso"],
+    "CA": ["Sacramento", "Fresno", "San Diego", "Oakland"], "NY": ["Albany", "Buffalo", "Rochester", "Syracuse"],
+    "FL": ["Tampa", "Orlando", "Jacksonville", "Gainesville"], "OH": ["Columbus", "Dayton", "Toledo", "Akron"],
+    "PA": ["Pittsburgh", "Harrisburg", "Allentown", "Erie"], "IL": ["Springfield", "Peoria", "Rockford", "Chicago"],
+    "NC": ["Raleigh", "Durham", "Asheville", "Charlotte"], "MI": ["Lansing", "Grand Rapids", "Flint", "Detroit"],
+    "WA": ["Spokane", "Tacoma", "Olympia", "Seattle"], "MA": ["Worcester", "Springfield", "Lowell", "Boston"],
+    "TN": ["Nashville", "Knoxville", "Memphis", "Chattanooga"], "AZ": ["Phoenix", "Tucson", "Mesa", "Flagstaff"],
+    "MN": ["Duluth", "Rochester", "St. Cloud", "Minneapolis"], "CO": ["Denver", "Boulder", "Pueblo", "Greeley"],
+}
+STATES = list(PLACES)
+ZIP_PREFIX = {"GA": "303", "TX": "770", "CA": "958", "NY": "122", "FL": "336", "OH": "432", "PA": "152", "IL": "627",
+              "NC": "276", "MI": "489", "WA": "992", "MA": "016", "TN": "372", "AZ": "850", "MN": "558", "CO": "802"}
+SAINTS = ["St. Mary's", "St. Joseph's", "St. Luke's", "Good Samaritan", "Mercy", "Sacred Heart", "Providence",
+          "St. Vincent's", "Holy Cross", "St. Francis"]
+SURNAMES = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
+            "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
+            "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson",
+            "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green",
+            "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Patel",
+            "Kim", "Chen", "O'Brien", "Okafor", "Cohen", "Schmidt", "Novak", "Silva", "Khan"]
+FIRST_NAMES = ["James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth",
+               "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah", "Charles", "Karen",
+               "Christopher", "Lisa", "Daniel", "Nancy", "Matthew", "Betty", "Anthony", "Margaret", "Mark", "Sandra",
+               "Priya", "Wei", "Aisha", "Carlos", "Fatima", "Hiroshi", "Olga", "Kwame", "Sofia", "Mateo", "Zoe",
+               "Ravi", "Leila", "Diego", "Grace", "Noah", "Emma", "Liam", "Ava", "Ethan"]
+SYLLABLES = ["Cura", "Vita", "Medi", "Thera", "Nova", "Geno", "Cardi", "Neuro", "Immu", "Onco", "Lumi", "Zen",
+             "Axi", "Bio", "Clari", "Vero", "Pulse", "Heal", "Kin", "Ari"]
+EHR = ["Epic", "Oracle Health", "MEDITECH", "athenahealth", "eClinicalWorks", "NextGen", "Veradigm", "None"]
+PAYERS = ["Medicare", "Medicaid", "Aetna", "Blue Cross Blue Shield", "UnitedHealthcare", "Cigna", "Humana", "Self-pay"]
+SERVICES = ["Primary care appointment", "Physical therapy", "Cardiology consult", "Telehealth visit", "Lab work",
+            "Pediatric checkup", "Behavioral health", "Orthopedic evaluation"]
+
+SEGMENTS: list[tuple[str, int]] = [
+    ("health_system", 11), ("hospital", 12), ("physician_practice", 20), ("clinic", 13), ("payer", 7),
+    ("pharma", 6), ("digital_health", 9), ("patient", 12), ("post_acute", 5), ("noise", 5),
+]
+TITLES = {
+    "health_system": ["Chief Information Officer", "CMIO", "VP, Revenue Cycle", "Director of IT Security",
+                      "Chief Nursing Officer", "Director of Population Health", "IT Analyst", "Procurement Manager",
+                      "Chief Financial Officer", "Privacy Officer"],
+    "hospital": ["Chief Medical Officer", "Director of Nursing", "Hospital Administrator",
+                 "Clinical Informatics Manager", "RN", "Revenue Cycle Director", "CIO", "Compliance Officer"],
+    "physician_practice": ["Practice Administrator", "Practice Manager", "Physician Owner", "Office Manager",
+                           "Medical Assistant", "Billing Specialist", "Managing Partner", "Physician"],
+    "clinic": ["Executive Director", "Clinic Manager", "Medical Director", "Front Desk Coordinator",
+               "Operations Director", "Nurse Practitioner"],
+    "payer": ["VP Network Management", "Director of Care Management", "Medical Director",
+              "Provider Relations Specialist", "Chief Operating Officer"],
+    "pharma": ["Director, Market Access", "VP Commercial Operations", "Brand Manager", "Field Medical Director",
+               "Patient Services Lead"],
+    "digital_health": ["CEO", "Co-Founder", "Head of Product", "CTO", "Partnerships Manager", "Software Engineer"],
+    "post_acute": ["Administrator", "Director of Nursing", "Agency Owner", "Lab Manager", "Pharmacist in Charge"],
+    "noise": ["Student", "Consultant", "Sales Representative", "Intern", "", "Researcher", "Journalist"],
+}
+PAIN_POINTS = {
+    "health_system": ["Patient access backlog across 12 hospitals", "Prior authorization delays",
+                      "Referral leakage to competitors", "Consolidating scheduling after a merger"],
+    "hospital": ["ED throughput and discharge delays", "Manual prior authorizations", "Denials rising this year",
+                 "Nurse staffing and scheduling"],
+    "physician_practice": ["Phones ring all day, no online booking", "No-shows around 18%",
+                           "Front desk overwhelmed with intake paperwork", "Slow claims and denials"],
+    "clinic": ["Sliding-fee intake is manual", "Waitlist for new patients", "Grant reporting takes weeks"],
+    "payer": ["Care gaps in Medicare Advantage members", "Provider directory accuracy", "Member engagement"],
+    "pharma": ["Patient enrollment in hub services", "Prior auth support for a launch", "HCP targeting"],
+    "digital_health": ["Need EHR integrations to scale", "Payer contracting for virtual care",
+                       "Scheduling API for partners"],
+    "post_acute": ["Referral intake from hospitals by fax", "Care transitions", "Compliance documentation"],
+    "noise": ["Researching the market", "", "Writing a paper on healthcare IT"],
+}
+SOURCES = [("web_form", 16), ("demo_request", 10), ("phone", 5), ("paid_search", 12), ("paid_social", 6),
+           ("referral", 8), ("conference", 7), ("webinar", 9), ("organic", 12), ("partner", 5),
+           ("list_import", 6), ("other", 4)]
+ORG_TYPE = {"health_system": "health_system", "hospital": "hospital", "physician_practice": "physician_practice",
+            "clinic": "clinic", "payer": "payer", "pharma": "pharma", "digital_health": "digital_health",
+            "post_acute": "other", "noise": "other"}
+CARE_SETTING = {"health_system": "inpatient", "hospital": "inpatient", "physician_practice": "ambulatory",
+                "clinic": "ambulatory", "digital_health": "virtual", "post_acute": "post_acute"}
+
+
+@dataclass
+class Org:
+    key: int
+    segment: str
+    name: str
+    domain: str
+    state: str
+    city: str
+    kind: str
+    npi: str | None = None
+    in_crm_npi: bool = False
+    ehr: str | None = None
+    beds: int | None = None
+    providers: int | None = None
+    locations: int | None = None
+    nppes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SeedData:
+    """Generated or loaded records in the raw (``--seed FILE``) form."""
+
+    hubspot: dict[str, list[dict[str, Any]]]
+    salesforce: dict[str, list[dict[str, Any]]]
+    nppes: list[dict[str, Any]]
+
+
+def _weighted(rng: random.Random, table: list[tuple[str, int]]) -> str:
+    total = sum(weight for _, weight in table)
+    pick = rng.random() * total
+    for value, weight in table:
+        pick -= weight
+        if pick < 0:
+            return value
+    return table[-1][0]
+
+
+def npi_check_digit(base9: str) -> str:
+    """The Luhn check digit NPIs use (with the 80840 prefix)."""
+    total = 24  # the constant for the 80840 prefix
+    for position, char in enumerate(reversed(base9)):
+        digit = int(char)
+        if position % 2 == 0:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return str((10 - total % 10) % 10)
+
+
+class Generator:
+    """Deterministic lead/org/NPPES generation; see the module docstring."""
+
+    def __init__(self, n: int, seed: int, anchor_ms: int | None = None):
+        self.n, self.seed = n, seed
+        self.rng = random.Random(seed)
+        self.anchor = anchor_ms if anchor_ms is not None else (int(time.time() * 1000) // DAY_MS) * DAY_MS
+        self.hs = load_mapping("hubspot")
+        self.sf = load_mapping("salesforce")
+        self._npis: set[str] = set()
+        self.orgs: dict[str, list[Org]] = {}
+        self.nppes: list[dict[str, Any]] = []
+
+    # -- organizations --------------------------------------------------------------------------
+    def _npi(self) -> str:
+        while True:
+            base = str(self.rng.randrange(100_000_000, 200_000_000))
+            npi = base + npi_check_digit(base)
+            if npi not in self._npis:
+                self._npis.add(npi)
+                return npi
+
+    def _org(self, key: int, segment: str) -> Org:
+        rng = self.rng
+        state = rng.choice(STATES)
+        city = rng.choice(PLACES[state])
+        kind = segment
+        place = city if rng.random() < 0.6 else rng.choice(["Lakeside", "Riverside", "Valley", "Northside",
+                                                             "Summit", "Bayview", "Pinecrest", "Heritage"])
+        if segment == "health_system":
+            name = rng.choice([f"{place} Health", f"{place} Health System", f"{rng.choice(SAINTS)} Health System",
+                               f"{place} Healthcare"])
+        elif segment == "hospital":
+            name = rng.choice([f"{rng.choice(SAINTS)} Medical Center", f"{place} Regional Hospital",
+                               f"{place} Memorial Hospital", f"{place} Community Hospital"])
+        elif segment == "physician_practice":
+            kind = rng.choice(["family", "internal", "cardiology", "orthopaedics", "pediatrics", "obgyn",
+                               "multi_specialty"])
+            surname = rng.choice(SURNAMES)
+            name = {"family": f"{surname} Family Medicine", "internal": f"{place} Internal Medicine Associates",
+                    "cardiology": f"{surname} & {rng.choice(SURNAMES)} Cardiology Group",
+                    "orthopaedics": f"{place} Orthopedic Associates", "pediatrics": f"{place} Pediatrics, PC",
+                    "obgyn": f"{place} Women's Health", "multi_specialty": f"{place} Multispecialty Group"}[kind]
+        elif segment == "clinic":
+            kind = rng.choice(["primary_care_clinic", "fqhc", "urgent_care"])
+            name = {"primary_care_clinic": f"{place} Primary Care Clinic",
+                    "fqhc": f"{place} Community Health Center", "urgent_care": f"{place} Urgent Care"}[kind]
+        elif segment == "post_acute":
+            kind = rng.choice(["home_health", "snf", "lab", "pharmacy"])
+            name = {"home_health": f"{place} Home Health Services", "snf": f"{place} Nursing and Rehabilitation Center",
+                    "lab": f"{place} Clinical Laboratory", "pharmacy": f"{place} Community Pharmacy"}[kind]
+        elif segment == "payer":
+            name = rng.choice([f"{place} Health Plan", f"{state} Mutual Health", f"{place} Care Alliance"])
+        elif segment == "pharma":
+            name = f"{rng.choice(SYLLABLES)}{rng.choice(SYLLABLES).lower()} " + rng.choice(
+                ["Therapeutics", "Pharmaceuticals, Inc.", "Biosciences"])
+        elif segment == "digital_health":
+            name = f"{rng.choice(SYLLABLES)}{rng.choice(['ly', 'ra', 'MD', 'Care', 'Health'])}" + rng.choice(
+                ["", " Labs", " Health"])
+        else:
+            name = rng.choice([f"{rng.choice(SURNAMES)} Consulting", "Self", f"{place} University",
+                               f"{rng.choice(SURNAMES)} Capital"])
+        slug = "".join(ch for ch in name.lower() if ch.isalnum())[:24]
+        tld = ".org" if segment in ("health_system", "hospital", "clinic") else ".com"
+        org = Org(key, segment, name, f"{slug}{key % 97 if key > 200 else ''}{tld}", state, city, kind)
+        if segment in ("health_system", "hospital"):
+            org.beds = rng.choice([25, 60, 120, 250, 400, 650, 900]) * (3 if segment == "health_system" else 1)
+            org.locations = rng.randint(3, 40) if segment == "health_system" else rng.randint(1, 6)
+            org.providers = org.beds * rng.randint(1, 3)
+        elif segment in ("physician_practice", "clinic", "post_acute"):
+            org.providers = rng.choice([1, 2, 4, 8, 15, 30, 60])
+            org.locations = rng.choice([1, 1, 1, 2, 3, 5, 9])
+        if segment in ("health_system", "hospital", "physician_practice", "clinic", "post_acute"):
+            org.ehr = rng.choice(EHR)
+            self._nppes_for(org)
+        return org
+
+    def _nppes_for(self, org: Org) -> None:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.12:
+            return  # absent from NPPES
+        legal = org.name.upper().replace("ST. ", "ST ").replace(",", "")
+        dba = None
+        if roll < 0.22:
+            dba, legal = legal, f"{org.city.upper()} {rng.choice(['HEALTH SERVICES', 'MEDICAL GROUP', 'CARE'])} INC"
+        org.npi = self._npi()
+        org.in_crm_npi = rng.random() < 0.3
+        org.nppes.append(self._nppes_record(org.npi, legal, org, dba))
+        if 0.22 <= roll < 0.32:
+            twin = legal.replace("'S", "S").replace(" MEDICAL", " MED") + rng.choice([" INC", " LLC", ""])
+            if twin == legal:
+                twin = legal + " INC"
+            other_city = rng.choice(PLACES[org.state])
+            org.nppes.append(self._nppes_record(self._npi(), twin, org, None, city=other_city))
+        self.nppes.extend(org.nppes)
+
+    def _nppes_record(self, npi: str, legal: str, org: Org, dba: str | None, city: str | None = None) -> dict[str, Any]:
+        rng = self.rng
+        city = (city or org.city).upper()
+        zip_code = ZIP_PREFIX[org.state] + f"{rng.randrange(100):02d}" + f"{rng.randrange(10000):04d}"
+        phone = f"{rng.randint(201, 989)}-{rng.randint(200, 999)}-{rng.randint(0, 9999):04d}"
+        street = f"{rng.randint(10, 9999)} {rng.choice(['MAIN ST', 'OAK AVE', 'MEDICAL PKWY', 'HOSPITAL DR', 'PARK BLVD', 'CENTER ST'])}"
+        created = self.anchor - rng.randrange(400, 6000) * DAY_MS
+        updated = created + rng.randrange(0, (self.anchor - created) // DAY_MS) * DAY_MS
+        location = {"address_1": street, "address_purpose": "LOCATION", "address_type": "DOM", "city": city,
+                    "country_code": "US", "country_name": "United States", "postal_code": zip_code,
+                    "state": org.state, "telephone_number": phone}
+        mailing = dict(location, address_purpose="MAILING")
+        if rng.random() < 0.25:
+            mailing.update(address_1=f"PO BOX {rng.randint(100, 99999)}", postal_code=zip_code[:5])
+        taxonomies = self._taxonomies(org)
+        official = rng.choice(FIRST_NAMES).upper(), rng.choice(SURNAMES).upper()
+        record = {
+            "addresses": [location, mailing],
+            "basic": {
+                "authorized_official_first_name": official[0], "authorized_official_last_name": official[1],
+                "authorized_official_name_prefix": "--", "authorized_official_telephone_number": phone.replace("-", ""),
+                "authorized_official_title_or_position": rng.choice(["CEO", "PRESIDENT", "ADMINISTRATOR", "CFO",
+                                                                     "PRACTICE MANAGER"]),
+                "certification_date": _date(updated), "enumeration_date": _date(created),
+                "last_updated": _date(updated), "organization_name": legal, "organizational_subpart": "NO",
+                "status": "A",
+            },
+            "created_epoch": str(created), "endpoints": [], "enumeration_type": "NPI-2", "identifiers": [],
+            "last_updated_epoch": str(updated), "number": npi,
+            "other_names": [{"code": "3", "organization_name": dba, "type": "Doing Business As"}] if dba else [],
+            "practiceLocations": [], "taxonomies": taxonomies,
+        }
+        if org.locations and org.locations > 1:
+            second = rng.choice(PLACES[org.state]).upper()
+            record["practiceLocations"] = [dict(location, city=second, address_1=f"{rng.randint(10, 999)} CLINIC WAY",
+                                                update_date=_date(updated))]
+            del record["practiceLocations"][0]["address_purpose"]
+        return record
+
+    def _taxonomies(self, org: Org) -> list[dict[str, Any]]:
+        rng = self.rng
+        kinds = {"health_system": ["hospital"], "hospital": ["hospital"]}.get(org.segment, [org.kind])
+        group = ""
+        if org.kind == "multi_specialty":
+            kinds = rng.sample(["family", "internal", "cardiology", "pediatrics", "obgyn"], 2)
+            group = "193200000X - Multi-Specialty Group"
+        out = []
+        for position, kind in enumerate(kinds):
+            code, desc, _ = TAXONOMY[kind]
+            out.append({"code": code, "desc": desc, "license": None if rng.random() < 0.5 else
+                        f"{org.state}{rng.randint(10000, 99999)}", "primary": position == 0,
+                        "state": None if rng.random() < 0.5 else org.state, "taxonomy_group": group})
+        if len(out) > 1 and rng.random() < 0.3:
+            out.reverse()
+        return out
+
+    # -- leads ----------------------------------------------------------------------------------
+    def generate(self) -> SeedData:
+        rng = self.rng
+        segments = [_weighted(rng, SEGMENTS) for _ in range(self.n)]
+        counts: dict[str, int] = {}
+        for segment in segments:
+            counts[segment] = counts.get(segment, 0) + 1
+        key = 0
+        for segment, count in counts.items():
+            if segment == "patient":
+                continue
+            self.orgs[segment] = []
+            for _ in range(max(1, int(count / 2.5))):
+                key += 1
+                self.orgs[segment].append(self._org(key, segment))
+        self._noise_nppes(max(3, self.n // 20))
+        leads = [self._lead(i, segment) for i, segment in enumerate(segments)]
+        return SeedData(self._hubspot(leads), self._salesforce(leads), self.nppes)
+
+    def _noise_nppes(self, count: int) -> None:
+        for i in range(count):
+            segment = self.rng.choice(["hospital", "physician_practice", "clinic", "post_acute"])
+            org = self._org(10_000_000 + i, segment)
+            if not org.nppes:
+                continue
+
+    def _lead(self, index: int, segment: str) -> dict[str, Any]:
+        rng = self.rng
+        first, last = rng.choice(FIRST_NAMES), rng.choice(SURNAMES)
+        created = self.anchor - rng.randrange(1, 365 * 24 * 60) * 60_000
+        modified = created + int((self.anchor - created) * rng.random() ** 2)
+        lead: dict[str, Any] = {"first_name": first, "last_name": last, "created": created, "modified": modified,
+                                "segment": segment, "source": _weighted(rng, SOURCES)}
+        slug = f"{first}.{last}".lower().replace("'", "")
+        if segment == "patient":
+            lead.update(lead_kind="patient", email=f"{slug}{index}@{rng.choice(['gmail.com', 'yahoo.com', 'outlook.com'])}",
+                        service=rng.choice(SERVICES), payer=rng.choice(PAYERS),
+                        zip=ZIP_PREFIX[rng.choice(STATES)] + f"{rng.randrange(100):02d}",
+                        scheduling_ready=rng.random() < 0.5, title=None, org=None)
+        else:
+            org = rng.choice(self.orgs[segment])
+            lead.update(lead_kind="b2b", org=org, title=rng.choice(TITLES[segment]) or None,
+                        email=f"{slug}{index if index % 7 == 0 else ''}@{org.domain}")
+            lead["pain_point"] = rng.choice(PAIN_POINTS[segment]) or None if rng.random() < 0.6 else None
+            for name, options in (("budget_status", ["approved", "planned", "needs_approval", "grant", "none", "unknown"]),
+                                  ("timeline", ["now", "quarter", "half_year", "year", "later", "unknown"]),
+                                  ("security_review", ["ready", "in_progress", "not_started", "unknown"]),
+                                  ("baa_status", ["ready", "in_progress", "not_started", "unknown"])):
+                if rng.random() < 0.45:
+                    lead[name] = rng.choice(options)
+            if rng.random() < 0.25:
+                lead["decision_role"] = rng.choice(["decision_maker", "influencer", "user", "unknown"])
+            if rng.random() < 0.15:
+                lead["discovery"] = {k: rng.random() < 0.6 for k in ("need_confirmed", "timeline_confirmed",
+                                                                     "authority_confirmed", "budget_path_known")}
+        if rng.random() < 0.08:
+            lead["sales_accepted"] = True
+        if rng.random() < 0.05:
+            lead["manual_stage"] = rng.choice(["sal", "sql", "nurture", "disqualified"] if segment != "patient"
+                                              else ["intake_ready", "redirect", "nurture"])
+        lead["events"] = self._events(created, segment)
+        return lead
+
+    def _events(self, created: int, segment: str) -> dict[str, tuple[int, int]]:
+        rng = self.rng
+        activity = rng.random() ** (0.7 if segment in ("health_system", "hospital", "physician_practice") else 1.3)
+        events = {}
+        for name, chance in (("form_fill", 0.8), ("site_return_visit", 0.7), ("email_click", 0.35),
+                             ("content_download", 0.3), ("solution_page_view", 0.35), ("pricing_page_view", 0.25),
+                             ("webinar_attended", 0.15), ("implementation_page_view", 0.1),
+                             ("demo_request", 0.12), ("call_completed", 0.08)):
+            if rng.random() < chance * activity + 0.05:
+                at = created + int((self.anchor - created) * rng.random())
+                events[name] = (at, rng.randint(1, 12))
+        return events
+
+    # -- rendering per CRM ----------------------------------------------------------------------
+    def _hubspot(self, leads: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        mapping = self.hs
+        field_of = {name: m.field for name, m in mapping.fields.items()}
+        value_of = {name: (m.values or {}) for name, m in mapping.fields.items()}
+        companies: dict[int, dict[str, Any]] = {}
+        contacts, tasks = [], []
+        for index, lead in enumerate(leads):
+            contact_id = str(10_001 + index)
+            props: dict[str, Any] = {}
+            _put(props, field_of["email"], lead.get("email"))
+            _put(props, field_of["first_name"], lead["first_name"])
+            _put(props, field_of["last_name"], lead["last_name"])
+            _put(props, field_of["job_title"], lead.get("title"))
+            self._declared(props, lead, field_of, value_of, bool_text=True)
+            for name, (at, count) in lead["events"].items():
+                event = mapping.events.get(name)
+                if event:
+                    props[event.field] = at
+                    if event.count_field:
+                        props[event.count_field] = str(count)
+            props[MODIFIED_PROPS["contacts"]] = lead["modified"]
+            props[CREATED_PROPS["contacts"]] = lead["created"]
+            org: Org | None = lead.get("org")
+            company_ids = []
+            if org is not None:
+                company_id = str(5_000_000 + org.key)
+                company_ids.append(company_id)
+                if org.key not in companies:
+                    companies[org.key] = self._company(company_id, org, lead["created"], field_of)
+            contacts.append({"id": contact_id, "properties": props, "companies": company_ids})
+            if self.rng.random() < 0.05:
+                due = lead["modified"] + 3 * DAY_MS
+                tasks.append({"id": str(90_000_000_001 + len(tasks)), "contacts": [contact_id], "properties": {
+                    "hs_task_subject": "Follow up", "hs_task_body": "Call back about pricing",
+                    "hs_task_status": self.rng.choice(["NOT_STARTED", "COMPLETED"]), "hs_task_priority": "MEDIUM",
+                    "hs_task_type": "CALL", "hs_timestamp": due, "hs_createdate": lead["modified"],
+                    "hs_lastmodifieddate": lead["modified"]}})
+        return {"contacts": contacts, "companies": list(companies.values()), "tasks": tasks}
+
+    def _company(self, company_id: str, org: Org, created: int, field_of: dict[str, str]) -> dict[str, Any]:
+        props: dict[str, Any] = {field_of["company_name"]: org.name, field_of["company_domain"]: org.domain,
+                                 field_of["state"]: org.state, field_of["country"]: "United States", "city": org.city}
+        if org.npi and org.in_crm_npi:
+            props[field_of["npi"]] = org.npi
+        if org.ehr:
+            props[field_of["ehr_vendor"]] = org.ehr
+        props["createdate"] = created - DAY_MS
+        props["hs_lastmodifieddate"] = created
+        return {"id": company_id, "properties": props}
+
+    def _declared(self, out: dict[str, Any], lead: dict[str, Any], field_of: dict[str, str],
+                  value_of: dict[str, dict[str, str]], bool_text: bool) -> None:
+        def enum(name: str, value: str | None) -> None:
+            if value is not None:
+                out[field_of[name]] = value_of[name].get(value, value)
+
+        def flag(name: str, value: bool) -> None:
+            out[field_of[name]] = ("true" if value else "false") if bool_text else value
+
+        enum("lead_kind", lead["lead_kind"])
+        enum("source", lead["source"])
+        for name in ("budget_status", "timeline", "security_review", "baa_status", "decision_role", "manual_stage"):
+            enum(name, lead.get(name))
+        _put(out, field_of["pain_point"], lead.get("pain_point"))
+        for name, value in (lead.get("discovery") or {}).items():
+            flag(f"discovery.{name}", value)
+        if lead.get("sales_accepted"):
+            flag("sales_accepted", True)
+        if lead["lead_kind"] == "patient":
+            _put(out, field_of["patient.service_requested"], lead["service"])
+            _put(out, field_of["patient.payer"], lead["payer"])
+            _put(out, field_of["patient.zip"], lead["zip"])
+            flag("patient.scheduling_ready", lead["scheduling_ready"])
+
+    def _salesforce(self, leads: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        mapping = self.sf
+        field_of = {name: m.field for name, m in mapping.fields.items()}
+        value_of = {name: (m.values or {}) for name, m in mapping.fields.items()}
+        aliases = [alias for alias, canonical in (mapping.fields["source"].read_aliases or {}).items()]
+        rows, tasks = [], []
+        for index, lead in enumerate(leads):
+            record: dict[str, Any] = {"Id": sf_id("00Q", index + 1)}
+            _put(record, field_of["email"], lead.get("email"))
+            _put(record, field_of["first_name"], lead["first_name"])
+            _put(record, field_of["last_name"], lead["last_name"])
+            _put(record, field_of["job_title"], lead.get("title"))
+            self._declared(record, lead, field_of, value_of, bool_text=False)
+            if lead["source"] in ("referral", "webinar") and self.rng.random() < 0.2:
+                record[field_of["source"]] = aliases[0] if lead["source"] == "referral" else aliases[-1]
+            org: Org | None = lead.get("org")
+            if org is not None:
+                record[field_of["company_name"]] = org.name
+                record[field_of["company_domain"]] = f"https://www.{org.domain}"
+                record[field_of["state"]] = org.state
+                record[field_of["country"]] = "United States"
+                record["City"] = org.city
+                if org.npi and org.in_crm_npi:
+                    record[field_of["npi"]] = org.npi
+                if org.ehr:
+                    record[field_of["ehr_vendor"]] = org.ehr
+                if self.rng.random() < 0.3:
+                    record[field_of["org_type"]] = value_of["org_type"][ORG_TYPE[org.segment]]
+            else:
+                record[field_of["company_name"]] = "Individual"
+            for name, (at, count) in lead["events"].items():
+                event = mapping.events.get(name)
+                if event:
+                    record[event.field] = at
+                    if event.count_field:
+                        record[event.count_field] = float(count)
+            record["Status"] = "Open - Not Contacted"
+            record["CreatedDate"] = lead["created"]
+            record["SystemModstamp"] = lead["modified"]
+            rows.append(record)
+            if self.rng.random() < 0.05:
+                tasks.append({"Id": sf_id("00T", len(tasks) + 1), "WhoId": record["Id"], "Subject": "Follow up",
+                              "Status": self.rng.choice(["Not Started", "Completed"]), "Priority": "Normal",
+                              "ActivityDate": _date(lead["modified"] + 3 * DAY_MS), "CreatedDate": lead["modified"],
+                              "SystemModstamp": lead["modified"]})
+        return {"Lead": rows, "Task": tasks}
+
+
+def _put(out: dict[str, Any], name: str, value: Any) -> None:
+    if value is not None and value != "":
+        out[name] = value
+
+
+def _date(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
+
+
+def generate(n: int, seed: int = 0, anchor_ms: int | None = None) -> SeedData:
+    """N leads per CRM, their organizations and NPPES records; deterministic for (n, seed, anchor)."""
+    return Generator(n, seed, anchor_ms).generate()
+
+
+def from_json(raw: dict[str, Any]) -> SeedData:
+    return SeedData(raw.get("hubspot") or {}, raw.get("salesforce") or {}, raw.get("nppes") or [])
+
+
+# ---- loading into a sandbox ---------------------------------------------------------------------
+
+
+def input_properties(mapping: CrmMapping) -> dict[str, list[dict[str, Any]]]:
+    """HubSpot custom property definitions for what the mapping reads (direction ``read``) and its
+    event fields; outputs (``write``/``read_write``) are left for ``leadflow crm setup``."""
+    groups = {"lead": ("contacts", "contactinformation"), "company": ("companies", "companyinformation")}
+    out: dict[str, list[dict[str, Any]]] = {"contacts": [], "companies": []}
+    for name, item in mapping.fields.items():
+        if item.direction != "read":
+            continue
+        obj, group = groups[item.object]
+        out[obj].append(_hubspot_property(item.field, item.type, item.values, group))
+    for event in mapping.events.values():
+        out["contacts"].append(_hubspot_property(event.field, "datetime", None, "contactinformation"))
+        if event.count_field:
+            out["contacts"].append(_hubspot_property(event.count_field, "number", None, "contactinformation"))
+    return out
+
+
+def _hubspot_property(name: str, kind: str, values: dict[str, str] | None, group: str) -> dict[str, Any]:
+    label = name.replace("_", " ").capitalize()
+    if kind == "enumeration":
+        options = [(value, value.replace("_", " ").title()) for value in (values or {}).values()]
+        return _prop(name, label, "enumeration", "select", group, options, hubspot_defined=False)
+    if kind == "bool":
+        return _prop(name, label, "bool", "booleancheckbox", group, [("true", "Yes"), ("false", "No")],
+                     hubspot_defined=False)
+    if kind == "number":
+        return _prop(name, label, "number", "number", group, hubspot_defined=False)
+    if kind in ("datetime", "date"):
+        return _prop(name, label, kind, "date", group, hubspot_defined=False)
+    return _prop(name, label, "string", "textarea" if kind == "text" else "text", group, hubspot_defined=False)
+
+
+def load(sandbox: Any, data: SeedData) -> None:
+    """Load raw records into ``sandbox`` (a ``sandbox.app.Sandbox``), replacing nothing already there."""
+    portal: HubSpotPortal = sandbox.hubspot
+    for obj, props in input_properties(load_mapping("hubspot")).items():
+        for prop in props:
+            portal.properties[obj].setdefault(prop["name"], prop)
+    _load_hubspot(portal, data.hubspot)
+    _load_salesforce(sandbox.salesforce, data.salesforce)
+    sandbox.set_nppes_records(list(sandbox.nppes_records) + list(data.nppes))
+
+
+def _load_hubspot(portal: HubSpotPortal, raw: dict[str, list[dict[str, Any]]]) -> None:
+    now = now_ms()
+    for obj in ("companies", "contacts", "tasks"):
+        rows = []
+        datetime_props = {name for name, prop in portal.properties[obj].items() if prop["type"] in ("datetime", "date")}
+        for item in raw.get(obj) or []:
+            record_id = str(item["id"])
+            props = dict(item.get("properties") or {})
+            modified = _pop_time(props, ("lastmodifieddate", "hs_lastmodifieddate"), now)
+            created = _pop_time(props, ("createdate", "hs_createdate"), modified)
+            props.pop("hs_object_id", None)
+            record = {}
+            for name, value in props.items():
+                if value is None or value == "":
+                    continue
+                if name in datetime_props and type(value) is not int:
+                    value = parse_datetime_ms(str(value))
+                elif type(value) is not int:
+                    value = value if isinstance(value, str) else ("true" if value is True else "false"
+                                                                  if value is False else str(value))
+                record[name] = value
+            rows.append((record_id, record, created, modified))
+        portal.tables[obj].bulk_load(rows)
+        portal.reserve_ids_after(obj)
+    for item in raw.get("contacts") or []:
+        for position, company_id in enumerate(item.get("companies") or []):
+            portal.associate("contacts", str(item["id"]), "companies", str(company_id),
+                             1 if position == 0 else 279)
+    for item in raw.get("tasks") or []:
+        for contact_id in item.get("contacts") or []:
+            portal.associate("tasks", str(item["id"]), "contacts", str(contact_id), 204)
+
+
+def _pop_time(props: dict[str, Any], names: Iterable[str], default: int) -> int:
+    found = default
+    for name in names:
+        value = props.pop(name, None)
+        if value is not None:
+            found = value if type(value) is int else (parse_datetime_ms(str(value)) or default)
+    return found
+
+
+def _load_salesforce(org: SalesforceOrg, raw: dict[str, list[dict[str, Any]]]) -> None:
+    now = now_ms()
+    for obj in ("Lead", "Task"):
+        schema = org.schema[obj]
+        rows = []
+        for item in raw.get(obj) or []:
+            record = dict(item)
+            record.pop("attributes", None)
+            record_id = str(record.pop("Id", None) or org.next_id(obj))
+            modified = _pop_time(record, ("SystemModstamp", "LastModifiedDate"), now)
+            created = _pop_time(record, ("CreatedDate",), modified)
+            stored = {}
+            for name, value in record.items():
+                spec = schema.get(name)
+                if spec is None:
+                    raise ValueError(f"seed: Salesforce {obj} {record_id}: unknown field {name!r}")
+                if value is None or value == "":
+                    continue
+                if spec.type == "datetime" and type(value) is not int:
+                    value = parse_datetime_ms(str(value))
+                elif spec.type == "double" and not isinstance(value, float):
+                    value = float(value)
+                stored[name] = value
+            if obj == "Task" and stored.get("Status") == "Completed":
+                stored["IsClosed"] = True
+            rows.append((record_id, stored, created, modified))
+        org.tables[obj].bulk_load(rows)
+        org.reserve_ids_after_load(obj)

@@ -1,0 +1,194 @@
+"""In-memory record tables with the indexes the sandbox's hot paths need.
+
+A ``Table`` keeps records as plain dicts keyed by id, plus:
+
+- a list of ``(modified_ms, sort_key)`` kept sorted, so "changed since T, oldest first" is a
+  bisect and a slice instead of a scan and a sort;
+- a sorted list of sort keys (creation order), for id-ordered paging;
+- equality indexes built on first use per field and maintained on every write.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+_last_ms = 0
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds, never going backwards within the process."""
+    global _last_ms
+    ms = int(time.time() * 1000)
+    if ms < _last_ms:
+        ms = _last_ms
+    _last_ms = ms
+    return ms
+
+
+def iso_z(ms: int) -> str:
+    """HubSpot's datetime rendering: ``2024-01-05T12:34:56.789Z``."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def iso_sf(ms: int) -> str:
+    """Salesforce's datetime rendering: ``2024-01-05T12:34:56.000+0000``."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}+0000"
+
+
+def parse_datetime_ms(value: str) -> int | None:
+    """Epoch ms from an ISO-8601 string (``Z`` or offset, date only allowed) or an epoch-ms string."""
+    text = value.strip()
+    if not text:
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        if len(text) >= 5 and text[-5] in "+-" and text[-3] != ":" and "T" in text:
+            text = text[:-2] + ":" + text[-2:]
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+class Table:
+    """Records of one object type; see the module docstring."""
+
+    def __init__(self, name: str, sort_key: Callable[[str], Any] = str):
+        self.name = name
+        self.sort_key = sort_key
+        self.records: dict[str, dict[str, Any]] = {}
+        self.modified: dict[str, int] = {}
+        self.created: dict[str, int] = {}
+        self._by_mod: list[tuple[int, Any, str]] = []
+        self._by_id: list[tuple[Any, str]] = []
+        self._ids_sorted = True
+        self._eq: dict[str, dict[Hashable, set[str]]] = {}
+        self._eq_key: dict[str, Callable[[Any], Hashable]] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __contains__(self, record_id: str) -> bool:
+        return record_id in self.records
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        return self.records.get(record_id)
+
+    def bulk_load(self, rows: Iterable[tuple[str, dict[str, Any], int, int]]) -> None:
+        """Insert many ``(id, record, created_ms, modified_ms)`` rows, sorting the indexes once."""
+        for record_id, record, created, modified in rows:
+            self.records[record_id] = record
+            self.created[record_id] = created
+            self.modified[record_id] = modified
+            key = self.sort_key(record_id)
+            self._by_mod.append((modified, key, record_id))
+            self._by_id.append((key, record_id))
+        self._by_mod.sort()
+        self._by_id.sort()
+        for field in list(self._eq):
+            self._build_eq(field)
+
+    def insert(self, record_id: str, record: dict[str, Any], created: int, modified: int) -> None:
+        self.records[record_id] = record
+        self.created[record_id] = created
+        self.modified[record_id] = modified
+        key = self.sort_key(record_id)
+        insort(self._by_mod, (modified, key, record_id))
+        entry = (key, record_id)
+        if self._by_id and self._by_id[-1] > entry:
+            insort(self._by_id, entry)
+        else:
+            self._by_id.append(entry)
+        for field, index in self._eq.items():
+            value = self._eq_key[field](record.get(field))
+            index.setdefault(value, set()).add(record_id)
+
+    def update(self, record_id: str, changes: dict[str, Any], modified: int) -> None:
+        """Apply ``changes`` (None deletes a field) and move the record in the time index."""
+        record = self.records[record_id]
+        for field, index in self._eq.items():
+            if field in changes:
+                old = self._eq_key[field](record.get(field))
+                bucket = index.get(old)
+                if bucket is not None:
+                    bucket.discard(record_id)
+        for field, value in changes.items():
+            if value is None:
+                record.pop(field, None)
+            else:
+                record[field] = value
+        for field, index in self._eq.items():
+            if field in changes:
+                index.setdefault(self._eq_key[field](record.get(field)), set()).add(record_id)
+        self.touch(record_id, modified)
+
+    def touch(self, record_id: str, modified: int) -> None:
+        old = self.modified[record_id]
+        key = self.sort_key(record_id)
+        if old != modified:
+            position = bisect_left(self._by_mod, (old, key, record_id))
+            if position < len(self._by_mod) and self._by_mod[position][2] == record_id:
+                del self._by_mod[position]
+            insort(self._by_mod, (modified, key, record_id))
+            self.modified[record_id] = modified
+
+    def by_modified(self, low: int | None = None, low_inclusive: bool = True,
+                    high: int | None = None, high_inclusive: bool = False) -> list[tuple[int, Any, str]]:
+        """Index entries with ``low <(=) modified <(=) high``, oldest first."""
+        index = self._by_mod
+        start = 0
+        if low is not None:
+            start = bisect_left(index, (low,)) if low_inclusive else bisect_right(index, (low, _Top()))
+        stop = len(index)
+        if high is not None:
+            stop = bisect_right(index, (high, _Top())) if high_inclusive else bisect_left(index, (high,))
+        return index[start:stop] if start < stop else []
+
+    def ids_in_order(self) -> list[tuple[Any, str]]:
+        return self._by_id
+
+    def ids_from(self, key: Any, inclusive: bool) -> Iterator[str]:
+        index = self._by_id
+        start = bisect_left(index, (key,)) if inclusive else bisect_right(index, (key, _Top()))
+        for position in range(start, len(index)):
+            yield index[position][1]
+
+    def lookup(self, field: str, value: Any, normalize: Callable[[Any], Hashable] = lambda v: v) -> set[str]:
+        """Ids whose ``field`` equals ``value`` (after ``normalize``), via a lazily built index."""
+        if field not in self._eq:
+            self._eq_key[field] = normalize
+            self._build_eq(field)
+        return self._eq[field].get(normalize(value), set())
+
+    def _build_eq(self, field: str) -> None:
+        normalize = self._eq_key[field]
+        index: dict[Hashable, set[str]] = {}
+        for record_id, record in self.records.items():
+            index.setdefault(normalize(record.get(field)), set()).add(record_id)
+        self._eq[field] = index
+
+
+class _Top:
+    """Compares greater than anything: ``(t, _Top())`` sorts after every ``(t, ...)`` entry."""
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __gt__(self, other: object) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Top)
+
+    __hash__ = object.__hash__
