@@ -65,9 +65,12 @@ class HubSpotConfig:
     list_backfill: bool = True
 
 
-def _ms(moment: datetime) -> int:
+def _ms(moment: datetime, ceil: bool = False) -> int:
+    """Epoch ms; ``ceil`` rounds a sub-millisecond remainder up (an exclusive upper bound must
+    not cut off a record stamped in the same millisecond)."""
     moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    micros = int(moment.timestamp()) * 1_000_000 + moment.microsecond
+    return -(-micros // 1000) if ceil else micros // 1000
 
 
 def _record_ms(record: dict[str, Any], prop: str) -> int:
@@ -163,7 +166,7 @@ class SearchPager:
         return self.t.search(self.object_type, body)
 
     def pages(self, since: datetime | None, until: datetime | None) -> Iterator[list[dict[str, Any]]]:
-        upper = [{"propertyName": self.mod, "operator": "LT", "value": str(_ms(until))}] if until else []
+        upper = [{"propertyName": self.mod, "operator": "LT", "value": str(_ms(until, ceil=True))}] if until else []
         lower_ms, lower_op = (_ms(since), "GTE") if since else (0, "GTE")
         boundary_ts: int | None = None
         boundary_ids: set[str] = set()
@@ -320,7 +323,7 @@ class HubSpotConnector(CrmConnectorBase):
 
     def _list_backfill(self, until: datetime | None) -> Iterator[Page]:
         pager = ListPager(self.transport, self.lead_type, self.lead_props)
-        limit = _ms(until) if until else None
+        limit = _ms(until, ceil=True) if until else None
         for records in pager.pages():
             if limit is not None:
                 records = [r for r in records if _record_ms(r, self.mapping.modified_field) < limit]

@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import requests
@@ -182,7 +182,7 @@ class SalesforceConnector(CrmConnectorBase):
             args.append(_utc(since))
         if until is not None:
             where.append(f"{self.modified} < {{}}")
-            args.append(_utc(until))
+            args.append(_utc(until, ceil=True))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         return format_soql(f"{self._select()}{clause} ORDER BY {self.modified}, Id", *args)
 
@@ -331,6 +331,11 @@ class SalesforceConnector(CrmConnectorBase):
         return self._sf_call("describe", lambda sf: getattr(sf, name).describe())
 
 
-def _utc(moment: datetime) -> datetime:
+def _utc(moment: datetime, ceil: bool = False) -> datetime:
+    """UTC; SOQL datetimes have whole seconds (format_soql drops the fraction), so an exclusive
+    upper bound is rounded up to the next second rather than cut down."""
     moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    if ceil and moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    return moment

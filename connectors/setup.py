@@ -1,7 +1,8 @@
 """``leadflow crm setup`` / ``check``: make the CRM ready for the mapping, or say what is missing.
 
-HubSpot: the property group and every custom property the mapping writes (and the task key
-property on tasks) are created with the right type/fieldType/options; existing ones are skipped.
+HubSpot: the property group and every custom property the mapping names (the ones it writes, the
+inputs and event properties it reads, and the task key property on tasks) are created with the
+right type/fieldType/options; existing ones (and HubSpot-defined ``hs_*`` ones) are skipped.
 Salesforce: custom fields need the Metadata API, so ``describe`` is compared with the mapping and
 each missing field is listed with its type, length and picklist values for an admin to add.
 """
@@ -67,11 +68,17 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
     group = mapping.property_group or "leadflow"
     api = conn.transport.client.crm.properties
     wanted: dict[str, list[dict[str, Any]]] = {}
-    for name, fm in mapping.writable().items():
-        object_type = mapping.objects[fm.object]
+    fields = dict(mapping.fields)
+    for event, em in mapping.events.items():
+        fields[f"event {event}"] = FieldMapping(field=em.field, type="datetime")
+        if em.count_field:
+            fields[f"event {event} count"] = FieldMapping(field=em.count_field, type="number")
+    fields["task key"] = FieldMapping(field=mapping.tasks.key_field, object="lead", type="string", direction="write")
+    for name, fm in fields.items():
+        if fm.field.startswith("hs_"):
+            continue  # HubSpot-defined: exists in every portal, cannot be created
+        object_type = mapping.objects["task"] if name == "task key" else mapping.objects[fm.object]
         wanted.setdefault(object_type, []).append(hubspot_property(name, fm, group))
-    key_field = FieldMapping(field=mapping.tasks.key_field, type="string", direction="write")
-    wanted.setdefault(mapping.objects["task"], []).append(hubspot_property("task key", key_field, group))
     for object_type, props in wanted.items():
         groups = conn.transport.call("properties.groups", api.groups_api.get_all, object_type)
         if group not in {g["name"] for g in groups.get("results") or []}:
@@ -89,12 +96,6 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
             if apply:
                 conn.transport.call("properties.create", api.core_api.create, object_type, body)
             report.created.append(label)
-    for name, fm in mapping.readable().items():
-        object_type = mapping.objects[fm.object]
-        if fm.writes:
-            continue
-        # read-only inputs are expected to exist already (forms, enrichment): just report
-        report.notes.append(f"reads {object_type}.{fm.field}")
     return report
 
 
