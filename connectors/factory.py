@@ -16,12 +16,10 @@ connector argument (``retry``, ``meter``, ``mapping``, ``mark_reads``).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import fields as dc_fields
 from typing import Any
 from urllib.parse import urlparse
 
-import requests
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
@@ -66,35 +64,11 @@ def is_loopback_http(url: str) -> bool:
     return parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "localhost", "::1")
 
 
-class _LoopbackSession(requests.Session):
-    """Rewrites the https URLs simple-salesforce builds (instance and login hosts) to ``base``."""
-
-    def __init__(self, base: str):
-        super().__init__()
-        self.base = base.rstrip("/")
-        parsed = urlparse(self.base)
-        self._instance = f"https://{parsed.netloc}"
-
-    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
-        if url.startswith(self._instance):
-            url = self.base + url[len(self._instance):]
-        else:
-            url = re.sub(r"^https://[A-Za-z0-9.-]+\.salesforce\.com", self.base, url)
-        return super().request(method, url, *args, **kwargs)
-
-
 def loopback_session_factory(url: str):
-    """A factory of requests sessions that let simple-salesforce reach ``http://127.0.0.1:PORT``
-    (``leadflow.http_session`` when present, else a minimal URL-rewriting session)."""
-    try:
-        from leadflow import http_session  # the sandbox's session, when it is there
-    except ImportError:
-        return lambda: _LoopbackSession(url)
-    for name in ("loopback_session", "make_session", "session_for", "LoopbackSession"):
-        maker = getattr(http_session, name, None)
-        if maker is not None:
-            return lambda: maker(url)
-    return lambda: _LoopbackSession(url)
+    """Sessions that let simple-salesforce (https only) reach ``http://127.0.0.1:PORT``."""
+    from leadflow.http_session import LoopbackSession
+
+    return lambda: LoopbackSession(url)
 
 
 def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
@@ -166,10 +140,14 @@ def connector_for_sandbox(sandbox: Any, crm: str, engine: Engine, **overrides: A
         config_args, connector_args = _split(SalesforceConfig, overrides)
         config_args.setdefault("session_factory", loopback_session_factory(url))
         if "session_id" not in config_args and not config_args.get("username"):
-            config_args["username"] = _attr(creds, "username", "salesforce_username")
-            password = _attr(creds, "password", "salesforce_password")
-            token = _attr(creds, "security_token", "salesforce_security_token")
+            # a session id to start with, username-password to log in again when it expires
+            session_id = _attr(creds, "session_id")
+            config_args["session_id"] = SecretStr(str(session_id)) if session_id else None
+            config_args["username"] = _attr(creds, "username")
+            password = _attr(creds, "password")
+            token = _attr(creds, "security_token")
             config_args["password"] = SecretStr(str(password)) if password else None
             config_args["security_token"] = SecretStr(str(token)) if token else None
+            config_args.setdefault("domain", "login")
         return SalesforceConnector(SalesforceConfig(instance_url=url, **config_args), engine, **connector_args)
     raise ValueError(f"unknown CRM {crm!r}: expected 'hubspot' or 'salesforce'")
