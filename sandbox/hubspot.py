@@ -480,7 +480,8 @@ class HubSpotApi:
         record_id = self._resolve_id(obj, ctx.params["objectId"], ctx.query.get("idProperty"))
         if record_id is None:
             raise HubSpotError(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
-        props = self._requested_properties(ctx.query.get("properties"))
+        raw = ctx.query.getlist("properties")
+        props = [n for item in raw for n in item.split(",") if n] if raw else None
         associations = [n for raw in ctx.query.getlist("associations") for n in raw.split(",") if n]
         return json_response(self._with_associations(obj, record_id, props, associations))
 

@@ -35,7 +35,6 @@ QUERY_BATCH = 2000
 COLLECTION_LIMIT = 200
 DEFAULT_DAILY = 100_000
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 
 def sf_id(prefix: str, number: int) -> str:
@@ -45,11 +44,7 @@ def sf_id(prefix: str, number: int) -> str:
         number, rem = divmod(number, 62)
         digits.append(_B62[rem])
     base = prefix + "5g0" + "".join(reversed(digits))
-    suffix = ""
-    for chunk in (base[0:5], base[5:10], base[10:15]):
-        bits = sum(1 << i for i, char in enumerate(chunk) if "A" <= char <= "Z")
-        suffix += _SUFFIX[bits]
-    return base + suffix
+    return base + soql.id_suffix(base)
 
 
 def sf_error(status: int, code: str, message: str, fields: list[str] | None = None,
@@ -245,7 +240,7 @@ class SalesforceOrg:
         if len(record_id) == 18 and record_id in table:
             return obj, record_id
         if len(record_id) == 15:
-            full = record_id + _checksum(record_id)
+            full = record_id + soql.id_suffix(record_id)
             if full in table:
                 return obj, full
         return None
@@ -292,14 +287,6 @@ class SalesforceOrg:
         record["CreatedDate"] = table.created[record_id]
         record["LastModifiedDate"] = record["SystemModstamp"] = table.modified[record_id]
         return record
-
-
-def _checksum(base: str) -> str:
-    suffix = ""
-    for chunk in (base[0:5], base[5:10], base[10:15]):
-        bits = sum(1 << i for i, char in enumerate(chunk) if "A" <= char <= "Z")
-        suffix += _SUFFIX[bits]
-    return suffix
 
 
 _VERSION = re.compile(r"^v(\d+)\.0$")

@@ -403,12 +403,26 @@ def _coerce(query: Query, node: Comparison, literal: _Literal, sf_type: str) -> 
     if expected == "number" and literal.kind == "number":
         return float(literal.value)
     if expected == "string" and literal.kind == "string":
-        return literal.value.replace("\\_", "_").replace("\\%", "%")
+        value = literal.value.replace("\\_", "_").replace("\\%", "%")
+        if sf_type in ("id", "reference") and len(value) == 15 and value.isalnum():
+            value += id_suffix(value)
+        return value
     shown = {"datetime": "dateTime", "date": "date", "bool": "boolean", "number": "number", "string": "string"}[expected]
     quote = " and should not be enclosed in quotes" if literal.kind == "string" else ""
     raise SoqlError("INVALID_QUERY_FILTER_OPERATOR", _located(
         query.soql, literal.pos,
         f"value of filter criterion for field '{node.field}' must be of type {shown}{quote}"))
+
+
+_SUFFIX_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def id_suffix(base15: str) -> str:
+    """The 3-character case-safe suffix that turns a 15-character Salesforce id into 18."""
+    out = ""
+    for chunk in (base15[0:5], base15[5:10], base15[10:15]):
+        out += _SUFFIX_CHARS[sum(1 << i for i, char in enumerate(chunk) if "A" <= char <= "Z")]
+    return out
 
 
 def _like_regex(pattern: str) -> re.Pattern[str]:

@@ -164,12 +164,13 @@ class Table:
         for position in range(start, len(index)):
             yield index[position][1]
 
-    def lookup(self, field: str, value: Any, normalize: Callable[[Any], Hashable] = lambda v: v) -> set[str]:
-        """Ids whose ``field`` equals ``value`` (after ``normalize``), via a lazily built index."""
+    def lookup(self, field: str, key: Hashable, normalize: Callable[[Any], Hashable] = lambda v: v) -> set[str]:
+        """Ids whose ``normalize(record[field])`` equals ``key``, via an index built on first use
+        (one ``normalize`` per field: the first one given)."""
         if field not in self._eq:
             self._eq_key[field] = normalize
             self._build_eq(field)
-        return self._eq[field].get(normalize(value), set())
+        return self._eq[field].get(key, set())
 
     def _build_eq(self, field: str) -> None:
         normalize = self._eq_key[field]
