@@ -3,10 +3,12 @@
 Streams, one small class each:
 
 - ``SearchPager``: contacts changed in ``[since, until)`` by ``lastmodifieddate`` (limit 200, one
-  sort ASC), restarting from the last seen timestamp before the 10,000-result cap and
-  de-duplicating by id at that boundary; when a whole 10,000-result window shares one timestamp
-  it enumerates that timestamp by id (``lastmodifieddate EQ t AND hs_object_id GT last``, sorted
-  by ``hs_object_id``), so it never loops and never drops a record.
+  sort ASC, ``after`` offsets). Before the 10,000-result cap it restarts from the last seen
+  timestamp ``t``: first ``t`` itself is enumerated by id (``lastmodifieddate EQ t AND
+  hs_object_id GT last`` sorted by ``hs_object_id``, itself restarting at the cap with a higher
+  ``last``), skipping ids already read at ``t``; then the search goes on with
+  ``lastmodifieddate GT t``. So any number of records sharing one timestamp is read exactly once,
+  never in a loop, at the cost of re-reading the few records at ``t`` once per 10,000.
 - ``ListPager``: full backfills (since=None) use the list endpoint (100 a page, no cap, no search
   rate limit, company ids inline).
 - ``CompanyResolver``: each page's primary companies via the v4 associations batch read and the
@@ -195,13 +197,11 @@ class SearchPager:
                     break
             if exhausted:
                 return
-            if boundary_ts == lower_ms and lower_op == "GTE":
-                # a whole window at one timestamp: enumerate it by id, then go strictly past it
-                yield from self._by_id(boundary_ts, boundary_ids)
-                lower_ms, lower_op = boundary_ts, "GT"
-                boundary_ts, boundary_ids = None, set()
-            else:
-                lower_ms, lower_op = boundary_ts, "GTE"
+            # at the cap: finish the last timestamp by id (ties may exceed any window), then go
+            # strictly past it - no record at that timestamp is dropped, none is read twice
+            yield from self._by_id(boundary_ts, boundary_ids)
+            lower_ms, lower_op = boundary_ts, "GT"
+            boundary_ts, boundary_ids = None, set()
 
     def _by_id(self, ts: int, seen: set[str]) -> Iterator[list[dict[str, Any]]]:
         last_id = 0
