@@ -1,12 +1,17 @@
 """Enrichment benchmark: 10,000 leads from 2,000 organizations against an NPPES stand-in over HTTP.
 
-The stand-in (``sandbox.nppes.NppesRegistry`` in a small Starlette app under uvicorn, in a
-background thread on loopback) holds the 2,000 organizations plus distractors; it counts the
+The stand-in (``sandbox.nppes.NppesRegistry`` in a small Starlette app under uvicorn on loopback,
+in a child process by default or in a background thread with ``--server thread``) holds the 2,000
+organizations plus distractors (the same names registered in other states); it counts the
 requests it serves. The leads (several per organization, names spelled differently, shuffled,
 some carrying the NPI) go through ``build_waterfall`` in pages like a flow would. The first run
 must make no more requests than the organizations need (one each); a rerun must make none.
 
     .venv/bin/python benchmarks/enrichment_bench.py [--orgs 2000] [--leads 10000] [--page 500]
+        [--server process|thread] [--database-url postgresql+psycopg://...]
+
+Exits non-zero when the first run makes more requests than organizations, the rerun makes any,
+or a lead is left unenriched.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import argparse
 import copy
 import json
 import random
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -24,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -57,7 +65,8 @@ class Org:
     state: str
 
 
-def organizations(count: int, rng: random.Random) -> list[Org]:
+def organizations(count: int) -> list[Org]:
+    rng = random.Random(5)
     names = [f"{p} {s} {k}" for p in PLACES for s, _ in SPECIALTIES for k in KINDS]
     rng.shuffle(names)
     if count > len(names):
@@ -76,7 +85,8 @@ def record(org: Org, template: dict[str, Any], taxonomy_code: str) -> dict[str, 
     return raw
 
 
-def registry_records(orgs: list[Org], distractors: int, rng: random.Random) -> list[dict[str, Any]]:
+def registry_records(orgs: list[Org], distractors: int) -> list[dict[str, Any]]:
+    rng = random.Random(6)
     template = json.loads(TEMPLATE.read_text())["results"][0]
     codes = dict(SPECIALTIES)
     records = [record(org, template, codes[_specialty(org.name)]) for org in orgs]
@@ -92,7 +102,8 @@ def _specialty(name: str) -> str:
     return next(s for s, _ in SPECIALTIES if f" {s} " in f" {name} ")
 
 
-def leads_for(orgs: list[Org], count: int, rng: random.Random) -> list[Lead]:
+def leads_for(orgs: list[Org], count: int) -> list[Lead]:
+    rng = random.Random(7)
     leads = []
     with_npi = {org.npi for org in orgs[: len(orgs) // 5]}
     for i in range(count):
@@ -105,23 +116,32 @@ def leads_for(orgs: list[Org], count: int, rng: random.Random) -> list[Lead]:
     return leads
 
 
-class StandIn:
-    """The registry behind GET /api/ under uvicorn on 127.0.0.1, counting requests."""
+def stand_in_app(registry: NppesRegistry, served: list[int]) -> Starlette:
+    """GET /api/ answers like the registry; GET /_served tells how many /api/ requests it served."""
+
+    async def api(request: Request) -> JSONResponse:
+        served[0] += 1
+        return JSONResponse(registry.search(dict(request.query_params)))
+
+    async def count(request: Request) -> JSONResponse:
+        return JSONResponse({"served": served[0]})
+
+    return Starlette(routes=[Route("/api/", api), Route("/_served", count)])
+
+
+class ThreadStandIn:
+    """The stand-in under uvicorn in a background thread of this process."""
 
     def __init__(self, registry: NppesRegistry) -> None:
-        self.registry = registry
-        self.requests = 0
-        self.server = uvicorn.Server(uvicorn.Config(self._app(), host="127.0.0.1", port=0, log_level="warning", access_log=False))
+        self.served = [0]
+        config = uvicorn.Config(stand_in_app(registry, self.served), host="127.0.0.1", port=0, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def _app(self) -> Starlette:
-        async def api(request: Request) -> JSONResponse:
-            self.requests += 1
-            return JSONResponse(self.registry.search(dict(request.query_params)))
+    def requests(self) -> int:
+        return self.served[0]
 
-        return Starlette(routes=[Route("/api/", api)])
-
-    def __enter__(self) -> StandIn:
+    def __enter__(self) -> ThreadStandIn:
         self.thread.start()
         while not self.server.started:
             time.sleep(0.01)
@@ -134,8 +154,53 @@ class StandIn:
         self.thread.join(timeout=5)
 
 
-def enrich_all(url: str, engine, leads: list[Lead], page: int, now: datetime) -> tuple[dict[str, Any], float, int]:
+class ProcessStandIn:
+    """The stand-in under uvicorn in a child process (this script with --serve), on its own CPU."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api/"
+        command = [sys.executable, __file__, "--serve", str(self.port), "--orgs", str(args.orgs),
+                   "--distractors", str(args.distractors)]
+        self.process = subprocess.Popen(command)
+
+    def requests(self) -> int:
+        return httpx.get(self.url.replace("/api/", "/_served")).json()["served"]
+
+    def __enter__(self) -> ProcessStandIn:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.requests()
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.process.kill()
+        raise RuntimeError("the NPPES stand-in did not start within 60 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(port: int, args: argparse.Namespace) -> int:
+    registry = NppesRegistry(registry_records(organizations(args.orgs), args.distractors))
+    uvicorn.run(stand_in_app(registry, [0]), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return 0
+
+
+def enrich_all(url: str, engine, leads: list[Lead], page: int, now: datetime, concurrency: int | None = None) -> tuple[dict[str, Any], float, int]:
     waterfall = build_waterfall(engine=engine, nppes_url=url)
+    if concurrency:
+        for provider in waterfall.providers:
+            if provider.name == "nppes":
+                provider.concurrency = concurrency
     started = time.perf_counter()
     enriched = 0
     for start in range(0, len(leads), page):
@@ -149,25 +214,30 @@ def main() -> int:
     parser.add_argument("--orgs", type=int, default=2_000)
     parser.add_argument("--leads", type=int, default=10_000)
     parser.add_argument("--distractors", type=int, default=8_000)
-    parser.add_argument("--page", type=int, default=500)
+    parser.add_argument("--page", type=int, default=500, help="leads per enrich_batch call")
+    parser.add_argument("--concurrency", type=int, default=None, help="NPPES requests in flight (default: the config's)")
+    parser.add_argument("--server", choices=["process", "thread"], default="process")
     parser.add_argument("--database-url", default=None, help="state store (default: a temporary SQLite file)")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve, args)
 
-    rng = random.Random(5)
-    orgs = organizations(args.orgs, rng)
-    registry = NppesRegistry(registry_records(orgs, args.distractors, rng))
-    leads = leads_for(orgs, args.leads, rng)
-    with tempfile.TemporaryDirectory() as tmp, StandIn(registry) as stand_in:
+    orgs = organizations(args.orgs)
+    registry = NppesRegistry(registry_records(orgs, args.distractors))
+    leads = leads_for(orgs, args.leads)
+    stand_in = ProcessStandIn(args) if args.server == "process" else ThreadStandIn(registry)
+    with tempfile.TemporaryDirectory() as tmp, stand_in:
         engine = store.make_engine(args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}")
         now = datetime.now(timezone.utc)
         results = []
         for label, when in (("first run", now), ("rerun", now + timedelta(hours=1))):
-            before = stand_in.requests
-            stats, seconds, enriched = enrich_all(stand_in.url, engine, leads, args.page, when)
-            results.append((label, stand_in.requests - before, stats, seconds, enriched))
+            before = stand_in.requests()
+            stats, seconds, enriched = enrich_all(stand_in.url, engine, leads, args.page, when, args.concurrency)
+            results.append((label, stand_in.requests() - before, stats, seconds, enriched))
         engine.dispose()
 
-    print(f"registry: {len(registry.records):,} records; leads: {len(leads):,} from {len(orgs):,} organizations; page {args.page}")
+    print(f"registry: {len(registry.records):,} records ({args.server}); leads: {len(leads):,} from {len(orgs):,} organizations; page {args.page}")
     for label, served, stats, seconds, enriched in results:
         print(f"{label:9}: requests served {served:,}  lookups {stats['lookups']:,}  cache hits {stats['cache_hits']:,}  "
               f"no match {stats['no_match']:,}  errors {stats['errors']:,}  enriched {enriched:,}  "

@@ -17,6 +17,7 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -141,8 +142,14 @@ class Waterfall:
         return self.field_policy.get(field_name, self.default_policy)
 
     def enrich_batch(self, leads: Sequence[Lead], now: datetime) -> list[EnrichmentOutcome]:
-        """Sync entry point for flows (runs its own event loop; call it with no loop running)."""
-        return asyncio.run(self.enrich_batch_async(leads, now))
+        """Sync entry point for flows: runs its own event loop (in a helper thread if this thread
+        already runs one)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.enrich_batch_async(leads, now))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self.enrich_batch_async(leads, now)).result()
 
     async def enrich_batch_async(self, leads: Sequence[Lead], now: datetime) -> list[EnrichmentOutcome]:
         now = as_utc(now)
@@ -173,13 +180,11 @@ class Waterfall:
 
     def _finish(self, work: _Working) -> EnrichmentOutcome:
         outcome = work.outcome
-        if outcome.provenance:
+        updates = {name: work.values[name] for name in outcome.provenance}
+        if updates:
             self._leads["leads_enriched"] += 1
-            self._leads["fields_filled"] += len(outcome.provenance)
-            updates = {name: work.values[name] for name in outcome.provenance}
-            outcome.lead = work.original.model_copy(update=updates, deep=True)
-        else:
-            outcome.lead = work.original.model_copy(deep=True)
+            self._leads["fields_filled"] += len(updates)
+        outcome.lead = _copy_lead(work.original, updates)
         return outcome
 
     def _wants(self, provider: EnrichmentProvider, work: _Working) -> bool:
@@ -210,10 +215,13 @@ class Waterfall:
                 wanted.setdefault(keys[0].cache_key, keys[0])
             results = await self._resolve(provider, wanted, now)
             retry: dict[int, list[LookupKey]] = {}
+            findings: dict[str, Findings] = {}
             for index, keys in pending.items():
                 lookup = results[keys[0].cache_key]
                 if lookup.status == "found":
-                    self._apply(provider, work[index], lookup, now)
+                    if keys[0].cache_key not in findings:
+                        findings[keys[0].cache_key] = provider.findings(lookup.payload or {})
+                    self._apply(provider, work[index], lookup, findings[keys[0].cache_key], now)
                     continue
                 work[index].outcome.notes.append(_miss_note(provider, keys[0], lookup))
                 if len(keys) > 1:
@@ -239,8 +247,7 @@ class Waterfall:
             self.cache.put_many(provider.name, _cacheable(fetched, to_fetch), now)
         return results
 
-    def _apply(self, provider: EnrichmentProvider, work: _Working, lookup: Lookup, now: datetime) -> None:
-        findings = provider.findings(lookup.payload or {})
+    def _apply(self, provider: EnrichmentProvider, work: _Working, lookup: Lookup, findings: Findings, now: datetime) -> None:
         outcome = work.outcome
         source_key = f"{provider.name}:{findings.source_key}"
         for name, raw in findings.fields.items():
@@ -255,6 +262,12 @@ class Waterfall:
             outcome.facts.setdefault(name, value)
         if lookup.note:
             outcome.notes.append(lookup.note)
+
+
+def _copy_lead(lead: Lead, updates: dict[str, Any]) -> Lead:
+    """A copy with ``updates``; its lists are its own (nested models are immutable in practice)."""
+    lists = {name: list(getattr(lead, name)) for name in ("events", "reasons", "warnings")}
+    return lead.model_copy(update={**lists, **updates})
 
 
 def _canonical_value(name: str, value: Any) -> Any:

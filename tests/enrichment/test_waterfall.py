@@ -215,6 +215,16 @@ def test_default_config_builds_without_a_reference_file(monkeypatch, sqlite_url)
     engine.dispose()
 
 
+def test_enrich_batch_works_when_called_inside_a_running_loop(nppes_api):
+    import asyncio
+
+    async def caller():
+        return Waterfall([quiet_provider()]).enrich_batch([make_lead(company_name="CSP Anesthesia", state="GA")], NOW)
+
+    [outcome] = asyncio.run(caller())
+    assert outcome.lead.npi == "1568946812"
+
+
 def test_stats_for_the_run_summary(nppes_api):
     waterfall = Waterfall([quiet_provider()])
     waterfall.enrich_batch([make_lead("1", company_name="CSP Anesthesia", state="GA"), make_lead("2")], NOW)
