@@ -107,13 +107,16 @@ def error_message(exc: BaseException) -> str:
     return " ".join(parts)[:500] if parts else f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def _wait_hint(headers: Any) -> float | None:
+def _wait_hint(headers: Any, rate_limited: bool = False) -> float | None:
+    """``Retry-After`` when sent; for a 429 without it, HubSpot's rolling-window length."""
     retry_after = _header(headers, "Retry-After")
     if retry_after:
         try:
             return max(0.0, float(retry_after))
         except ValueError:
             pass
+    if not rate_limited:
+        return None
     interval = _header(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
     if interval:
         try:
@@ -147,7 +150,7 @@ def classify(exc: BaseException) -> Decision:
         if status == 429:
             if "DAILY" in codes:
                 return Decision(Action.QUOTA, f"daily API limit reached: {message}")
-            return Decision(Action.RETRY, f"rate limited: {message}", _wait_hint(headers))
+            return Decision(Action.RETRY, f"rate limited: {message}", _wait_hint(headers, rate_limited=True))
         if status == 403 and "REQUEST_LIMIT_EXCEEDED" in codes:
             return Decision(Action.QUOTA, f"API request limit exceeded: {message}")
         if status == 401 and ("INVALID_SESSION_ID" in codes or exc.__class__.__name__ == "SalesforceExpiredSession"):

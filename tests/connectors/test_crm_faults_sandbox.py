@@ -1,0 +1,106 @@
+"""Injected 429s, 500s, timeouts, dropped connections, expired sessions and per-record errors lose
+nothing; daily quotas and the run budget stop a run cleanly."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import fast_retry
+from crm_harness import run_sync, sandbox_state, seed_hubspot, seed_salesforce
+
+from connectors import state
+from connectors.factory import connector_for_sandbox
+from connectors.ratelimit import BudgetExhausted
+from connectors.retry import QuotaExhausted
+from connectors.setup import hubspot_setup
+
+
+def test_hubspot_faults_lose_nothing(sandbox, engine):
+    sleeps: list[float] = []
+    conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry(sleep=sleeps.append), timeout=0.5)
+    hubspot_setup(conn)
+    ids = seed_hubspot(sandbox, 60)
+    bad = ids[7]
+    sandbox.set_faults(
+        "hubspot.contacts.list:status=429,count=2;"
+        "hubspot.contacts.batch_update:status=500,count=2;"
+        "hubspot.companies.batch_read:timeout=1.5,count=1;"
+        "hubspot.associations.batch_read:drop,count=1;"
+        f"hubspot.contacts.batch_update:record_error=VALIDATION_ERROR,ids={bad},message=leadflow_stage is invalid"
+    )
+    first = run_sync(conn, engine)
+    assert first.read == 60
+    assert set(first.failed) == {bad}
+    assert first.failed[bad].startswith(f"hubspot:{bad}: contacts {bad}: ") and "leadflow_stage" in first.failed[bad]
+    assert 10.0 in sleeps  # the 429 waited as X-HubSpot-RateLimit-Interval-Milliseconds said
+    assert state.pending_ids(engine, "hubspot") == [bad]
+    usage = conn.api_usage()
+    assert usage["retries"].get("contacts.list") == 2 and usage["retries"].get("contacts.batch_update") == 2
+    assert usage["retries"].get("companies.batch_read") == 1  # the timeout
+
+    sandbox.set_faults("hubspot.contacts.search:status=429,count=1;hubspot.associations.batch_read:drop,count=1;"
+                       "hubspot.contacts.batch_read:status=502,count=1")
+    second = run_sync(conn, engine)  # the pending lead is re-read by id and written
+    assert bad in second.ids and not second.failed
+    assert state.pending_ids(engine, "hubspot") == []
+    assert conn.api_usage()["retries"].get("contacts.search") == 1
+    contacts = sandbox_state(sandbox).hubspot.tables["contacts"].records
+    assert all(contacts[i].get("leadflow_lead_score") for i in ids)
+
+
+def test_hubspot_quarantine_names_record_and_field(sandbox, engine):
+    conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry())
+    hubspot_setup(conn)
+    ids = seed_hubspot(sandbox, 5)
+    sandbox_state(sandbox).hubspot.tables["contacts"].records[ids[2]]["leadflow_lead_score"] = "140"
+    out = run_sync(conn, engine)
+    assert out.read == 4 and out.quarantined == 1
+    details = state.pending_details(engine, "hubspot")
+    assert details[ids[2]]["kind"] == "quarantined"
+    assert details[ids[2]]["reason"] == f"hubspot:{ids[2]}: leadflow_lead_score: '140' out of range 0-100"
+
+
+def test_salesforce_faults_lose_nothing(sandbox, engine):
+    conn = connector_for_sandbox(sandbox, "salesforce", engine, retry=fast_retry(), timeout=0.5)
+    ids = seed_salesforce(sandbox, 50)
+    bad = ids[3]
+    sandbox.set_faults(
+        "salesforce.query:status=503,count=1;"
+        "salesforce.query_more:status=500,count=1;"
+        "salesforce.composite.update:record_error=UNABLE_TO_LOCK_ROW,rate=0.3,count=20;"
+        f"salesforce.composite.update:record_error=FIELD_CUSTOM_VALIDATION_EXCEPTION,ids={bad},message=Score too high;"
+        "salesforce.session:expire_after=4"
+    )
+    first = run_sync(conn, engine)
+    assert first.read == 50
+    assert set(first.failed) == {bad} and first.failed[bad].startswith(f"salesforce:{bad}: ")
+    assert "FIELD_CUSTOM_VALIDATION_EXCEPTION" in first.failed[bad]
+    assert conn.reauthentications >= 1
+    sandbox.set_faults(None)
+    second = run_sync(conn, engine)
+    assert bad in second.ids and not second.failed
+    leads = sandbox_state(sandbox).salesforce.tables["Lead"].records
+    assert all(leads[i].get("Lead_Score__c") is not None for i in ids)
+
+
+def test_daily_quota_stops_cleanly(sandbox, engine):
+    hs = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry())
+    hubspot_setup(hs)
+    seed_hubspot(sandbox, 5)
+    sandbox.set_rate_limits("hubspot_daily=1")
+    sandbox.reset_limits()
+    with pytest.raises(QuotaExhausted, match="daily"):
+        list(hs.iter_pages(None, None))
+    sf = connector_for_sandbox(sandbox, "salesforce", engine, retry=fast_retry())
+    seed_salesforce(sandbox, 3)
+    sandbox.set_rate_limits("salesforce_daily=0")
+    with pytest.raises(QuotaExhausted, match="REQUEST_LIMIT_EXCEEDED"):
+        list(sf.iter_pages(None, None))
+
+
+def test_run_budget_stops_before_the_call(sandbox, engine):
+    sf = connector_for_sandbox(sandbox, "salesforce", engine, retry=fast_retry(), max_calls=1, page_size=10)
+    seed_salesforce(sandbox, 30)
+    sandbox.reset_stats()
+    with pytest.raises(BudgetExhausted):
+        run_sync(sf, engine)
+    assert sf.api_usage()["budget"] == {"limit": 1, "used": 1}
