@@ -1,0 +1,87 @@
+"""factory.py (environment, secrets) and ``leadflow crm setup|check``."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.factory import MissingCredential, connector_from_env
+
+ENV = ["HUBSPOT_ACCESS_TOKEN", "HUBSPOT_HOST", "SALESFORCE_INSTANCE_URL", "SALESFORCE_USERNAME", "SALESFORCE_PASSWORD",
+       "SALESFORCE_SECURITY_TOKEN", "SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_SESSION_ID",
+       "PREFECT_API_URL"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_missing_variables_are_named(engine, monkeypatch):
+    with pytest.raises(MissingCredential, match="HUBSPOT_ACCESS_TOKEN"):
+        connector_from_env("hubspot", engine)
+    with pytest.raises(MissingCredential, match="SALESFORCE_INSTANCE_URL"):
+        connector_from_env("salesforce", engine)
+    monkeypatch.setenv("SALESFORCE_INSTANCE_URL", "https://acme.my.salesforce.com")
+    with pytest.raises(MissingCredential, match="SALESFORCE_SESSION_ID"):
+        connector_from_env("salesforce", engine)
+    monkeypatch.setenv("SALESFORCE_USERNAME", "ops@acme.test")
+    with pytest.raises(MissingCredential, match="SALESFORCE_PASSWORD"):
+        connector_from_env("salesforce", engine)
+    with pytest.raises(ValueError, match="unknown CRM"):
+        connector_from_env("pipedrive", engine)
+
+
+def test_secrets_never_in_reprs(engine, monkeypatch):
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-na1-SUPERSECRET")
+    monkeypatch.setenv("SALESFORCE_INSTANCE_URL", "https://acme.my.salesforce.com")
+    monkeypatch.setenv("SALESFORCE_USERNAME", "ops@acme.test")
+    monkeypatch.setenv("SALESFORCE_PASSWORD", "hunter2-SUPERSECRET")
+    monkeypatch.setenv("SALESFORCE_SECURITY_TOKEN", "tok-SUPERSECRET")
+    hs = connector_from_env("hubspot", engine, max_calls=10)
+    sf = connector_from_env("salesforce", engine)
+    for obj in (hs, hs.config, hs.transport, sf, sf.config):
+        assert "SUPERSECRET" not in repr(obj) and "SUPERSECRET" not in str(obj)
+    assert hs.meter.budget.max_calls == 10
+    with pytest.raises(TypeError, match="unknown connector option"):
+        connector_from_env("hubspot", engine, bogus=1)
+
+
+def test_cli_setup_and_check_against_the_sandbox(sandbox, monkeypatch, tmp_path):
+    from leadflow.cli import app
+
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", sandbox.hubspot_token)
+    monkeypatch.setenv("HUBSPOT_HOST", sandbox.url)
+    monkeypatch.setenv("SALESFORCE_INSTANCE_URL", sandbox.url)
+    monkeypatch.setenv("SALESFORCE_SESSION_ID", sandbox.credentials.session_id)
+    runner = CliRunner()
+    first = runner.invoke(app, ["crm", "setup", "--crm", "hubspot"])
+    assert first.exit_code == 0, first.output
+    assert "created: contacts.leadflow_lead_score (number/number)" in first.output
+    again = runner.invoke(app, ["crm", "setup", "--crm", "hubspot"])
+    assert again.exit_code == 0 and "0 created" in again.output
+    sf = runner.invoke(app, ["crm", "setup", "--crm", "salesforce"])
+    assert sf.exit_code == 0 and "all mapped fields exist" in sf.output, sf.output
+    check = runner.invoke(app, ["crm", "check", "--crm", "hubspot"])
+    assert check.exit_code == 0 and '"auth": "ok"' in check.output and sandbox.hubspot_token not in check.output
+    check = runner.invoke(app, ["crm", "check", "--crm", "salesforce"])
+    assert check.exit_code == 0 and '"remaining"' in check.output, check.output
+
+
+def test_salesforce_setup_lists_missing_fields(sandbox, engine):
+    from connectors.factory import connector_for_sandbox
+    from connectors.setup import salesforce_setup
+    from mappings import load_mapping
+
+    mapping = load_mapping("salesforce")
+    fields = dict(mapping.fields)
+    fields["ehr_vendor"] = fields["ehr_vendor"].model_copy(update={"field": "EHR_System__c"})
+    custom = mapping.model_copy(update={"fields": fields})
+    sf = connector_for_sandbox(sandbox, "salesforce", engine, mapping=custom)
+    report = salesforce_setup(sf)
+    assert report.missing == [
+        "Lead.EHR_System__c: Text(255) - for ehr_vendor (read); Setup > Object Manager > Lead > Fields & "
+        "Relationships > New, API name EHR_System__c"
+    ]
