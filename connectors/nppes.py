@@ -16,6 +16,7 @@ cover 5xx, 429, timeouts and connection errors only.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from connectors.enrichment import Findings, Lookup, LookupKey
+from connectors.enrichment import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
 from connectors.taxonomy import Taxonomy, classify, load_nucc_descriptions
 from leadflow import settings
 from leadflow.canonical import Lead
@@ -458,13 +459,16 @@ class NppesProvider:
 
     @classmethod
     def from_config(cls, spec: Mapping[str, Any], base_dir: str = ".", url: str | None = None) -> NppesProvider:
-        taxonomy_csv = spec.get("taxonomy_csv")
+        taxonomy_csv = os.path.expandvars(str(spec.get("taxonomy_csv") or "")) or None
         if taxonomy_csv and not Path(taxonomy_csv).is_absolute():
             taxonomy_csv = str(Path(base_dir) / taxonomy_csv)
         options = {k: spec[k] for k in ("concurrency", "timeout_seconds", "attempts", "backoff_seconds",
                                         "match_threshold", "ambiguity_margin", "breaker_failures") if k in spec}
         provider = cls(url=url or spec.get("url") or settings.nppes_url(), taxonomy_csv=taxonomy_csv, **options)
         if spec.get("fields"):
+            unknown = set(spec["fields"]) - ENRICHABLE_FIELDS
+            if unknown:
+                raise ValueError(f"enrichment config: nppes fields names unknown fields {sorted(unknown)}")
             provider.fillable = frozenset(spec["fields"])
         if spec.get("name"):
             provider.name = spec["name"]
@@ -482,6 +486,7 @@ class NppesProvider:
         return keys
 
     async def fetch_many(self, keys: Sequence[LookupKey]) -> dict[str, Lookup]:
+        self.client_stats.consecutive_failures = 0
         timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, DEFAULT_CONNECT_TIMEOUT_SECONDS))
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=self.transport) as http:

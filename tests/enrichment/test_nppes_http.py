@@ -169,6 +169,10 @@ def test_a_registry_that_keeps_failing_trips_the_breaker():
         results = run(provider, *keys)
     assert route.call_count == 2
     assert sum("registry unavailable" in (r.note or "") for r in results.values()) == 3
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("npi2_number_lookup_v2019.json")))
+        later = run(provider, npi_key("1568946812"))  # the next batch tries again
+    assert route.call_count == 1 and later["npi:1568946812"].status == "found"
 
 
 def full_page(start: int, count: int) -> dict:
