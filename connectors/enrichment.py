@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -137,6 +138,8 @@ class Waterfall:
         self.field_policy = {name: FieldPolicy(policy) for name, policy in (field_policy or {}).items()}
         self._counts: dict[str, Counter[str]] = {p.name: Counter() for p in self.providers}
         self._leads: Counter[str] = Counter()
+        self._lock = threading.Lock()  # flows call enrich_batch from several threads at once
+        self._in_flight: dict[tuple[str, str], Future] = {}
 
     def policy(self, field_name: str) -> FieldPolicy:
         return self.field_policy.get(field_name, self.default_policy)
@@ -159,21 +162,21 @@ class Waterfall:
         return [self._finish(w) for w in work]
 
     def stats(self) -> dict[str, Any]:
-        by_provider = {}
-        for provider in self.providers:
-            counts = dict(self._counts[provider.name])
-            counts.update(provider.stats())
-            by_provider[provider.name] = counts
-        totals = Counter()
+        """Totals since this waterfall was built (lookups, requests, cache hits and misses, lookups
+        shared with a concurrent batch, found, no_match, errors, leads ...) and per provider."""
+        with self._lock:
+            by_provider = {p.name: {**self._counts[p.name], **p.stats()} for p in self.providers}
+            leads = dict(self._leads)
+        totals: Counter[str] = Counter()
         for counts in by_provider.values():
             totals.update({k: v for k, v in counts.items() if k in _TOTALLED})
-        return {**{k: totals.get(k, 0) for k in _TOTALLED}, **dict(self._leads), "by_provider": by_provider}
+        return {**{k: totals.get(k, 0) for k in _TOTALLED}, **leads, "by_provider": by_provider}
 
     def _start(self, lead: Lead) -> _Working:
         outcome = EnrichmentOutcome(lead=lead)
-        self._leads["leads"] += 1
+        self._count_leads(leads=1)
         if lead.lead_kind is LeadKind.patient:
-            self._leads["patient_leads_skipped"] += 1
+            self._count_leads(patient_leads_skipped=1)
             outcome.notes.append("patient lead: not enriched")
         values = {name: getattr(lead, name) for name in ENRICHABLE_FIELDS}
         return _Working(lead, values, outcome)
@@ -182,10 +185,13 @@ class Waterfall:
         outcome = work.outcome
         updates = {name: work.values[name] for name in outcome.provenance}
         if updates:
-            self._leads["leads_enriched"] += 1
-            self._leads["fields_filled"] += len(updates)
+            self._count_leads(leads_enriched=1, fields_filled=len(updates))
         outcome.lead = _copy_lead(work.original, updates)
         return outcome
+
+    def _count_leads(self, **counts: int) -> None:
+        with self._lock:
+            self._leads.update(counts)
 
     def _wants(self, provider: EnrichmentProvider, work: _Working) -> bool:
         return any(self._may_set(name, work, provider, confidence=1.0) for name in provider.fillable)
@@ -229,23 +235,70 @@ class Waterfall:
             pending = retry
 
     async def _resolve(self, provider: EnrichmentProvider, wanted: dict[str, LookupKey], now: datetime) -> dict[str, Lookup]:
-        counts = self._counts[provider.name]
-        results: dict[str, Lookup] = {}
-        if self.cache is not None and provider.cacheable:
-            for key, entry in self.cache.get_many(provider.name, wanted, now).items():
-                results[key] = _from_cache(entry.payload, entry.fetched_at)
-            counts["cache_hits"] += len(results)
-            counts["cache_misses"] += len(wanted) - len(results)
-        to_fetch = [key for name, key in wanted.items() if name not in results]
-        fetched = await provider.fetch_many(to_fetch) if to_fetch else {}
-        counts["lookups"] += len(to_fetch)
-        for key in to_fetch:
-            lookup = fetched.get(key.cache_key) or Lookup("error", note="provider returned nothing")
-            results[key.cache_key] = Lookup(lookup.status, lookup.payload, lookup.confidence, lookup.note, now)
-            counts[{"found": "found", "miss": "no_match", "error": "errors"}[lookup.status]] += 1
-        if self.cache is not None and provider.cacheable:
-            self.cache.put_many(provider.name, _cacheable(fetched, to_fetch), now)
+        """Each wanted key from the cache, from a lookup another batch has in flight, or fetched;
+        fetched results are cached before other batches waiting on them are released."""
+        claimed, waiting = self._claim(provider, wanted)
+        try:
+            results = self._from_cache(provider, claimed, now)
+            to_fetch = [key for name, key in claimed.items() if name not in results]
+            results.update(await self._fetch(provider, to_fetch, now))
+        except BaseException as error:
+            self._release(provider, claimed, {}, error)
+            raise
+        self._release(provider, claimed, results, None)
+        self._count(provider, shared_lookups=len(waiting))
+        for name, future in waiting.items():
+            results[name] = await asyncio.wrap_future(future)
         return results
+
+    def _claim(self, provider: EnrichmentProvider, wanted: dict[str, LookupKey]) -> tuple[dict[str, LookupKey], dict[str, Future]]:
+        claimed: dict[str, LookupKey] = {}
+        waiting: dict[str, Future] = {}
+        with self._lock:
+            for name, key in wanted.items():
+                running = self._in_flight.get((provider.name, name))
+                if running is not None:
+                    waiting[name] = running
+                else:
+                    self._in_flight[(provider.name, name)] = Future()
+                    claimed[name] = key
+        return claimed, waiting
+
+    def _release(self, provider: EnrichmentProvider, claimed: dict[str, LookupKey], results: dict[str, Lookup],
+                 error: BaseException | None) -> None:
+        with self._lock:
+            futures = {name: self._in_flight.pop((provider.name, name)) for name in claimed}
+        for name, future in futures.items():
+            if error is None:
+                future.set_result(results[name])
+            else:
+                future.set_result(Lookup("error", note=f"{provider.label}: lookup abandoned ({type(error).__name__})"))
+
+    def _from_cache(self, provider: EnrichmentProvider, claimed: dict[str, LookupKey], now: datetime) -> dict[str, Lookup]:
+        if self.cache is None or not provider.cacheable or not claimed:
+            return {}
+        hits = {key: _from_cache(entry.payload, entry.fetched_at) for key, entry in self.cache.get_many(provider.name, claimed, now).items()}
+        self._count(provider, cache_hits=len(hits), cache_misses=len(claimed) - len(hits))
+        return hits
+
+    async def _fetch(self, provider: EnrichmentProvider, keys: list[LookupKey], now: datetime) -> dict[str, Lookup]:
+        if not keys:
+            return {}
+        fetched = await provider.fetch_many(keys)
+        results: dict[str, Lookup] = {}
+        outcomes: Counter[str] = Counter()
+        for key in keys:
+            lookup = fetched.get(key.cache_key) or Lookup("error", note=f"{provider.label}: no answer for {key.label}")
+            results[key.cache_key] = Lookup(lookup.status, lookup.payload, lookup.confidence, lookup.note, now, aliases=lookup.aliases)
+            outcomes[_OUTCOME_COUNTER[lookup.status]] += 1
+        self._count(provider, lookups=len(keys), **outcomes)
+        if self.cache is not None and provider.cacheable:
+            self.cache.put_many(provider.name, _cacheable(results, keys), now)
+        return results
+
+    def _count(self, provider: EnrichmentProvider, **counts: int) -> None:
+        with self._lock:
+            self._counts[provider.name].update(counts)
 
     def _apply(self, provider: EnrichmentProvider, work: _Working, lookup: Lookup, findings: Findings, now: datetime) -> None:
         outcome = work.outcome
@@ -276,7 +329,8 @@ def _canonical_value(name: str, value: Any) -> Any:
 
 
 _ENUM_FIELDS = {"org_type": OrgType, "care_setting": CareSetting}
-_TOTALLED = ("lookups", "requests", "cache_hits", "cache_misses", "found", "no_match", "errors")
+_OUTCOME_COUNTER = {"found": "found", "miss": "no_match", "error": "errors"}
+_TOTALLED = ("lookups", "requests", "cache_hits", "cache_misses", "shared_lookups", "found", "no_match", "errors")
 
 
 def _from_cache(payload: dict[str, Any] | None, fetched_at: datetime) -> Lookup:
@@ -285,18 +339,17 @@ def _from_cache(payload: dict[str, Any] | None, fetched_at: datetime) -> Lookup:
     return Lookup("found", payload.get("data"), float(payload.get("confidence", 0.0)), None, fetched_at, True)
 
 
-def _cacheable(fetched: dict[str, Lookup], keys: Sequence[LookupKey]) -> dict[str, dict[str, Any] | None]:
+def _cacheable(results: dict[str, Lookup], keys: Sequence[LookupKey]) -> dict[str, dict[str, Any] | None]:
+    """Found payloads and misses to cache (errors are not), plus each found record's aliases."""
     entries: dict[str, dict[str, Any] | None] = {}
     for key in keys:
-        lookup = fetched.get(key.cache_key)
-        if lookup is None or lookup.status == "error":
-            continue
+        lookup = results[key.cache_key]
         if lookup.status == "miss":
             entries[key.cache_key] = None
-            continue
-        entries[key.cache_key] = {"data": lookup.payload, "confidence": lookup.confidence}
-        for alias in lookup.aliases:
-            entries.setdefault(alias, {"data": lookup.payload, "confidence": 1.0})
+        elif lookup.status == "found":
+            entries[key.cache_key] = {"data": lookup.payload, "confidence": lookup.confidence}
+            for alias in lookup.aliases:
+                entries.setdefault(alias, {"data": lookup.payload, "confidence": 1.0})
     return entries
 
 

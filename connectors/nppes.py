@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +46,8 @@ MAX_BACKOFF_SECONDS = 10.0
 DEFAULT_MATCH_THRESHOLD = 0.85
 DEFAULT_AMBIGUITY_MARGIN = 0.03
 DEFAULT_BREAKER_FAILURES = 5
+SLOT_POLL_SECONDS = 0.002
+MAX_SLOT_POLL_SECONDS = 0.05
 PLACEHOLDERS = frozenset({"", "--", "NA", "N/A", "NONE", "NULL"})
 
 US_STATES = {
@@ -354,11 +357,42 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 @dataclass
 class ClientStats:
+    """Shared by every batch (and thread) of one provider."""
+
     requests: int = 0
     retries: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
     consecutive_failures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def started(self) -> None:
+        with self.lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def finished(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+
+class RequestSlots:
+    """At most ``size`` requests in flight across every event loop and thread of this process
+    (flows enrich several pages at once, each ``enrich_batch`` in its own loop)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots = threading.BoundedSemaphore(size)
+
+    async def acquire(self) -> None:
+        delay = SLOT_POLL_SECONDS
+        while not self._slots.acquire(blocking=False):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_SLOT_POLL_SECONDS)
+
+    def release(self) -> None:
+        self._slots.release()
 
 
 @dataclass
@@ -367,13 +401,13 @@ class NppesClient:
 
     http: httpx.AsyncClient
     url: str
-    concurrency: int = DEFAULT_CONCURRENCY
+    slots: RequestSlots
     attempts: int = DEFAULT_ATTEMPTS
     backoff_seconds: float = DEFAULT_BACKOFF_SECONDS
     stats: ClientStats = field(default_factory=ClientStats)
 
     def __post_init__(self) -> None:
-        self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._semaphore = asyncio.Semaphore(self.slots.size)  # this loop's share, so few tasks poll
 
     async def get(self, params: Mapping[str, str]) -> Any:
         query = {"version": API_VERSION, **params}
@@ -405,13 +439,13 @@ class NppesClient:
 
     async def _send(self, query: Mapping[str, str]) -> httpx.Response:
         async with self._semaphore:
-            self.stats.in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            await self.slots.acquire()
+            self.stats.started()
             try:
-                self.stats.requests += 1
                 response = await self.http.get(self.url, params=query)
             finally:
-                self.stats.in_flight -= 1
+                self.stats.finished()
+                self.slots.release()
         if response.status_code == 429 or response.status_code >= 500:
             raise NppesTransientError(response.status_code, _retry_after(response))
         if response.status_code >= 400:
@@ -456,6 +490,7 @@ class NppesProvider:
     key_requirement: str = "an NPI, or company name and state"
     client_stats: ClientStats = field(default_factory=ClientStats)
     transport: httpx.AsyncBaseTransport | None = None
+    _slots: RequestSlots | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, spec: Mapping[str, Any], base_dir: str = ".", url: str | None = None) -> NppesProvider:
@@ -490,9 +525,15 @@ class NppesProvider:
         timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, DEFAULT_CONNECT_TIMEOUT_SECONDS))
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=self.transport) as http:
-            client = NppesClient(http, self.url, self.concurrency, self.attempts, self.backoff_seconds, self.client_stats)
+            client = NppesClient(http, self.url, self._request_slots(), self.attempts, self.backoff_seconds, self.client_stats)
             results = await asyncio.gather(*(self._fetch_one(client, key) for key in keys))
         return {key.cache_key: result for key, result in zip(keys, results)}
+
+    def _request_slots(self) -> RequestSlots:
+        with self.client_stats.lock:
+            if self._slots is None or self._slots.size != self.concurrency:
+                self._slots = RequestSlots(self.concurrency)
+            return self._slots
 
     def findings(self, payload: dict[str, Any]) -> Findings:
         org = NppesOrg.from_payload(payload)

@@ -232,3 +232,60 @@ def test_stats_for_the_run_summary(nppes_api):
     assert {k: stats[k] for k in ("leads", "leads_enriched", "lookups", "found", "errors", "requests")} == {
         "leads": 2, "leads_enriched": 1, "lookups": 1, "found": 1, "errors": 0, "requests": 1}
     assert stats["by_provider"]["nppes"]["max_in_flight"] == 1
+
+
+def run_in_threads(count: int, work) -> list:
+    import threading
+
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def target(index: int) -> None:
+        barrier.wait()
+        results[index] = work(index)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_concurrency_bound_holds_across_batches_running_in_threads():
+    import asyncio
+
+    in_flight = peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(200, json={"result_count": 0, "results": []})
+
+    provider = quiet_provider(concurrency=3)
+    waterfall = Waterfall([provider])
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(side_effect=slow)
+        run_in_threads(3, lambda t: waterfall.enrich_batch([make_lead(f"{t}-{i}", npi=f"1{t}{i:08d}") for i in range(8)], NOW))
+    assert route.call_count == 24
+    assert peak <= 3 and provider.stats()["max_in_flight"] <= 3
+
+
+def test_concurrent_batches_share_one_lookup_of_an_organization(cache):
+    import asyncio
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return httpx.Response(200, json=REGISTRY.search(dict(request.url.params)))
+
+    waterfall = Waterfall([quiet_provider()], cache)
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(side_effect=slow)
+        outcomes = run_in_threads(4, lambda t: waterfall.enrich_batch([make_lead(str(t), company_name="CSP Anesthesia", state="GA")], NOW))
+    assert route.call_count == 1
+    assert all(batch[0].lead.npi == "1568946812" for batch in outcomes)
+    stats = waterfall.stats()
+    assert stats["lookups"] == 1 and stats["shared_lookups"] + stats["cache_hits"] == 3
