@@ -16,7 +16,7 @@ from typing import Any
 from starlette.responses import Response
 
 from sandbox.http import BadJson, Ctx, json_response
-from sandbox.store import Table, iso_z, now_ms, parse_datetime_ms
+from sandbox.store import IdColumn, Table, iso_z, now_ms, parse_datetime_ms
 
 OBJECT_TYPES = ("contacts", "companies", "tasks")
 TYPE_IDS = {"0-1": "contacts", "0-2": "companies", "0-27": "tasks", "contact": "contacts",
@@ -691,7 +691,7 @@ class HubSpotApi:
         return name, descending
 
     def _search_ids(self, obj: str, groups: list[list[dict[str, Any]]], sort_prop: str | None,
-                    descending: bool) -> list[str]:
+                    descending: bool) -> list[str] | IdColumn:
         wanted_order = "mod" if sort_prop in VIRTUAL_MODIFIED else "id" if sort_prop in (None, "hs_object_id") else None
         if len(groups) <= 1:
             filters = groups[0] if groups else []
@@ -699,17 +699,19 @@ class HubSpotApi:
             residual = [f for f in filters if id(f) not in applied]
             ids = [i for i in ordered if self._matches(obj, i, residual)] if residual else ordered
             if order == wanted_order:
+                if isinstance(ids, IdColumn):
+                    return ids.reversed() if descending else ids
                 return ids[::-1] if descending else ids
-            return self._sorted(obj, ids, sort_prop, descending)
+            return self._sorted(obj, list(ids), sort_prop, descending)
         found: set[str] = set()
         for filters in groups:
             ordered, applied, _ = self._group_candidates(obj, filters, prefer_mod=False)
             residual = [f for f in filters if id(f) not in applied]
-            found.update(i for i in ordered if self._matches(obj, i, residual))
+            found.update(i for i in ordered if self._matches(obj, i, residual))  # type: ignore[union-attr]
         return self._sorted(obj, list(found), sort_prop, descending)
 
     def _group_candidates(self, obj: str, filters: list[dict[str, Any]],
-                          prefer_mod: bool) -> tuple[list[str], set[int], str]:
+                          prefer_mod: bool) -> tuple[list[str] | IdColumn, set[int], str]:
         """Candidate ids for one AND-group from an index, the ``id()`` of the filters the index
         already applied, and the candidates' order: "mod" (modified, id) or "id"."""
         table = self.portal.tables[obj]
@@ -743,8 +745,8 @@ class HubSpotApi:
                 elif op in ("LT", "LTE") and value is not None and (high is None or value <= high):
                     high, high_inc = value, op == "LTE"
             entries = table.by_modified(low, low_inc, high, high_inc)
-            return [entry[2] for entry in entries], {id(f) for f in ranges}, "mod"
-        return [entry[1] for entry in table.ids_in_order()], set(), "id"
+            return IdColumn(entries, 2), {id(f) for f in ranges}, "mod"
+        return IdColumn(table.ids_in_order(), 1), set(), "id"
 
     def _matches(self, obj: str, record_id: str, filters: list[dict[str, Any]]) -> bool:
         return all(self._match_one(obj, record_id, f) for f in filters)

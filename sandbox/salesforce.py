@@ -24,7 +24,7 @@ from starlette.responses import Response
 from mappings import CrmMapping
 from sandbox import soql
 from sandbox.http import BadJson, Ctx, json_response
-from sandbox.store import Table, iso_sf, now_ms, parse_datetime_ms
+from sandbox.store import IdColumn, Table, iso_sf, now_ms, parse_datetime_ms
 
 ORG_ID = "00D5g000004SBXaEAO"
 USER_ID = "0055g00000BxYZaAAN"
@@ -274,19 +274,49 @@ class SalesforceOrg:
         return value
 
     def render(self, obj: str, record_id: str, fields: list[str], version: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"attributes": {"type": obj, "url": f"/services/data/{version}/sobjects/{obj}/{record_id}"}}
-        for name in fields:
-            out[name] = self.render_value(obj, name, self.value(obj, record_id, name))
-        return out
+        return self.renderer(obj, fields, version)(record_id)
 
-    def matchable(self, obj: str, record_id: str) -> dict[str, Any]:
-        """The record with its virtual fields, for WHERE evaluation."""
+    def renderer(self, obj: str, fields: list[str], version: str) -> Callable[[str], dict[str, Any]]:
+        """A fast ``record id -> JSON record`` function for one field list."""
         table = self.tables[obj]
-        record = dict(table.records[record_id])
-        record["Id"] = record_id
-        record["CreatedDate"] = table.created[record_id]
-        record["LastModifiedDate"] = record["SystemModstamp"] = table.modified[record_id]
-        return record
+        records, created, modified = table.records, table.created, table.modified
+        plan = []
+        for name in fields:
+            spec = self.schema[obj][name]
+            if name == "Id":
+                plan.append((name, 0))
+            elif name == "CreatedDate":
+                plan.append((name, 1))
+            elif name in ("LastModifiedDate", "SystemModstamp"):
+                plan.append((name, 2))
+            elif spec.type == "datetime":
+                plan.append((name, 3))
+            elif spec.type == "boolean":
+                plan.append((name, 4))
+            else:
+                plan.append((name, 5))
+        prefix = f"/services/data/{version}/sobjects/{obj}/"
+
+        def render(record_id: str) -> dict[str, Any]:
+            record = records[record_id]
+            out: dict[str, Any] = {"attributes": {"type": obj, "url": prefix + record_id}}
+            for name, kind in plan:
+                if kind == 5:
+                    out[name] = record.get(name)
+                elif kind == 0:
+                    out[name] = record_id
+                elif kind == 2:
+                    out[name] = iso_sf(modified[record_id])
+                elif kind == 3:
+                    value = record.get(name)
+                    out[name] = iso_sf(value) if type(value) is int else value
+                elif kind == 4:
+                    out[name] = bool(record.get(name, False))
+                else:
+                    out[name] = iso_sf(created[record_id])
+            return out
+
+        return render
 
 
 _VERSION = re.compile(r"^v(\d+)\.0$")
@@ -445,19 +475,22 @@ class SalesforceApi:
                                           _lower if fold else _plain)
             candidates = sorted(found)
         elif (low, high) != (None, None):
-            candidates = [entry[2] for entry in table.by_modified(low, low_inc, high, high_inc)]
+            candidates = IdColumn(table.by_modified(low, low_inc, high, high_inc), 2)
             order = "mod"
         else:
-            candidates = [entry[1] for entry in table.ids_in_order()]
-        if where is not None:
+            candidates = IdColumn(list(table.ids_in_order()), 1)
+        if where is not None and not (order == "mod" and _only_range(where)):
             text_fields = self.org.text_fields[obj]
-            candidates = [i for i in candidates if soql.matches(where, self.org.matchable(obj, i), text_fields)]
+            view = _RecordView(self.org, obj)
+            candidates = [i for i in candidates if soql.matches(where, view.at(i), text_fields)]
         candidates = self._order(obj, candidates, parsed.order_by, order)
         start = parsed.offset or 0
+        if parsed.limit is None and not start:
+            return candidates
         stop = start + parsed.limit if parsed.limit is not None else None
         return candidates[start:stop]
 
-    def _order(self, obj: str, ids: list[str], order_by: list[soql.OrderItem], natural: str) -> list[str]:
+    def _order(self, obj: str, ids: Any, order_by: list[soql.OrderItem], natural: str) -> Any:
         if not order_by:
             return ids
         names = [(item.field, item.descending) for item in order_by]
@@ -466,6 +499,7 @@ class SalesforceApi:
             return ids
         if natural == "id" and names == [("Id", False)]:
             return ids
+        ids = list(ids)
         for item in reversed(order_by):
             nulls_last = item.nulls_last if item.nulls_last is not None else item.descending
             fold = item.field in self.org.text_fields[obj]
@@ -482,7 +516,8 @@ class SalesforceApi:
     def _page(self, ctx: Ctx, version: str, obj: str, fields: list[str], ids: list[str], offset: int,
               batch: int, locator: str | None = None) -> Response:
         chunk = ids[offset:offset + batch]
-        records = [self.org.render(obj, i, fields, version) for i in chunk]
+        render = self.org.renderer(obj, fields, version)
+        records = [render(i) for i in chunk]
         body: dict[str, Any] = {"totalSize": len(ids), "done": offset + batch >= len(ids)}
         if not body["done"]:
             if locator is None:
@@ -795,6 +830,35 @@ def _equality_lookup(where: Any) -> tuple[str, list[Any]] | None:
             if all(isinstance(v, (str, bool)) for v in values):
                 return part.field, values
     return None
+
+
+def _only_range(where: Any) -> bool:
+    """True when the condition is nothing but ANDed SystemModstamp/LastModifiedDate bounds."""
+    return all(isinstance(part, soql.Comparison) and part.field in ("SystemModstamp", "LastModifiedDate")
+               and part.op in (">", ">=", "<", "<=") for part in soql._anded(where)) and \
+        len({part.field for part in soql._anded(where)}) == 1
+
+
+class _RecordView:
+    """A record with its virtual fields, for WHERE evaluation, without copying it."""
+
+    def __init__(self, org: SalesforceOrg, obj: str):
+        self.table = org.tables[obj]
+        self.record_id = ""
+        self.record: dict[str, Any] = {}
+
+    def at(self, record_id: str) -> "_RecordView":
+        self.record_id, self.record = record_id, self.table.records[record_id]
+        return self
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name == "Id":
+            return self.record_id
+        if name in ("SystemModstamp", "LastModifiedDate"):
+            return self.table.modified[self.record_id]
+        if name == "CreatedDate":
+            return self.table.created[self.record_id]
+        return self.record.get(name, default)
 
 
 def _lower(value: Any) -> Any:

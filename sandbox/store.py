@@ -31,14 +31,16 @@ def now_ms() -> int:
 
 def iso_z(ms: int) -> str:
     """HubSpot's datetime rendering: ``2024-01-05T12:34:56.789Z``."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    t = time.gmtime(ms // 1000)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
+                                                   ms % 1000)
 
 
 def iso_sf(ms: int) -> str:
     """Salesforce's datetime rendering: ``2024-01-05T12:34:56.000+0000``."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}+0000"
+    t = time.gmtime(ms // 1000)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03d+0000" % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min,
+                                                       t.tm_sec, ms % 1000)
 
 
 def parse_datetime_ms(value: str) -> int | None:
@@ -178,6 +180,27 @@ class Table:
         for record_id, record in self.records.items():
             index.setdefault(normalize(record.get(field)), set()).add(record_id)
         self._eq[field] = index
+
+
+class IdColumn:
+    """A read-only view of one column of index entries: ``len`` and slicing without copying ids."""
+
+    def __init__(self, entries: list[tuple[Any, ...]], column: int):
+        self.entries, self.column = entries, column
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, item: slice) -> list[str]:
+        column = self.column
+        return [entry[column] for entry in self.entries[item]]
+
+    def __iter__(self) -> Iterator[str]:
+        column = self.column
+        return (entry[column] for entry in self.entries)
+
+    def reversed(self) -> "IdColumn":
+        return IdColumn(self.entries[::-1], self.column)
 
 
 class _Top:
