@@ -118,9 +118,27 @@ def _short(value: Optional[str], width: int = 40) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
+def demo(
+    reset: bool = typer.Option(False, "--reset", help="Forget the saved demo sandbox and state; start over."),
+    leads: int = typer.Option(400, help="Leads per CRM on a fresh demo."),
+) -> None:
+    """Run the pipeline end to end on the built-in sandbox (no server, no credentials needed)."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100")
+    os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "200")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.demo import run_demo
+
+    run_demo(reset=reset, leads=leads)
+
+
 def register(app: typer.Typer) -> None:
     """Add the pipeline commands to the top-level app."""
     app.command()(sync)
     app.command()(backfill)
     app.command()(rescore)
     app.command()(audit)
+    app.command()(demo)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from connectors import state
-from connectors.base import CrmConnector, FieldChange, LeadUpdate, Page, TaskSpec, WriteResult
+from connectors.base import CrmConnector, FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from connectors.writeback import plan_update
 from flows.audit import AuditEntry, AuditLog, redact_value
 from leadflow.canonical import Lead, LeadKind
@@ -98,7 +98,7 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     result.failed, result.failures = len(write.failed), dict(write.failed)
     result.quarantined = len(quarantined)
     result.tasks_created, result.tasks_closed = len(write.tasks_created), len(write.tasks_closed)
-    _record_state(ctx, updates, write, quarantined)
+    _record_state(ctx, page, updates, write, quarantined)
     _audit(ctx, updates, tasks, write, quarantined, by_id)
     result.examples = _examples(by_id, limit=3)
     return result
@@ -150,18 +150,17 @@ def _write(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec],
     return result
 
 
-def _record_state(ctx: RunContext, updates: list[LeadUpdate], write: WriteResult,
+def _record_state(ctx: RunContext, page: Page, updates: list[LeadUpdate], write: WriteResult,
                   quarantined: dict[str, str]) -> None:
+    """Written values, pending leads (failed writes, quarantined leads, failed tasks); the watermark
+    is the flow's to move, in page order."""
     if ctx.dry_run:
         return
-    landed = [u for u in updates if u.crm_id not in write.failed]
-    state.record_written(ctx.engine, ctx.crm, landed)
-    failures = dict(write.failed)
-    failures.update({key.split(":", 1)[0]: reason for key, reason in write.task_failures.items()})
-    state.mark_pending(ctx.engine, ctx.crm, failures, kind="write_failed")
-    state.mark_pending(ctx.engine, ctx.crm, quarantined, kind="quarantined")
-    done = {u.crm_id for u in landed} - set(failures)
-    state.clear_pending(ctx.engine, ctx.crm, sorted(done))
+    page.quarantined = [Quarantined(crm_id, reason) for crm_id, reason in quarantined.items()]
+    state.commit_page(ctx.engine, ctx.crm, ctx.connector.mapping.objects["lead"], page, updates, write,
+                      advance=False)
+    task_failures = {key.split(":", 1)[0]: reason for key, reason in write.task_failures.items()}
+    state.mark_pending(ctx.engine, ctx.crm, task_failures, kind="write_failed")
 
 
 def _audit(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec], write: WriteResult,

@@ -77,5 +77,6 @@ class RunSummary:
             "api_remaining": self.api_remaining, "enrichment": self.enrichment, "stages": dict(self.stages),
             "by_source": {k: dict(v) for k, v in self.by_source.items()},
             "by_segment": {k: dict(v) for k, v in self.by_segment.items()},
+            "examples": self.examples,
             "preview_path": self.preview_path,
         }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -75,7 +75,7 @@ def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> Ru
     preview = settings.DEFAULT_STATE_DIR / "previews" / f"{crm}-{run_id}.csv" if dry_run else None
     return RunContext(
         crm=crm,
-        connector=connector_from_env(crm, engine=engine),
+        connector=connector_from_env(crm, engine=engine, mark_reads=not dry_run),
         engine=engine,
         model=model,
         waterfall=build_waterfall(engine=engine),
@@ -108,10 +108,11 @@ def run_pipeline(
     summary = RunSummary(crm=crm, flow=flow_name, run_id=run_id, dry_run=dry_run,
                          preview_path=str(ctx.preview_path) if ctx.preview_path else None)
     with run_lock(engine, crm, holder=run_id, parent=parent_run_id):
+        watermark_object = ctx.connector.mapping.objects["lead"]
         if incremental:
-            mark = state.get_watermark(engine, crm, ctx.connector.mapping.objects["lead"])
-            since = mark - timedelta(seconds=settings.LOOKBACK_SECONDS) if mark else None
+            since = state.read_since(engine, crm, watermark_object)
         until = until or ctx.now
+        moves_watermark = incremental and not dry_run and limit is None
         logger.info("%s %s: window [%s, %s)%s", flow_name, crm, since or "beginning", until,
                     " (dry run)" if dry_run else "")
         progress = _Progress(since, until) if not incremental else None
@@ -122,8 +123,10 @@ def run_pipeline(
         except StopRun as stop:
             summary.stopped_early = str(stop)
             logger.warning("%s: stopped early: %s", crm, stop)
-        if incremental and not dry_run and summary.stopped_early is None and limit is None:
-            state.set_watermark(engine, crm, ctx.connector.mapping.objects["lead"], until)
+        if moves_watermark and summary.stopped_early is None:
+            # Only a completed run moves it: that also marks every read of this run as processed
+            # (connectors.state.skippable). A stopped or crashed run re-reads from the old mark.
+            state.set_watermark(engine, crm, watermark_object, until)
         if progress:
             progress.finish()
     _finish_summary(ctx, summary)
@@ -144,6 +147,7 @@ def _retry_pending(ctx: RunContext, summary: RunSummary, logger) -> None:
 
 
 def _run_pages(ctx: RunContext, pages, summary: RunSummary, limit: int | None, progress, logger) -> None:
+    """Process pages with at most MAX_PAGES_IN_FLIGHT in flight, settled in read order."""
     from connectors.retry import BudgetExhausted, QuotaExhausted
 
     in_flight: deque = deque()
@@ -157,8 +161,11 @@ def _run_pages(ctx: RunContext, pages, summary: RunSummary, limit: int | None, p
         while in_flight:
             _settle(in_flight.popleft(), summary, progress, logger)
     except (QuotaExhausted, BudgetExhausted) as exc:
-        while in_flight:
-            _settle(in_flight.popleft(), summary, progress, logger)
+        for entry in in_flight:
+            try:
+                _settle(entry, summary, progress, logger)
+            except (QuotaExhausted, BudgetExhausted):
+                pass
         raise StopRun(str(exc)) from exc
 
 

@@ -1,0 +1,145 @@
+"""``leadflow demo``: the pipeline end to end on the built-in sandbox, through Prefect (no server).
+
+The first run seeds a sandbox portal and org, creates the HubSpot properties leadflow writes, syncs
+both CRMs and prints what happened. The sandbox's records and leadflow's state are kept under
+``$LEADFLOW_HOME/demo`` (default ``.leadflow/demo``), so a second run starts where the first ended
+and shows an incremental run with nothing to do. ``--reset`` starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from leadflow import settings
+
+console = Console()
+DEMO_LEADS = 400
+DEMO_SEED = 7
+
+
+def demo_dir() -> Path:
+    return settings.DEFAULT_STATE_DIR / "demo"
+
+
+def sandbox_environment(handle: Any) -> dict[str, str]:
+    """The environment variables that point leadflow's connectors at a running sandbox."""
+    creds = handle.salesforce
+    return {
+        "HUBSPOT_ACCESS_TOKEN": handle.hubspot_token,
+        "HUBSPOT_HOST": handle.url,
+        "SALESFORCE_INSTANCE_URL": handle.url,
+        "SALESFORCE_SESSION_ID": creds.session_id,
+        "SALESFORCE_USERNAME": creds.username,
+        "SALESFORCE_PASSWORD": creds.password,
+        "LEADFLOW_NPPES_URL": handle.nppes_url,
+    }
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def snapshot(handle: Any) -> dict[str, Any]:
+    """The sandbox's records in its seed-file format, so a later run can resume from them."""
+    dump = handle.dump_state()
+    hubspot = dump["hubspot"]
+    contacts = [{"id": row["id"], "properties": row["properties"],
+                 "companies": list((row.get("associations") or {}).get("companies", {}))}
+                for row in hubspot.get("contacts", [])]
+    companies = [{"id": row["id"], "properties": row["properties"]} for row in hubspot.get("companies", [])]
+    tasks = [{"id": row["id"], "properties": row["properties"],
+              "contacts": list((row.get("associations") or {}).get("contacts", {}))}
+             for row in hubspot.get("tasks", [])]
+    return {"hubspot": {"contacts": contacts, "companies": companies, "tasks": tasks},
+            "salesforce": dump["salesforce"], "nppes": dump["nppes"]}
+
+
+def run_demo(reset: bool = False, leads: int = DEMO_LEADS) -> list[dict[str, Any]]:
+    from connectors.factory import connector_from_env
+    from connectors.setup import hubspot_setup
+    from flows.sync import sync_leads
+    from sandbox import start_sandbox
+
+    folder = demo_dir()
+    if reset and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = folder / "sandbox.json"
+    first_run = not saved.exists()
+    seed: Any = str(saved) if not first_run else leads
+    console.rule("[bold]leadflow demo")
+    console.print(("Seeding the sandbox with %d HubSpot contacts and %d Salesforce leads" % (leads, leads))
+                  if first_run else f"Resuming the sandbox saved by the last run ({saved})")
+    env = {"LEADFLOW_DATABASE_URL": f"sqlite:///{folder / 'leadflow.db'}"}
+    summaries = []
+    with start_sandbox(seed, random_seed=DEMO_SEED, anchor_ms=_anchor_ms(first_run)) as handle:
+        env.update(sandbox_environment(handle))
+        with environment(env):
+            report = hubspot_setup(connector_from_env("hubspot"))
+            if report.created:
+                console.print(f"HubSpot: created {len(report.created)} leadflow properties (leadflow crm setup)")
+            for crm in ("hubspot", "salesforce"):
+                started = time.monotonic()
+                with console.status(f"Syncing {crm} through Prefect…"):
+                    summary = sync_leads(crm)
+                summary["seconds"] = round(time.monotonic() - started, 1)
+                summaries.append(summary)
+                _print_run(summary, first_run)
+        saved.write_text(json.dumps(snapshot(handle)))
+    console.rule()
+    console.print(f"State and audit log: {folder / 'leadflow.db'} — try [bold]leadflow audit --lead <id>[/] "
+                  f"with LEADFLOW_DATABASE_URL=sqlite:///{folder / 'leadflow.db'}")
+    console.print("Run [bold]make demo[/] again: the next run is incremental and has nothing to do.")
+    return summaries
+
+
+def _anchor_ms(first_run: bool) -> int | None:
+    return int(time.time() * 1000) if first_run else None
+
+
+def _print_run(summary: dict[str, Any], first_run: bool) -> None:
+    from flows.cli import print_summary
+
+    print_summary(summary)
+    if summary["read"] == 0 or (not first_run and summary["changed"] == 0 and summary["tasks_created"] == 0):
+        console.print(f"[green]{summary['crm']}: nothing to do[/] — no lead changed since the last run "
+                      f"({summary['api_calls']} API call(s), {summary['seconds']} s).")
+        return
+    _print_stages(summary)
+    for example in summary.get("examples", [])[:3]:
+        console.print(f"  [bold]{example['company'] or example['crm_id']}[/] → {example['stage']} "
+                      f"(score {example['lead_score']}): " + "; ".join(example["reasons"])
+                      + f" — next: {example['next_step']}")
+
+
+def _print_stages(summary: dict[str, Any]) -> None:
+    stages = sorted(summary["stages"])
+    table = Table(title=f"{summary['crm']}: stages by source ({summary['tasks_created']} tasks created, "
+                        f"{summary['seconds']} s)")
+    table.add_column("source")
+    for stage in stages:
+        table.add_column(stage, justify="right")
+    for source in sorted(summary["by_source"]):
+        counts = summary["by_source"][source]
+        table.add_row(source, *(str(counts.get(stage, 0)) for stage in stages))
+    console.print(table)
