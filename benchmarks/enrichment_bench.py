@@ -1,14 +1,15 @@
 """Enrichment benchmark: 10,000 leads from 2,000 organizations against an NPPES stand-in over HTTP.
 
 The stand-in (``sandbox.nppes.NppesRegistry`` in a small Starlette app under uvicorn on loopback,
-in a child process by default or in a background thread with ``--server thread``) holds the 2,000
+in a child process by default, in a background thread with ``--server thread``, or the full
+sandbox with ``--server sandbox``) holds the 2,000
 organizations plus distractors (the same names registered in other states); it counts the
 requests it serves. The leads (several per organization, names spelled differently, shuffled,
 some carrying the NPI) go through ``build_waterfall`` in pages like a flow would. The first run
 must make no more requests than the organizations need (one each); a rerun must make none.
 
     .venv/bin/python benchmarks/enrichment_bench.py [--orgs 2000] [--leads 10000] [--page 500]
-        [--server process|thread] [--database-url postgresql+psycopg://...]
+        [--server process|thread|sandbox] [--concurrency 8] [--database-url postgresql+psycopg://...]
 
 Exits non-zero when the first run makes more requests than organizations, the rerun makes any,
 or a lead is left unenriched.
@@ -183,6 +184,35 @@ class ProcessStandIn:
         self.process.wait(timeout=10)
 
 
+class SandboxStandIn:
+    """The full sandbox (``leadflow sandbox serve`` in a child process) seeded with these records;
+    requests are counted by its own stats endpoint."""
+
+    def __init__(self, records: list[dict[str, Any]], folder: str) -> None:
+        self.seed = Path(folder) / "nppes_seed.json"
+        self.seed.write_text(json.dumps({"nppes": records}))
+
+    def requests(self) -> int:
+        return sum(self.handle.stats()["endpoints"].get("nppes.search", {}).values())
+
+    def __enter__(self) -> SandboxStandIn:
+        from sandbox import start_sandbox_process
+
+        self._running = start_sandbox_process(seed=str(self.seed))
+        self.handle = self._running.__enter__()
+        self.url = self.handle.nppes_url
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._running.__exit__(None, None, None)
+
+
+def _stand_in(args: argparse.Namespace, registry: NppesRegistry, folder: str) -> ProcessStandIn | ThreadStandIn | SandboxStandIn:
+    if args.server == "sandbox":
+        return SandboxStandIn(registry.records, folder)
+    return ProcessStandIn(args) if args.server == "process" else ThreadStandIn(registry)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -216,7 +246,8 @@ def main() -> int:
     parser.add_argument("--distractors", type=int, default=8_000)
     parser.add_argument("--page", type=int, default=500, help="leads per enrich_batch call")
     parser.add_argument("--concurrency", type=int, default=None, help="NPPES requests in flight (default: the config's)")
-    parser.add_argument("--server", choices=["process", "thread"], default="process")
+    parser.add_argument("--server", choices=["process", "thread", "sandbox"], default="process",
+                        help="the stand-in alone in a child process or a thread, or the full sandbox")
     parser.add_argument("--database-url", default=None, help="state store (default: a temporary SQLite file)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -226,8 +257,7 @@ def main() -> int:
     orgs = organizations(args.orgs)
     registry = NppesRegistry(registry_records(orgs, args.distractors))
     leads = leads_for(orgs, args.leads)
-    stand_in = ProcessStandIn(args) if args.server == "process" else ThreadStandIn(registry)
-    with tempfile.TemporaryDirectory() as tmp, stand_in:
+    with tempfile.TemporaryDirectory() as tmp, _stand_in(args, registry, tmp) as stand_in:
         engine = store.make_engine(args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}")
         now = datetime.now(timezone.utc)
         results = []
