@@ -7,13 +7,16 @@ Unknown is never silently zero: it scores in between and says what to ask or enr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from re import Pattern
 
 from leadflow.canonical import Lead
 from scoring.model import QualificationModel, SegmentRules, normalize_country
 
 Reason = tuple[float, str]
+Reasons = Sequence[Reason]  # a tuple when cached and shared between leads: never mutate it
 
 _CONTENT_EVENTS = frozenset({"solution_page_view", "implementation_page_view", "content_download"})
 _SIZE_NOUNS = {"bed_count": "beds", "provider_count": "providers", "location_count": "locations"}
@@ -48,11 +51,8 @@ def _domains(lead: Lead) -> tuple[str, ...]:
 def disqualifiers(lead: Lead, model: QualificationModel) -> list[str]:
     """Why this lead is outside every profile (student, vendor, competitor), or an empty list."""
     found: list[str] = []
-    title = lead.job_title.lower() if lead.job_title else ""
-    if title and model.title_disqualifiers and model.title_disqualifiers.search(title):
-        found.append("title indicates a student or trainee, not a buyer")
-    if title and model.vendor_titles and model.vendor_titles.search(title):
-        found.append("title indicates a vendor, not a buyer")
+    if lead.job_title:
+        found += _title_disqualifiers(lead.job_title, model.title_disqualifiers, model.vendor_titles)
     for domain in _domains(lead):
         if domain in model.competitor_domains:
             found.append("competitor domain")
@@ -63,6 +63,17 @@ def disqualifiers(lead: Lead, model: QualificationModel) -> list[str]:
     return found
 
 
+@lru_cache(maxsize=4096)
+def _title_disqualifiers(title: str, students: Pattern[str] | None, vendors: Pattern[str] | None) -> tuple[str, ...]:
+    text = title.lower()
+    found = []
+    if students and students.search(text):
+        found.append("title indicates a student or trainee, not a buyer")
+    if vendors and vendors.search(text):
+        found.append("title indicates a vendor, not a buyer")
+    return tuple(found)
+
+
 # --- fit ------------------------------------------------------------------------------------
 
 Component = tuple[float, str | None, str | None]  # (fraction 0-1, reason, disqualifier)
@@ -71,19 +82,31 @@ Component = tuple[float, str | None, str | None]  # (fraction 0-1, reason, disqu
 def _org_type(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
     if seg.name == "unknown":
         return 0.3, "organization type unknown: enrich or ask", None
-    return 1.0, f"organization type fits: {seg.label}", None
+    return 1.0, _fits_text(seg.label), None
+
+
+@lru_cache(maxsize=64)
+def _fits_text(label: str) -> str:
+    return f"organization type fits: {label}"
 
 
 def _specialty(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
-    text = lead.specialty.lower() if lead.specialty else ""
-    excluded = (model.excluded_specialties, seg.specialty_excluded)
-    if text and any(pattern and pattern.search(text) for pattern in excluded):
+    return _specialty_of(lead.specialty, model.excluded_specialties, seg.specialty_excluded, seg.specialty_ideal)
+
+
+@lru_cache(maxsize=4096)
+def _specialty_of(
+    specialty: str | None, excluded_everywhere: Pattern[str] | None, excluded: Pattern[str] | None,
+    ideal: Pattern[str] | None,
+) -> Component:
+    text = specialty.lower() if specialty else ""
+    if text and any(pattern and pattern.search(text) for pattern in (excluded_everywhere, excluded)):
         return 0.0, "specialty outside the profile", "specialty outside the profile"
-    if seg.specialty_ideal is None:
+    if ideal is None:
         return 1.0, None, None
     if not text:
         return 0.5, "specialty unknown: enrich from NPI", None
-    if seg.specialty_ideal.search(text):
+    if ideal.search(text):
         return 1.0, "specialty in the ideal profile", None
     return 0.5, "specialty not in the ideal list", None
 
@@ -126,32 +149,40 @@ def _size(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component
 
 
 def _geography(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
-    country = _country(lead.country) if lead.country else None
-    state = lead.state.strip().upper() if lead.state else None
-    if country and seg.countries and country not in seg.countries:
+    return _geography_of(lead.country, lead.state, seg.countries, seg.states, seg.excluded_states)
+
+
+@lru_cache(maxsize=4096)
+def _geography_of(
+    country_text: str | None, state_text: str | None, countries: frozenset[str], states: frozenset[str],
+    excluded_states: frozenset[str],
+) -> Component:
+    country = normalize_country(country_text) if country_text else None
+    state = state_text.strip().upper() if state_text else None
+    if country and countries and country not in countries:
         return 0.0, "outside the countries served", "outside the geography served"
     if state and country in (None, "US"):
-        if state in seg.excluded_states or (seg.states and state not in seg.states):
+        if state in excluded_states or (states and state not in states):
             return 0.0, "outside the states served", "outside the geography served"
     if not country and not state:
         return 0.5, "geography unknown: enrich state/country", None
     return 1.0, "in the geography served", None
 
 
-@lru_cache(maxsize=1024)
-def _country(value: str) -> str:
-    return normalize_country(value)
-
-
 def _ehr(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
     if seg.ehr_ideal is None and seg.ehr_supported is None:
         return 1.0, None, None
-    vendor = lead.ehr_vendor.lower() if lead.ehr_vendor else ""
+    return _ehr_of(lead.ehr_vendor, seg.ehr_ideal, seg.ehr_supported)
+
+
+@lru_cache(maxsize=4096)
+def _ehr_of(ehr_vendor: str | None, ideal: Pattern[str] | None, supported: Pattern[str] | None) -> Component:
+    vendor = ehr_vendor.lower() if ehr_vendor else ""
     if not vendor:
         return 0.5, "EHR unknown: ask", None
-    if seg.ehr_ideal and seg.ehr_ideal.search(vendor):
+    if ideal and ideal.search(vendor):
         return 1.0, "EHR has a ready integration", None
-    if seg.ehr_supported and seg.ehr_supported.search(vendor):
+    if supported and supported.search(vendor):
         return 0.75, "EHR is supported", None
     return 0.35, "EHR not integrated yet", None
 
@@ -225,25 +256,34 @@ _ROLE_REASONS = {
 }
 
 
-def authority(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[int, list[Reason]]:
+def authority(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[int, Reasons]:
     """Role from the title plus buying-group coverage across the organization's contacts."""
     if lead.discovery.authority_confirmed:
-        return 100, [(40.0, "authority confirmed on discovery")]
+        return _AUTHORITY_CONFIRMED
     role = lead.decision_role._value_
-    role_points = model.role_scale[role] * 0.7
+    covered = tuple(f for f in model.buying_group if f in org.functions)
+    return _authority(role, model.role_scale[role], org.has_decision_maker, covered, model.buying_group)
+
+
+_AUTHORITY_CONFIRMED: tuple[int, Reasons] = (100, ((40.0, "authority confirmed on discovery"),))
+
+
+@lru_cache(maxsize=1024)
+def _authority(
+    role: str, role_score: float, org_has_decision_maker: bool, covered: tuple[str, ...], group: tuple[str, ...]
+) -> tuple[int, Reasons]:
+    role_points = role_score * 0.7
     reasons: list[Reason] = [(role_points - 35.0, _ROLE_REASONS[role])]
-    if role != "decision_maker" and org.has_decision_maker:
+    if role != "decision_maker" and org_has_decision_maker:
         role_points = max(role_points, 60.0)
         reasons.append((15.0, "a decision maker at the organization is engaged"))
-    group = model.buying_group
-    covered = [f for f in group if f in org.functions]
     coverage_points = 30.0 * len(covered) / len(group) if group else 30.0
     if covered:
         reasons.append((coverage_points, f"buying group covers {', '.join(covered)} ({len(covered)} of {len(group)})"))
-    missing = [f for f in group if f not in org.functions]
+    missing = [f for f in group if f not in covered]
     if missing:
         reasons.append((-2.0 * len(missing), f"no {', '.join(missing)} contact yet"))
-    return clamp(role_points + coverage_points), reasons
+    return clamp(role_points + coverage_points), tuple(reasons)
 
 
 # --- budget, timeline -----------------------------------------------------------------------
@@ -266,24 +306,32 @@ _TIMELINE_REASONS = {
 }
 
 
-def budget(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
+def budget(lead: Lead, model: QualificationModel) -> tuple[int, Reasons]:
     status = lead.budget_status._value_
-    score = model.budget_scale[status]
-    if lead.discovery.budget_path_known:
+    return _budget(status, model.budget_scale[status], lead.discovery.budget_path_known)
+
+
+@lru_cache(maxsize=256)
+def _budget(status: str, score: float, path_known: bool) -> tuple[int, Reasons]:
+    if path_known:
         reasons: list[Reason] = [(30.0, "budget path known from discovery")]
         if status != "unknown":
             reasons.append((score - 50.0, _BUDGET_REASONS[status]))
-        return clamp(max(score, 80.0)), reasons
-    return clamp(score), [(score - 50.0, _BUDGET_REASONS[status])]
+        return clamp(max(score, 80.0)), tuple(reasons)
+    return clamp(score), ((score - 50.0, _BUDGET_REASONS[status]),)
 
 
-def timeline(lead: Lead, model: QualificationModel) -> tuple[int, list[Reason]]:
+def timeline(lead: Lead, model: QualificationModel) -> tuple[int, Reasons]:
     value = lead.timeline._value_
-    score = model.timeline_scale[value]
+    return _timeline(value, model.timeline_scale[value], lead.discovery.timeline_confirmed)
+
+
+@lru_cache(maxsize=256)
+def _timeline(value: str, score: float, confirmed: bool) -> tuple[int, Reasons]:
     reasons: list[Reason] = [(score - 50.0, _TIMELINE_REASONS[value])]
-    if lead.discovery.timeline_confirmed and value != "unknown":
+    if confirmed and value != "unknown":
         reasons.append((10.0, "timeline confirmed on discovery"))
-    return clamp(score), reasons
+    return clamp(score), tuple(reasons)
 
 
 # --- compliance readiness -------------------------------------------------------------------
@@ -294,19 +342,24 @@ _READINESS_TEXTS = {
 }
 
 
-def compliance(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[int, list[Reason]]:
+def compliance(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[int, Reasons]:
     """Security review, BAA, privacy/legal contact, implementation staffing."""
+    security, baa = lead.security_review._value_, lead.baa_status._value_
     scale = model.readiness_scale
+    return _compliance(security, scale[security], baa, scale[baa], "compliance" in org.functions)
+
+
+@lru_cache(maxsize=256)
+def _compliance(security: str, security_score: float, baa: str, baa_score: float, legal_contact: bool) -> tuple[int, Reasons]:
     reasons: list[Reason] = []
     score = 0.0
-    for label, value in (("security review", lead.security_review._value_), ("BAA", lead.baa_status._value_)):
-        points = scale[value]
+    for label, value, points in (("security review", security, security_score), ("BAA", baa, baa_score)):
         score += 0.4 * points
         reasons.append(((points - 50.0) * 0.4, _READINESS_TEXTS[label, value]))
-    if "compliance" in org.functions:
+    if legal_contact:
         score += 20.0
         reasons.append((10.0, "privacy/legal contact engaged"))
     else:
         reasons.append((-3.0, "no privacy/legal contact yet"))
     reasons.append((-1.0, "implementation staffing unknown: ask on discovery"))
-    return clamp(score), reasons
+    return clamp(score), tuple(reasons)

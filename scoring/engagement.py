@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from operator import itemgetter
 from datetime import datetime
 
 from leadflow.canonical import Lead
@@ -25,41 +27,51 @@ _EVENT_WORDS = {
 _STRONG_PRIOR = 15.0
 
 
-def decayed_points(lead: Lead, now: datetime, model: QualificationModel) -> dict[str, float]:
-    """Per event type, the decayed points of its events, capped. Future events count as fresh."""
+def decayed_points(lead: Lead, now: datetime, model: QualificationModel) -> tuple[dict[str, float], float]:
+    """Per event type, the decayed points of its events, capped (future events count as fresh);
+    and the age in days of the newest event (infinite when there is none)."""
     rate = _LN2 / (model.half_life_days * 86400.0)
     rules = model.event_rules
     totals: dict[str, float] = {}
+    youngest = math.inf
+    exp = math.exp
     for event in lead.events:
         kind = event.type._value_  # the plain string: faster than hashing the enum member
         rule = rules.get(kind)
         if rule is None:
             continue
         age = (now - event.at).total_seconds()
-        points = rule[0] if age <= 0 else rule[0] * math.exp(-rate * age)
+        if age < youngest:
+            youngest = age
+        points = rule[0] if age <= 0 else rule[0] * exp(-rate * age)
         totals[kind] = totals.get(kind, 0.0) + points
-    return {kind: min(points, rules[kind][1]) for kind, points in totals.items()}
+    capped = {kind: (points if points < rules[kind][1] else rules[kind][1]) for kind, points in totals.items()}
+    return capped, youngest / 86400.0
 
 
-def _days_since_last(lead: Lead, now: datetime) -> float:
-    return (now - max(event.at for event in lead.events)).total_seconds() / 86400.0
+@lru_cache(maxsize=64)
+def _source_reason(source: str, prior: float) -> Reason | None:
+    words = source.replace("_", " ")
+    if prior >= _STRONG_PRIOR:
+        return prior, f"came in by {words} (a strong source)"
+    if prior <= 6:
+        return prior - 10.0, f"came in by {words} (a weak source)"
+    return None
 
 
 def engagement(lead: Lead, now: datetime, model: QualificationModel) -> tuple[int, list[Reason]]:
     """0-100: decayed, capped event points plus the lead source's prior."""
-    points = decayed_points(lead, now, model)
+    points, newest_days = decayed_points(lead, now, model)
     prior = model.source_prior.get(lead.source._value_, 0.0)
     reasons: list[Reason] = []
-    for kind, value in sorted(points.items(), key=lambda item: -item[1])[:3]:
+    for kind, value in sorted(points.items(), key=itemgetter(1), reverse=True)[:3]:
         if value >= 1.0:
             reasons.append((value, _EVENT_WORDS.get(kind, kind.replace("_", " "))))
-    source = lead.source._value_.replace("_", " ")
-    if prior >= _STRONG_PRIOR:
-        reasons.append((prior, f"came in by {source} (a strong source)"))
-    elif prior <= 6:
-        reasons.append((prior - 10.0, f"came in by {source} (a weak source)"))
+    source_reason = _source_reason(lead.source._value_, prior)
+    if source_reason:
+        reasons.append(source_reason)
     if not lead.events:
         reasons.append((-20.0, "no engagement recorded"))
-    elif _days_since_last(lead, now) > 2 * model.half_life_days:
+    elif newest_days > 2 * model.half_life_days:
         reasons.append((-10.0, "engagement has faded: no recent activity"))
     return clamp(sum(points.values()) + prior), reasons

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from leadflow.canonical import Lead, LeadKind, OrgType, Stage
 from leadflow.titles import buying_function_from_title
@@ -34,8 +34,7 @@ _NO_ORG = OrgContext()
 _STAGES = {stage.value: stage for stage in Stage}
 
 
-@dataclass(frozen=True, slots=True)
-class _Detail:
+class _Detail(NamedTuple):
     """What the long forms are rendered from, on first access (most runs only write the short ones)."""
 
     label: str
@@ -243,13 +242,14 @@ def _assemble(
     now: datetime,
     model: QualificationModel,
 ) -> Qualification:
-    lead_score = criteria.clamp(sum(share * scored[name][0] for name, share in weights if name in scored))
+    total = 0.0
     weighted: list[Reason] = []
-    add = weighted.append
     for name, share in weights:  # reasons of a criterion with no weight in this segment are not ranked
-        if name in scored:
-            for impact, text in scored[name][1]:
-                add((impact * share, text))
+        part = scored.get(name)
+        if part is not None:
+            total += share * part[0]
+            weighted += [(impact * share, text) for impact, text in part[1]]
+    lead_score = criteria.clamp(total)
     if segment == "unknown" and not any("organization type unknown" in r for r in stage_reasons):
         stage_reasons = [*stage_reasons, "organization type unknown: enrich or ask"]
     top = reasons_mod.ranked(stage_reasons, weighted)

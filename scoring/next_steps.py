@@ -28,7 +28,7 @@ def due_date(now: datetime, business_days: int | None = None, hours: int | None 
     return add_business_days(now.date(), business_days or 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class NextStep:
     """The task a stage calls for; ``body`` carries the reasons."""
 
@@ -38,6 +38,13 @@ class NextStep:
     priority: str  # high | normal | low
     business_days: int | None = None
     hours: int | None = None
+
+    @classmethod
+    def _build(cls, **values: object) -> "NextStep":
+        """Construct without the per-field ``object.__setattr__`` of a frozen dataclass (hot path)."""
+        step = object.__new__(cls)
+        step.__dict__.update(values)
+        return step
 
     def due(self, now: datetime) -> date:
         return due_date(now, self.business_days, self.hours)
@@ -60,7 +67,7 @@ class NextStep:
 
 def render_step(template: StepTemplate, stage: str, segment_label: str, lead_score: int, reasons: str) -> NextStep:
     values = {"reasons": reasons, "segment": segment_label, "stage": stage, "lead_score": lead_score}
-    return NextStep(
+    return NextStep._build(
         id=template.id,
         subject=template.subject.format_map(values) if "{" in template.subject else template.subject,
         body=template.body.format_map(values),

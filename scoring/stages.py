@@ -9,7 +9,7 @@ and never over a stage sales set by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from leadflow.canonical import Lead
 from scoring.model import QualificationModel, SegmentRules
@@ -24,8 +24,7 @@ _CONDITION_WORDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Signals:
+class Signals(NamedTuple):
     """What the gates look at, computed by the engine."""
 
     fit: int
