@@ -19,7 +19,8 @@ import asyncio
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from difflib import SequenceMatcher
@@ -46,6 +47,7 @@ MAX_BACKOFF_SECONDS = 10.0
 DEFAULT_MATCH_THRESHOLD = 0.85
 DEFAULT_AMBIGUITY_MARGIN = 0.03
 DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_COOLDOWN_SECONDS = 60.0
 SLOT_POLL_SECONDS = 0.002
 MAX_SLOT_POLL_SECONDS = 0.05
 PLACEHOLDERS = frozenset({"", "--", "NA", "N/A", "NONE", "NULL"})
@@ -363,7 +365,6 @@ class ClientStats:
     retries: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
-    consecutive_failures: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def started(self) -> None:
@@ -375,6 +376,33 @@ class ClientStats:
     def finished(self) -> None:
         with self.lock:
             self.in_flight -= 1
+
+
+@dataclass
+class Breaker:
+    """After ``failures`` failed lookups in a row, lookups are skipped for ``cooldown`` seconds
+    (across batches), then tried again."""
+
+    failures: int
+    cooldown: float
+    clock: Callable[[], float] = time.monotonic
+    _in_a_row: int = 0
+    _open_until: float = float("-inf")
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def is_open(self) -> bool:
+        return self.clock() < self._open_until
+
+    def failed(self) -> None:
+        with self._lock:
+            self._in_a_row += 1
+            if self._in_a_row >= self.failures:
+                self._open_until = self.clock() + self.cooldown
+                self._in_a_row = 0
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._in_a_row = 0
 
 
 class RequestSlots:
@@ -482,6 +510,7 @@ class NppesProvider:
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
     ambiguity_margin: float = DEFAULT_AMBIGUITY_MARGIN
     breaker_failures: int = DEFAULT_BREAKER_FAILURES
+    breaker_cooldown_seconds: float = DEFAULT_BREAKER_COOLDOWN_SECONDS
     taxonomy_csv: str | None = None
     fillable: frozenset[str] = frozenset({"org_type", "specialty", "care_setting", "location_count", "state", "npi", "company_name"})
     name: str = "nppes"
@@ -491,6 +520,7 @@ class NppesProvider:
     client_stats: ClientStats = field(default_factory=ClientStats)
     transport: httpx.AsyncBaseTransport | None = None
     _slots: RequestSlots | None = field(default=None, repr=False)
+    _breaker: Breaker | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, spec: Mapping[str, Any], base_dir: str = ".", url: str | None = None) -> NppesProvider:
@@ -498,7 +528,8 @@ class NppesProvider:
         if taxonomy_csv and not Path(taxonomy_csv).is_absolute():
             taxonomy_csv = str(Path(base_dir) / taxonomy_csv)
         options = {k: spec[k] for k in ("concurrency", "timeout_seconds", "attempts", "backoff_seconds",
-                                        "match_threshold", "ambiguity_margin", "breaker_failures") if k in spec}
+                                        "match_threshold", "ambiguity_margin", "breaker_failures",
+                                        "breaker_cooldown_seconds") if k in spec}
         provider = cls(url=url or spec.get("url") or settings.nppes_url(), taxonomy_csv=taxonomy_csv, **options)
         if spec.get("fields"):
             unknown = set(spec["fields"]) - ENRICHABLE_FIELDS
@@ -521,13 +552,19 @@ class NppesProvider:
         return keys
 
     async def fetch_many(self, keys: Sequence[LookupKey]) -> dict[str, Lookup]:
-        self.client_stats.consecutive_failures = 0
         timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, DEFAULT_CONNECT_TIMEOUT_SECONDS))
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=self.transport) as http:
             client = NppesClient(http, self.url, self._request_slots(), self.attempts, self.backoff_seconds, self.client_stats)
             results = await asyncio.gather(*(self._fetch_one(client, key) for key in keys))
         return {key.cache_key: result for key, result in zip(keys, results)}
+
+    @property
+    def breaker(self) -> Breaker:
+        with self.client_stats.lock:
+            if self._breaker is None:
+                self._breaker = Breaker(self.breaker_failures, self.breaker_cooldown_seconds)
+            return self._breaker
 
     def _request_slots(self) -> RequestSlots:
         with self.client_stats.lock:
@@ -553,15 +590,16 @@ class NppesProvider:
                 "max_in_flight": self.client_stats.max_in_flight}
 
     async def _fetch_one(self, client: NppesClient, key: LookupKey) -> Lookup:
-        if self.client_stats.consecutive_failures >= self.breaker_failures:
+        breaker = self.breaker
+        if breaker.is_open():
             return Lookup("error", note=f"NPPES: skipped {key.label}: registry unavailable ({self.breaker_failures} failed lookups in a row)")
         try:
             lookup = await (self._by_npi(client, key) if "number" in key.query else self._by_name(client, key))
         except (NppesError, NppesTransientError, httpx.HTTPError) as error:
             if _registry_down(error):
-                self.client_stats.consecutive_failures += 1
+                breaker.failed()
             return Lookup("error", note=f"NPPES: lookup failed for {key.label}: {_describe(error)}")
-        self.client_stats.consecutive_failures = 0
+        breaker.succeeded()
         return lookup
 
     async def _by_npi(self, client: NppesClient, key: LookupKey) -> Lookup:

@@ -161,18 +161,31 @@ def test_maintenance_page_is_an_error_not_a_crash():
     assert result.status == "error" and "non-JSON response (text/html" in result.note
 
 
-def test_a_registry_that_keeps_failing_trips_the_breaker():
-    provider = quiet_provider(attempts=1, breaker_failures=2, concurrency=1)
+def test_a_registry_that_keeps_failing_trips_the_breaker_for_a_cooldown():
+    provider = quiet_provider(attempts=1, breaker_failures=2, breaker_cooldown_seconds=60, concurrency=1)
+    clock = [0.0]
+    provider.breaker.clock = lambda: clock[0]
     keys = [npi_key(f"100000000{i}") for i in range(5)]
     with respx.mock:
         route = respx.get(NPPES_TEST_URL).mock(return_value=httpx.Response(500))
         results = run(provider, *keys)
-    assert route.call_count == 2
-    assert sum("registry unavailable" in (r.note or "") for r in results.values()) == 3
+        assert route.call_count == 2
+        assert sum("registry unavailable" in (r.note or "") for r in results.values()) == 3
+        run(provider, npi_key("1568946812"))  # the next batch, within the cooldown
+        assert route.call_count == 2
+    clock[0] = 61.0
     with respx.mock:
         route = respx.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("npi2_number_lookup_v2019.json")))
-        later = run(provider, npi_key("1568946812"))  # the next batch tries again
+        later = run(provider, npi_key("1568946812"))
     assert route.call_count == 1 and later["npi:1568946812"].status == "found"
+
+
+def test_rejected_queries_do_not_trip_the_breaker():
+    provider = quiet_provider(breaker_failures=2, concurrency=1)
+    with respx.mock:
+        route = respx.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("error_04_no_valid_criteria.json")))
+        run(provider, *[npi_key(f"100000000{i}") for i in range(4)])
+    assert route.call_count == 4 and not provider.breaker.is_open()
 
 
 def full_page(start: int, count: int) -> dict:
