@@ -1,0 +1,156 @@
+"""The Prefect flows end to end: the shared Prefect test server, the sandbox over HTTP, and the real
+HubSpot and Salesforce clients reading back what the flows wrote."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from hubspot.crm.contacts import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
+
+from connectors import state
+from connectors.factory import connector_from_env
+from connectors.setup import hubspot_setup
+from flows.audit import read_audit
+from flows.demo import environment, sandbox_environment
+from flows.sync import backfill, sync_leads
+from leadflow.store import make_engine
+from sandbox import start_sandbox
+
+pytestmark = pytest.mark.prefect
+
+LEADS = 60
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with start_sandbox(LEADS, random_seed=11) as handle:
+        yield handle
+
+
+def _run_env(handle, database_url: str, home: Path) -> dict[str, str]:
+    return {**sandbox_environment(handle), "LEADFLOW_DATABASE_URL": database_url, "LEADFLOW_HOME": str(home)}
+
+
+@pytest.fixture(scope="module")
+def hubspot_env(sandbox, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hubspot-run")
+    env = _run_env(sandbox, f"sqlite:///{folder / 'state.db'}", folder)
+    with environment(env):
+        hubspot_setup(connector_from_env("hubspot"))
+        yield env
+
+
+def _contacts(handle, ids: list[str], props: list[str]) -> dict[str, dict]:
+    client = handle.hubspot_client()
+    body = BatchReadInputSimplePublicObjectId(inputs=[SimplePublicObjectId(id=i) for i in ids], properties=props)
+    return {r.id: r.properties for r in client.crm.contacts.batch_api.read(body).results}
+
+
+def _hubspot_tasks(handle) -> list[dict]:
+    """Tasks leadflow created (the seed also has tasks sales created by hand)."""
+    tasks = handle.dump_state(api="hubspot", object="tasks")["hubspot"]["tasks"]
+    return [t for t in tasks if t["properties"].get("leadflow_task_key")]
+
+
+def test_dry_run_writes_nothing_and_keeps_the_watermark(prefect_server, sandbox, hubspot_env):
+    before = sandbox.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"]
+    summary = sync_leads("hubspot", dry_run=True)
+    assert summary["dry_run"] and summary["read"] == LEADS and summary["changed"] > 0
+    after = sandbox.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"]
+    assert after == before
+    assert _hubspot_tasks(sandbox) == []
+    engine = make_engine(hubspot_env["LEADFLOW_DATABASE_URL"])
+    assert state.get_watermark(engine, "hubspot", "contacts") is None
+    rows = list(csv.DictReader(open(summary["preview_path"])))
+    assert {r["field"] for r in rows} >= {"leadflow_lead_score", "leadflow_stage"}
+    audit = read_audit(engine, run_id=summary["run_id"])
+    assert audit and all(row["dry_run"] == 1 for row in audit)
+
+
+def test_sync_writes_fields_and_tasks_and_a_rerun_changes_nothing(prefect_server, sandbox, hubspot_env):
+    first = sync_leads("hubspot")
+    assert first["read"] == LEADS and first["changed"] > 0 and first["failed"] == 0
+    assert first["tasks_created"] > 0
+
+    engine = make_engine(hubspot_env["LEADFLOW_DATABASE_URL"])
+    audit = read_audit(engine, run_id=first["run_id"], limit=100_000)
+    stage_moves = {row["crm_id"]: row["new_value"] for row in audit if row["action"] == "stage_move"}
+    assert stage_moves
+    written = _contacts(sandbox, list(stage_moves), ["leadflow_stage", "leadflow_lead_score", "leadflow_reasons"])
+    for crm_id, stage in stage_moves.items():
+        assert written[crm_id]["leadflow_stage"] == stage
+        assert 0 <= int(float(written[crm_id]["leadflow_lead_score"])) <= 100
+        assert 0 < len(written[crm_id]["leadflow_reasons"]) <= 255
+
+    tasks = _hubspot_tasks(sandbox)
+    keys = [t["properties"].get("leadflow_task_key") for t in tasks]
+    assert len(tasks) == first["tasks_created"] and len(set(keys)) == len(keys)
+    assert all(t.get("associations", {}).get("contacts") for t in tasks)
+
+    second = sync_leads("hubspot")
+    assert second["changed"] == 0 and second["tasks_created"] == 0 and second["failed"] == 0
+    assert len(_hubspot_tasks(sandbox)) == len(tasks)
+    assert state.get_watermark(engine, "hubspot", "contacts") is not None
+
+
+def test_salesforce_round_trip_and_backfill_leaves_the_watermark(prefect_server, sandbox, tmp_path):
+    with environment(_run_env(sandbox, f"sqlite:///{tmp_path / 'sf.db'}", tmp_path)):
+        first = sync_leads("salesforce")
+        assert first["read"] == LEADS and first["changed"] > 0 and first["failed"] == 0
+        sf = sandbox.salesforce_client()
+        leads = sf.query("SELECT Id, Lead_Stage__c, Lead_Score__c, Score_Model_Version__c FROM Lead")["records"]
+        assert all(lead["Lead_Stage__c"] and lead["Score_Model_Version__c"] for lead in leads)
+        tasks = sf.query("SELECT Id, WhoId FROM Task WHERE Leadflow_Task_Key__c != null")["records"]
+        assert len(tasks) == first["tasks_created"] > 0
+        assert {t["WhoId"] for t in tasks} <= {lead["Id"] for lead in leads}
+
+        engine = make_engine(f"sqlite:///{tmp_path / 'sf.db'}")
+        mark = state.get_watermark(engine, "salesforce", "Lead")
+        from datetime import datetime, timedelta, timezone
+
+        window_end = datetime.now(timezone.utc)
+        again = backfill("salesforce", since=window_end - timedelta(days=800), until=window_end)
+        assert again["changed"] == 0 and again["tasks_created"] == 0
+        assert state.get_watermark(engine, "salesforce", "Lead") == mark
+
+
+def test_a_bad_lead_is_quarantined_and_a_failed_write_is_retried_next_run(prefect_server, tmp_path):
+    with start_sandbox(20, random_seed=5) as handle, \
+            environment(_run_env(handle, f"sqlite:///{tmp_path / 'q.db'}", tmp_path)):
+        hubspot_setup(connector_from_env("hubspot"))
+        contacts = handle.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"]
+        bad, failing = contacts[0]["id"], contacts[1]["id"]
+        handle.state.hubspot.write("contacts", bad, {"leadflow_lead_score": "140"})
+        handle.set_faults(f"hubspot.contacts.batch_update:record_error=VALIDATION_ERROR,ids={failing}")
+
+        first = sync_leads("hubspot")
+        assert first["quarantined"] == 1 and first["failed"] == 1
+        assert first["changed"] >= 18  # everyone else landed
+        engine = make_engine(f"sqlite:///{tmp_path / 'q.db'}")
+        pending = state.pending_details(engine, "hubspot")
+        assert pending[bad]["kind"] == "quarantined" and "leadflow_lead_score" in pending[bad]["reason"]
+        assert pending[bad]["reason"].startswith(f"hubspot:{bad}")
+        assert pending[failing]["kind"] == "write_failed"
+        assert _contacts(handle, [failing], ["leadflow_stage"])[failing]["leadflow_stage"] in (None, "")
+
+        handle.set_faults(None)
+        second = sync_leads("hubspot")
+        assert second["retried_pending"] >= 1
+        assert _contacts(handle, [failing], ["leadflow_stage"])[failing]["leadflow_stage"]
+        assert failing not in state.pending_details(engine, "hubspot")
+        actions = {row["action"] for row in read_audit(engine, crm_id=bad)}
+        assert "quarantined" in actions
+
+
+@pytest.mark.postgres
+def test_audit_and_state_on_postgresql(prefect_server, postgres_url, tmp_path):
+    with start_sandbox(15, random_seed=3) as handle, environment(_run_env(handle, postgres_url, tmp_path)):
+        summary = sync_leads("salesforce")
+        engine = make_engine(postgres_url)
+        rows = read_audit(engine, run_id=summary["run_id"], limit=10_000)
+        assert summary["changed"] > 0 and len(rows) >= summary["changed"]
+        assert {"field_set", "stage_move"} <= {row["action"] for row in rows}
+        assert state.get_watermark(engine, "salesforce", "Lead") is not None
+        engine.dispose()
