@@ -162,6 +162,18 @@ def read_value(name: str, fm: FieldMapping, raw: Any) -> Any:
     return str(raw).strip() if not isinstance(raw, str) else raw
 
 
+_FIELDS_CACHE: dict[int, tuple[CrmMapping, dict[str, FieldMapping], dict[str, FieldMapping]]] = {}
+
+
+def _fields(mapping: CrmMapping) -> tuple[dict[str, FieldMapping], dict[str, FieldMapping]]:
+    """(readable, writable) of a mapping, computed once per mapping object."""
+    cached = _FIELDS_CACHE.get(id(mapping))
+    if cached is None or cached[0] is not mapping:
+        cached = (mapping, mapping.readable(), mapping.writable())
+        _FIELDS_CACHE[id(mapping)] = cached
+    return cached[1], cached[2]
+
+
 def current_key(mapping: CrmMapping, fm: FieldMapping) -> str:
     """The key of a CRM field in ``Page.current`` and ``lf_written_values``: the field's API name,
     prefixed ``company.`` when it lives on a separate company object (HubSpot)."""
@@ -188,7 +200,7 @@ def record_to_lead(
     data: dict[str, Any] = {"crm": crm, "crm_id": str(crm_id)}
     warnings: list[str] = []
     nested: dict[str, dict[str, Any]] = {"discovery": {}, "patient": {}}
-    for name, fm in mapping.readable().items():
+    for name, fm in _fields(mapping)[0].items():
         source = _source_props(mapping, fm, props, company)
         if source is None or fm.field not in source:
             continue
@@ -276,7 +288,7 @@ def convert_record(
 def current_values(mapping: CrmMapping, props: dict[str, Any], company: dict[str, Any] | None) -> dict[str, Any]:
     """``Page.current`` for one record: every writable mapped field, keyed by ``current_key``."""
     out: dict[str, Any] = {}
-    for fm in mapping.writable().values():
+    for fm in _fields(mapping)[1].values():
         source = _source_props(mapping, fm, props, company) or {}
         out[current_key(mapping, fm)] = source.get(fm.field)
     return out

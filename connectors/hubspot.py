@@ -87,6 +87,7 @@ class HubSpotTransport:
     def __init__(self, config: HubSpotConfig, gate: Callable[..., Any]):
         self.config = config
         self._gate = gate
+        self._apis: dict[Any, Any] = {}
         self.client = HubSpot(
             access_token=config.access_token.get_secret_value(),
             host=config.host.rstrip("/"),
@@ -100,8 +101,11 @@ class HubSpotTransport:
              idempotent: bool = True, **kwargs: Any) -> Any:
         def run() -> Any:
             response = method(*args, _preload_content=False, _request_timeout=self.config.timeout, **kwargs)
-            self._observe(response.headers)
-            raw = response.data
+            try:
+                self._observe(response.headers)
+                raw = response.data
+            finally:
+                response.release_conn()  # back to the pool: keep-alive, not a connect per call
             return json.loads(raw) if raw else {}
 
         return self._gate(endpoint, run, bucket, idempotent=idempotent)
@@ -109,20 +113,27 @@ class HubSpotTransport:
     _observe: Callable[[Any], None] = staticmethod(lambda headers: None)
 
     # endpoints ---------------------------------------------------------------------------------
+    def _api(self, object_type: str, kind: str) -> Any:
+        """The generated API object, built once: the client's discovery properties build a new
+        ApiClient (and urllib3 pool) on every access, which would cost a connect per call."""
+        key = (object_type, kind)
+        if key not in self._apis:
+            group = self.client.crm.objects.tasks if object_type == "tasks" else getattr(self.client.crm, object_type)
+            self._apis[key] = getattr(group, kind)
+        return self._apis[key]
+
     def search(self, object_type: str, body: dict[str, Any]) -> dict[str, Any]:
-        api = getattr(self.client.crm, object_type) if object_type != "tasks" else self.client.crm.objects.tasks
-        return self.call(f"{object_type}.search", api.search_api.do_search, body, bucket="search")
+        return self.call(f"{object_type}.search", self._api(object_type, "search_api").do_search, body, bucket="search")
 
     def batch_read(self, object_type: str, ids: list[str], properties: list[str]) -> dict[str, Any]:
-        api = self._api(object_type)
         body = {"properties": properties, "inputs": [{"id": i} for i in ids]}
-        return self.call(f"{object_type}.batch_read", api.batch_api.read, body)
+        return self.call(f"{object_type}.batch_read", self._api(object_type, "batch_api").read, body)
 
     def batch_update(self, object_type: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.call(f"{object_type}.batch_update", self._api(object_type).batch_api.update, {"inputs": inputs})
+        return self.call(f"{object_type}.batch_update", self._api(object_type, "batch_api").update, {"inputs": inputs})
 
     def batch_create(self, object_type: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.call(f"{object_type}.batch_create", self._api(object_type).batch_api.create, {"inputs": inputs},
+        return self.call(f"{object_type}.batch_create", self._api(object_type, "batch_api").create, {"inputs": inputs},
                          idempotent=False)
 
     def list_page(self, object_type: str, properties: list[str], after: str | None,
@@ -132,17 +143,19 @@ class HubSpotTransport:
             kwargs["after"] = after
         if associations:
             kwargs["associations"] = associations
-        return self.call(f"{object_type}.list", self._api(object_type).basic_api.get_page, **kwargs)
+        return self.call(f"{object_type}.list", self._api(object_type, "basic_api").get_page, **kwargs)
 
     def associations(self, from_type: str, to_type: str, ids: list[str]) -> dict[str, Any]:
+        if "associations" not in self._apis:
+            self._apis["associations"] = self.client.crm.associations.v4.batch_api
         body = {"inputs": [{"id": i} for i in ids]}
-        return self.call("associations.batch_read", self.client.crm.associations.v4.batch_api.get_page,
-                         from_type, to_type, body)
+        return self.call("associations.batch_read", self._apis["associations"].get_page, from_type, to_type, body)
 
-    def _api(self, object_type: str) -> Any:
-        if object_type == "tasks":
-            return self.client.crm.objects.tasks
-        return getattr(self.client.crm, object_type)
+    @property
+    def properties_api(self) -> Any:
+        if "properties" not in self._apis:
+            self._apis["properties"] = self.client.crm.properties
+        return self._apis["properties"]
 
 
 # ------------------------------------------------------------------------------------------ reads

@@ -130,6 +130,8 @@ class SoqlPager:
 
 class SalesforceConnector(CrmConnectorBase):
     crm = "salesforce"
+    task_lookup_batch = 200
+    task_create_batch = 200
 
     def __init__(self, config: SalesforceConfig, engine: Engine, mapping: CrmMapping | None = None,
                  retry: RetryPolicy | None = None, meter: CallMeter | None = None, mark_reads: bool = True,

@@ -66,7 +66,7 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
     report = SetupReport()
     mapping = conn.mapping
     group = mapping.property_group or "leadflow"
-    api = conn.transport.client.crm.properties
+    api = conn.transport.properties_api
     wanted: dict[str, list[dict[str, Any]]] = {}
     fields = dict(mapping.fields)
     for event, em in mapping.events.items():
@@ -146,7 +146,7 @@ def salesforce_setup(conn: SalesforceConnector) -> SetupReport:
 def check(conn: HubSpotConnector | SalesforceConnector) -> dict[str, Any]:
     """Auth works, schema readable, quota remaining."""
     if isinstance(conn, HubSpotConnector):
-        props = conn.transport.call("properties.list", conn.transport.client.crm.properties.core_api.get_all,
+        props = conn.transport.call("properties.list", conn.transport.properties_api.core_api.get_all,
                                     conn.mapping.objects["lead"])
         readable = len(props.get("results") or [])
     else:
