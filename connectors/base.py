@@ -87,6 +87,9 @@ class CrmConnector(Protocol):
     def iter_pages(self, since: datetime | None, until: datetime | None) -> Iterator[Page]:
         """Leads changed in [since, until), page by page, never the whole set in memory."""
 
+    def fetch_by_ids(self, ids: list[str]) -> Iterator[Page]:
+        """Leads by CRM id (``state.pending_ids`` retries); pages carry no watermark cursor."""
+
     def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
         """Send field updates in the CRM's batch size; per-record failures go to ``failed``."""
 
