@@ -34,6 +34,7 @@ B2B_SEGMENTS: tuple[str, ...] = (
     "unknown",
 )
 SEGMENTS: tuple[str, ...] = B2B_SEGMENTS + ("patient",)
+PATIENT_CRITERIA: tuple[str, ...] = ("fit", "engagement")
 CONDITIONS: tuple[str, ...] = ("disqualified", "timeline_distant", "fit_low", "engagement_low")
 FIT_COMPONENTS: tuple[str, ...] = ("org_type", "specialty", "care_setting", "size", "geography", "ehr")
 SIZE_FIELDS = Literal["bed_count", "provider_count", "location_count"]
@@ -104,6 +105,12 @@ class FitComponents(_Strict):
     size: float = Field(ge=0)
     geography: float = Field(ge=0)
     ehr: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "FitComponents":
+        if sum(getattr(self, name) for name in FIT_COMPONENTS) <= 0:
+            raise ValueError("at least one fit component needs a weight above 0")
+        return self
 
 
 class Need(_Strict):
@@ -257,6 +264,17 @@ class ServiceArea(_Strict):
 class PatientSegment(_Strict):
     label: str = Field(min_length=1)
     weights: Weights
+
+    @field_validator("weights")
+    @classmethod
+    def _fit_and_engagement_only(cls, weights: Weights) -> Weights:
+        for name in CRITERIA:
+            if name not in PATIENT_CRITERIA and getattr(weights, name):
+                raise _KeyedError(
+                    f"segments.patient.weights.{name}", "patients are scored on fit and engagement only"
+                )
+        return weights
+
     services_offered: list[str] = Field(min_length=1)
     service_area: ServiceArea
     payers_accepted: list[str] = []

@@ -87,6 +87,11 @@ def test_all_zero_weights():
     assert err.key == "segments.pharma.weights" and "at least one criterion" in str(err)
 
 
+def test_patient_weights_are_fit_and_engagement_only():
+    err = error_for(lambda d: d["segments"]["patient"]["weights"].update(budget=10))
+    assert str(err) == f"{FILE}: segments.patient.weights.budget: patients are scored on fit and engagement only"
+
+
 def test_load_model_reports_file_problems(tmp_path: Path):
     broken = tmp_path / "model.yaml"
     broken.write_text("version: [unclosed\n")
