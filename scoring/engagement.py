@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
-from datetime import datetime
 
 from leadflow.canonical import Lead
 from scoring.criteria import Reason, clamp

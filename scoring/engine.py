@@ -9,8 +9,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from leadflow.canonical import Lead, LeadKind, OrgType, Stage
@@ -18,7 +18,7 @@ from leadflow.titles import buying_function_from_title
 from scoring import criteria, patient, reasons as reasons_mod
 from scoring.criteria import OrgContext, Reason
 from scoring.engagement import engagement
-from scoring.model import PatientRules, QualificationModel, SegmentRules
+from scoring.model import PatientRules, QualificationModel
 from scoring.next_steps import NextStep, render_step
 from scoring.stages import Signals, b2b_stage, manual_stage_reason
 

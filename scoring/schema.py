@@ -35,12 +35,10 @@ B2B_SEGMENTS: tuple[str, ...] = (
 )
 SEGMENTS: tuple[str, ...] = B2B_SEGMENTS + ("patient",)
 PATIENT_CRITERIA: tuple[str, ...] = ("fit", "engagement")
-CONDITIONS: tuple[str, ...] = ("disqualified", "timeline_distant", "fit_low", "engagement_low")
 FIT_COMPONENTS: tuple[str, ...] = ("org_type", "specialty", "care_setting", "size", "geography", "ehr")
 SIZE_FIELDS = Literal["bed_count", "provider_count", "location_count"]
 TEMPLATE_FIELDS = frozenset({"reasons", "segment", "stage", "lead_score"})
 
-Score = float  # validated to 0..100 where it is used
 
 
 class ModelFileError(ValueError):
@@ -53,9 +51,6 @@ class ModelFileError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Pct = Field(ge=0, le=100)
 
 
 class EventRule(_Strict):

@@ -310,3 +310,17 @@ def test_engagement_decays_and_caps(model):
 def test_source_prior_ranks_referral_above_paid_and_list_imports(model):
     p = model.source_prior
     assert min(p["referral"], p["phone"], p["demo_request"]) > max(p["paid_search"], p["paid_social"], p["list_import"])
+
+
+def test_qualify_batch_restores_the_garbage_collector(model):
+    import gc
+
+    assert gc.isenabled()
+    qualify_batch([clinic_manager(), patient_inquiry()], NOW, model)
+    assert gc.isenabled()
+
+
+def test_naive_clock_is_read_as_utc(model):
+    aware = qualify(clinic_manager(), NOW, model)
+    naive = qualify(clinic_manager(), NOW.replace(tzinfo=None), model)
+    assert (naive.engagement_score, naive.stage, naive.scored_at) == (aware.engagement_score, aware.stage, NOW)
