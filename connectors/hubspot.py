@@ -40,7 +40,7 @@ from connectors.base import LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, chunked
 from connectors.convert import convert_record, current_values, parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, SlidingWindowLimiter
-from connectors.retry import Action, RetryPolicy, classify, error_message
+from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
 from mappings import CrmMapping, load_mapping
 
@@ -442,8 +442,8 @@ class HubSpotConnector(CrmConnectorBase):
             decision = classify(exc)
             if decision.action is Action.RETRY:  # retries exhausted: pending, retried next run
                 return {}, {i["id"]: f"not written: {decision.reason}" for i in inputs}
-            if decision.action is not Action.FATAL:
-                raise
+            if not is_request_error(exc):
+                raise  # quota, auth, permissions: no record can land
             if len(inputs) == 1:
                 return {}, {inputs[0]["id"]: error_message(exc)}
             mid = len(inputs) // 2
@@ -507,12 +507,12 @@ class HubSpotConnector(CrmConnectorBase):
         try:
             data = self.transport.batch_create(self.task_type, [self._task_input(s) for s in specs])
         except Exception as exc:  # noqa: BLE001
-            if classify(exc).action is Action.FATAL and len(specs) > 1:
+            if is_request_error(exc) and len(specs) > 1:
                 mid = len(specs) // 2
                 c1, f1 = self._create_tasks(specs[:mid])
                 c2, f2 = self._create_tasks(specs[mid:])
                 return {**c1, **c2}, {**f1, **f2}
-            if classify(exc).action is Action.FATAL:
+            if is_request_error(exc):
                 return {}, {specs[0].key: error_message(exc)}
             raise
         key_prop = self.mapping.tasks.key_field

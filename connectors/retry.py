@@ -33,7 +33,7 @@ from connectors.ratelimit import BudgetExhausted
 T = TypeVar("T")
 
 __all__ = ["Action", "BudgetExhausted", "Decision", "QuotaExhausted", "RetryPolicy", "classify", "error_codes",
-           "error_message", "is_retryable"]
+           "error_message", "is_request_error", "is_retryable"]
 
 
 class QuotaExhausted(RuntimeError):
@@ -170,6 +170,13 @@ def classify(exc: BaseException) -> Decision:
 def is_retryable(exc: BaseException) -> bool:
     """True for errors worth retrying later (network, 5xx, 429 burst, row locks)."""
     return classify(exc).action is Action.RETRY
+
+
+def is_request_error(exc: BaseException) -> bool:
+    """A 4xx about the request's content (validation, unknown field or record): splitting the
+    batch can isolate the bad record. Auth and permission errors are not: they fail every call."""
+    status = getattr(exc, "status", None)
+    return isinstance(status, int) and status in (400, 404, 409, 422) and classify(exc).action is Action.FATAL
 
 
 def is_lock_error(codes: list[str]) -> bool:

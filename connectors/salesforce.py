@@ -35,7 +35,7 @@ from connectors.base import LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, chunked
 from connectors.convert import convert_record, current_values, parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter
-from connectors.retry import Action, RetryPolicy, classify, error_message
+from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
 from mappings import CrmMapping, load_mapping
 
@@ -252,10 +252,10 @@ class SalesforceConnector(CrmConnectorBase):
                     results = self._collection(method, [r for _, r in chunk])
                 except Exception as exc:  # noqa: BLE001
                     decision = classify(exc)
-                    if decision.action in (Action.QUOTA, Action.REAUTH) or (
-                        decision.action is Action.RETRY and method == "POST"
-                    ):
-                        raise
+                    if decision.action is Action.RETRY and method == "POST":
+                        raise  # a create whose outcome is unknown: the caller looks it up first
+                    if decision.action is not Action.RETRY and not is_request_error(exc):
+                        raise  # quota, expired session, permissions: no record can land
                     for key, _ in chunk:
                         failed[key] = error_message(exc)
                     continue

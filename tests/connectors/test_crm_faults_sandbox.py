@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import fast_retry
-from crm_harness import run_sync, sandbox_state, seed_hubspot, seed_salesforce
+from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, seed_salesforce
 
 from connectors import state
 from connectors.factory import connector_for_sandbox
@@ -104,3 +104,22 @@ def test_run_budget_stops_before_the_call(sandbox, engine):
     with pytest.raises(BudgetExhausted):
         run_sync(sf, engine)
     assert sf.api_usage()["budget"] == {"limit": 1, "used": 1}
+
+
+def test_bad_token_fails_the_call_not_each_record(sandbox, engine):
+    from hubspot.crm.contacts import ApiException
+    from pydantic import SecretStr
+
+    from connectors.base import FieldChange, LeadUpdate
+    from connectors.hubspot import HubSpotConfig, HubSpotConnector
+
+    ids = seed_hubspot(sandbox, 3)
+    bad = HubSpotConnector(HubSpotConfig(access_token=SecretStr("wrong-token"), host=sandbox.url), engine,
+                           retry=fast_retry())
+    updates = [LeadUpdate(i, "lead", i, {"leadflow_lead_score": "5"},
+                          [FieldChange(i, "lead_score", "leadflow_lead_score", None, "5")]) for i in ids]
+    sandbox.reset_stats()
+    with pytest.raises(ApiException) as info:
+        bad.write_updates(updates)
+    assert info.value.status == 401 and "wrong-token" not in str(info.value)
+    assert calls(sandbox, "hubspot.") == {"hubspot.contacts.batch_update": 1}  # not bisected per record
