@@ -14,13 +14,14 @@ Patient leads are never enriched, and notes never carry patient data.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,6 +31,9 @@ from sqlalchemy import Engine
 
 from connectors.cache import DEFAULT_MISS_TTL, DEFAULT_TTL, EnrichmentCache, as_utc
 from leadflow.canonical import CareSetting, Lead, LeadKind, OrgType, coerce_enum
+from leadflow.store import engine_for
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("enrichment.yaml")
 ENRICHABLE_FIELDS: frozenset[str] = frozenset({
@@ -242,10 +246,15 @@ class Waterfall:
             results = self._from_cache(provider, claimed, now)
             to_fetch = [key for name, key in claimed.items() if name not in results]
             results.update(await self._fetch(provider, to_fetch, now))
+        except Exception as error:  # noqa: BLE001 - enrichment is optional: a provider failure never fails the page
+            failure = _failed(provider, error)
+            results = {name: failure for name in claimed}
+            self._count(provider, errors=len(claimed))
         except BaseException as error:
-            self._release(provider, claimed, {}, error)
+            failure = _failed(provider, error)
+            self._release(provider, {name: failure for name in claimed})
             raise
-        self._release(provider, claimed, results, None)
+        self._release(provider, results)
         self._count(provider, shared_lookups=len(waiting))
         for name, future in waiting.items():
             results[name] = await asyncio.wrap_future(future)
@@ -264,15 +273,11 @@ class Waterfall:
                     claimed[name] = key
         return claimed, waiting
 
-    def _release(self, provider: EnrichmentProvider, claimed: dict[str, LookupKey], results: dict[str, Lookup],
-                 error: BaseException | None) -> None:
+    def _release(self, provider: EnrichmentProvider, results: dict[str, Lookup]) -> None:
         with self._lock:
-            futures = {name: self._in_flight.pop((provider.name, name)) for name in claimed}
+            futures = {name: self._in_flight.pop((provider.name, name)) for name in results}
         for name, future in futures.items():
-            if error is None:
-                future.set_result(results[name])
-            else:
-                future.set_result(Lookup("error", note=f"{provider.label}: lookup abandoned ({type(error).__name__})"))
+            future.set_result(results[name])
 
     def _from_cache(self, provider: EnrichmentProvider, claimed: dict[str, LookupKey], now: datetime) -> dict[str, Lookup]:
         if self.cache is None or not provider.cacheable or not claimed:
@@ -315,6 +320,11 @@ class Waterfall:
             outcome.facts.setdefault(name, value)
         if lookup.note:
             outcome.notes.append(lookup.note)
+
+
+def _failed(provider: EnrichmentProvider, error: BaseException) -> Lookup:
+    logger.warning("%s lookup failed: %s", provider.label, type(error).__name__, exc_info=error)
+    return Lookup("error", note=f"{provider.label}: lookup failed ({type(error).__name__})")
 
 
 def _copy_lead(lead: Lead, updates: dict[str, Any]) -> Lead:
@@ -387,10 +397,6 @@ def build_waterfall(
     cache_config = config.get("cache") or {}
     cache = None
     if cache_config.get("enabled", True):
-        from datetime import timedelta
-
-        from leadflow.store import engine_for
-
         cache = EnrichmentCache(
             engine or engine_for(None),
             ttl=timedelta(days=float(cache_config.get("ttl_days", DEFAULT_TTL.days))),

@@ -17,6 +17,7 @@ Two rows under one key are ambiguous: the key enriches nothing and the note says
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -82,8 +83,6 @@ class ReferenceFileProvider:
 
     @classmethod
     def from_config(cls, spec: Mapping[str, Any], base_dir: str = ".") -> ReferenceFileProvider:
-        import os
-
         path = Path(os.path.expandvars(os.path.expanduser(str(spec["path"]))))
         if not path.is_absolute():
             path = Path(base_dir) / path

@@ -12,7 +12,7 @@ import respx
 from enrichment_support import NPPES_TEST_URL, all_fixture_records, make_lead, quiet_provider
 
 from connectors.cache import EnrichmentCache
-from connectors.enrichment import Waterfall, build_waterfall
+from connectors.enrichment import LookupKey, Waterfall, build_waterfall
 from connectors.reference import ReferenceFileProvider
 from leadflow import store
 from leadflow.canonical import CareSetting, LeadKind, OrgType, PatientInquiry
@@ -130,6 +130,25 @@ def test_errors_are_not_cached(nppes_api, cache):
     nppes_api.side_effect = lambda request: httpx.Response(200, json=REGISTRY.search(dict(request.url.params)))
     [outcome] = Waterfall([quiet_provider()], cache).enrich_batch([lead], NOW)
     assert outcome.lead.npi == "1568946812"
+
+
+def test_a_crashing_provider_degrades_to_notes_and_later_providers_still_run(nppes_api, tmp_path):
+    class Broken:
+        name, label, cacheable, fillable, key_requirement = "broken", "Broken", False, frozenset({"bed_count"}), "anything"
+
+        def lookup_keys(self, lead):
+            return [LookupKey("k", {}, "k")]
+
+        async def fetch_many(self, keys):
+            raise RuntimeError("bug")
+
+        def stats(self):
+            return {}
+
+    waterfall = Waterfall([Broken(), quiet_provider()])
+    [outcome] = waterfall.enrich_batch([make_lead(company_name="CSP Anesthesia", state="GA")], NOW)
+    assert outcome.notes == ["Broken: lookup failed (RuntimeError)"]
+    assert outcome.lead.npi == "1568946812" and waterfall.stats()["errors"] == 1
 
 
 def test_patient_leads_are_not_enriched_and_notes_carry_no_patient_data(nppes_api):
