@@ -16,12 +16,15 @@ _DECISION_MAKER = re.compile(
 )
 _INFLUENCER = re.compile(
     r"\b(director|manager|lead|supervisor|physician|md|do|medical director|"
-    r"architect|informatics|pharmacist|counsel|attorney|controller)\b"
+    r"architect|informatics|pharmacist|counsel|attorney|controller|officer)\b"
 )
 _USER = re.compile(
     r"\b(nurse|rn|coordinator|specialist|analyst|assistant|technician|associate|scheduler|"
     r"receptionist|biller|coder|staff|clerk|student|intern)\b"
 )
+
+# A user keyword with one of these ("Nurse Manager", "Scheduling Supervisor") reads as an influencer.
+_MANAGES = re.compile(r"\b(director|manager|supervisor|lead)\b")
 
 _FUNCTIONS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("compliance", re.compile(r"\b(compliance|privacy|security|ciso|legal|counsel|risk)\b")),
@@ -45,7 +48,7 @@ def decision_role_from_title(title: str | None) -> str:
     if not title:
         return "unknown"
     text = _normalize(title)
-    if _USER.search(text) and not _DECISION_MAKER.search(text):
+    if _USER.search(text) and not _DECISION_MAKER.search(text) and not _MANAGES.search(text):
         return "user"
     if _DECISION_MAKER.search(text):
         return "decision_maker"
