@@ -121,5 +121,4 @@ def _move_back(
     for from_stages, to, condition in model.backward_rules:
         if previous in from_stages and to == candidate and conditions[condition]:
             return candidate, [f"moved back from {previous} to {candidate}: {_CONDITION_WORDS[condition]}", *reasons]
-    why = reasons[0] if reasons else candidate
-    return previous, [f"stays {previous}: no model rule moves it back to {candidate} ({why})"]
+    return previous, [f"stays {previous}: no model rule moves it back to {candidate}"]
