@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, select
+from sqlalchemy import Engine, and_, delete, null, select
 
 from leadflow.store import enrichment_cache
 
@@ -52,8 +52,9 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
-def _upsert(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (provider, cache_key) DO UPDATE, for PostgreSQL and SQLite."""
+def _upsert(dialect: str, with_payload: bool) -> Any:
+    """INSERT ... ON CONFLICT (provider, cache_key) DO UPDATE, for PostgreSQL and SQLite; without
+    a payload the row's payload becomes SQL NULL (a miss)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     elif dialect == "sqlite":
@@ -61,10 +62,13 @@ def _upsert(dialect: str) -> Any:
     else:
         raise NotImplementedError(f"enrichment cache: no upsert for dialect {dialect!r}")
     statement = dialect_insert(enrichment_cache)
+    if not with_payload:
+        statement = statement.values(payload=null())
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[enrichment_cache.c.provider, enrichment_cache.c.cache_key],
-        set_={"payload": excluded.payload, "fetched_at": excluded.fetched_at, "expires_at": excluded.expires_at},
+        set_={"payload": excluded.payload if with_payload else null(), "fetched_at": excluded.fetched_at,
+              "expires_at": excluded.expires_at},
     )
 
 
@@ -94,22 +98,23 @@ class EnrichmentCache:
         return found
 
     def put_many(self, provider: str, entries: Mapping[str, dict[str, Any] | None], now: datetime) -> None:
-        """Store found payloads and misses (None) in one transaction, replacing older entries."""
-        if not entries:
-            return
+        """Store found payloads and misses (None, stored as SQL NULL) in one transaction,
+        replacing older entries."""
         now = as_utc(now)
-        rows = [
-            {
-                "provider": provider,
-                "cache_key": storage_key(key),
-                "payload": payload,
-                "fetched_at": now,
-                "expires_at": now + (self.miss_ttl if payload is None else self.ttl),
-            }
-            for key, payload in entries.items()
-        ]
+        found = [self._row(provider, key, now, self.ttl) | {"payload": p} for key, p in entries.items() if p is not None]
+        misses = [self._row(provider, key, now, self.miss_ttl) for key, p in entries.items() if p is None]
+        if not found and not misses:
+            return
+        dialect = self.engine.dialect.name
         with self.engine.begin() as conn:
-            conn.execute(_upsert(self.engine.dialect.name), rows)
+            if found:
+                conn.execute(_upsert(dialect, with_payload=True), found)
+            if misses:
+                conn.execute(_upsert(dialect, with_payload=False), misses)
+
+    @staticmethod
+    def _row(provider: str, key: str, now: datetime, ttl: timedelta) -> dict[str, Any]:
+        return {"provider": provider, "cache_key": storage_key(key), "fetched_at": now, "expires_at": now + ttl}
 
     def purge_expired(self, now: datetime) -> int:
         with self.engine.begin() as conn:

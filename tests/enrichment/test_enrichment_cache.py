@@ -35,11 +35,21 @@ def test_misses_are_cached_shorter(cache):
     assert cache.get_many("nppes", ["name:nowhere clinic|GA"], NOW + timedelta(days=3, seconds=1)) == {}
 
 
+def test_misses_are_stored_as_sql_null(cache):
+    cache.put_many("nppes", {"miss": None, "hit": {"data": 1}}, NOW)
+    table = store.enrichment_cache
+    with cache.engine.connect() as conn:
+        nulls = conn.execute(select(table.c.cache_key).where(table.c.payload.is_(None))).scalars().all()
+    assert nulls == ["miss"]
+
+
 def test_a_newer_put_replaces_the_entry(cache):
     cache.put_many("nppes", {"npi:1": None}, NOW)
     cache.put_many("nppes", {"npi:1": {"data": {"npi": "1"}, "confidence": 1.0}}, NOW + timedelta(days=1))
     entry = cache.get_many("nppes", ["npi:1"], NOW + timedelta(days=20))["npi:1"]
     assert not entry.is_miss and entry.fetched_at == NOW + timedelta(days=1)
+    cache.put_many("nppes", {"npi:1": None}, NOW + timedelta(days=2))
+    assert cache.get_many("nppes", ["npi:1"], NOW + timedelta(days=3))["npi:1"].is_miss
 
 
 def test_providers_have_separate_namespaces(cache):
