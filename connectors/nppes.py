@@ -276,9 +276,14 @@ def name_similarity(left: str, right: str) -> float:
         return 0.0
     if a == b:
         return 1.0
-    in_order = SequenceMatcher(None, a, b).ratio()
-    sorted_words = SequenceMatcher(None, " ".join(sorted(a.split())), " ".join(sorted(b.split()))).ratio()
+    in_order = _ratio(a, b)
+    sorted_words = _ratio(" ".join(sorted(a.split())), " ".join(sorted(b.split())))
     return max(in_order, sorted_words)
+
+
+def _ratio(a: str, b: str) -> float:
+    """SequenceMatcher's ratio, made symmetric (its matching blocks depend on the order)."""
+    return max(SequenceMatcher(None, a, b, autojunk=False).ratio(), SequenceMatcher(None, b, a, autojunk=False).ratio())
 
 
 def best_name_score(name: str, org: NppesOrg) -> float:
