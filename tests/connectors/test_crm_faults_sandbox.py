@@ -123,3 +123,21 @@ def test_bad_token_fails_the_call_not_each_record(sandbox, engine):
         bad.write_updates(updates)
     assert info.value.status == 401 and "wrong-token" not in str(info.value)
     assert calls(sandbox, "hubspot.") == {"hubspot.contacts.batch_update": 1}  # not bisected per record
+
+
+def test_client_side_limiter_keeps_under_the_sandbox_limit(sandbox, engine):
+    hubspot_setup(connector_for_sandbox(sandbox, "hubspot", engine))
+    seed_hubspot(sandbox, 60)
+    sandbox.set_rate_limits("hubspot=8/1s,hubspot_search=3/1s")
+    sandbox.reset_limits()
+    # a hair under the server's limit: the client stamps at send time, the server at arrival
+    conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry(), burst_limit=7, burst_period=1.0,
+                                 search_per_second=2, page_size=20)
+    sandbox.reset_stats()
+    from datetime import datetime, timedelta, timezone
+
+    leads = [lead for page in conn.iter_pages(datetime.now(timezone.utc) - timedelta(days=1), None) for lead in page.leads]
+    assert len(leads) == 60
+    statuses = {status for counts in sandbox.stats()["endpoints"].values() for status in counts}
+    assert statuses == {"200"}, sandbox.stats()  # never a 429
+    assert conn.api_usage()["retries"] == {}
