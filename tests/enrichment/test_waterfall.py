@@ -308,3 +308,15 @@ def test_concurrent_batches_share_one_lookup_of_an_organization(cache):
     assert all(batch[0].lead.npi == "1568946812" for batch in outcomes)
     stats = waterfall.stats()
     assert stats["lookups"] == 1 and stats["shared_lookups"] + stats["cache_hits"] == 3
+
+
+def test_configured_nucc_file_spells_the_specialty(nppes_api, tmp_path, sqlite_url):
+    from enrichment_support import NUCC_TAXONOMY_CSV
+
+    config = tmp_path / "enrichment.yaml"
+    config.write_text(json.dumps({"providers": [{"type": "nppes", "taxonomy_csv": str(NUCC_TAXONOMY_CSV)}],
+                                  "cache": {"enabled": False}}), encoding="utf-8")
+    waterfall = build_waterfall(config, nppes_url=NPPES_TEST_URL)
+    assert waterfall.cache is None
+    [outcome] = waterfall.enrich_batch([make_lead(company_name="Northeast Atlanta Vascular Care", state="GA")], NOW)
+    assert outcome.lead.specialty == "Surgery, Vascular Surgery"  # the 2019 body says "Surgery Vascular Surgery"
