@@ -463,7 +463,12 @@ class NppesClient:
         records: list[Mapping[str, Any]] = []
         skip = 0
         while True:
-            page = records_of(await self.get({**params, "limit": str(PAGE_LIMIT), "skip": str(skip)}))
+            try:
+                page = records_of(await self.get({**params, "limit": str(PAGE_LIMIT), "skip": str(skip)}))
+            except NppesError as error:
+                if not records or not str(error).startswith("query rejected"):
+                    raise
+                return records, True  # a later page refused (the API's reach shrank): keep what came
             records.extend(page)
             if len(page) < PAGE_LIMIT:
                 return records, False
@@ -636,7 +641,7 @@ class NppesProvider:
             if records:
                 break
         decision = pick_match(records, name, state, key.query.get("city"), self.match_threshold, self.ambiguity_margin)
-        reach = f" (search stopped at the API's reach of {PAGE_LIMIT + MAX_SKIP} results)" if truncated else ""
+        reach = f" (search stopped at the API's reach, at most {PAGE_LIMIT + MAX_SKIP:,} results; more may exist)" if truncated else ""
         if decision.org is None:
             return Lookup("miss", confidence=decision.confidence, note=f"{decision.note}{reach}")
         note = f"NPPES: matched {key.label}{reach}" if truncated else None

@@ -215,7 +215,17 @@ def test_paging_stops_at_the_api_reach_and_says_so():
         route = respx.get(NPPES_TEST_URL).mock(side_effect=page)
         result = next(iter(run(provider, name_key("Acme Clinic", "GA")).values()))
     assert [c.request.url.params["skip"] for c in route.calls] == ["0", "200", "400", "600", "800", "1000"]
-    assert "reach of 1200 results" in result.note
+    assert "stopped at the API's reach, at most 1,200 results" in result.note
+
+
+def test_a_later_page_refused_keeps_the_pages_already_read():
+    provider = quiet_provider()
+    refused = {"Errors": [{"field": "skip", "number": "11", "description": "skip must be 1000 or less"}]}
+    with respx.mock:
+        respx.get(NPPES_TEST_URL).mock(side_effect=[json_response(full_page(0, PAGE_LIMIT)), json_response(refused)])
+        result = next(iter(run(provider, name_key("Acme Clinic 7", "GA")).values()))
+    assert result.status == "found" and result.payload["npi"] == "1000000007"
+    assert "stopped at the API's reach, at most 1,200 results" in result.note
 
 
 def test_truncated_edited_page_does_not_make_the_client_page_forever():
