@@ -1,0 +1,514 @@
+"""``leadflow bench``: throughput, API efficiency and memory of ``sync_leads`` against the sandbox.
+
+One measurement (``measure``) runs in a fresh Python process (the CLI re-executes itself with
+``python -m leadflow.bench``), so every size starts from a clean heap and Prefect is configured
+before it is imported. In that process:
+
+1. the sandbox starts in its own process (``start_sandbox_process``), seeded with N leads per CRM,
+   optionally enforcing a rate-limit SPEC;
+2. Prefect runs ephemerally (``PREFECT_HOME`` and the state DB are temp dirs; the task-run
+   recorder batch settings of docs/operations.md); a no-op flow starts the ephemeral server
+   before any timer (its start-up is reported as ``prefect_startup_seconds``);
+3. HubSpot only: the leadflow properties are created (``hubspot_setup``), as ``make demo`` does;
+4. **backfill**: the first ``sync_leads`` (no watermark: the whole CRM);
+5. K leads are changed through the real client (HubSpot batch update, Salesforce sObject
+   Collections), then the sandbox stats are reset;
+6. **incremental**: ``sync_leads`` again (reads from the watermark);
+7. **no_change**: ``sync_leads`` once more.
+
+For each run: wall seconds, leads/s, CPU ms per lead of this process (``getrusage`` deltas), peak
+RSS during the run (a psutil sampling thread, every 50 ms), the summary's counts, the sandbox's
+requests by endpoint and status, 429s seen, and the minimum number of CRM calls the run's work
+needs (definition in benchmarks/README.md) with the ratio calls / minimum. The minimum is computed
+from what the connector asked the CRM for (distinct companies read, records written, task keys
+looked up and created), recorded by wrapping the connector's transport methods in this process only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+# Page and batch sizes the CRMs allow (the sandbox enforces the same ones).
+HUBSPOT_LIST_PAGE = 100  # GET /crm/v3/objects/contacts: limit <= 100
+HUBSPOT_SEARCH_PAGE = 200  # POST .../search: limit <= 200
+HUBSPOT_BATCH = 100  # batch read / update / create, v4 associations batch read
+HUBSPOT_SEARCH_IN_VALUES = 100  # values of one IN filter in a search
+SALESFORCE_QUERY_BATCH = 2000  # records per query / queryMore response
+SALESFORCE_COLLECTION = 200  # records per sObject Collections call
+SALESFORCE_IN_IDS = 200  # task keys per SOQL IN lookup (what the connector and the query length allow)
+
+PREFECT_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+RUNS = ("backfill", "incremental", "no_change")
+
+
+# ---------------------------------------------------------------------------------- the minimum
+
+
+def _ceil(count: int, size: int) -> int:
+    return math.ceil(count / size) if count > 0 else 0
+
+
+def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
+    """The fewest CRM calls that do this run's work; ``work`` holds record counts (see README).
+
+    ``work``: ``leads`` (leads the run had to read: every lead for a backfill, the leads changed
+    since the watermark otherwise), ``companies`` (distinct companies of those leads; HubSpot),
+    ``lead_writes`` / ``company_writes`` (distinct records written), ``task_lookups`` (distinct
+    task keys not known locally), ``tasks_created``, ``tasks_closed``."""
+    out: dict[str, int] = {}
+    leads = work.get("leads", 0)
+    if crm == "hubspot":
+        if run == "backfill":
+            out["read"] = max(1, _ceil(leads, HUBSPOT_LIST_PAGE))  # companies' ids come inline
+        else:
+            out["read"] = max(1, _ceil(leads, HUBSPOT_SEARCH_PAGE))
+            out["associations"] = _ceil(leads, HUBSPOT_BATCH)  # search results carry no associations
+        out["company_read"] = _ceil(work.get("companies", 0), HUBSPOT_BATCH)
+        out["lead_write"] = _ceil(work.get("lead_writes", 0), HUBSPOT_BATCH)
+        out["company_write"] = _ceil(work.get("company_writes", 0), HUBSPOT_BATCH)
+        out["task_lookup"] = _ceil(work.get("task_lookups", 0), HUBSPOT_SEARCH_IN_VALUES)
+        out["task_create"] = _ceil(work.get("tasks_created", 0), HUBSPOT_BATCH)
+        out["task_close"] = _ceil(work.get("tasks_closed", 0), HUBSPOT_BATCH)
+    else:
+        out["read"] = max(1, _ceil(leads, SALESFORCE_QUERY_BATCH))
+        out["lead_write"] = _ceil(work.get("lead_writes", 0), SALESFORCE_COLLECTION)
+        out["task_lookup"] = _ceil(work.get("task_lookups", 0), SALESFORCE_IN_IDS)
+        out["task_create"] = _ceil(work.get("tasks_created", 0), SALESFORCE_COLLECTION)
+        out["task_close"] = _ceil(work.get("tasks_closed", 0), SALESFORCE_COLLECTION)
+    out = {k: v for k, v in out.items() if v}
+    out["total"] = sum(out.values())
+    return out
+
+
+# ---------------------------------------------------------------------- what the connector asked
+
+
+class WorkRecorder:
+    """Distinct record ids the connector read, wrote, looked up and created, per run (wraps the
+    transport methods of the connector classes in this process; the code under test is unchanged)."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, set[str]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._installed = False
+
+    def reset(self) -> None:
+        with self._lock:
+            self.sets = defaultdict(set)
+
+    def add(self, kind: str, ids: Any) -> None:
+        with self._lock:
+            self.sets[kind].update(str(i) for i in ids)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {k: len(v) for k, v in self.sets.items()}
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        self._installed = True
+        from connectors import hubspot, salesforce
+
+        rec = self
+        transport = hubspot.HubSpotTransport
+        batch_read, batch_update = transport.batch_read, transport.batch_update
+        batch_create, search = transport.batch_create, transport.search
+
+        def hs_batch_read(self, object_type, ids, properties):
+            rec.add(f"read:{object_type}", ids)
+            return batch_read(self, object_type, ids, properties)
+
+        def hs_batch_update(self, object_type, inputs):
+            rec.add(f"write:{object_type}", [i["id"] for i in inputs])
+            return batch_update(self, object_type, inputs)
+
+        def hs_batch_create(self, object_type, inputs):
+            rec.add(f"create:{object_type}", [i.get("objectWriteTraceId") or id(i) for i in inputs])
+            return batch_create(self, object_type, inputs)
+
+        def hs_search(self, object_type, body):
+            if object_type == "tasks":
+                for group in body.get("filterGroups") or []:
+                    for flt in group.get("filters") or []:
+                        if flt.get("operator") == "IN":
+                            rec.add("lookup:tasks", flt.get("values") or [])
+            return search(self, object_type, body)
+
+        transport.batch_read, transport.batch_update = hs_batch_read, hs_batch_update
+        transport.batch_create, transport.search = hs_batch_create, hs_search
+
+        connector = salesforce.SalesforceConnector
+        collection, find_tasks = connector._collection, connector._find_tasks
+
+        def sf_collection(self, method, records):
+            for record in records:
+                kind = (record.get("attributes") or {}).get("type", "?")
+                if method == "POST":
+                    rec.add(f"create:{kind}", [record.get(self.task_key) or id(record)])
+                else:
+                    rec.add(f"write:{kind}", [record.get("id")])
+            return collection(self, method, records)
+
+        def sf_find_tasks(self, keys):
+            rec.add("lookup:tasks", keys)
+            return find_tasks(self, keys)
+
+        connector._collection, connector._find_tasks = sf_collection, sf_find_tasks
+
+
+def work_for(crm: str, run: str, recorded: dict[str, int], summary: dict[str, Any], total_leads: int) -> dict[str, int]:
+    """The record counts the minimum is computed from (see ``minimum_calls``)."""
+    leads = total_leads if run == "backfill" else int(summary.get("read", 0)) - int(summary.get("retried_pending", 0))
+    if crm == "hubspot":
+        return {
+            "leads": leads,
+            "companies": recorded.get("read:companies", 0),
+            "lead_writes": recorded.get("write:contacts", 0),
+            "company_writes": recorded.get("write:companies", 0),
+            "task_lookups": recorded.get("lookup:tasks", 0),
+            "tasks_created": recorded.get("create:tasks", 0),
+            "tasks_closed": recorded.get("write:tasks", 0),
+        }
+    return {
+        "leads": leads,
+        "lead_writes": recorded.get("write:Lead", 0),
+        "task_lookups": recorded.get("lookup:tasks", 0),
+        "tasks_created": recorded.get("create:Task", 0),
+        "tasks_closed": recorded.get("write:Task", 0),
+    }
+
+
+# ------------------------------------------------------------------------------------ measuring
+
+
+class RssSampler:
+    """Peak RSS of this process between ``start()`` and ``stop()``, sampled every ``interval`` s."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self.peak = self.process.memory_info().rss
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+        return self.peak
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _crm_endpoints(stats: dict[str, Any], crm: str) -> dict[str, dict[str, int]]:
+    return {name: counts for name, counts in (stats.get("endpoints") or {}).items() if name.startswith(crm + ".")}
+
+
+def _count(endpoints: dict[str, dict[str, int]], status: str | None = None) -> int:
+    return sum(n for counts in endpoints.values() for code, n in counts.items() if status is None or code == status)
+
+
+def _spec_rate(spec: str | None, crm: str) -> tuple[int, float] | None:
+    """``hubspot=190/10s`` -> (190, 10.0); None when the CRM's burst limit is not in the SPEC."""
+    if not spec:
+        return None
+    for part in spec.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip() != crm or "/" not in value:
+            continue
+        count, _, window = value.strip().partition("/")
+        seconds = float(window[:-2]) / 1000 if window.endswith("ms") else float(window.rstrip("s"))
+        return int(count), seconds
+    return None
+
+
+def change_leads(handle: Any, crm: str, count: int) -> list[str]:
+    """Change ``count`` leads through the real client, as a sales rep or a form would; their ids."""
+    if count <= 0:
+        return []
+    stamp = time.strftime("%H:%M:%S")
+    if crm == "hubspot":
+        from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInput
+
+        client = handle.hubspot_client()
+        ids: list[str] = []
+        after = None
+        while len(ids) < count:
+            page = client.crm.contacts.basic_api.get_page(limit=min(100, count - len(ids)), after=after)
+            ids.extend(r.id for r in page.results)
+            if not page.paging or not page.paging.next:
+                break
+            after = page.paging.next.after
+        for start in range(0, len(ids), 100):
+            inputs = [{"id": i, "properties": {"pain_point": f"bench change {stamp}: needs prior auth automation",
+                                               "discovery_need_confirmed": "true"}}
+                      for i in ids[start:start + 100]]
+            client.crm.contacts.batch_api.update(
+                batch_input_simple_public_object_batch_input=BatchInputSimplePublicObjectBatchInput(inputs=inputs))
+        return ids
+    sf = handle.salesforce_client()
+    ids = [r["Id"] for r in sf.query(f"SELECT Id FROM Lead ORDER BY Id LIMIT {int(count)}")["records"]]
+    for start in range(0, len(ids), 200):
+        records = [{"attributes": {"type": "Lead"}, "id": i,
+                    "Pain_Point__c": f"bench change {stamp}: needs prior auth automation",
+                    "Need_Confirmed__c": True} for i in ids[start:start + 200]]
+        sf.restful("composite/sobjects", method="PATCH", json={"allOrNone": False, "records": records})
+    return ids
+
+
+def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100,
+            random_seed: int = 42, profile: str | None = None) -> dict[str, Any]:
+    """One full measurement in this process (Prefect must not have been imported with other
+    settings). ``profile``: a path; the backfill runs under pyinstrument and its HTML lands there."""
+    workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+    env = dict(PREFECT_ENV)
+    env["PREFECT_HOME"] = str(workdir / "prefect")
+    env["LEADFLOW_HOME"] = str(workdir / "home")
+    env["LEADFLOW_DATABASE_URL"] = f"sqlite:///{workdir / 'leadflow.db'}"
+    os.environ.update(env)  # before Prefect is imported
+
+    from flows.demo import environment, sandbox_environment
+    from sandbox.server import start_sandbox_process
+
+    result: dict[str, Any] = {
+        "crm": crm, "leads": leads, "changed": changed, "rate_limit": rate_limit, "random_seed": random_seed,
+        "python": sys.version.split()[0], "pid": os.getpid(), "runs": {},
+    }
+    recorder = WorkRecorder()
+    recorder.install()
+    sampler = RssSampler()
+    started = time.monotonic()
+    with start_sandbox_process(leads, random_seed=random_seed, rate_limits=rate_limit,
+                               startup_timeout=600) as handle:
+        result["sandbox_start_seconds"] = round(time.monotonic() - started, 1)
+        with environment(sandbox_environment(handle)):
+            import prefect
+            from prefect import flow
+
+            from flows.sync import sync_leads
+
+            @flow(name="bench-warmup")
+            def warmup() -> int:
+                return 1
+
+            t0 = time.monotonic()
+            warmup()
+            result["prefect_startup_seconds"] = round(time.monotonic() - t0, 2)
+            result["prefect"] = prefect.__version__
+            if crm == "hubspot":
+                from connectors.factory import connector_from_env
+                from connectors.setup import hubspot_setup
+
+                hubspot_setup(connector_from_env("hubspot"))
+            handle.reset_stats()
+            result["rss_before_mb"] = round(sampler.process.memory_info().rss / 2**20, 1)
+            for run in RUNS:
+                if run == "incremental":
+                    change_leads(handle, crm, changed)
+                    handle.reset_stats()
+                recorder.reset()
+                sampler.start()
+                cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+                if profile and run == "backfill":
+                    from pyinstrument import Profiler
+
+                    profiler = Profiler(interval=0.002)
+                    profiler.start()
+                    summary = sync_leads(crm)
+                    profiler.stop()
+                    Path(profile).write_text(profiler.output_html())
+                    Path(profile).with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
+                else:
+                    summary = sync_leads(crm)
+                wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+                peak = sampler.stop()
+                stats = handle.stats()
+                handle.reset_stats()
+                result["runs"][run] = _run_report(crm, run, leads, summary, stats, recorder.counts(), wall, cpu,
+                                                  peak, rate_limit)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["targets"] = targets(result)
+    return result
+
+
+def _run_report(crm: str, run: str, leads: int, summary: dict[str, Any], stats: dict[str, Any],
+                recorded: dict[str, int], wall: float, cpu: float, peak: int, rate_limit: str | None) -> dict[str, Any]:
+    endpoints = _crm_endpoints(stats, crm)
+    calls = _count(endpoints)
+    work = work_for(crm, run, recorded, summary, leads)
+    minimum = minimum_calls(crm, run, work)
+    read = int(summary.get("read", 0))
+    rate = _spec_rate(rate_limit, crm)
+    limit_seconds = calls * rate[1] / rate[0] if rate else None
+    others = {name: counts for name, counts in (stats.get("endpoints") or {}).items() if name not in endpoints}
+    return {
+        "wall_seconds": round(wall, 2),
+        "leads_read": read,
+        "leads_per_second": round(read / wall, 1) if wall > 0 else None,
+        "cpu_ms_per_lead": round(cpu * 1000 / read, 3) if read else None,
+        "cpu_seconds": round(cpu, 2),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "summary": {k: summary.get(k) for k in ("read", "changed", "unchanged", "stage_moves", "tasks_created",
+                                                 "tasks_closed", "failed", "quarantined", "pages", "api_calls",
+                                                 "retried_pending", "stopped_early")},
+        "api_calls": calls,
+        "api_calls_by_endpoint": {name: sum(c.values()) for name, c in endpoints.items()},
+        "api_status_by_endpoint": endpoints,
+        "other_calls_by_endpoint": {name: sum(c.values()) for name, c in others.items()},
+        "work": work,
+        "minimum_calls": minimum,
+        "calls_over_minimum": round(calls / minimum["total"], 3) if minimum["total"] else None,
+        "http_429": _count(endpoints, "429"),
+        "failures_surfaced": int(summary.get("failed") or 0) + (1 if summary.get("stopped_early") else 0),
+        "rate_limit_seconds": round(limit_seconds, 2) if limit_seconds else None,
+        "wall_over_rate_limit": round(wall / limit_seconds, 3) if limit_seconds else None,
+    }
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The issue #9 targets this measurement can judge (size-dependent ones only at their size)."""
+    runs = result["runs"]
+    out: dict[str, Any] = {}
+    back = runs.get("backfill") or {}
+    if back.get("calls_over_minimum") is not None:
+        out["backfill_calls_le_1.05x_min"] = back["calls_over_minimum"] <= 1.05
+    if "no_change" in runs:
+        out["no_change_le_2_calls"] = runs["no_change"]["api_calls"] <= 2
+    out["no_429_surfaced"] = all(r["failures_surfaced"] == 0 for r in runs.values())
+    if back.get("wall_over_rate_limit") is not None:
+        out["backfill_le_1.15x_rate_limit_time"] = back["wall_over_rate_limit"] <= 1.15
+    elif result["crm"] == "hubspot":
+        out["backfill_ge_1000_leads_per_s"] = (back.get("leads_per_second") or 0) >= 1000
+        out["backfill_le_0.5_cpu_ms_per_lead"] = (back.get("cpu_ms_per_lead") or 99) <= 0.5
+    return out
+
+
+# --------------------------------------------------------------------------------- the command
+
+
+def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: int, random_seed: int,
+                         profile: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """``measure`` in a new interpreter (clean heap, Prefect configured before import)."""
+    args = [sys.executable, "-m", "leadflow.bench", "--crm", crm, "--leads", str(leads), "--changed", str(changed),
+            "--random-seed", str(random_seed)]
+    if rate_limit:
+        args += ["--rate-limit", rate_limit]
+    if profile:
+        args += ["--profile", profile]
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "LEADFLOW_DATABASE_URL"}
+    done = subprocess.run(args, cwd=str(root), env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"bench worker failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
+def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repeated measurements of the same configuration (the first one's details)."""
+    if len(results) == 1:
+        return results[0]
+    out = dict(results[0])
+    out["repeats"] = len(results)
+    out["runs"] = {}
+    for run in RUNS:
+        rows = [r["runs"][run] for r in results if run in r["runs"]]
+        merged = dict(rows[0])
+        for key in ("wall_seconds", "leads_per_second", "cpu_ms_per_lead", "cpu_seconds", "peak_rss_mb", "api_calls",
+                    "calls_over_minimum", "http_429", "failures_surfaced", "wall_over_rate_limit"):
+            values = [row[key] for row in rows if row.get(key) is not None]
+            if values:
+                merged[key] = round(statistics.median(values), 3)
+                merged[key + "_all"] = values
+        out["runs"][run] = merged
+    out["peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in results)
+    out["targets"] = targets(out)
+    return out
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [f"leadflow bench: {result['crm']}, {result['leads']:,} leads, {result['changed']} changed"
+             + (f", rate limit {result['rate_limit']}" if result.get("rate_limit") else "")
+             + (f" (medians of {result['repeats']})" if result.get("repeats") else "")]
+    lines.append(f"  sandbox start {result.get('sandbox_start_seconds')} s, Prefect ephemeral start "
+                 f"{result.get('prefect_startup_seconds')} s, process peak RSS {result['peak_rss_mb']} MB")
+    for run, r in result["runs"].items():
+        s = r["summary"]
+        lines.append(f"  {run:<12} {r['wall_seconds']:>8.2f} s  {r['leads_read']:>7,} leads  "
+                     f"{(r['leads_per_second'] or 0):>8,.0f} leads/s  cpu {r['cpu_ms_per_lead'] or 0:.3f} ms/lead  "
+                     f"peak RSS {r['peak_rss_mb']} MB")
+        lines.append(f"  {'':<12} calls {r['api_calls']} / minimum {r['minimum_calls']['total']} = "
+                     f"{r['calls_over_minimum']}x  429s {r['http_429']}, failures surfaced {r['failures_surfaced']}"
+                     + (f", {r['wall_over_rate_limit']}x the rate limit's time ({r['rate_limit_seconds']} s)"
+                        if r.get("wall_over_rate_limit") else ""))
+        lines.append(f"  {'':<12} by endpoint {r['api_calls_by_endpoint']}")
+        lines.append(f"  {'':<12} minimum     {r['minimum_calls']}")
+        lines.append(f"  {'':<12} changed {s['changed']}, tasks {s['tasks_created']}, failed {s['failed']}, "
+                     f"stopped early {s['stopped_early']}")
+    lines.append("  targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}" for k, v in result["targets"].items()))
+    return "\n".join(lines)
+
+
+def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100, repeat: int = 1,
+          random_seed: int = 42) -> dict[str, Any]:
+    results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed) for _ in range(max(1, repeat))]
+    return aggregate(results)
+
+
+def _main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="one leadflow bench measurement in this process (JSON on stdout)")
+    parser.add_argument("--crm", choices=("hubspot", "salesforce"), required=True)
+    parser.add_argument("--leads", type=int, required=True)
+    parser.add_argument("--rate-limit")
+    parser.add_argument("--changed", type=int, default=100)
+    parser.add_argument("--random-seed", type=int, default=42)
+    parser.add_argument("--profile", help="write a pyinstrument profile of the backfill here (HTML, and .txt)")
+    args = parser.parse_args(argv)
+    result = measure(args.crm, args.leads, args.rate_limit, args.changed, args.random_seed, args.profile)
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _main()
