@@ -2,9 +2,8 @@
 
 The stand-in (``sandbox.nppes.NppesRegistry`` in a small Starlette app under uvicorn on loopback,
 in a child process by default, in a background thread with ``--server thread``, or the full
-sandbox with ``--server sandbox``) holds the 2,000
-organizations plus distractors (the same names registered in other states); it counts the
-requests it serves. The leads (several per organization, names spelled differently, shuffled,
+sandbox with ``--server sandbox``) holds the 2,000 organizations plus 8,000 distractors (the same
+names registered in other states) and counts the requests it serves. The leads (several per organization, names spelled differently, shuffled,
 some carrying the NPI) go through ``build_waterfall`` in pages like a flow would. The first run
 must make no more requests than the organizations need (one each); a rerun must make none.
 
