@@ -135,6 +135,23 @@ def demo(
     run_demo(reset=reset, leads=leads)
 
 
+def bench(
+    crm: CrmChoice = typer.Option(..., help="Which CRM to benchmark."),
+    leads: int = typer.Option(10_000, help="Leads to seed the sandbox with."),
+    rate_limit: Optional[str] = typer.Option(None, "--rate-limit", help="Sandbox rate-limit SPEC, e.g. hubspot=190/10s."),
+    changed: int = typer.Option(100, help="Leads changed through the real client before the incremental run."),
+    repeat: int = typer.Option(1, help="Measurements (each in a fresh process); medians are reported."),
+    lookback: Optional[int] = typer.Option(None, help="Override the incremental lookback seconds (experiment)."),
+    profile: Optional[str] = typer.Option(None, help="Write a pyinstrument profile of the backfill to this path."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS."""
+    from leadflow.bench import bench as run_bench, render
+
+    result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile)
+    print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the pipeline commands to the top-level app."""
     app.command()(sync)
@@ -142,3 +159,4 @@ def register(app: typer.Typer) -> None:
     app.command()(rescore)
     app.command()(audit)
     app.command()(demo)
+    app.command()(bench)

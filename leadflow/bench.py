@@ -178,14 +178,17 @@ class WorkRecorder:
         connector._collection, connector._find_tasks = sf_collection, sf_find_tasks
 
 
-def work_for(crm: str, run: str, recorded: dict[str, int], summary: dict[str, Any], total_leads: int) -> dict[str, int]:
-    """The record counts the minimum is computed from (see ``minimum_calls``)."""
-    leads = total_leads if run == "backfill" else int(summary.get("read", 0)) - int(summary.get("retried_pending", 0))
+def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, changed: int) -> dict[str, int]:
+    """The record counts the minimum is computed from (see ``minimum_calls``): the leads the run
+    must read are every lead (backfill), the K leads changed since the last run (incremental) or
+    none (no change); the writes, lookups and creates are the distinct records the connector sent,
+    at most one lead write per lead to read."""
+    leads = {"backfill": total_leads, "incremental": changed}.get(run, 0)
     if crm == "hubspot":
         return {
             "leads": leads,
             "companies": recorded.get("read:companies", 0),
-            "lead_writes": recorded.get("write:contacts", 0),
+            "lead_writes": min(recorded.get("write:contacts", 0), leads),
             "company_writes": recorded.get("write:companies", 0),
             "task_lookups": recorded.get("lookup:tasks", 0),
             "tasks_created": recorded.get("create:tasks", 0),
@@ -193,7 +196,7 @@ def work_for(crm: str, run: str, recorded: dict[str, int], summary: dict[str, An
         }
     return {
         "leads": leads,
-        "lead_writes": recorded.get("write:Lead", 0),
+        "lead_writes": min(recorded.get("write:Lead", 0), leads),
         "task_lookups": recorded.get("lookup:tasks", 0),
         "tasks_created": recorded.get("create:Task", 0),
         "tasks_closed": recorded.get("write:Task", 0),
@@ -296,21 +299,41 @@ def change_leads(handle: Any, crm: str, count: int) -> list[str]:
 
 
 def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100,
-            random_seed: int = 42, profile: str | None = None) -> dict[str, Any]:
+            random_seed: int = 42, profile: str | None = None, lookback: int | None = None,
+            keep: bool = False) -> dict[str, Any]:
     """One full measurement in this process (Prefect must not have been imported with other
-    settings). ``profile``: a path; the backfill runs under pyinstrument and its HTML lands there."""
+    settings). ``profile``: a path; the backfill runs under pyinstrument and its HTML lands there.
+    ``lookback``: overrides ``settings.LOOKBACK_SECONDS`` (an experiment: with the default 300 s,
+    every run of a benchmark shorter than that re-reads the backfill's own writes). ``keep``: leave
+    the temp dir (state DB with the audit log) in place; the result names it."""
+    import shutil
+
     workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
     env = dict(PREFECT_ENV)
     env["PREFECT_HOME"] = str(workdir / "prefect")
     env["LEADFLOW_HOME"] = str(workdir / "home")
     env["LEADFLOW_DATABASE_URL"] = f"sqlite:///{workdir / 'leadflow.db'}"
     os.environ.update(env)  # before Prefect is imported
+    try:
+        return _measure(workdir, crm, leads, rate_limit, changed, random_seed, profile, lookback)
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, changed: int, random_seed: int,
+             profile: str | None, lookback: int | None) -> dict[str, Any]:
+    from leadflow import settings
+
+    if lookback is not None:
+        settings.LOOKBACK_SECONDS = lookback
 
     from flows.demo import environment, sandbox_environment
     from sandbox.server import start_sandbox_process
 
     result: dict[str, Any] = {
         "crm": crm, "leads": leads, "changed": changed, "rate_limit": rate_limit, "random_seed": random_seed,
+        "lookback_seconds": settings.LOOKBACK_SECONDS, "workdir": str(workdir),
         "python": sys.version.split()[0], "pid": os.getpid(), "runs": {},
     }
     recorder = WorkRecorder()
@@ -363,18 +386,18 @@ def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 
                 peak = sampler.stop()
                 stats = handle.stats()
                 handle.reset_stats()
-                result["runs"][run] = _run_report(crm, run, leads, summary, stats, recorder.counts(), wall, cpu,
+                result["runs"][run] = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu,
                                                   peak, rate_limit)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["targets"] = targets(result)
     return result
 
 
-def _run_report(crm: str, run: str, leads: int, summary: dict[str, Any], stats: dict[str, Any],
+def _run_report(crm: str, run: str, leads: int, changed: int, summary: dict[str, Any], stats: dict[str, Any],
                 recorded: dict[str, int], wall: float, cpu: float, peak: int, rate_limit: str | None) -> dict[str, Any]:
     endpoints = _crm_endpoints(stats, crm)
     calls = _count(endpoints)
-    work = work_for(crm, run, recorded, summary, leads)
+    work = work_for(crm, run, recorded, leads, changed)
     minimum = minimum_calls(crm, run, work)
     read = int(summary.get("read", 0))
     rate = _spec_rate(rate_limit, crm)
@@ -426,7 +449,8 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: int, random_seed: int,
-                         profile: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+                         profile: str | None = None, lookback: int | None = None, keep: bool = False,
+                         timeout: float | None = None) -> dict[str, Any]:
     """``measure`` in a new interpreter (clean heap, Prefect configured before import)."""
     args = [sys.executable, "-m", "leadflow.bench", "--crm", crm, "--leads", str(leads), "--changed", str(changed),
             "--random-seed", str(random_seed)]
@@ -434,6 +458,10 @@ def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: 
         args += ["--rate-limit", rate_limit]
     if profile:
         args += ["--profile", profile]
+    if lookback is not None:
+        args += ["--lookback", str(lookback)]
+    if keep:
+        args.append("--keep")
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "LEADFLOW_DATABASE_URL"}
     done = subprocess.run(args, cwd=str(root), env=env, capture_output=True, text=True, timeout=timeout)
@@ -489,8 +517,10 @@ def render(result: dict[str, Any]) -> str:
 
 
 def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100, repeat: int = 1,
-          random_seed: int = 42) -> dict[str, Any]:
-    results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed) for _ in range(max(1, repeat))]
+          random_seed: int = 42, lookback: int | None = None, profile: str | None = None,
+          keep: bool = False) -> dict[str, Any]:
+    results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed, profile, lookback, keep)
+               for _ in range(max(1, repeat))]
     return aggregate(results)
 
 
@@ -504,8 +534,11 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--changed", type=int, default=100)
     parser.add_argument("--random-seed", type=int, default=42)
     parser.add_argument("--profile", help="write a pyinstrument profile of the backfill here (HTML, and .txt)")
+    parser.add_argument("--lookback", type=int, help="override settings.LOOKBACK_SECONDS (experiment)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (state DB, audit log)")
     args = parser.parse_args(argv)
-    result = measure(args.crm, args.leads, args.rate_limit, args.changed, args.random_seed, args.profile)
+    result = measure(args.crm, args.leads, args.rate_limit, args.changed, args.random_seed, args.profile,
+                     args.lookback, args.keep)
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
 
