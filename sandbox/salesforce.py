@@ -10,6 +10,8 @@ Salesforce does (``2024-01-05T12:34:56.000+0000``). ``Id``, ``CreatedDate``,
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import itertools
 import re
 from collections import OrderedDict
@@ -221,6 +223,7 @@ class SalesforceOrg:
                             for name, fields in self.schema.items()}
         self.sessions = Sessions(session_id)
         self.cursors: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.jobs: dict[str, dict[str, Any]] = {}
         self._cursor_ids = itertools.count(1)
         self._ids = {name: itertools.count(1) for name in self.schema}
         self.api_calls = 0
@@ -353,6 +356,10 @@ class SalesforceApi:
                 ("POST", f"{data}/composite/sobjects{suffix}", "salesforce.composite.create", self.composite_create),
             ]
         out += [
+            ("POST", data + "/jobs/query", "salesforce.bulk2.query_create", self.bulk_create),
+            ("GET", data + "/jobs/query/{job_id}", "salesforce.bulk2.query_get", self.bulk_get),
+            ("PATCH", data + "/jobs/query/{job_id}", "salesforce.bulk2.query_abort", self.bulk_abort),
+            ("GET", data + "/jobs/query/{job_id}/results", "salesforce.bulk2.query_results", self.bulk_results),
             ("GET", data + "/query/{locator}", "salesforce.query_more", self.query_more),
             ("GET", data + "/queryAll/{locator}", "salesforce.query_more", self.query_more),
             ("GET", data + "/sobjects/{sobject}/{record_id}", "salesforce.sobjects.get", self.get_one),
@@ -540,6 +547,81 @@ class SalesforceApi:
         if offset >= len(cursor["ids"]):
             raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         return self._page(ctx, version, cursor["obj"], cursor["fields"], cursor["ids"], offset, cursor["batch"], locator)
+
+    # -- Bulk API 2.0 query jobs ---------------------------------------------------------------
+    def bulk_create(self, ctx: Ctx) -> Response:
+        version = self._version(ctx)
+        try:
+            body = ctx.json() or {}
+        except BadJson as exc:
+            raise SalesforceError(400, "JSON_PARSER_ERROR", str(exc)) from None
+        operation = body.get("operation")
+        if operation not in ("query", "queryAll"):
+            raise SalesforceError(400, "INVALIDJOB", f"InvalidJob : Invalid operation: {operation}")
+        delimiter = body.get("columnDelimiter", "COMMA")
+        line_ending = body.get("lineEnding", "LF")
+        if delimiter not in _DELIMITERS or line_ending not in ("LF", "CRLF"):
+            raise SalesforceError(400, "INVALIDJOB", "InvalidJob : invalid columnDelimiter or lineEnding")
+        text = body.get("query") or ""
+        try:
+            parsed = soql.parse(text)
+            obj = self._sobject_for_query(parsed)
+            soql.check_and_bind(parsed, self.org.lower[obj])
+        except soql.SoqlError as exc:
+            raise SalesforceError(400, exc.code, exc.message) from None
+        if parsed.count_only:
+            raise SalesforceError(400, "INVALIDJOB", "InvalidJob : COUNT() is not supported by Bulk API query jobs")
+        ids = list(self._run(obj, parsed))
+        job_id = f"750{next(self.org._cursor_ids):012d}AAA"
+        stamp = iso_sf(now_ms())
+        job = {"id": job_id, "operation": operation, "object": obj, "createdById": USER_ID, "createdDate": stamp,
+               "systemModstamp": stamp, "state": "UploadComplete", "concurrencyMode": "Parallel",
+               "contentType": "CSV", "apiVersion": float(version[1:]), "lineEnding": line_ending,
+               "columnDelimiter": delimiter}
+        self.org.jobs[job_id] = dict(job, _ids=ids, _fields=parsed.fields, _polls=0)
+        return json_response(job)
+
+    def _job(self, ctx: Ctx) -> dict[str, Any]:
+        self._version(ctx)
+        job = self.org.jobs.get(ctx.params["job_id"])
+        if job is None:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        return job
+
+    def bulk_get(self, ctx: Ctx) -> Response:
+        job = self._job(ctx)
+        job["_polls"] += 1
+        if job["state"] in ("UploadComplete", "InProgress"):
+            job["state"] = "InProgress" if job["_polls"] == 1 else "JobComplete"
+        info = {k: v for k, v in job.items() if not k.startswith("_")}
+        info.update(numberRecordsProcessed=len(job["_ids"]) if job["state"] == "JobComplete" else 0, retries=0,
+                    totalProcessingTime=len(job["_ids"]) // 100)
+        return json_response(info)
+
+    def bulk_abort(self, ctx: Ctx) -> Response:
+        job = self._job(ctx)
+        body = ctx.json() or {}
+        if body.get("state") != "Aborted":
+            raise SalesforceError(400, "INVALIDJOBSTATE", "Query jobs can only be aborted")
+        if job["state"] == "JobComplete":
+            raise SalesforceError(400, "INVALIDJOBSTATE", "Job is already complete")
+        job["state"] = "Aborted"
+        return json_response({k: v for k, v in job.items() if not k.startswith("_")})
+
+    def bulk_results(self, ctx: Ctx) -> Response:
+        job = self._job(ctx)
+        if job["state"] != "JobComplete":
+            raise SalesforceError(400, "INVALIDJOBSTATE", f"Job is not complete: {job['state']}")
+        offset = _decode_locator(ctx.query.get("locator"))
+        limit = int(ctx.query.get("maxRecords") or 50_000)
+        ids = job["_ids"]
+        chunk = ids[offset:offset + limit]
+        text = _csv(self.org, job["object"], job["_fields"], chunk, _DELIMITERS[job["columnDelimiter"]],
+                    "\r\n" if job["lineEnding"] == "CRLF" else "\n")
+        nxt = offset + len(chunk)
+        locator = base64.b64encode(str(nxt).encode()).decode().rstrip("=") if nxt < len(ids) else "null"
+        return Response(text.encode(), media_type="text/csv",
+                        headers={"Sforce-Locator": locator, "Sforce-NumberOfRecords": str(len(chunk))})
 
     # -- metadata -------------------------------------------------------------------------------
     def _sobject(self, ctx: Ctx) -> str:
@@ -819,6 +901,40 @@ class SalesforceApi:
             raise SalesforceError(400, problem["statusCode"], problem["message"], problem["fields"])
         self._apply(obj, found[1], self._stored(obj, record), now_ms())
         return Response(status_code=204)
+
+
+_DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
+
+
+def _decode_locator(raw: str | None) -> int:
+    if not raw or raw == "null":
+        return 0
+    try:
+        return int(base64.b64decode(raw + "=" * (-len(raw) % 4)).decode())
+    except ValueError:
+        raise SalesforceError(400, "INVALIDLOCATOR", f"Invalid locator: {raw}") from None
+
+
+def _csv(org: SalesforceOrg, obj: str, fields: list[str], ids: list[str], delimiter: str, newline: str) -> str:
+    """Bulk API 2.0 result CSV: a header row, every value quoted, nulls empty, datetimes with ``Z``."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator=newline, quoting=csv.QUOTE_ALL)
+    writer.writerow(fields)
+    render = org.renderer(obj, fields, "v59.0")
+    for record_id in ids:
+        row = render(record_id)
+        writer.writerow([_csv_value(org.schema[obj][name].type, row[name]) for name in fields])
+    return out.getvalue()
+
+
+def _csv_value(kind: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if kind == "datetime" and isinstance(value, str) and value.endswith("+0000"):
+        return value[:-5] + "Z"
+    return str(value)
 
 
 def _equality_lookup(where: Any) -> tuple[str, list[Any]] | None:

@@ -238,3 +238,18 @@ def test_sessions_expire_after_n_calls_and_on_demand(sandbox_server, sandbox_fau
         token_only.query("SELECT Id FROM Lead LIMIT 1")
     relogged = sandbox_server.salesforce_client("password")
     assert relogged.query("SELECT COUNT() FROM Lead")["totalSize"] >= 60
+
+
+def test_bulk2_query_job_with_locators():
+    with start_sandbox(small_seed(leads=2_500)) as sb:
+        sf = sb.salesforce_client()
+        pages = list(sf.bulk2.Lead.query("SELECT Id, LastName, SystemModstamp FROM Lead ORDER BY SystemModstamp",
+                                         max_records=1_000, wait=0.01))
+        assert len(pages) == 3
+        header, first = pages[0].splitlines()[0], pages[0].splitlines()[1]
+        assert header == '"Id","LastName","SystemModstamp"' and first.endswith('.000Z"')
+        assert sum(len(page.splitlines()) - 1 for page in pages) == 2_500
+        endpoints = sb.stats()["endpoints"]
+        assert endpoints["salesforce.bulk2.query_results"]["200"] == 3 and "salesforce.bulk2.query_create" in endpoints
+        with pytest.raises(SalesforceMalformedRequest):
+            list(sf.bulk2.Lead.query("SELECT Nope FROM Lead", wait=0.01))
