@@ -154,13 +154,13 @@ class Sandbox:
         search = ctx.endpoint.endswith(".search")
         now = time.monotonic()
         limits = self.limits
+        if limits.hubspot_daily is not None and self.hubspot_daily_used >= limits.hubspot_daily:
+            return json_response(_rate_body("DAILY", "You have reached your daily limit."), 429,
+                                 None if search else self.hubspot_headers(now))
         if search and limits.hubspot_search_max is not None:
             if self._hs_search_window.count(limits.hubspot_search_interval_ms, now) >= limits.hubspot_search_max:
                 return json_response(_rate_body("SECONDLY", "You have reached your secondly limit."), 429)
         if not search:
-            if limits.hubspot_daily is not None and self.hubspot_daily_used >= limits.hubspot_daily:
-                return json_response(_rate_body("DAILY", "You have reached your daily limit."), 429,
-                                     self.hubspot_headers(now))
             if limits.hubspot_max is not None and \
                     self._hs_window.count(limits.hubspot_interval_ms, now) >= limits.hubspot_max:
                 return json_response(_rate_body("TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit."),

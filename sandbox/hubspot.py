@@ -48,6 +48,8 @@ ASSOCIATION_NAMES = {
     192: "task_to_company", 191: "company_to_task",
 }
 
+SEARCHABLE = {"contacts": ("firstname", "lastname", "email", "phone", "company"),
+              "companies": ("name", "domain", "phone"), "tasks": ("hs_task_subject", "hs_task_body")}
 SEARCH_MAX_LIMIT = 200
 SEARCH_RESULT_CAP = 10_000
 BATCH_LIMIT = 100
@@ -638,6 +640,9 @@ class HubSpotApi:
         groups = self._filter_groups(obj, body.get("filterGroups") or [])
         sort_prop, descending = self._sort(obj, body.get("sorts") or [])
         ordered = self._search_ids(obj, groups, sort_prop, descending)
+        text = str(body.get("query") or "").strip().lower()
+        if text:
+            ordered = [i for i in ordered if self._text_match(obj, i, text)]
         total = len(ordered)
         stop = min(after + limit, total, SEARCH_RESULT_CAP)
         props = self._requested_properties(body.get("properties")) or None
@@ -646,6 +651,14 @@ class HubSpotApi:
         if stop < total and limit:
             out["paging"] = {"next": {"after": str(stop), "link": f"?after={stop}"}}
         return json_response(out)
+
+    def _text_match(self, obj: str, record_id: str, text: str) -> bool:
+        """The free-text ``query``: a token prefix in the object's default searchable properties."""
+        record = self.portal.tables[obj].records[record_id]
+        tokens = text.replace("*", "").split()
+        haystack = " ".join(str(record.get(name, "")) for name in SEARCHABLE[obj]).lower()
+        words = haystack.replace("@", " ").replace(".", " ").split() + haystack.split()
+        return all(any(word.startswith(token) for word in words) for token in tokens)
 
     def _filter_groups(self, obj: str, raw_groups: Any) -> list[list[dict[str, Any]]]:
         if not isinstance(raw_groups, list):

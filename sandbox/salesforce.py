@@ -441,7 +441,12 @@ class SalesforceApi:
         if parsed.count_only:
             return json_response({"totalSize": len(ids), "done": True, "records": []})
         fields = parsed.fields
-        return self._page(ctx, version, obj, fields, ids, 0, self._batch_size(ctx))
+        batch = self._batch_size(ctx)
+        long_text = [f for f in fields if self.org.schema[obj][f].type == "textarea" and self.org.schema[obj][f].custom
+                     and self.org.schema[obj][f].length > 255]
+        if len(long_text) >= 2:
+            batch = min(batch, 200)
+        return self._page(ctx, version, obj, fields, ids, 0, batch)
 
     def _sobject_for_query(self, parsed: soql.Query) -> str:
         for name in self.org.schema:

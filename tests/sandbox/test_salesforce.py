@@ -111,6 +111,8 @@ def test_query_pages_of_2000_with_next_records_url():
         assert len(ids) == len(set(ids)) == 4_500
         small = sf.query("SELECT Id FROM Lead", headers={"Sforce-Query-Options": "batchSize=500"})
         assert len(small["records"]) == 500
+        long_text = sf.query("SELECT Id, Pain_Point__c, Score_Reasons_Detail__c FROM Lead")
+        assert len(long_text["records"]) == 200  # two long text fields: batches of 200, as in Salesforce
         assert sb.stats()["endpoints"]["salesforce.query_more"]["200"] == 2
 
 
