@@ -759,6 +759,17 @@ class HubSpotApi:
                     high, high_inc = value, op == "LTE"
             entries = table.by_modified(low, low_inc, high, high_inc)
             return IdColumn(entries, 2), {id(f) for f in ranges}, "mod"
+        id_ranges = [f for f in filters if f["propertyName"] == "hs_object_id"
+                     and f.get("operator") in ("GT", "GTE", "LT", "LTE") and _float(f.get("value")) is not None]
+        if id_ranges:
+            low, low_inc, high, high_inc = None, True, None, True
+            for f in id_ranges:
+                op, value = f["operator"], _float(f["value"])
+                if op in ("GT", "GTE") and (low is None or value >= low):
+                    low, low_inc = value, op == "GTE"
+                elif op in ("LT", "LTE") and (high is None or value <= high):
+                    high, high_inc = value, op == "LTE"
+            return IdColumn(table.by_key(low, low_inc, high, high_inc), 1), {id(f) for f in id_ranges}, "id"
         return IdColumn(table.ids_in_order(), 1), set(), "id"
 
     def _matches(self, obj: str, record_id: str, filters: list[dict[str, Any]]) -> bool:

@@ -948,7 +948,7 @@ def _equality_lookup(where: Any) -> tuple[str, list[Any]] | None:
     for part in parts:
         if isinstance(part, soql.Comparison) and part.op in ("=", "IN"):
             values = part.value if isinstance(part.value, list) else [part.value]
-            if all(isinstance(v, (str, bool)) for v in values):
+            if all(isinstance(v, str) for v in values):
                 return part.field, values
     return None
 
@@ -965,6 +965,7 @@ class _RecordView:
 
     def __init__(self, org: SalesforceOrg, obj: str):
         self.table = org.tables[obj]
+        self.booleans = frozenset(name for name, spec in org.schema[obj].items() if spec.type == "boolean")
         self.record_id = ""
         self.record: dict[str, Any] = {}
 
@@ -979,6 +980,8 @@ class _RecordView:
             return self.table.modified[self.record_id]
         if name == "CreatedDate":
             return self.table.created[self.record_id]
+        if name in self.booleans:
+            return bool(self.record.get(name, False))
         return self.record.get(name, default)
 
 

@@ -157,6 +157,18 @@ class Table:
             stop = bisect_right(index, (high, _Top())) if high_inclusive else bisect_left(index, (high,))
         return index[start:stop] if start < stop else []
 
+    def by_key(self, low: Any = None, low_inclusive: bool = True, high: Any = None,
+               high_inclusive: bool = True) -> list[tuple[Any, str]]:
+        """Id-index entries with ``low <(=) sort_key <(=) high``, in id order."""
+        index = self._by_id
+        start = 0
+        if low is not None:
+            start = bisect_left(index, (low,)) if low_inclusive else bisect_right(index, (low, _Top()))
+        stop = len(index)
+        if high is not None:
+            stop = bisect_right(index, (high, _Top())) if high_inclusive else bisect_left(index, (high,))
+        return index[start:stop] if start < stop else []
+
     def ids_in_order(self) -> list[tuple[Any, str]]:
         return self._by_id
 

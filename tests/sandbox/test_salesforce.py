@@ -62,8 +62,9 @@ def test_query_where_order_limit(salesforce_client, sandbox_server):
     query = format_soql("SELECT Id, email FROM lead WHERE (Email = {} OR Email IN {}) AND IsConverted = {} "
                         "AND Title != {}", email.upper(), ["x'y@example.org"], False, None)
     matched = salesforce_client.query(query)
-    assert _ids(matched) in ([ordered[3]], [])
-    assert "Email" in matched["records"][0] if matched["records"] else True
+    assert _ids(matched) == [ordered[3]] and "Email" in matched["records"][0]
+    assert salesforce_client.query("SELECT COUNT() FROM Lead WHERE IsConverted = false")["totalSize"] == 60
+    assert salesforce_client.query("SELECT COUNT() FROM Lead WHERE IsConverted = true")["totalSize"] == 0
     patients = salesforce_client.query("SELECT Id, Lead_Kind__c FROM Lead WHERE Lead_Kind__c = 'Patient'")
     assert patients["totalSize"] == sum(1 for r in org.tables["Lead"].records.values()
                                         if r.get("Lead_Kind__c") == "Patient") > 0
