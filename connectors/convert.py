@@ -158,7 +158,7 @@ def read_value(name: str, fm: FieldMapping, raw: Any) -> Any:
     if is_blank(raw):
         return None
     if name == "reasons":
-        return [part for part in str(raw).split(REASONS_SEPARATOR.strip()) if part.strip()]
+        return [part.strip() for part in str(raw).split(REASONS_SEPARATOR.strip()) if part.strip()]
     return str(raw).strip() if not isinstance(raw, str) else raw
 
 

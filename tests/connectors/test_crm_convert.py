@@ -128,3 +128,8 @@ def test_current_values_keys_company_fields_on_hubspot():
 def test_strings_pass_through_unchanged(value):
     lead = record_to_lead(SF, "00Q2", {"Company": value, "SystemModstamp": "2026-01-01T00:00:00Z"})
     assert lead.company_name == value
+
+
+def test_reasons_read_back_as_a_list():
+    lead = record_to_lead(HS, "9", hs_props(leadflow_reasons="Health system; Demo requested"))
+    assert lead.reasons == ["Health system", "Demo requested"]
