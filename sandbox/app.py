@@ -122,7 +122,8 @@ class Sandbox:
         routes.append(Route("/api/", Endpoint(self, "nppes", "nppes.search", self._nppes_search), methods=["GET"]))
         routes.append(Route("/api", Endpoint(self, "nppes", "nppes.search", self._nppes_search), methods=["GET"]))
         routes += admin_routes(self)
-        return _KeepRawSend(Starlette(routes=routes))
+        handlers = {404: _not_found, 405: _not_found}
+        return _KeepRawSend(Starlette(routes=routes, exception_handlers=handlers))
 
     def endpoint_names(self) -> list[str]:
         names = {name for _, _, name, _ in self.hubspot_api.routes() + self.salesforce_api.routes()}
@@ -303,6 +304,18 @@ async def _drop(scope: dict[str, Any]) -> None:
         raise ConnectionAbortedError("sandbox: dropped connection")
     transport.abort() if hasattr(transport, "abort") else transport.close()
     await asyncio.sleep(0)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unknown routes answer in the shape of the API their path belongs to."""
+    status = getattr(exc, "status_code", 404)
+    path = request.url.path
+    if path.startswith("/services/"):
+        return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+    if path.startswith("/crm/"):
+        return error_response(HubSpotError(404 if status == 404 else status, f"Unknown route {request.method} {path}",
+                                           "OBJECT_NOT_FOUND" if status == 404 else "VALIDATION_ERROR"))
+    return json_response({"error": f"{status}: {request.method} {path}"}, status)
 
 
 def _rate_body(policy: str, message: str) -> dict[str, Any]:

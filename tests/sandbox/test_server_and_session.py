@@ -59,3 +59,14 @@ def test_loopback_session_rewrites_only_to_loopback():
     with pytest.raises(ValueError):
         LoopbackSession("https://acme.my.salesforce.com")
     assert is_loopback("::1") and is_loopback("127.0.0.2") and not is_loopback("example.org")
+
+
+def test_unknown_routes_answer_in_each_api_shape(sandbox_server):
+    hubspot = httpx.get(f"{sandbox_server.url}/crm/v3/objects/deals", headers={"Authorization": "Bearer sandbox-token"})
+    assert hubspot.status_code == 404 and hubspot.json()["status"] == "error"
+    salesforce = httpx.get(f"{sandbox_server.url}/services/data/v59.0/sobjects/Account/describe",
+                           headers={"Authorization": "Bearer sandbox-session"})
+    assert salesforce.status_code == 404 and salesforce.json()[0]["errorCode"] == "NOT_FOUND"
+    old_version = httpx.get(f"{sandbox_server.url}/services/data/v20.0/limits/",
+                            headers={"Authorization": "Bearer sandbox-session"})
+    assert old_version.status_code == 404
