@@ -45,7 +45,8 @@ HUBSPOT_LIST_PAGE = 100  # GET /crm/v3/objects/contacts: limit <= 100
 HUBSPOT_SEARCH_PAGE = 200  # POST .../search: limit <= 200
 HUBSPOT_BATCH = 100  # batch read / update / create, v4 associations batch read
 HUBSPOT_SEARCH_IN_VALUES = 100  # values of one IN filter in a search
-SALESFORCE_QUERY_BATCH = 2000  # records per query / queryMore response
+SALESFORCE_QUERY_BATCH = 2000  # records per query / queryMore response...
+SALESFORCE_LONG_TEXT_BATCH = 200  # ...but 200 when the SELECT has 2+ custom long text area fields
 SALESFORCE_COLLECTION = 200  # records per sObject Collections call
 SALESFORCE_IN_IDS = 200  # task keys per SOQL IN lookup (what the connector and the query length allow)
 
@@ -78,11 +79,12 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
     task keys not known locally), ``tasks_created``, ``tasks_closed``."""
     out: dict[str, int] = {}
     leads = work.get("leads", 0)
+    read = work.get("read_leads", leads)  # with echoes: leads + leadflow's own recent writes
     if crm == "hubspot":
         if run == "backfill":
-            out["read"] = max(1, _ceil(leads, HUBSPOT_LIST_PAGE))  # companies' ids come inline
+            out["read"] = max(1, _ceil(read, HUBSPOT_LIST_PAGE))  # companies' ids come inline
         else:
-            out["read"] = max(1, _ceil(leads, HUBSPOT_SEARCH_PAGE))
+            out["read"] = max(1, _ceil(read, HUBSPOT_SEARCH_PAGE))
             out["associations"] = _ceil(leads, HUBSPOT_BATCH)  # search results carry no associations
         out["company_read"] = _ceil(work.get("companies", 0), HUBSPOT_BATCH)
         out["lead_write"] = _ceil(work.get("lead_writes", 0), HUBSPOT_BATCH)
@@ -91,7 +93,7 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
         out["task_create"] = _ceil(work.get("tasks_created", 0), HUBSPOT_BATCH)
         out["task_close"] = _ceil(work.get("tasks_closed", 0), HUBSPOT_BATCH)
     else:
-        out["read"] = max(1, _ceil(leads, SALESFORCE_QUERY_BATCH))
+        out["read"] = max(1, _ceil(read, work.get("query_batch") or SALESFORCE_QUERY_BATCH))
         out["lead_write"] = _ceil(work.get("lead_writes", 0), SALESFORCE_COLLECTION)
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), SALESFORCE_IN_IDS)
         out["task_create"] = _ceil(work.get("tasks_created", 0), SALESFORCE_COLLECTION)
@@ -264,6 +266,18 @@ def _spec_rate(spec: str | None, crm: str) -> tuple[int, float] | None:
     return None
 
 
+def salesforce_query_batch(handle: Any) -> int:
+    """The REST query batch size Salesforce allows for the connector's SELECT: 2,000, or 200 when it
+    selects two or more custom long text area fields (checked with describe, as Salesforce does)."""
+    from connectors.factory import connector_from_env
+
+    fields = set(connector_from_env("salesforce").fields)
+    described = handle.salesforce_client().Lead.describe()["fields"]
+    long_text = [f["name"] for f in described if f["name"] in fields and f.get("type") == "textarea"
+                 and f.get("custom") and int(f.get("length") or 0) > 255]
+    return SALESFORCE_LONG_TEXT_BATCH if len(long_text) >= 2 else SALESFORCE_QUERY_BATCH
+
+
 def change_leads(handle: Any, crm: str, count: int) -> list[str]:
     """Change ``count`` leads through the real client, as a sales rep or a form would; their ids."""
     if count <= 0:
@@ -362,12 +376,21 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
                 from connectors.setup import hubspot_setup
 
                 hubspot_setup(connector_from_env("hubspot"))
+            else:
+                result["salesforce_query_batch"] = salesforce_query_batch(handle)
             handle.reset_stats()
             result["rss_before_mb"] = round(sampler.process.memory_info().rss / 2**20, 1)
+            history: list[tuple[float, float, set[str]]] = []  # (start, end, lead ids written) per run
+            changed_ids: set[str] = set()
             for run in RUNS:
                 if run == "incremental":
-                    change_leads(handle, crm, changed)
+                    changed_ids = set(change_leads(handle, crm, changed))
                     handle.reset_stats()
+                # leadflow's own writes inside this run's read window (watermark - lookback, now):
+                # re-read (and skipped) by a timestamp-based incremental read
+                window = history[-1][0] - settings.LOOKBACK_SECONDS if history else None
+                echoes = set().union(*(ids for _, end, ids in history if window is not None and end >= window))
+                started_at = time.time()
                 recorder.reset()
                 sampler.start()
                 cpu0, wall0 = _cpu_seconds(), time.perf_counter()
@@ -386,18 +409,30 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
                 peak = sampler.stop()
                 stats = handle.stats()
                 handle.reset_stats()
-                result["runs"][run] = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu,
-                                                  peak, rate_limit)
+                written = set(recorder.sets.get("write:contacts" if crm == "hubspot" else "write:Lead", set()))
+                history.append((started_at, time.time(), written))
+                report = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu, peak,
+                                     rate_limit, result.get("salesforce_query_batch"))
+                if run != "backfill":
+                    to_read = (changed_ids if run == "incremental" else set()) | echoes
+                    report["echo_reads"] = len(echoes - (changed_ids if run == "incremental" else set()))
+                    with_echoes = minimum_calls(crm, run, dict(report["work"], read_leads=len(to_read)))
+                    report["minimum_calls_with_echoes"] = with_echoes
+                    report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
+                result["runs"][run] = report
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["targets"] = targets(result)
     return result
 
 
 def _run_report(crm: str, run: str, leads: int, changed: int, summary: dict[str, Any], stats: dict[str, Any],
-                recorded: dict[str, int], wall: float, cpu: float, peak: int, rate_limit: str | None) -> dict[str, Any]:
+                recorded: dict[str, int], wall: float, cpu: float, peak: int, rate_limit: str | None,
+                query_batch: int | None = None) -> dict[str, Any]:
     endpoints = _crm_endpoints(stats, crm)
     calls = _count(endpoints)
     work = work_for(crm, run, recorded, leads, changed)
+    if query_batch:
+        work["query_batch"] = query_batch
     minimum = minimum_calls(crm, run, work)
     read = int(summary.get("read", 0))
     rate = _spec_rate(rate_limit, crm)
@@ -482,7 +517,8 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [r["runs"][run] for r in results if run in r["runs"]]
         merged = dict(rows[0])
         for key in ("wall_seconds", "leads_per_second", "cpu_ms_per_lead", "cpu_seconds", "peak_rss_mb", "api_calls",
-                    "calls_over_minimum", "http_429", "failures_surfaced", "wall_over_rate_limit"):
+                    "calls_over_minimum", "calls_over_minimum_with_echoes", "http_429", "failures_surfaced",
+                    "wall_over_rate_limit"):
             values = [row[key] for row in rows if row.get(key) is not None]
             if values:
                 merged[key] = round(statistics.median(values), 3)
@@ -510,6 +546,9 @@ def render(result: dict[str, Any]) -> str:
                         if r.get("wall_over_rate_limit") else ""))
         lines.append(f"  {'':<12} by endpoint {r['api_calls_by_endpoint']}")
         lines.append(f"  {'':<12} minimum     {r['minimum_calls']}")
+        if "minimum_calls_with_echoes" in r:
+            lines.append(f"  {'':<12} with the re-read of {r['echo_reads']} echoes of leadflow's own writes: minimum "
+                         f"{r['minimum_calls_with_echoes']['total']}, ratio {r['calls_over_minimum_with_echoes']}x")
         lines.append(f"  {'':<12} changed {s['changed']}, tasks {s['tasks_created']}, failed {s['failed']}, "
                      f"stopped early {s['stopped_early']}")
     lines.append("  targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}" for k, v in result["targets"].items()))
