@@ -530,6 +530,12 @@ class HubSpotApi:
         self.portal.check_properties(obj, items)
         for item in items:
             properties = item.get("properties") or {}
+            email = str(properties.get("email") or "").strip().lower()
+            if obj == "contacts" and email:
+                existing = self.portal.tables["contacts"].lookup("email", email, _lower)
+                if existing:
+                    raise HubSpotError(409, f"Contact already exists. Existing ID: {min(existing, key=int)}",
+                                       "CONFLICT")
             if obj == "tasks" and not properties.get("hs_timestamp"):
                 raise _validation(
                     "Property values were not valid: [{\"isValid\":false,\"message\":\"hs_timestamp is required\","

@@ -270,3 +270,19 @@ def test_auth_and_rate_limit_headers(sandbox_server, hubspot_client):
     searched = httpx.post(f"{sandbox_server.url}/crm/v3/objects/contacts/search", headers=headers, json={"limit": 1})
     assert searched.status_code == 200
     assert not [h for h in searched.headers if h.lower().startswith("x-hubspot-ratelimit")]
+
+
+def test_create_conflicts_and_batch_create_trace_errors(hubspot_client, sandbox_server, sandbox_faults):
+    email = sandbox_server.state.hubspot.tables["contacts"].records["10020"]["email"]
+    with pytest.raises(ApiException) as err:
+        hubspot_client.crm.contacts.basic_api.create({"properties": {"email": email.upper()}})
+    assert err.value.status == 409 and "Existing ID: 10020" in json.loads(err.value.body)["message"]
+    sandbox_faults("hubspot.tasks.batch_create:record_error=VALIDATION_ERROR,ids=t2")
+    inputs = [dict(_task("10021", f"trace-{n}").to_dict(), objectWriteTraceId=n) for n in ("t1", "t2")]
+    for item in inputs:
+        item["associations"] = [{"to": {"id": "10021"}, "types": [{"associationCategory": "HUBSPOT_DEFINED",
+                                                                  "associationTypeId": 204}]}]
+    result = hubspot_client.crm.objects.tasks.batch_api.create(
+        batch_input_simple_public_object_batch_input_for_create={"inputs": inputs})
+    assert [r.properties["hs_task_body"] for r in result.results] == ["trace-t1"]
+    assert result.errors[0].context == {"objectWriteTraceId": ["t2"]}
