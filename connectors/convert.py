@@ -286,11 +286,16 @@ def convert_record(
 
 
 def current_values(mapping: CrmMapping, props: dict[str, Any], company: dict[str, Any] | None) -> dict[str, Any]:
-    """``Page.current`` for one record: every writable mapped field, keyed by ``current_key``."""
+    """``Page.current`` for one record: every writable mapped field the read fetched, keyed by
+    ``current_key`` (a field left out of the read - a write-only long text - is absent, and
+    ``plan_update`` compares it with what leadflow last wrote)."""
     out: dict[str, Any] = {}
     for fm in _fields(mapping)[1].values():
-        source = _source_props(mapping, fm, props, company) or {}
-        out[current_key(mapping, fm)] = source.get(fm.field)
+        source = _source_props(mapping, fm, props, company)
+        if source is None:
+            out[current_key(mapping, fm)] = None  # no company: every company field is blank
+        elif fm.field in source:
+            out[current_key(mapping, fm)] = source[fm.field]
     return out
 
 

@@ -142,7 +142,11 @@ class SalesforceConnector(CrmConnectorBase):
         self.config = config
         self.lead_type = _name(mapping.objects["lead"])
         self.task_type = _name(mapping.objects["task"])
-        self.fields = [_name(f) for f in sorted(set(mapping.crm_fields("lead")) | set(mapping.crm_fields("company")) | {"Id"})]
+        write_only = {fm.field for fm in mapping.fields.values() if not fm.reads}
+        fetched = (set(mapping.crm_fields("lead")) | set(mapping.crm_fields("company")) | {"Id"}) - write_only
+        # write-only fields are not read back (a second long-text field would cut query batches
+        # from 2,000 rows to 200); plan_update compares them with what leadflow last wrote
+        self.fields = [_name(f) for f in sorted(fetched)]
         self.modified = _name(mapping.modified_field)
         self.task_key = _name(mapping.tasks.key_field)
         self._sf = sf

@@ -11,6 +11,10 @@ Policies: ``always`` writes when different; ``if_blank`` fills only empty fields
 ``never_over_manual`` never overwrites a value a person changed (current non-blank and different
 from what leadflow last wrote; non-blank and never written by leadflow counts as manual).
 
+A field absent from ``current`` (the connector does not read it, e.g. a write-only long text on
+Salesforce, where two long-text fields in a query cut its batches to 200 rows) is compared with
+the value leadflow last wrote.
+
 Stamp fields (``scored_at``) change on every scoring; they are written only together with another
 change to the same object, so an unchanged lead is never written (and never re-read as changed).
 """
@@ -61,7 +65,7 @@ def plan_update(
         if new is None:
             continue
         key = current_key(mapping, fm)
-        old = current.get(key)
+        old = current[key] if key in current else written.get(key)  # not read: last written value
         if values_equal(fm, old, new):
             continue
         if not _allowed(fm, old, written.get(key), key in written):

@@ -92,3 +92,14 @@ def test_plan_updates_for_a_page():
     leads = [scored(crm_id=str(i)) for i in range(3)]
     updates = plan_updates(leads, {}, {}, HS)
     assert {u.crm_id for u in updates} == {"0", "1", "2"}
+
+
+def test_unread_field_is_compared_with_the_last_written_value():
+    lead = scored("salesforce", crm_id="00Q1")
+    first = plan_update(lead, {}, {}, SF)[0]
+    written = {c.field: c.new for c in first.changes}
+    current = {k: v for k, v in written.items() if k != "Score_Reasons_Detail__c"}  # not read back
+    assert plan_update(lead, current, written, SF) == []
+    changed = lead.model_copy(update={"reasons": ["Something new"]})
+    fields = plan_update(changed, current, written, SF)[0].fields
+    assert fields["Score_Reasons_Detail__c"] == "Something new"
