@@ -254,6 +254,7 @@ class Endpoint:
             decision = sandbox.faults.decide(self.name, lambda: _touched_ids(ctx))
         if decision.delay:
             await asyncio.sleep(decision.delay)
+            started = time.time()
         if decision.drop == "before":
             await _drop(scope)
             sandbox.stats.record(self.name, request.method, 0, started, time.perf_counter() - clock)

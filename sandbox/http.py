@@ -72,7 +72,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 class Stats:
-    """Counts by endpoint and status, plus a bounded log of recent requests."""
+    """Counts by endpoint and status, plus a bounded log of recent requests (``at``: when the
+    request was admitted, after any injected delay, i.e. when rate limits judged it)."""
 
     def __init__(self, log_size: int = 10_000):
         self._lock = threading.Lock()
