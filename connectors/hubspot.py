@@ -421,8 +421,8 @@ class HubSpotConnector(CrmConnectorBase):
             for chunk in chunked(inputs, self.config.batch_size):
                 ok, bad = self._update_batch(object_type, chunk)
                 for oid, reason in bad.items():
-                    fields = ", ".join(sorted(merged[oid]))
-                    for crm_id in owners[oid]:
+                    fields = ", ".join(sorted(merged.get(oid, {})))
+                    for crm_id in owners.get(oid, []):
                         failed.setdefault(crm_id, f"hubspot:{crm_id}: {object_type} {oid}: {fields}: {reason}")
                 if obj == "lead":
                     echo.update(ok)
@@ -450,13 +450,10 @@ class HubSpotConnector(CrmConnectorBase):
             ok1, bad1 = self._update_batch(object_type, inputs[:mid])
             ok2, bad2 = self._update_batch(object_type, inputs[mid:])
             return {**ok1, **ok2}, {**bad1, **bad2}
-        ok: dict[str, datetime] = {}
+        ok: dict[str, datetime | None] = {}
         for record in data.get("results") or []:
-            stamp = parse_datetime((record.get("properties") or {}).get(self.mapping.modified_field) or record.get("updatedAt"))
-            if stamp:
-                ok[str(record["id"])] = stamp
-            else:
-                ok.setdefault(str(record["id"]), None)  # type: ignore[arg-type]
+            props = record.get("properties") or {}
+            ok[str(record["id"])] = parse_datetime(props.get(self.mapping.modified_field) or record.get("updatedAt"))
         bad: dict[str, str] = {}
         for err in data.get("errors") or []:
             ids = (err.get("context") or {}).get("ids") or []
