@@ -191,6 +191,7 @@ class Generator:
         self.anchor = anchor_ms if anchor_ms is not None else (int(time.time() * 1000) // DAY_MS) * DAY_MS
         self.hs = load_mapping("hubspot")
         self.sf = load_mapping("salesforce")
+        self.declared = declared_inputs(self.hs, self.sf)
         self._npis: set[str] = set()
         self.orgs: dict[str, list[Org]] = {}
         self.nppes: list[dict[str, Any]] = []
@@ -379,14 +380,9 @@ class Generator:
             lead.update(lead_kind="b2b", org=org, title=rng.choice(TITLES[segment]) or None,
                         email=f"{slug}{index if index % 7 == 0 else ''}@{org.domain}")
             lead["pain_point"] = rng.choice(PAIN_POINTS[segment]) or None if rng.random() < 0.6 else None
-            for name, options in (("budget_status", ["approved", "planned", "needs_approval", "grant", "none", "unknown"]),
-                                  ("timeline", ["now", "quarter", "half_year", "year", "later", "unknown"]),
-                                  ("security_review", ["ready", "in_progress", "not_started", "unknown"]),
-                                  ("baa_status", ["ready", "in_progress", "not_started", "unknown"])):
-                if rng.random() < 0.45:
+            for name, options in self.declared:
+                if rng.random() < (0.25 if name == "decision_role" else 0.45):
                     lead[name] = rng.choice(options)
-            if rng.random() < 0.25:
-                lead["decision_role"] = rng.choice(["decision_maker", "influencer", "user", "unknown"])
             if rng.random() < 0.15:
                 lead["discovery"] = {k: rng.random() < 0.6 for k in ("need_confirmed", "timeline_confirmed",
                                                                      "authority_confirmed", "budget_path_known")}
@@ -473,8 +469,9 @@ class Generator:
 
         enum("lead_kind", lead["lead_kind"])
         enum("source", lead["source"])
-        for name in ("budget_status", "timeline", "security_review", "baa_status", "decision_role", "manual_stage"):
+        for name, _ in self.declared:
             enum(name, lead.get(name))
+        enum("manual_stage", lead.get("manual_stage"))
         _put(out, field_of["pain_point"], lead.get("pain_point"))
         for name, value in (lead.get("discovery") or {}).items():
             flag(f"discovery.{name}", value)
@@ -532,6 +529,22 @@ class Generator:
                               "ActivityDate": _date(lead["modified"] + 3 * DAY_MS), "CreatedDate": lead["modified"],
                               "SystemModstamp": lead["modified"]})
         return {"Lead": rows, "Task": tasks}
+
+
+NOT_DECLARED = frozenset({"lead_kind", "source", "manual_stage", "stage", "org_type", "care_setting"})
+
+
+def declared_inputs(*mappings: CrmMapping) -> list[tuple[str, list[str]]]:
+    """The declared enumerated inputs every mapping reads from the lead (budget, timeline, security
+    review, BAA, ...), with their canonical values: read from the mappings, so new ones are seeded too."""
+    first, *others = mappings
+    out = []
+    for name, item in first.fields.items():
+        if name in NOT_DECLARED or item.object != "lead" or item.direction != "read" or not item.values:
+            continue
+        if all(name in other.fields and other.fields[name].direction == "read" for other in others):
+            out.append((name, list(item.values)))
+    return out
 
 
 def _put(out: dict[str, Any], name: str, value: Any) -> None:

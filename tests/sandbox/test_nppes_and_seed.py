@@ -9,7 +9,7 @@ import httpx
 
 from mappings import load_mapping
 from sandbox import build_sandbox, start_sandbox
-from sandbox.seed import TAXONOMY, generate, npi_check_digit
+from sandbox.seed import TAXONOMY, declared_inputs, generate, npi_check_digit
 
 ANCHOR = 1_795_000_000_000
 
@@ -72,8 +72,10 @@ def test_generated_leads_cover_the_domain():
     assert any(p.get(hs.fields["sales_accepted"].field) == "true" for p in contacts)
     assert any(p.get(hs.fields["manual_stage"].field) for p in contacts)
     assert any(p.get(hs.fields["discovery.need_confirmed"].field) for p in contacts)
-    for name in ("budget_status", "timeline", "security_review", "baa_status", "pain_point"):
+    for name, _ in declared_inputs(hs, sf):
         assert any(p.get(hs.fields[name].field) for p in contacts), name
+    assert {"budget_status", "timeline", "security_review", "baa_status"} <= {n for n, _ in declared_inputs(hs, sf)}
+    assert any(p.get(hs.fields["pain_point"].field) for p in contacts)
     titles = {p.get("jobtitle") for p in contacts}
     assert {"Chief Information Officer", "Practice Administrator", "Student"} & titles
     for event in hs.events.values():
