@@ -71,13 +71,30 @@ def loopback_session_factory(url: str):
     return lambda: LoopbackSession(url)
 
 
+def _run_options(crm: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Per-run limits from the environment (explicit overrides win):
+    ``LEADFLOW_API_MAX_CALLS`` (calls per run), ``LEADFLOW_API_DAILY_SHARE`` (e.g. 0.2 of the
+    daily quota left), ``LEADFLOW_PREFECT_RATE_LIMIT`` (``1`` for ``leadflow-<crm>-api``, or a name)."""
+    out = dict(overrides)
+    if "max_calls" not in out and os.environ.get("LEADFLOW_API_MAX_CALLS"):
+        out["max_calls"] = int(os.environ["LEADFLOW_API_MAX_CALLS"])
+    if "daily_share" not in out and os.environ.get("LEADFLOW_API_DAILY_SHARE"):
+        out["daily_share"] = float(os.environ["LEADFLOW_API_DAILY_SHARE"])
+    fleet = os.environ.get("LEADFLOW_PREFECT_RATE_LIMIT")
+    if "fleet_rate_limit" not in out and fleet and fleet != "0":
+        out["fleet_rate_limit"] = f"leadflow-{crm}-api" if fleet == "1" else fleet
+    return out
+
+
 def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
     token = _secret("HUBSPOT_ACCESS_TOKEN", required=True)
+    overrides = _run_options("hubspot", overrides)
     return HubSpotConfig(access_token=token, host=_plain("HUBSPOT_HOST", "https://api.hubapi.com"), **overrides)
 
 
 def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
     url = _plain("SALESFORCE_INSTANCE_URL", required=True)
+    overrides = _run_options("salesforce", overrides)
     config = SalesforceConfig(
         instance_url=url,
         username=_plain("SALESFORCE_USERNAME"),

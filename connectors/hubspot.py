@@ -39,7 +39,7 @@ from connectors import state
 from connectors.base import LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, chunked
 from connectors.convert import convert_record, current_values, parse_datetime
-from connectors.ratelimit import ApiBudget, CallMeter, SlidingWindowLimiter
+from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter, SlidingWindowLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
 from mappings import CrmMapping, load_mapping
@@ -61,6 +61,7 @@ class HubSpotConfig:
     search_per_second: int = 5
     max_calls: int | None = None
     daily_share: float | None = None
+    fleet_rate_limit: str | None = None  # a Prefect global concurrency limit name (opt-in)
     page_size: int = settings.HUBSPOT_SEARCH_PAGE_SIZE
     result_cap: int = settings.HUBSPOT_SEARCH_RESULT_CAP
     batch_size: int = settings.HUBSPOT_BATCH_SIZE
@@ -306,6 +307,7 @@ class HubSpotConnector(CrmConnectorBase):
                 "search": SlidingWindowLimiter(config.search_per_second, 1.0),
             },
             budget=ApiBudget(max_calls=config.max_calls, daily_share=config.daily_share),
+            fleet=PrefectGlobalLimiter(config.fleet_rate_limit) if config.fleet_rate_limit else None,
         )
         super().__init__(engine, mapping, meter, retry or RetryPolicy(), mark_reads)
         self.config = config

@@ -8,6 +8,8 @@
   ``BudgetExhausted`` is raised *before* the call, so the flow stops cleanly with its state saved.
 - ``CallMeter``: one gate every connector call goes through: limiter, budget, counts by endpoint,
   and the remaining quota seen in response headers. ``usage()`` is what ``api_usage()`` returns.
+- ``PrefectGlobalLimiter``: optional, the Prefect global concurrency limit ``leadflow-<crm>-api``
+  (slot decay) that keeps a fleet of workers under the CRM's limit together.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ class SlidingWindowLimiter:
             self._sleep(max(wait, 0.001))
 
 
+class PrefectGlobalLimiter:
+    """The fleet-wide limit: one slot of the Prefect global concurrency limit ``name`` (created
+    with a slot decay, see docs/operations.md) per CRM call, shared by every worker. Opt-in
+    (``LEADFLOW_PREFECT_RATE_LIMIT``): it costs a Prefect API round trip per call."""
+
+    def __init__(self, name: str, timeout_seconds: float | None = 300.0):
+        self.name, self.timeout_seconds = name, timeout_seconds
+
+    def acquire(self) -> None:
+        from prefect.concurrency.sync import rate_limit
+
+        rate_limit(self.name, occupy=1, timeout_seconds=self.timeout_seconds, strict=False)
+
+
 @dataclass
 class ApiBudget:
     max_calls: int | None = None
@@ -91,9 +107,11 @@ class CallMeter:
         self,
         limiters: dict[str, SlidingWindowLimiter] | None = None,
         budget: ApiBudget | None = None,
+        fleet: PrefectGlobalLimiter | None = None,
     ):
         self.limiters = limiters or {}
         self.budget = budget or ApiBudget()
+        self.fleet = fleet
         self.calls: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
         self.quota: dict[str, Any] = {}
@@ -104,6 +122,8 @@ class CallMeter:
         limiter = self.limiters.get(bucket) or self.limiters.get("default")
         if limiter is not None:
             limiter.acquire()
+        if self.fleet is not None:
+            self.fleet.acquire()
         with self._lock:
             self.calls[endpoint] += 1
 

@@ -34,7 +34,7 @@ from connectors import state
 from connectors.base import LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, chunked
 from connectors.convert import convert_record, current_values, parse_datetime
-from connectors.ratelimit import ApiBudget, CallMeter
+from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
 from mappings import CrmMapping, load_mapping
@@ -64,6 +64,7 @@ class SalesforceConfig:
     timeout: float = 60.0
     max_calls: int | None = None
     daily_share: float | None = None
+    fleet_rate_limit: str | None = None  # a Prefect global concurrency limit name (opt-in)
     page_size: int = 500
     collection_size: int = settings.SALESFORCE_COLLECTION_SIZE
     id_batch: int = 200
@@ -137,7 +138,10 @@ class SalesforceConnector(CrmConnectorBase):
                  retry: RetryPolicy | None = None, meter: CallMeter | None = None, mark_reads: bool = True,
                  sf: Salesforce | None = None):
         mapping = mapping or load_mapping("salesforce")
-        meter = meter or CallMeter(budget=ApiBudget(max_calls=config.max_calls, daily_share=config.daily_share))
+        meter = meter or CallMeter(
+            budget=ApiBudget(max_calls=config.max_calls, daily_share=config.daily_share),
+            fleet=PrefectGlobalLimiter(config.fleet_rate_limit) if config.fleet_rate_limit else None,
+        )
         super().__init__(engine, mapping, meter, retry or RetryPolicy(), mark_reads)
         self.config = config
         self.lead_type = _name(mapping.objects["lead"])

@@ -85,3 +85,14 @@ def test_salesforce_setup_lists_missing_fields(sandbox, engine):
         "Lead.EHR_System__c: Text(255) - for ehr_vendor (read); Setup > Object Manager > Lead > Fields & "
         "Relationships > New, API name EHR_System__c"
     ]
+
+
+def test_run_limits_from_environment(engine, monkeypatch):
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "t")
+    monkeypatch.setenv("LEADFLOW_API_MAX_CALLS", "500")
+    monkeypatch.setenv("LEADFLOW_API_DAILY_SHARE", "0.2")
+    monkeypatch.setenv("LEADFLOW_PREFECT_RATE_LIMIT", "1")
+    hs = connector_from_env("hubspot", engine)
+    assert hs.meter.budget.max_calls == 500 and hs.meter.budget.daily_share == 0.2
+    assert hs.meter.fleet is not None and hs.meter.fleet.name == "leadflow-hubspot-api"
+    assert connector_from_env("hubspot", engine, max_calls=7).meter.budget.max_calls == 7
