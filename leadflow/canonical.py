@@ -141,6 +141,8 @@ _LENIENT_FIELDS: dict[str, type[StrEnum]] = {
     "decision_role": DecisionRole,
     "security_review": Readiness,
     "baa_status": Readiness,
+    "privacy_review": Readiness,
+    "implementation_staffing": Readiness,
 }
 
 
@@ -230,6 +232,8 @@ class Lead(BaseModel):
     decision_role: DecisionRole = DecisionRole.unknown
     security_review: Readiness = Readiness.unknown
     baa_status: Readiness = Readiness.unknown
+    privacy_review: Readiness = Readiness.unknown
+    implementation_staffing: Readiness = Readiness.unknown
 
     discovery: Discovery = Field(default_factory=Discovery)
     events: list[Event] = Field(default_factory=list)

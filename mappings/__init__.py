@@ -42,6 +42,8 @@ ENUM_OF_FIELD: dict[str, type[StrEnum]] = {
     "decision_role": DecisionRole,
     "security_review": Readiness,
     "baa_status": Readiness,
+    "privacy_review": Readiness,
+    "implementation_staffing": Readiness,
     "manual_stage": Stage,
     "stage": Stage,
 }

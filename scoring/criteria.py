@@ -337,29 +337,30 @@ def _timeline(value: str, score: float, confirmed: bool) -> tuple[int, Reasons]:
 # --- compliance readiness -------------------------------------------------------------------
 
 _READINESS_WORDS = {"ready": "done", "in_progress": "in progress", "not_started": "not started", "unknown": "unknown: ask"}
+_READINESS_LABELS = ("security review", "BAA", "privacy/legal review", "implementation staffing")
 _READINESS_TEXTS = {
-    (label, value): f"{label} {words}" for label in ("security review", "BAA") for value, words in _READINESS_WORDS.items()
+    (label, value): f"{label} {words}" for label in _READINESS_LABELS for value, words in _READINESS_WORDS.items()
 }
+_READINESS_SHARE = {"security review": 0.3, "BAA": 0.3, "privacy/legal review": 0.2, "implementation staffing": 0.2}
+_LEGAL_CONTACT_FLOOR = 75.0
 
 
 def compliance(lead: Lead, org: OrgContext, model: QualificationModel) -> tuple[int, Reasons]:
-    """Security review, BAA, privacy/legal contact, implementation staffing."""
-    security, baa = lead.security_review._value_, lead.baa_status._value_
-    scale = model.readiness_scale
-    return _compliance(security, scale[security], baa, scale[baa], "compliance" in org.functions)
+    """Security review, BAA, privacy/legal review (or a privacy/legal contact engaged), implementation staffing."""
+    values = (lead.security_review._value_, lead.baa_status._value_, lead.privacy_review._value_,
+              lead.implementation_staffing._value_)
+    return _compliance(values, tuple(model.readiness_scale[v] for v in values), "compliance" in org.functions)
 
 
-@lru_cache(maxsize=256)
-def _compliance(security: str, security_score: float, baa: str, baa_score: float, legal_contact: bool) -> tuple[int, Reasons]:
+@lru_cache(maxsize=1024)
+def _compliance(values: tuple[str, ...], points: tuple[float, ...], legal_contact: bool) -> tuple[int, Reasons]:
     reasons: list[Reason] = []
     score = 0.0
-    for label, value, points in (("security review", security, security_score), ("BAA", baa, baa_score)):
-        score += 0.4 * points
-        reasons.append(((points - 50.0) * 0.4, _READINESS_TEXTS[label, value]))
-    if legal_contact:
-        score += 20.0
-        reasons.append((10.0, "privacy/legal contact engaged"))
-    else:
-        reasons.append((-3.0, "no privacy/legal contact yet"))
-    reasons.append((-1.0, "implementation staffing unknown: ask on discovery"))
+    for label, value, value_points in zip(_READINESS_LABELS, values, points):
+        text = _READINESS_TEXTS[label, value]
+        if label == "privacy/legal review" and legal_contact and value_points < _LEGAL_CONTACT_FLOOR:
+            value_points, text = _LEGAL_CONTACT_FLOOR, "privacy/legal contact engaged"
+        share = _READINESS_SHARE[label]
+        score += share * value_points
+        reasons.append(((value_points - 50.0) * share, text))
     return clamp(score), tuple(reasons)
