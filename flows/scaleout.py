@@ -5,8 +5,8 @@ flow run of the ``backfill-leads/backfill-partition`` deployment per range with 
 Any process worker on the work pool may pick a partition up. Each lead's modification time lies in
 exactly one range, and writes move it past ``until``, so no lead is written by two partitions. The
 parent holds the CRM's run lock for the whole backfill; partitions run under it (``parent_run_id``).
-A Prefect global rate limit named ``leadflow-<crm>-api`` (see ``connectors.ratelimit``) keeps the
-whole fleet under the CRM's API limit.
+A Prefect global rate limit named ``leadflow-<crm>-api`` (``LEADFLOW_PREFECT_RATE_LIMIT``, see
+``connectors.ratelimit``) keeps the whole fleet under the CRM's API limit.
 """
 
 from __future__ import annotations

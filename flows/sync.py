@@ -71,11 +71,8 @@ def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> Ru
     from connectors.factory import connector_from_env
     from scoring import load_model
 
-    from flows.fleet import apply_fleet_limit
-
     model = load_model()
     connector = connector_from_env(crm, engine=engine, mark_reads=not dry_run)
-    apply_fleet_limit(connector, crm)
     preview = settings.DEFAULT_STATE_DIR / "previews" / f"{crm}-{run_id}.csv" if dry_run else None
     return RunContext(
         crm=crm,
