@@ -64,7 +64,7 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
 
     result = PageResult(read=len(page.leads) + len(page.quarantined), cursor=page.cursor)
     quarantined = {q.crm_id: q.reason for q in page.quarantined}
-    leads = _enrich(ctx, page.leads)
+    leads, provenance = _enrich(ctx, page.leads)
     qualifications = qualify_batch(leads, ctx.now, ctx.model)
     written = state.written_values(ctx.engine, ctx.crm, [lead.crm_id for lead in leads])
 
@@ -99,15 +99,17 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     result.quarantined = len(quarantined)
     result.tasks_created, result.tasks_closed = len(write.tasks_created), len(write.tasks_closed)
     _record_state(ctx, page, updates, write, quarantined)
-    _audit(ctx, updates, tasks, write, quarantined, by_id)
+    _audit(ctx, updates, tasks, write, quarantined, by_id, provenance)
     result.examples = _examples(by_id, limit=3)
     return result
 
 
-def _enrich(ctx: RunContext, leads: list[Lead]) -> list[Lead]:
+def _enrich(ctx: RunContext, leads: list[Lead]) -> tuple[list[Lead], dict[str, dict[str, Any]]]:
+    """The enriched leads, and for each lead the provenance of every field enrichment set."""
     if ctx.waterfall is None or not leads:
-        return leads
-    return [outcome.lead for outcome in ctx.waterfall.enrich_batch(leads, ctx.now)]
+        return leads, {}
+    outcomes = ctx.waterfall.enrich_batch(leads, ctx.now)
+    return [o.lead for o in outcomes], {o.lead.crm_id: o.provenance for o in outcomes if o.provenance}
 
 
 def _task_for(ctx: RunContext, lead: Lead, q: Any) -> TaskSpec | None:
@@ -164,7 +166,8 @@ def _record_state(ctx: RunContext, page: Page, updates: list[LeadUpdate], write:
 
 
 def _audit(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec], write: WriteResult,
-           quarantined: dict[str, str], by_id: dict[str, tuple[Lead, Any]]) -> None:
+           quarantined: dict[str, str], by_id: dict[str, tuple[Lead, Any]],
+           provenance: dict[str, dict[str, Any]]) -> None:
     entries: list[AuditEntry] = []
     for update in updates:
         lead, q = by_id[update.crm_id]
@@ -174,8 +177,9 @@ def _audit(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec], wr
             entries.append(AuditEntry(ctx.crm, update.crm_id, "write_failed", None, None,
                                       write.failed[update.crm_id], reasons))
             continue
+        sources = provenance.get(update.crm_id, {})
         for change in update.changes:
-            entries.extend(_change_entries(ctx.crm, change, patient, reasons))
+            entries.extend(_change_entries(ctx.crm, change, patient, _why(change, sources, reasons)))
     for task in tasks:
         if task.key in write.tasks_created:
             entries.append(AuditEntry(ctx.crm, task.crm_id, "task_created", task.key, None,
@@ -185,6 +189,14 @@ def _audit(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec], wr
     for crm_id, reason in quarantined.items():
         entries.append(AuditEntry(ctx.crm, crm_id, "quarantined", None, None, reason))
     ctx.audit.record(entries)
+
+
+def _why(change: FieldChange, sources: dict[str, Any], reasons: Sequence[str] | None) -> Sequence[str] | None:
+    """An enriched field is explained by where its value came from; an output by the lead's reasons."""
+    source = sources.get(change.canonical)
+    if source is None:
+        return reasons
+    return [f"enriched by {source.provider} (confidence {source.confidence:.2f}, {source.source_key})"]
 
 
 def _change_entries(crm: str, change: FieldChange, patient: bool, reasons: Sequence[str] | None) -> list[AuditEntry]:

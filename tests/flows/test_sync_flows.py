@@ -154,3 +154,12 @@ def test_audit_and_state_on_postgresql(prefect_server, postgres_url, tmp_path):
         assert {"field_set", "stage_move"} <= {row["action"] for row in rows}
         assert state.get_watermark(engine, "salesforce", "Lead") is not None
         engine.dispose()
+
+
+def test_enriched_fields_are_audited_with_their_source(prefect_server, sandbox, hubspot_env):
+    engine = make_engine(hubspot_env["LEADFLOW_DATABASE_URL"])
+    rows = read_audit(engine, crm="hubspot", limit=100_000)
+    enriched = [r for r in rows if r["field"] in ("company.leadflow_org_type", "company.leadflow_specialty")
+                and not r["dry_run"]]
+    assert enriched, "the seeded organizations found in the NPPES stand-in had their type written"
+    assert all(r["reasons"][0].startswith("enriched by nppes (confidence ") for r in enriched)
