@@ -342,6 +342,21 @@ def pick_match(
     return MatchDecision(best, best_score, None)
 
 
+def pick_match_near(
+    records: Sequence[Mapping[str, Any]],
+    name: str,
+    state: str,
+    city: str | None,
+    threshold: float = DEFAULT_MATCH_THRESHOLD,
+    margin: float = DEFAULT_AMBIGUITY_MARGIN,
+) -> MatchDecision:
+    """Prefer organizations practising in the lead's city (it tells same-named organizations in one
+    state apart); with none there, match across the state."""
+    if city and _candidates(records, state, city):
+        return pick_match(records, name, state, city, threshold, margin)
+    return pick_match(records, name, state, None, threshold, margin)
+
+
 def _candidates(records: Sequence[Mapping[str, Any]], state: str, city: str | None) -> list[NppesOrg]:
     by_npi: dict[str, NppesOrg] = {}
     for raw in records:
@@ -560,7 +575,10 @@ class NppesProvider:
         state = state_code(lead.state)
         name = (lead.company_name or "").strip()
         if name and state in STATE_CODES and normalize_name(name):
-            keys.append(LookupKey(f"name:{normalize_name(name)}|{state}", {"name": name, "state": state}, f"{name!r} in {state}"))
+            city = (lead.city or "").strip().upper()
+            query = {"name": name, "state": state, **({"city_hint": city} if city else {})}
+            label = f"{name!r} in {city.title() + ', ' if city else ''}{state}"
+            keys.append(LookupKey(f"name:{normalize_name(name)}|{state}{'|' + city if city else ''}", query, label))
         return keys
 
     async def fetch_many(self, keys: Sequence[LookupKey]) -> dict[str, Lookup]:
@@ -640,7 +658,8 @@ class NppesProvider:
             records, truncated = await client.search({"organization_name": organization_name, **params})
             if records:
                 break
-        decision = pick_match(records, name, state, key.query.get("city"), self.match_threshold, self.ambiguity_margin)
+        decision = pick_match_near(records, name, state, key.query.get("city") or key.query.get("city_hint"),
+                                   self.match_threshold, self.ambiguity_margin)
         reach = f" (search stopped at the API's reach, at most {PAGE_LIMIT + MAX_SKIP:,} results; more may exist)" if truncated else ""
         if decision.org is None:
             return Lookup("miss", confidence=decision.confidence, note=f"{decision.note}{reach}")

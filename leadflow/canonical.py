@@ -218,6 +218,7 @@ class Lead(BaseModel):
     provider_count: int | None = Field(default=None, ge=0)
     bed_count: int | None = Field(default=None, ge=0)
     location_count: int | None = Field(default=None, ge=0)
+    city: str | None = None
     state: str | None = None
     country: str | None = None
     ehr_vendor: str | None = None

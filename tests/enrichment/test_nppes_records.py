@@ -253,3 +253,19 @@ def test_pick_match_skips_individuals():
     decision = pick_match(records, "Sandy Springs Health Center", "GA")
     assert decision.org is not None and decision.org.npi == "1639225402"
     assert pick_match(records, "Sprang", "GA").org is None
+
+
+def test_the_leads_city_tells_same_named_organizations_apart():
+    from connectors.nppes import pick_match, pick_match_near
+
+    def org(npi: str, city: str) -> dict:
+        return {"number": npi, "enumeration_type": "NPI-2",
+                "basic": {"organization_name": "NORTHSIDE FAMILY CLINIC PC"},
+                "addresses": [{"address_purpose": "LOCATION", "city": city, "state": "GA",
+                               "postal_code": "30301", "address_1": "1 Main St"}],
+                "taxonomies": [{"code": "261QP2300X", "primary": True}]}
+
+    records = [org("1111111111", "ATLANTA"), org("2222222222", "MACON")]
+    assert pick_match(records, "Northside Family Clinic", "GA").org is None  # ambiguous state-wide
+    assert pick_match_near(records, "Northside Family Clinic", "GA", "Macon").org.npi == "2222222222"
+    assert pick_match_near(records, "Northside Family Clinic", "GA", "Savannah").org is None  # no local one: still ambiguous
