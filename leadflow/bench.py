@@ -266,6 +266,26 @@ def _spec_rate(spec: str | None, crm: str) -> tuple[int, float] | None:
     return None
 
 
+def _server_ms(handle: Any) -> dict[str, float]:
+    """Time the sandbox spent answering, by endpoint (from its request log; it keeps 10,000 rows)."""
+    totals: dict[str, float] = defaultdict(float)
+    for row in handle.requests():
+        totals[row["endpoint"]] += row.get("duration_ms") or 0.0
+    return {name: round(ms, 1) for name, ms in sorted(totals.items())}
+
+
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
+
+
 def salesforce_query_batch(handle: Any) -> int:
     """The REST query batch size Salesforce allows for the connector's SELECT: 2,000, or 200 when it
     selects two or more custom long text area fields (checked with describe, as Salesforce does)."""
@@ -348,7 +368,8 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
     result: dict[str, Any] = {
         "crm": crm, "leads": leads, "changed": changed, "rate_limit": rate_limit, "random_seed": random_seed,
         "lookback_seconds": settings.LOOKBACK_SECONDS, "workdir": str(workdir),
-        "python": sys.version.split()[0], "pid": os.getpid(), "runs": {},
+        "python": sys.version.split()[0], "pid": os.getpid(), "revision": _git_revision(),
+        "cpus": os.cpu_count(), "runs": {},
     }
     recorder = WorkRecorder()
     recorder.install()
@@ -408,6 +429,7 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
                 wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
                 peak = sampler.stop()
                 stats = handle.stats()
+                server_ms = _server_ms(handle)
                 handle.reset_stats()
                 written = set(recorder.sets.get("write:contacts" if crm == "hubspot" else "write:Lead", set()))
                 history.append((started_at, time.time(), written))
@@ -419,6 +441,7 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
                     with_echoes = minimum_calls(crm, run, dict(report["work"], read_leads=len(to_read)))
                     report["minimum_calls_with_echoes"] = with_echoes
                     report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
+                report["sandbox_ms_by_endpoint"] = server_ms
                 result["runs"][run] = report
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["targets"] = targets(result)
