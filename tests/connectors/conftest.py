@@ -7,13 +7,6 @@ from typing import Any
 
 import pytest
 
-from connectors.retry import RetryPolicy
-
-
-def fast_retry(**kw: Any) -> RetryPolicy:
-    kw.setdefault("sleep", lambda s: None)
-    kw.setdefault("jitter", False)
-    return RetryPolicy(**kw)
 
 
 @pytest.fixture()

@@ -10,11 +10,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from connectors import state
+from connectors.retry import RetryPolicy
 from connectors.base import TaskSpec, WriteResult
 from connectors.writeback import plan_update
 from leadflow.canonical import Lead
 
 NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+
+
+def fast_retry(**kw: Any) -> RetryPolicy:
+    """A retry policy that does not sleep, for tests."""
+    kw.setdefault("sleep", lambda s: None)
+    kw.setdefault("jitter", False)
+    return RetryPolicy(**kw)
 
 
 def sandbox_state(sb: Any) -> Any:

@@ -4,7 +4,7 @@ nothing; daily quotas and the run budget stop a run cleanly."""
 from __future__ import annotations
 
 import pytest
-from conftest import fast_retry
+from crm_harness import fast_retry
 from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, seed_salesforce
 
 from connectors import state

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-from conftest import fast_retry
+from crm_harness import fast_retry
 from crm_harness import calls, sandbox_state
 
 from connectors.factory import connector_for_sandbox

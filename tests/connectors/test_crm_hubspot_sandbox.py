@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, touch_hubspot
-from conftest import fast_retry
+from crm_harness import fast_retry
 
 from connectors.factory import connector_for_sandbox
 from connectors.setup import hubspot_setup

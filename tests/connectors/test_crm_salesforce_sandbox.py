@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import fast_retry
+from crm_harness import fast_retry
 from crm_harness import calls, run_sync, sandbox_state, seed_salesforce
 
 from connectors.factory import connector_for_sandbox

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import fast_retry
+from crm_harness import fast_retry
 from crm_harness import run_sync, sandbox_state, seed_hubspot, seed_salesforce
 
 from connectors import state
