@@ -325,6 +325,20 @@ def _truncate(text: str, max_length: int | None) -> str:
     return text[: max_length - 1].rstrip() + "…"
 
 
+def _join_whole(parts: list[Any], separator: str, max_length: int | None) -> str:
+    """As many whole reasons, most important first, as fit in ``max_length``; a first reason that
+    alone is too long is cut."""
+    texts = [str(p) for p in parts]
+    if max_length is None:
+        return separator.join(texts)
+    kept: list[str] = []
+    for text in texts:
+        if len(separator.join([*kept, text])) > max_length:
+            break
+        kept.append(text)
+    return separator.join(kept) if kept else _truncate(texts[0], max_length)
+
+
 def to_crm_value(crm: str, name: str, fm: FieldMapping, value: Any) -> Any:
     """A canonical value in the CRM's form; None means "nothing to write"."""
     if value is None or (isinstance(value, list) and not value):
@@ -333,7 +347,7 @@ def to_crm_value(crm: str, name: str, fm: FieldMapping, value: Any) -> Any:
     if name == "reasons_detail":
         out: Any = _truncate(DETAIL_SEPARATOR.join(str(v) for v in value), fm.max_length)
     elif isinstance(value, list):
-        out = _truncate(REASONS_SEPARATOR.join(str(v) for v in value), fm.max_length)
+        out = _join_whole(value, REASONS_SEPARATOR, fm.max_length)
     elif fm.type == "number":
         number = float(value)
         out = int(number) if number.is_integer() else number

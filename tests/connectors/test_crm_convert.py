@@ -104,7 +104,7 @@ def test_write_values_per_crm():
     assert to_crm_value("salesforce", "scored_at", SF.fields["scored_at"], when) == "2026-01-02T03:04:05.678Z"
     reasons = ["x" * 200, "y" * 200]
     short = to_crm_value("hubspot", "reasons", HS.fields["reasons"], reasons)
-    assert len(short) == 255 and short.endswith("…")
+    assert short == "x" * 200  # whole reasons only: the second one does not fit
     full = to_crm_value("hubspot", "reasons_detail", HS.fields["reasons_detail"], reasons)
     assert full == "x" * 200 + "\n" + "y" * 200
 
@@ -133,3 +133,16 @@ def test_strings_pass_through_unchanged(value):
 def test_reasons_read_back_as_a_list():
     lead = record_to_lead(HS, "9", hs_props(leadflow_reasons="Health system; Demo requested"))
     assert lead.reasons == ["Health system", "Demo requested"]
+
+
+def test_reasons_field_holds_whole_reasons_within_its_length():
+    from connectors.convert import to_crm_value
+    from mappings import load_mapping
+
+    fm = load_mapping("hubspot").fields["reasons"]
+    reasons = [f"reason number {i} explains something sales should know" for i in range(10)]
+    text = to_crm_value("hubspot", "reasons", fm, reasons)
+    assert len(text) <= fm.max_length
+    assert all(part in reasons for part in text.split("; "))  # never a reason cut in half
+    assert text.startswith(reasons[0]) and len(text.split("; ")) < len(reasons)
+    assert len(to_crm_value("hubspot", "reasons", fm, ["x" * 400])) == fm.max_length
