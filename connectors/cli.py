@@ -61,3 +61,24 @@ def check(crm: str = CRM_OPTION) -> None:
         typer.echo(f"{crm}: check failed: {error_message(exc)}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@crm_app.command("connect")
+def connect(crm: str = CRM_OPTION) -> None:
+    """Store the CRM's secrets as Prefect Secret blocks (prompted, never echoed or printed).
+
+    Workers then need only the non-secret settings (instance URL, username) in their environment."""
+    from leadflow.secrets import SECRET_VARIABLES, prefect_api_configured, save_credential
+
+    if crm not in SECRET_VARIABLES:
+        typer.echo(f"error: unknown CRM {crm!r}: expected hubspot or salesforce", err=True)
+        raise typer.Exit(2)
+    import prefect  # noqa: F401 - settings, so a configured profile counts too
+
+    if not prefect_api_configured():
+        typer.echo("error: Secret blocks live on a Prefect server: set PREFECT_API_URL first", err=True)
+        raise typer.Exit(2)
+    for variable in SECRET_VARIABLES[crm]:
+        value = typer.prompt(f"{variable} (empty to skip)", default="", hide_input=True, show_default=False)
+        if value:
+            typer.echo(f"saved Secret block {save_credential(variable, value)}")

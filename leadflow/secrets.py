@@ -1,16 +1,23 @@
 """Credentials: an environment variable, else a Prefect Secret block, never from code or files.
 
 ``credential("HUBSPOT_ACCESS_TOKEN")`` reads the variable; when it is unset, it loads the Secret
-block ``leadflow-hubspot-access-token`` (only when a Prefect API is configured, so a plain CLI run
-with no server never starts one). Values come back as ``SecretStr`` so they cannot leak into reprs,
+block ``leadflow-hubspot-access-token`` (only when a Prefect API is configured — ``PREFECT_API_URL``
+in the environment or Prefect's settings — so a plain CLI run with no server never starts one). Values come back as ``SecretStr`` so they cannot leak into reprs,
 logs or exceptions by accident.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from pydantic import SecretStr
+
+SECRET_VARIABLES = {
+    "hubspot": ("HUBSPOT_ACCESS_TOKEN",),
+    "salesforce": ("SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN", "SALESFORCE_CLIENT_SECRET",
+                   "SALESFORCE_SESSION_ID"),
+}
 
 
 def block_name(variable: str) -> str:
@@ -21,9 +28,19 @@ def credential(variable: str) -> SecretStr | None:
     value = os.environ.get(variable)
     if value:
         return SecretStr(value)
-    if not os.environ.get("PREFECT_API_URL"):
+    if not prefect_api_configured():
         return None
     return _from_block(block_name(variable))
+
+
+def prefect_api_configured() -> bool:
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if "prefect" not in sys.modules:  # never import Prefect (or start a server) just to look
+        return False
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
 
 
 def _from_block(name: str) -> SecretStr | None:
