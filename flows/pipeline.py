@@ -85,7 +85,8 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
         task = _task_for(ctx, scored, q)
         if task is not None:
             tasks.append(task)
-            supersede[lead.crm_id] = [f"{lead.crm_id}:{q.previous_stage}:"] if q.previous_stage else []
+        if q.stage_changed and q.previous_stage is not None:
+            supersede[lead.crm_id] = [f"{lead.crm_id}:{q.previous_stage.value}:"]
         result.stages.append((q.stage.value, lead.source.value, q.segment))
         if q.stage_changed:
             result.stage_moves += 1
@@ -141,10 +142,10 @@ def _write(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec],
         return WriteResult(succeeded=sorted({u.crm_id for u in updates}),
                            tasks_created={t.key: "(dry run)" for t in tasks})
     result = ctx.connector.write_updates(updates) if updates else WriteResult()
-    if tasks:
-        tasks = [t for t in tasks if t.crm_id not in result.failed]
-        task_result = ctx.connector.ensure_tasks(tasks, {k: v for k, v in supersede.items()
-                                                        if any(t.crm_id == k for t in tasks)})
+    tasks = [t for t in tasks if t.crm_id not in result.failed]
+    supersede = {crm_id: refs for crm_id, refs in supersede.items() if crm_id not in result.failed}
+    if tasks or supersede:
+        task_result = ctx.connector.ensure_tasks(tasks, supersede)
         result.tasks_created.update(task_result.tasks_created)
         result.tasks_existing.update(task_result.tasks_existing)
         result.tasks_closed.extend(task_result.tasks_closed)

@@ -163,3 +163,20 @@ def test_enriched_fields_are_audited_with_their_source(prefect_server, sandbox, 
                 and not r["dry_run"]]
     assert enriched, "the seeded organizations found in the NPPES stand-in had their type written"
     assert all(r["reasons"][0].startswith("enriched by nppes (confidence ") for r in enriched)
+
+
+def test_a_stage_change_closes_the_superseded_task(prefect_server, sandbox, hubspot_env):
+    from hubspot.crm.contacts import SimplePublicObjectInput
+
+    tasks = _hubspot_tasks(sandbox)
+    mql_task = next(t for t in tasks if ":mql:" in t["properties"]["leadflow_task_key"]
+                    and t["properties"].get("hs_task_status") != "COMPLETED")
+    crm_id = mql_task["properties"]["leadflow_task_key"].split(":", 1)[0]
+    sandbox.hubspot_client().crm.contacts.basic_api.update(
+        crm_id, SimplePublicObjectInput(properties={"leadflow_manual_stage": "disqualified"}))
+
+    summary = sync_leads("hubspot")
+    assert summary["tasks_closed"] >= 1
+    closed = next(t for t in _hubspot_tasks(sandbox) if t["id"] == mql_task["id"])
+    assert closed["properties"]["hs_task_status"] == "COMPLETED"
+    assert _contacts(sandbox, [crm_id], ["leadflow_stage"])[crm_id]["leadflow_stage"] == "disqualified"
