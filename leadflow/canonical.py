@@ -222,6 +222,7 @@ class Lead(BaseModel):
     state: str | None = None
     country: str | None = None
     ehr_vendor: str | None = None
+    industry: str | None = None  # the CRM's industry value as read (free text)
 
     # channel
     source: Source = Source.other
