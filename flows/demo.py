@@ -122,8 +122,11 @@ def _print_run(summary: dict[str, Any], first_run: bool) -> None:
 
     print_summary(summary)
     if summary["read"] == 0 or (not first_run and summary["changed"] == 0 and summary["tasks_created"] == 0):
+        echo = (f" It re-read {summary['read']} lead(s) that leadflow itself wrote last time (Salesforce returns no "
+                "modification time on a write, so they are recognised by comparing values) and changed none."
+                if summary["read"] else "")
         console.print(f"[green]{summary['crm']}: nothing to do[/] — no lead changed since the last run "
-                      f"({summary['api_calls']} API call(s), {summary['seconds']} s).")
+                      f"({summary['api_calls']} API call(s), {summary['seconds']} s).{echo}")
         return
     _print_stages(summary)
     for example in summary.get("examples", [])[:3]:
