@@ -378,6 +378,7 @@ def load_config(config_path: str | Path | None = None) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
         config = yaml.safe_load(handle) or {}
     config["_base_dir"] = str(path.resolve().parent)
+    config["_path"] = str(path)
     return config
 
 
@@ -427,6 +428,10 @@ def _build_provider(spec: dict[str, Any], config: dict[str, Any], nppes_url: str
         if not path.exists():
             raise FileNotFoundError(f"enrichment config: reference file {path} does not exist")
         return ReferenceFileProvider.from_config({**spec, "path": str(path)}, base_dir=config["_base_dir"])
+    if kind == "crm_industry":
+        from connectors.industry import IndustryProvider
+
+        return IndustryProvider.from_config(spec, path=config.get("_path", "enrichment config"))
     raise ValueError(f"enrichment config: unknown provider type {kind!r}")
 
 

@@ -227,7 +227,7 @@ def test_default_config_builds_without_a_reference_file(monkeypatch, sqlite_url)
     monkeypatch.delenv("LEADFLOW_REFERENCE_CSV", raising=False)
     engine = store.make_engine(sqlite_url)
     waterfall = build_waterfall(engine=engine, nppes_url=NPPES_TEST_URL)
-    assert [p.name for p in waterfall.providers] == ["nppes"] and waterfall.providers[0].url == NPPES_TEST_URL
+    assert [p.name for p in waterfall.providers] == ["nppes", "crm_industry"] and waterfall.providers[0].url == NPPES_TEST_URL
     monkeypatch.setenv("LEADFLOW_REFERENCE_CSV", "/nonexistent/vendor.csv")
     with pytest.raises(FileNotFoundError):
         build_waterfall(engine=engine)
