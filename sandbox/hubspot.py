@@ -31,6 +31,20 @@ DEFAULT_PROPERTIES = {
     "companies": ["createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"],
     "tasks": ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
 }
+# HubSpot's default company property ``industry`` is an enumeration of LinkedIn-style codes (about 150 in a
+# real portal); the ones the seed writes and a few neighbours.
+INDUSTRIES: tuple[tuple[str, str], ...] = (
+    ("BIOTECHNOLOGY", "Biotechnology"), ("COMPUTER_SOFTWARE", "Computer Software"),
+    ("FINANCIAL_SERVICES", "Financial Services"), ("HEALTH_WELLNESS_AND_FITNESS", "Health, Wellness and Fitness"),
+    ("HIGHER_EDUCATION", "Higher Education"), ("HOSPITAL_HEALTH_CARE", "Hospital & Health Care"),
+    ("INFORMATION_TECHNOLOGY_AND_SERVICES", "Information Technology and Services"), ("INSURANCE", "Insurance"),
+    ("INTERNET", "Internet"), ("MANAGEMENT_CONSULTING", "Management Consulting"),
+    ("MEDICAL_DEVICES", "Medical Devices"), ("MEDICAL_PRACTICE", "Medical Practice"),
+    ("MENTAL_HEALTH_CARE", "Mental Health Care"),
+    ("NON_PROFIT_ORGANIZATION_MANAGEMENT", "Non-Profit Organization Management"),
+    ("PHARMACEUTICALS", "Pharmaceuticals"), ("RESEARCH", "Research"), ("RETAIL", "Retail"),
+    ("VENTURE_CAPITAL_PRIVATE_EQUITY", "Venture Capital & Private Equity"),
+)
 ID_START = {"contacts": 10_001, "companies": 5_000_001, "tasks": 90_000_000_001}
 
 # (from, to) -> (primary or only type id, extra "unlabeled" type id or None, label of the first)
@@ -107,7 +121,7 @@ def standard_properties() -> dict[str, dict[str, dict[str, Any]]]:
         text("companies", "name", "Company name"), text("companies", "domain", "Company Domain Name"),
         text("companies", "city", "City"), text("companies", "state", "State/Region"),
         text("companies", "zip", "Postal Code"), text("companies", "country", "Country/Region"),
-        text("companies", "phone", "Phone Number"), text("companies", "industry", "Industry"),
+        text("companies", "phone", "Phone Number"), _prop("industry", "Industry", "enumeration", "select", "companyinformation", INDUSTRIES),
         number("companies", "numberofemployees", "Number of Employees"),
         stamp("companies", "createdate", "Create Date"),
         stamp("companies", "hs_lastmodifieddate", "Last Modified Date"),

@@ -111,6 +111,12 @@ def _system_fields() -> list[Field]:
     ]
 
 
+# The standard Lead/Account Industry picklist (unrestricted: admins add values).
+INDUSTRIES = ("Agriculture", "Apparel", "Banking", "Biotechnology", "Chemicals", "Communications", "Construction",
+              "Consulting", "Education", "Electronics", "Energy", "Engineering", "Entertainment", "Environmental",
+              "Finance", "Food & Beverage", "Government", "Healthcare", "Hospitality", "Insurance", "Machinery",
+              "Manufacturing", "Media", "Not For Profit", "Other", "Recreation", "Retail", "Shipping", "Technology",
+              "Telecommunications", "Transportation", "Utilities")
 LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted")
 TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
 TASK_PRIORITIES = ("High", "Normal", "Low")
@@ -125,7 +131,7 @@ def build_schema(mapping: CrmMapping) -> dict[str, dict[str, Field]]:
         _std("Email", "email", "Email", 80), _std("Phone", "phone", "Phone", 40),
         _std("Website", "url", "Website", 255), _std("City", "string", "City", 40),
         _std("State", "string", "State/Province", 80), _std("PostalCode", "string", "Zip/Postal Code", 20),
-        _std("Country", "string", "Country", 80), _std("Industry", "picklist", "Industry", 255),
+        _std("Country", "string", "Country", 80), _std("Industry", "picklist", "Industry", 255, picklist=INDUSTRIES),
         _std("NumberOfEmployees", "int", "Employees"),
         _std("Status", "picklist", "Status", 255, picklist=LEAD_STATUSES, nillable=False),
         _std("IsConverted", "boolean", "Converted", updateable=False, nillable=False),

@@ -128,6 +128,22 @@ SOURCES = [("web_form", 16), ("demo_request", 10), ("phone", 5), ("paid_search",
 ORG_TYPE = {"health_system": "health_system", "hospital": "hospital", "physician_practice": "physician_practice",
             "clinic": "clinic", "payer": "payer", "pharma": "pharma", "digital_health": "digital_health",
             "post_acute": "other", "noise": "other"}
+# The organization's industry as a CRM holds it: (HubSpot company `industry` code, Salesforce Lead `Industry`),
+# by segment (post-acute by kind; noise by a word of its name, none for "Self"); INDUSTRY_BLANK of organizations
+# have none.
+INDUSTRY = {
+    "health_system": [("HOSPITAL_HEALTH_CARE", "Healthcare")], "hospital": [("HOSPITAL_HEALTH_CARE", "Healthcare")],
+    "physician_practice": [("MEDICAL_PRACTICE", "Healthcare")], "clinic": [("MEDICAL_PRACTICE", "Healthcare")],
+    "payer": [("INSURANCE", "Insurance")],
+    "pharma": [("PHARMACEUTICALS", "Biotechnology"), ("BIOTECHNOLOGY", "Biotechnology")],
+    "digital_health": [("COMPUTER_SOFTWARE", "Technology"), ("INFORMATION_TECHNOLOGY_AND_SERVICES", "Technology")],
+    "home_health": [("HOSPITAL_HEALTH_CARE", "Healthcare")], "snf": [("HOSPITAL_HEALTH_CARE", "Healthcare")],
+    "lab": [("HOSPITAL_HEALTH_CARE", "Healthcare")], "pharmacy": [("RETAIL", "Retail")],
+}
+NOISE_INDUSTRY = {"Consulting": [("MANAGEMENT_CONSULTING", "Consulting")],
+                  "University": [("HIGHER_EDUCATION", "Education")],
+                  "Capital": [("VENTURE_CAPITAL_PRIVATE_EQUITY", "Finance")]}
+INDUSTRY_BLANK = 0.1
 CARE_SETTING = {"health_system": "inpatient", "hospital": "inpatient", "physician_practice": "ambulatory",
                 "clinic": "ambulatory", "digital_health": "virtual", "post_acute": "post_acute"}
 
@@ -147,6 +163,7 @@ class Org:
     beds: int | None = None
     providers: int | None = None
     locations: int | None = None
+    industry: tuple[str, str] | None = None  # (HubSpot industry code, Salesforce Industry value)
     nppes: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -258,7 +275,21 @@ class Generator:
         if segment in ("health_system", "hospital", "physician_practice", "clinic", "post_acute"):
             org.ehr = rng.choice(EHR)
             self._nppes_for(org)
+        org.industry = self._industry(org)
         return org
+
+    def _industry(self, org: Org) -> tuple[str, str] | None:
+        """From its own random stream (seed and org key), so adding it left the rest of the data unchanged."""
+        rng = random.Random(f"{self.seed}:industry:{org.key}")
+        if org.segment == "post_acute":
+            options = INDUSTRY[org.kind]
+        elif org.segment == "noise":
+            options = next((v for word, v in NOISE_INDUSTRY.items() if word in org.name.split()), [])
+        else:
+            options = INDUSTRY[org.segment]
+        if not options or rng.random() < INDUSTRY_BLANK:
+            return None
+        return rng.choice(options)
 
     def _nppes_for(self, org: Org) -> None:
         rng = self.rng
@@ -454,6 +485,8 @@ class Generator:
             props[field_of["npi"]] = org.npi
         if org.ehr:
             props[field_of["ehr_vendor"]] = org.ehr
+        if org.industry:
+            props[field_of["industry"]] = org.industry[0]
         props["createdate"] = created - DAY_MS
         props["hs_lastmodifieddate"] = created
         return {"id": company_id, "properties": props}
@@ -509,6 +542,8 @@ class Generator:
                     record[field_of["npi"]] = org.npi
                 if org.ehr:
                     record[field_of["ehr_vendor"]] = org.ehr
+                if org.industry:
+                    record[field_of["industry"]] = org.industry[1]
                 if self.rng.random() < 0.3:
                     record[field_of["org_type"]] = value_of["org_type"][ORG_TYPE[org.segment]]
             else:
