@@ -162,7 +162,13 @@ def test_enriched_fields_are_audited_with_their_source(prefect_server, sandbox, 
     enriched = [r for r in rows if r["field"] in ("company.leadflow_org_type", "company.leadflow_specialty")
                 and not r["dry_run"]]
     assert enriched, "the seeded organizations found in the NPPES stand-in had their type written"
-    assert all(r["reasons"][0].startswith("enriched by nppes (confidence ") for r in enriched)
+    # NPPES for providers; the CRM's own industry value for the rest (payers, pharma, digital health)
+    sources = ("enriched by nppes (confidence ", "enriched by crm_industry (confidence ")
+    assert all(r["reasons"][0].startswith(sources) for r in enriched)
+    from_industry = [r for r in enriched if r["reasons"][0].startswith(sources[1])]
+    assert any(r["reasons"][0].startswith(sources[0]) for r in enriched) and from_industry
+    assert all(r["field"] == "company.leadflow_org_type" and ", crm_industry:industry:" in r["reasons"][0]
+               for r in from_industry)
 
 
 def test_a_stage_change_closes_the_superseded_task(prefect_server, sandbox, hubspot_env):
