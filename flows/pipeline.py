@@ -21,6 +21,7 @@ from connectors import state
 from connectors.base import CrmConnector, FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from connectors.writeback import plan_update
 from flows.audit import AuditEntry, AuditLog, redact_value
+from flows.summary import Counts
 from leadflow.canonical import Lead, LeadKind
 
 log = logging.getLogger("leadflow.pipeline")
@@ -42,16 +43,8 @@ class RunContext:
     task_stages: frozenset[str] = frozenset()
 
 
-@dataclass
-class PageResult:
-    read: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    stage_moves: int = 0
-    tasks_created: int = 0
-    tasks_closed: int = 0
-    failed: int = 0
-    quarantined: int = 0
+@dataclass(kw_only=True)
+class PageResult(Counts):
     cursor: datetime | None = None
     stages: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, source, segment)
     examples: list[dict[str, Any]] = field(default_factory=list)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
-@dataclass
-class RunSummary:
-    crm: str
-    flow: str
-    run_id: str
-    dry_run: bool = False
+@dataclass(kw_only=True)
+class Counts:
+    """What happened to leads: per page (flows.pipeline.PageResult) and per run (RunSummary)."""
+
     read: int = 0
     changed: int = 0
     unchanged: int = 0
@@ -21,6 +19,21 @@ class RunSummary:
     tasks_closed: int = 0
     failed: int = 0
     quarantined: int = 0
+
+    def add(self, other: "Counts") -> None:
+        for spec in fields(Counts):
+            setattr(self, spec.name, getattr(self, spec.name) + getattr(other, spec.name))
+
+    def counts(self) -> dict[str, int]:
+        return {spec.name: getattr(self, spec.name) for spec in fields(Counts)}
+
+
+@dataclass(kw_only=True)
+class RunSummary(Counts):
+    crm: str
+    flow: str
+    run_id: str
+    dry_run: bool = False
     retried_pending: int = 0
     pages: int = 0
     stopped_early: str | None = None
@@ -70,9 +83,7 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "crm": self.crm, "flow": self.flow, "run_id": self.run_id, "dry_run": self.dry_run,
-            "read": self.read, "changed": self.changed, "unchanged": self.unchanged,
-            "stage_moves": self.stage_moves, "tasks_created": self.tasks_created, "tasks_closed": self.tasks_closed,
-            "failed": self.failed, "quarantined": self.quarantined, "retried_pending": self.retried_pending,
+            **self.counts(), "retried_pending": self.retried_pending,
             "pages": self.pages, "stopped_early": self.stopped_early, "api_calls": self.api_calls,
             "api_remaining": self.api_remaining, "enrichment": self.enrichment, "stages": dict(self.stages),
             "by_source": {k: dict(v) for k, v in self.by_source.items()},

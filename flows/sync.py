@@ -182,9 +182,7 @@ def _settle(entry, summary: RunSummary, progress, logger) -> None:
 
 def _add(summary: RunSummary, result: PageResult) -> None:
     summary.pages += 1
-    for name in ("read", "changed", "unchanged", "stage_moves", "tasks_created", "tasks_closed", "failed",
-                 "quarantined"):
-        setattr(summary, name, getattr(summary, name) + getattr(result, name))
+    summary.add(result)
     for stage, source, segment in result.stages:
         summary.count_stage(stage, source, segment)
     if len(summary.examples) < 5:
