@@ -123,6 +123,11 @@ class WorkRecorder:
         with self._lock:
             self.sets[kind].update(str(i) for i in ids)
 
+    def size_bytes(self) -> int:
+        """Memory the recorded ids hold (the bench's own, inside the measured RSS)."""
+        with self._lock:
+            return sum(sys.getsizeof(v) + sum(sys.getsizeof(i) for i in v) for v in self.sets.values())
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {k: len(v) for k, v in self.sets.items()}
@@ -431,6 +436,7 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
                 stats = handle.stats()
                 server_ms = _server_ms(handle)
                 handle.reset_stats()
+                instrumentation = recorder.size_bytes()
                 written = set(recorder.sets.get("write:contacts" if crm == "hubspot" else "write:Lead", set()))
                 history.append((started_at, time.time(), written))
                 report = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu, peak,
@@ -442,6 +448,9 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
                     report["minimum_calls_with_echoes"] = with_echoes
                     report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
                 report["sandbox_ms_by_endpoint"] = server_ms
+                report["bench_instrumentation_mb"] = round(
+                    (instrumentation + sum(sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
+                                           for _, _, ids in history)) / 2**20, 1)
                 result["runs"][run] = report
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["targets"] = targets(result)
