@@ -135,13 +135,18 @@ def _print_run(summary: dict[str, Any], first_run: bool) -> None:
                       + f" — next: {example['next_step']}")
 
 
+STAGE_LABELS = {"inquiry": "inq", "mql": "MQL", "sal": "SAL", "sql": "SQL", "nurture": "nurt",
+                "disqualified": "DQ", "intake_ready": "intake", "redirect": "redir"}
+
+
 def _print_stages(summary: dict[str, Any]) -> None:
-    stages = sorted(summary["stages"])
+    stages = [s for s in STAGE_LABELS if s in summary["stages"]]
     table = Table(title=f"{summary['crm']}: stages by source ({summary['tasks_created']} tasks created, "
-                        f"{summary['seconds']} s)")
-    table.add_column("source")
+                        f"{summary['seconds']} s)", caption="inq inquiry · nurt nurture · DQ disqualified · "
+                        "intake intake-ready · redir redirect")
+    table.add_column("source", no_wrap=True)
     for stage in stages:
-        table.add_column(stage, justify="right")
+        table.add_column(STAGE_LABELS[stage], justify="right")
     for source in sorted(summary["by_source"]):
         counts = summary["by_source"][source]
         table.add_row(source, *(str(counts.get(stage, 0)) for stage in stages))

@@ -94,7 +94,7 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     result.tasks_created, result.tasks_closed = len(write.tasks_created), len(write.tasks_closed)
     _record_state(ctx, page, updates, write, quarantined)
     _audit(ctx, updates, tasks, write, quarantined, by_id, provenance)
-    result.examples = _examples(by_id, limit=3)
+    result.examples = _examples(by_id, limit=len(EXAMPLE_ORDER))
     return result
 
 
@@ -217,13 +217,25 @@ def _preview(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec]) 
             writer.writerow([ctx.crm, task.crm_id, "task", task.key, "subject", "", task.subject, task.stage, ""])
 
 
+EXAMPLE_ORDER = ("sql", "mql", "sal", "intake_ready", "nurture", "disqualified", "redirect", "inquiry")
+
+
 def _examples(by_id: dict[str, tuple[Lead, Any]], limit: int) -> list[dict[str, Any]]:
-    picked = []
+    """One B2B lead per stage, the most advanced stages first (patients are never shown)."""
+    first_of_stage: dict[str, dict[str, Any]] = {}
     for lead, q in by_id.values():
-        if lead.lead_kind is LeadKind.patient:
+        if lead.lead_kind is LeadKind.patient or q.stage.value in first_of_stage:
             continue
-        picked.append({"crm_id": lead.crm_id, "company": lead.company_name, "stage": q.stage.value,
-                       "lead_score": q.lead_score, "reasons": q.reasons[:3], "next_step": q.next_step.subject})
-        if len(picked) >= limit:
-            break
-    return picked
+        first_of_stage[q.stage.value] = {
+            "crm_id": lead.crm_id, "company": lead.company_name, "stage": q.stage.value,
+            "lead_score": q.lead_score, "reasons": q.reasons[:3], "next_step": q.next_step.subject}
+    return merge_examples([], list(first_of_stage.values()), limit)
+
+
+def merge_examples(kept: list[dict[str, Any]], more: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """``kept`` plus ``more``, one per stage, ordered by EXAMPLE_ORDER, at most ``limit``."""
+    by_stage = {e["stage"]: e for e in more}
+    by_stage.update({e["stage"]: e for e in kept})
+    ordered = sorted(by_stage.values(), key=lambda e: EXAMPLE_ORDER.index(e["stage"])
+                     if e["stage"] in EXAMPLE_ORDER else len(EXAMPLE_ORDER))
+    return ordered[:limit]

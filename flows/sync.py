@@ -26,7 +26,7 @@ from prefect.utilities.annotations import quote
 
 from flows.audit import AuditLog
 from flows.locks import run_lock
-from flows.pipeline import PageResult, RunContext, process_page
+from flows.pipeline import PageResult, RunContext, merge_examples, process_page
 from flows.summary import RunSummary
 from leadflow import settings
 from leadflow.store import engine_for
@@ -185,8 +185,7 @@ def _add(summary: RunSummary, result: PageResult) -> None:
     summary.add(result)
     for stage, source, segment in result.stages:
         summary.count_stage(stage, source, segment)
-    if len(summary.examples) < 5:
-        summary.examples.extend(result.examples[: 5 - len(summary.examples)])
+    summary.examples = merge_examples(summary.examples, result.examples, limit=5)
 
 
 def _finish_summary(ctx: RunContext, summary: RunSummary) -> None:
