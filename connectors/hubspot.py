@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -57,7 +59,7 @@ class HubSpotConfig:
     host: str = "https://api.hubapi.com"
     timeout: float = 30.0
     burst_limit: int = 190
-    burst_period: float = 10.0
+    burst_period: float = 10.05  # half a percent of headroom: HubSpot's window starts at its own instant
     search_per_second: int = 5
     max_calls: int | None = None
     daily_share: float | None = None
@@ -66,6 +68,8 @@ class HubSpotConfig:
     result_cap: int = settings.HUBSPOT_SEARCH_RESULT_CAP
     batch_size: int = settings.HUBSPOT_BATCH_SIZE
     list_backfill: bool = True
+    leads_per_page: int = 1000  # leads per pipeline page: reads of 100-200 are grouped so writes fill their batches
+    company_cache_size: int = 50_000
 
 
 def _ms(moment: datetime, ceil: bool = False) -> int:
@@ -263,9 +267,12 @@ class CompanyResolver:
     """contact id -> (primary company id, company properties), batched 100 per call."""
 
     def __init__(self, transport: HubSpotTransport, lead_type: str, company_type: str, properties: list[str],
-                 batch: int):
+                 batch: int, cache_size: int = 50_000):
         self.t, self.lead_type, self.company_type = transport, lead_type, company_type
         self.properties, self.batch = properties, batch
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def company_ids(self, contact_ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -282,21 +289,59 @@ class CompanyResolver:
         return out
 
     def companies(self, company_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Each company is read once per run (contacts of one company span many pages); the cache
+        follows leadflow's own company writes (``remember_written``)."""
         out: dict[str, dict[str, Any]] = {}
         if not self.properties:
             return out
-        for chunk in chunked(sorted(company_ids), self.batch):
+        with self._lock:
+            for company_id in company_ids:
+                if company_id in self._cache:
+                    self._cache.move_to_end(company_id)
+                    out[company_id] = dict(self._cache[company_id])
+        missing = sorted(set(company_ids) - set(out))
+        for chunk in chunked(missing, self.batch):
             data = self.t.batch_read(self.company_type, chunk, self.properties)
             for record in data.get("results") or []:
                 out[str(record["id"])] = record.get("properties") or {}
+                self._remember(str(record["id"]), dict(out[str(record["id"])]))
         return out
+
+    def forget(self) -> None:
+        """A new run reads companies afresh: people edit them between runs."""
+        with self._lock:
+            self._cache.clear()
+
+    def remember_written(self, company_id: str, fields: dict[str, Any]) -> None:
+        with self._lock:
+            if company_id in self._cache:
+                self._cache[company_id].update(fields)
+
+    def _remember(self, company_id: str, properties: dict[str, Any]) -> None:
+        with self._lock:
+            self._cache[company_id] = properties
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
 
 # ------------------------------------------------------------------------------------------ connector
 
 
+def _grouped(pages: Iterator[list[dict[str, Any]]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive API pages joined into lists of at least ``size`` records (the last may be smaller)."""
+    group: list[dict[str, Any]] = []
+    for records in pages:
+        group.extend(records)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 class HubSpotConnector(CrmConnectorBase):
     crm = "hubspot"
+    task_lookup_batch = 100  # an IN filter takes 100 values
 
     def __init__(self, config: HubSpotConfig, engine: Engine, mapping: CrmMapping | None = None,
                  retry: RetryPolicy | None = None, meter: CallMeter | None = None, mark_reads: bool = True):
@@ -319,19 +364,20 @@ class HubSpotConnector(CrmConnectorBase):
         self.lead_props = mapping.crm_fields("lead")
         self.company_props = mapping.crm_fields("company")
         self.resolver = CompanyResolver(self.transport, self.lead_type, self.company_type, self.company_props,
-                                        config.batch_size)
+                                        config.batch_size, config.company_cache_size)
 
     def __repr__(self) -> str:
         return f"HubSpotConnector(host={self.config.host!r})"
 
     # reads ------------------------------------------------------------------------------------
     def iter_pages(self, since: datetime | None, until: datetime | None) -> Iterator[Page]:
+        self.resolver.forget()
         if since is None and self.config.list_backfill:
             yield from self._list_backfill(until)
             return
         pager = SearchPager(self.transport, self.lead_type, self.mapping.modified_field, self.lead_props,
                             self.config.page_size, self.config.result_cap)
-        for records in pager.pages(since, until):
+        for records in _grouped(pager.pages(since, until), self.config.leads_per_page):
             page = self._page(records, skip_unchanged=True)
             if page is not None:
                 yield page
@@ -339,7 +385,7 @@ class HubSpotConnector(CrmConnectorBase):
     def _list_backfill(self, until: datetime | None) -> Iterator[Page]:
         pager = ListPager(self.transport, self.lead_type, self.lead_props)
         limit = _ms(until, ceil=True) if until else None
-        for records in pager.pages():
+        for records in _grouped(pager.pages(), self.config.leads_per_page):
             if limit is not None:
                 records = [r for r in records if _record_ms(r, self.mapping.modified_field) < limit]
             inline = {}
@@ -428,6 +474,9 @@ class HubSpotConnector(CrmConnectorBase):
                         failed.setdefault(crm_id, f"hubspot:{crm_id}: {object_type} {oid}: {fields}: {reason}")
                 if obj == "lead":
                     echo.update(ok)
+                else:
+                    for company_id in ok:
+                        self.resolver.remember_written(company_id, merged[company_id])
         result.failed = failed
         result.succeeded = sorted({u.crm_id for u in updates} - set(failed))
         good_echo = {k: v for k, v in echo.items() if k not in failed}

@@ -65,7 +65,7 @@ class SalesforceConfig:
     max_calls: int | None = None
     daily_share: float | None = None
     fleet_rate_limit: str | None = None  # a Prefect global concurrency limit name (opt-in)
-    page_size: int = 500
+    page_size: int = settings.SALESFORCE_QUERY_PAGE_SIZE  # one query batch: collections of 200 stay full
     collection_size: int = settings.SALESFORCE_COLLECTION_SIZE
     id_batch: int = 200
     session_factory: Callable[[], requests.Session] | None = field(default=None, repr=False)
@@ -131,6 +131,7 @@ class SoqlPager:
 
 class SalesforceConnector(CrmConnectorBase):
     crm = "salesforce"
+    task_lookup_batch = 200  # a SOQL IN of 200 keys stays well inside the URL limit
     task_lookup_batch = 200
     task_create_batch = 200
 
