@@ -21,6 +21,7 @@ from connectors import state
 from connectors.base import CrmConnector, FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from connectors.writeback import plan_update
 from flows.audit import AuditEntry, AuditLog, redact_value
+from flows.orgs import known_members
 from flows.summary import Counts
 from leadflow.canonical import Lead, LeadKind
 
@@ -58,7 +59,8 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     result = PageResult(read=len(page.leads) + len(page.quarantined), cursor=page.cursor)
     quarantined = {q.crm_id: q.reason for q in page.quarantined}
     leads, provenance = _enrich(ctx, page.leads)
-    qualifications = qualify_batch(leads, ctx.now, ctx.model)
+    members = known_members(ctx.engine, ctx.crm, leads, remember=not ctx.dry_run)
+    qualifications = qualify_batch(leads, ctx.now, ctx.model, members)
     written = state.written_values(ctx.engine, ctx.crm, [lead.crm_id for lead in leads])
 
     updates: list[LeadUpdate] = []

@@ -77,6 +77,19 @@ pending_leads = Table(
     Column("last_seen", DateTime(timezone=True), nullable=False),
 )
 
+# Every B2B contact leadflow has seen, by organization: the buying group a lead is scored with is
+# the whole organization's, not just the contacts that happen to share its page.
+org_members = Table(
+    "lf_org_members",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("crm_id", String(64), primary_key=True),
+    Column("org_key", String(300), nullable=False),
+    Column("function", String(40), nullable=True),
+    Column("decision_maker", Integer, nullable=False, default=0),
+    Index("ix_lf_org_members_org", "crm", "org_key"),
+)
+
 enrichment_cache = Table(
     "lf_enrichment_cache",
     metadata,

@@ -6,7 +6,16 @@
     lead2 = apply_qualification(lead, results[0])
 """
 
-from scoring.engine import Qualification, apply_qualification, org_key, qualify, qualify_batch, segment_of
+from scoring.engine import (
+    OrgMember,
+    Qualification,
+    apply_qualification,
+    member_of,
+    org_key,
+    qualify,
+    qualify_batch,
+    segment_of,
+)
 from scoring.model import DEFAULT_MODEL_PATH, QualificationModel, load_model
 from scoring.next_steps import NextStep, add_business_days, due_date
 from scoring.schema import ModelFileError
@@ -15,12 +24,14 @@ __all__ = [
     "DEFAULT_MODEL_PATH",
     "ModelFileError",
     "NextStep",
+    "OrgMember",
     "Qualification",
     "QualificationModel",
     "add_business_days",
     "apply_qualification",
     "due_date",
     "load_model",
+    "member_of",
     "org_key",
     "qualify",
     "qualify_batch",

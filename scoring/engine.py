@@ -144,9 +144,36 @@ def org_key(lead: Lead) -> str | None:
     return None
 
 
-def organizations(leads: Sequence[Lead]) -> dict[str, OrgContext]:
-    """The buying group of every organization in the batch."""
+@dataclass(frozen=True)
+class OrgMember:
+    """A contact of an organization known from elsewhere (earlier pages or runs)."""
+
+    org_key: str
+    function: str | None
+    decision_maker: bool
+
+
+def member_of(lead: Lead) -> OrgMember | None:
+    """The lead as a member of its organization's buying group (None for patients or no organization)."""
+    key = org_key(lead)
+    if key is None or lead.lead_kind is LeadKind.patient:
+        return None
+    function = buying_function_from_title(lead.job_title) if lead.job_title else None
+    return OrgMember(key, function, lead.decision_role._value_ == "decision_maker")
+
+
+def organizations(leads: Sequence[Lead], members: Sequence[OrgMember] = ()) -> dict[str, OrgContext]:
+    """The buying group of every organization in the batch: its leads plus ``members`` known from
+    elsewhere, so a lead's score does not depend on which contacts share its page."""
     orgs: dict[str, OrgContext] = {}
+    for member in members:
+        org = orgs.get(member.org_key)
+        if org is None:
+            org = orgs[member.org_key] = OrgContext()
+        if member.function:
+            org.functions.add(member.function)
+        if member.decision_maker:
+            org.has_decision_maker = True
     for lead in leads:
         if lead.lead_kind is LeadKind.patient:
             continue
@@ -164,14 +191,16 @@ def organizations(leads: Sequence[Lead]) -> dict[str, OrgContext]:
     return orgs
 
 
-def qualify_batch(leads: Sequence[Lead], now: datetime, model: QualificationModel) -> list[Qualification]:
-    """Qualify every lead, in input order. ``now`` is the clock (naive means UTC)."""
+def qualify_batch(leads: Sequence[Lead], now: datetime, model: QualificationModel,
+                  members: Sequence[OrgMember] = ()) -> list[Qualification]:
+    """Qualify every lead, in input order. ``now`` is the clock (naive means UTC); ``members`` are
+    other known contacts of the leads' organizations (see ``organizations``)."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # scoring allocates many small acyclic objects; collections would scan every lead
     try:
-        orgs = organizations(leads)
+        orgs = organizations(leads, members)
         return [_qualify_one(lead, orgs, now, model) for lead in leads]
     finally:
         if gc_was_enabled:

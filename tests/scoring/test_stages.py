@@ -324,3 +324,22 @@ def test_naive_clock_is_read_as_utc(model):
     aware = qualify(clinic_manager(), NOW, model)
     naive = qualify(clinic_manager(), NOW.replace(tzinfo=None), model)
     assert (naive.engagement_score, naive.stage, naive.scored_at) == (aware.engagement_score, aware.stage, NOW)
+
+
+def test_a_leads_score_does_not_depend_on_which_colleagues_share_its_page():
+    from leadflow.canonical import Lead
+    from scoring import load_model, member_of, qualify_batch
+
+    model = load_model()
+    now = NOW
+    base = dict(crm="hubspot", org_type="hospital", company_name="Mercy Health", crm_company_id="c1",
+                state="OH", country="US", timeline="quarter", budget_status="planned")
+    buyer = Lead(crm_id="1", job_title="VP Operations", **base)
+    counsel = Lead(crm_id="2", job_title="Chief Compliance Officer", **base)
+
+    same_page = qualify_batch([buyer, counsel], now, model)[0]
+    own_page = qualify_batch([buyer], now, model, members=[member_of(counsel)])[0]
+    alone = qualify_batch([buyer], now, model)[0]
+    assert own_page.lead_score == same_page.lead_score and own_page.reasons == same_page.reasons
+    assert own_page.breakdown["criteria"] == same_page.breakdown["criteria"]
+    assert alone.breakdown["criteria"]["compliance"]["score"] < own_page.breakdown["criteria"]["compliance"]["score"]
