@@ -68,8 +68,8 @@ class HubSpotConfig:
     result_cap: int = settings.HUBSPOT_SEARCH_RESULT_CAP
     batch_size: int = settings.HUBSPOT_BATCH_SIZE
     list_backfill: bool = True
-    leads_per_page: int = 1000  # leads per pipeline page: reads of 100-200 are grouped so writes fill their batches
-    company_cache_size: int = 50_000
+    leads_per_page: int = 2000  # leads per pipeline page: reads of 100-200 are grouped so writes fill their batches
+    company_cache_size: int = 20_000  # LRU: memory stays flat as data grows
 
 
 def _ms(moment: datetime, ceil: bool = False) -> int:
@@ -267,7 +267,7 @@ class CompanyResolver:
     """contact id -> (primary company id, company properties), batched 100 per call."""
 
     def __init__(self, transport: HubSpotTransport, lead_type: str, company_type: str, properties: list[str],
-                 batch: int, cache_size: int = 50_000):
+                 batch: int, cache_size: int = 20_000):
         self.t, self.lead_type, self.company_type = transport, lead_type, company_type
         self.properties, self.batch = properties, batch
         self.cache_size = cache_size
