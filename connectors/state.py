@@ -44,7 +44,8 @@ def _chunks(items: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
-def _upsert(engine: Engine, table, rows: list[dict[str, Any]], keys: list[str], conn=None) -> None:
+def upsert(engine: Engine, table, rows: list[dict[str, Any]], keys: list[str], conn=None) -> None:
+    """Insert ``rows`` into ``table``, updating the other columns where ``keys`` already exist."""
     if not rows:
         return
     dialect = engine.dialect.name
@@ -89,7 +90,7 @@ def set_watermark(engine: Engine, crm: str, obj: str, value: datetime, *, force:
     existing = get_watermark(engine, crm, obj)
     if existing is not None and existing > value and not force:
         value = existing
-    _upsert(engine, watermarks, [{"crm": crm, "object": obj, "value": value, "updated_at": utcnow()}], ["crm", "object"])
+    upsert(engine, watermarks, [{"crm": crm, "object": obj, "value": value, "updated_at": utcnow()}], ["crm", "object"])
     return value
 
 
@@ -147,7 +148,7 @@ def record_written(
                 "crm": crm, "crm_id": upd.crm_id, "field": change.field,
                 "value": stored_text(change.new), "written_at": now,
             }
-    _upsert(engine, written_table, list(rows.values()), ["crm", "crm_id", "field"])
+    upsert(engine, written_table, list(rows.values()), ["crm", "crm_id", "field"])
     return len(rows)
 
 
@@ -185,7 +186,7 @@ def mark_seen(engine: Engine, crm: str, stamps: Mapping[str, datetime | None], k
         for crm_id, stamp in stamps.items()
         if stamp is not None
     ]
-    _upsert(engine, written_table, rows, ["crm", "crm_id", "field"])
+    upsert(engine, written_table, rows, ["crm", "crm_id", "field"])
 
 
 def skippable(engine: Engine, crm: str, obj: str, modified: Mapping[str, datetime | None]) -> set[str]:
@@ -236,7 +237,7 @@ def add_pending(engine: Engine, crm: str, reasons: Mapping[str, str], kind: str)
             }
             for crm_id in ids
         ]
-        _upsert(engine, pending_leads, rows, ["crm", "crm_id"], conn=conn)
+        upsert(engine, pending_leads, rows, ["crm", "crm_id"], conn=conn)
 
 
 def mark_pending(engine: Engine, crm: str, reasons: Mapping[str, str], kind: str = "write_failed") -> None:
@@ -300,7 +301,7 @@ def mark_tasks_pending(engine: Engine, crm: str, specs: Iterable[TaskSpec]) -> N
         {"crm": crm, "task_key": s.key, "crm_id": s.crm_id, "crm_task_id": None, "status": "pending", "created_at": now}
         for s in specs
     ]
-    _upsert(engine, task_keys, rows, ["crm", "task_key"])
+    upsert(engine, task_keys, rows, ["crm", "task_key"])
 
 
 def mark_tasks_created(engine: Engine, crm: str, created: Mapping[str, str], crm_ids: Mapping[str, str]) -> None:
@@ -311,7 +312,7 @@ def mark_tasks_created(engine: Engine, crm: str, created: Mapping[str, str], crm
          "crm_task_id": task_id, "status": "created", "created_at": now}
         for key, task_id in created.items()
     ]
-    _upsert(engine, task_keys, rows, ["crm", "task_key"])
+    upsert(engine, task_keys, rows, ["crm", "task_key"])
 
 
 def mark_tasks_closed(engine: Engine, crm: str, keys: Iterable[str]) -> None:

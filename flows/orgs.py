@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from connectors.state import upsert
 from leadflow.canonical import Lead
 from leadflow.store import org_members
 from scoring import OrgMember, member_of
@@ -41,12 +41,6 @@ def known_members(engine: Engine, crm: str, leads: Sequence[Lead], remember: boo
 
 
 def _store(engine: Engine, crm: str, page: dict[str, OrgMember]) -> None:
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(org_members)
-    statement = statement.on_conflict_do_update(
-        index_elements=["crm", "crm_id"],
-        set_={c: getattr(statement.excluded, c) for c in ("org_key", "function", "decision_maker")})
     rows = [{"crm": crm, "crm_id": crm_id, "org_key": m.org_key, "function": m.function,
              "decision_maker": int(m.decision_maker)} for crm_id, m in page.items()]
-    with engine.begin() as conn:
-        conn.execute(statement, rows)
+    upsert(engine, org_members, rows, ["crm", "crm_id"])
