@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, select
 
 from connectors import state
-from connectors.base import Page, TaskSpec, WriteResult
+from connectors.base import Page, Quarantined, TaskSpec, WriteResult
+from connectors.convert import convert_record, current_values
 from connectors.ratelimit import CallMeter
 from connectors.retry import Action, RetryPolicy, classify, error_message
 from leadflow.store import task_keys as task_keys_table
@@ -80,6 +81,16 @@ class CrmConnectorBase:
 
     def _unchanged(self, modified: dict[str, datetime | None]) -> set[str]:
         return state.skippable(self.engine, self.crm, self.watermark_object, modified)
+
+    def _add_record(self, page: Page, crm_id: str, props: dict[str, Any], company: dict[str, Any] | None = None,
+                    company_id: str | None = None) -> None:
+        """The record as a lead on ``page`` (with the CRM's current values), or quarantined with its reason."""
+        converted = convert_record(self.mapping, crm_id, props, company, company_id)
+        if isinstance(converted, Quarantined):
+            page.quarantined.append(converted)
+            return
+        page.leads.append(converted)
+        page.current[crm_id] = current_values(self.mapping, props, company)
 
     def _mark_read(self, page: Page) -> None:
         if self.mark_reads:

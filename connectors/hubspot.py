@@ -38,9 +38,9 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from connectors import state
-from connectors.base import LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
+from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, chunked
-from connectors.convert import convert_record, current_values, parse_datetime
+from connectors.convert import parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter, SlidingWindowLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
@@ -443,12 +443,7 @@ class HubSpotConnector(CrmConnectorBase):
             props = record.get("properties") or {}
             company_id = company_ids.get(rid)
             company = companies.get(company_id) if company_id else None
-            converted = convert_record(self.mapping, rid, props, company, company_id)
-            if isinstance(converted, Quarantined):
-                page.quarantined.append(converted)
-                continue
-            page.leads.append(converted)
-            page.current[rid] = current_values(self.mapping, props, company)
+            self._add_record(page, rid, props, company, company_id)
         self._mark_read(page)
         return page
 

@@ -31,9 +31,9 @@ from simple_salesforce import Salesforce, format_soql
 from sqlalchemy import Engine
 
 from connectors import state
-from connectors.base import LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
+from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, chunked
-from connectors.convert import convert_record, current_values, parse_datetime
+from connectors.convert import parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
@@ -230,12 +230,7 @@ class SalesforceConnector(CrmConnectorBase):
         for record in records:
             rid = str(record["Id"])
             props = {k: v for k, v in record.items() if k != "attributes"}
-            converted = convert_record(self.mapping, rid, props)
-            if isinstance(converted, Quarantined):
-                page.quarantined.append(converted)
-                continue
-            page.leads.append(converted)
-            page.current[rid] = current_values(self.mapping, props, None)
+            self._add_record(page, rid, props)
         self._mark_read(page)
         return page
 

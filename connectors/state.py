@@ -72,12 +72,16 @@ def upsert(engine: Engine, table, rows: list[dict[str, Any]], keys: list[str], c
 # --------------------------------------------------------------------------- watermarks
 
 
-def get_watermark(engine: Engine, crm: str, obj: str) -> datetime | None:
+def _watermark_column(engine: Engine, crm: str, obj: str, column) -> datetime | None:
     with engine.connect() as conn:
         value = conn.execute(
-            select(watermarks.c.value).where(watermarks.c.crm == crm, watermarks.c.object == obj)
+            select(column).where(watermarks.c.crm == crm, watermarks.c.object == obj)
         ).scalar_one_or_none()
     return _aware(value)
+
+
+def get_watermark(engine: Engine, crm: str, obj: str) -> datetime | None:
+    return _watermark_column(engine, crm, obj, watermarks.c.value)
 
 
 def set_watermark(engine: Engine, crm: str, obj: str, value: datetime, *, force: bool = False) -> datetime:
@@ -95,11 +99,7 @@ def set_watermark(engine: Engine, crm: str, obj: str, value: datetime, *, force:
 
 
 def watermark_updated_at(engine: Engine, crm: str, obj: str) -> datetime | None:
-    with engine.connect() as conn:
-        value = conn.execute(
-            select(watermarks.c.updated_at).where(watermarks.c.crm == crm, watermarks.c.object == obj)
-        ).scalar_one_or_none()
-    return _aware(value)
+    return _watermark_column(engine, crm, obj, watermarks.c.updated_at)
 
 
 def read_since(engine: Engine, crm: str, obj: str, lookback_seconds: int | None = None) -> datetime | None:

@@ -750,14 +750,19 @@ class SalesforceApi:
                 out[name] = str(value)
         return out
 
-    def composite_update(self, ctx: Ctx) -> Response:
-        self._version(ctx)
+    def _checked_records(self, ctx: Ctx) -> tuple[list[dict[str, Any]], bool]:
+        """The collection's records, each of a known sObject type with known fields."""
         records, all_or_none = self._records_body(ctx)
         for record in records:
             obj = (record.get("attributes") or {}).get("type")
             if obj not in self.org.schema:
                 raise SalesforceError(400, "INVALID_TYPE", f"sObject type '{obj}' is not supported.")
             self._check_fields(obj, record)
+        return records, all_or_none
+
+    def composite_update(self, ctx: Ctx) -> Response:
+        self._version(ctx)
+        records, all_or_none = self._checked_records(ctx)
         ids = [str(record.get("id") or record.get("Id") or "") for record in records]
         injected = self.record_errors(ctx.endpoint, [i for i in ids if i])
         results: list[dict[str, Any]] = []
@@ -804,12 +809,7 @@ class SalesforceApi:
 
     def composite_create(self, ctx: Ctx) -> Response:
         self._version(ctx)
-        records, all_or_none = self._records_body(ctx)
-        for record in records:
-            obj = (record.get("attributes") or {}).get("type")
-            if obj not in self.org.schema:
-                raise SalesforceError(400, "INVALID_TYPE", f"sObject type '{obj}' is not supported.")
-            self._check_fields(obj, record)
+        records, all_or_none = self._checked_records(ctx)
         keys = [str(record.get(self.org.mapping.tasks.key_field) or "") for record in records]
         injected = self.record_errors(ctx.endpoint, [k for k in keys if k])
         results, plan = [], []

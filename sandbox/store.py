@@ -148,26 +148,12 @@ class Table:
     def by_modified(self, low: int | None = None, low_inclusive: bool = True,
                     high: int | None = None, high_inclusive: bool = False) -> list[tuple[int, Any, str]]:
         """Index entries with ``low <(=) modified <(=) high``, oldest first."""
-        index = self._by_mod
-        start = 0
-        if low is not None:
-            start = bisect_left(index, (low,)) if low_inclusive else bisect_right(index, (low, _Top()))
-        stop = len(index)
-        if high is not None:
-            stop = bisect_right(index, (high, _Top())) if high_inclusive else bisect_left(index, (high,))
-        return index[start:stop] if start < stop else []
+        return _between(self._by_mod, low, low_inclusive, high, high_inclusive)
 
     def by_key(self, low: Any = None, low_inclusive: bool = True, high: Any = None,
                high_inclusive: bool = True) -> list[tuple[Any, str]]:
         """Id-index entries with ``low <(=) sort_key <(=) high``, in id order."""
-        index = self._by_id
-        start = 0
-        if low is not None:
-            start = bisect_left(index, (low,)) if low_inclusive else bisect_right(index, (low, _Top()))
-        stop = len(index)
-        if high is not None:
-            stop = bisect_right(index, (high, _Top())) if high_inclusive else bisect_left(index, (high,))
-        return index[start:stop] if start < stop else []
+        return _between(self._by_id, low, low_inclusive, high, high_inclusive)
 
     def ids_in_order(self) -> list[tuple[Any, str]]:
         return self._by_id
@@ -228,3 +214,14 @@ class _Top:
         return isinstance(other, _Top)
 
     __hash__ = object.__hash__
+
+
+def _between(index: list, low: Any, low_inclusive: bool, high: Any, high_inclusive: bool) -> list:
+    """The entries of a sorted ``(key, ...)`` index whose key lies between ``low`` and ``high``."""
+    start = 0
+    if low is not None:
+        start = bisect_left(index, (low,)) if low_inclusive else bisect_right(index, (low, _Top()))
+    stop = len(index)
+    if high is not None:
+        stop = bisect_right(index, (high, _Top())) if high_inclusive else bisect_left(index, (high,))
+    return index[start:stop] if start < stop else []
