@@ -582,7 +582,11 @@ class SalesforceApi:
             raise SalesforceError(400, exc.code, exc.message) from None
         if parsed.count_only:
             raise SalesforceError(400, "INVALIDJOB", "InvalidJob : COUNT() is not supported by Bulk API query jobs")
-        ids = list(self._run(obj, parsed))
+        clause = _bulk_unsupported_clause(parsed)
+        if clause:
+            raise SalesforceError(400, "INVALIDJOB", f"InvalidJob : {clause} is not supported by Bulk API 2.0 "
+                                                     "query jobs")
+        ids = sorted(self._run(obj, parsed))
         job_id = f"750{next(self.org._cursor_ids):012d}AAA"
         stamp = iso_sf(now_ms())
         job = {"id": job_id, "operation": operation, "object": obj, "createdById": USER_ID, "createdDate": stamp,
@@ -915,6 +919,15 @@ class SalesforceApi:
 
 
 _DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
+
+
+def _bulk_unsupported_clause(parsed: soql.Query) -> str | None:
+    """The first clause Bulk API 2.0 refuses in a query job (results come in Id order instead)."""
+    for clause, present in (("ORDER BY", bool(parsed.order_by)), ("LIMIT", parsed.limit is not None),
+                            ("OFFSET", parsed.offset is not None)):
+        if present:
+            return clause
+    return None
 
 
 def _decode_locator(raw: str | None) -> int:

@@ -246,13 +246,24 @@ def test_sessions_expire_after_n_calls_and_on_demand(sandbox_server, sandbox_fau
 def test_bulk2_query_job_with_locators():
     with start_sandbox(small_seed(leads=2_500)) as sb:
         sf = sb.salesforce_client()
-        pages = list(sf.bulk2.Lead.query("SELECT Id, LastName, SystemModstamp FROM Lead ORDER BY SystemModstamp",
-                                         max_records=1_000, wait=0.01))
+        pages = list(sf.bulk2.Lead.query("SELECT Id, LastName, SystemModstamp FROM Lead", max_records=1_000,
+                                         wait=0.01))
         assert len(pages) == 3
         header, first = pages[0].splitlines()[0], pages[0].splitlines()[1]
         assert header == '"Id","LastName","SystemModstamp"' and first.endswith('.000Z"')
-        assert sum(len(page.splitlines()) - 1 for page in pages) == 2_500
+        ids = [line.split(",")[0] for page in pages for line in page.splitlines()[1:]]
+        assert len(ids) == 2_500 and ids == sorted(ids)  # Id order
         endpoints = sb.stats()["endpoints"]
         assert endpoints["salesforce.bulk2.query_results"]["200"] == 3 and "salesforce.bulk2.query_create" in endpoints
         with pytest.raises(SalesforceMalformedRequest):
             list(sf.bulk2.Lead.query("SELECT Nope FROM Lead", wait=0.01))
+
+
+@pytest.mark.parametrize("clause", ["ORDER BY SystemModstamp", "LIMIT 10", "OFFSET 5"])
+def test_bulk2_query_job_rejects_order_by_limit_offset(sandbox_server, clause):
+    sf = sandbox_server.salesforce_client()
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        sf.restful("jobs/query", method="POST", json={"operation": "query", "query": f"SELECT Id FROM Lead {clause}",
+                                                      "contentType": "CSV"})
+    [error] = err.value.content
+    assert error["errorCode"] == "INVALIDJOB" and clause.rsplit(" ", 1)[0] in error["message"]
