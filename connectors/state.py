@@ -17,12 +17,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.convert import stored_text
 from leadflow import settings
-from leadflow.store import pending_leads, task_keys, watermarks
+from leadflow.store import insert_many, pending_leads, task_keys, watermarks
 from leadflow.store import written_values as written_table
 
 SEEN_FIELD = "__seen__"
@@ -48,25 +47,13 @@ def upsert(engine: Engine, table, rows: list[dict[str, Any]], keys: list[str], c
     """Insert ``rows`` into ``table``, updating the other columns where ``keys`` already exist."""
     if not rows:
         return
-    dialect = engine.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    columns = [c for c in rows[0] if c not in keys]
-
-    statement = insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=keys, set_={c: getattr(statement.excluded, c) for c in columns}
-    )
-
-    def run(connection) -> None:
-        # One statement, compiled once, run as an executemany (SQLAlchemy batches it into
-        # multi-row INSERTs); building a fresh multi-VALUES statement per chunk cost ~1.4 ms per lead.
-        connection.execute(statement, rows)
-
+    columns = list(rows[0])
+    values = [tuple(row[c] for c in columns) for row in rows]
     if conn is not None:
-        run(conn)
+        insert_many(conn, table, columns, values, keys)
     else:
         with engine.begin() as connection:
-            run(connection)
+            insert_many(connection, table, columns, values, keys)
 
 
 # --------------------------------------------------------------------------- watermarks

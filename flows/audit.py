@@ -14,9 +14,9 @@ from dataclasses import field as dataclass_field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
-from leadflow.store import audit_log
+from leadflow.store import audit_log, insert_many
 
 # Canonical fields whose values may be health information: audited as "<redacted>".
 PHI_FIELDS = frozenset(
@@ -56,6 +56,10 @@ def _text(value: Any) -> str | None:
     return json.dumps(value, default=str, sort_keys=True)
 
 
+AUDIT_COLUMNS = ("at", "run_id", "flow", "crm", "crm_id", "action", "field", "old_value", "new_value",
+                 "model_version", "reasons", "dry_run")
+
+
 class AuditLog:
     """Writes and reads ``lf_audit_log``; one INSERT statement per batch of entries."""
 
@@ -65,25 +69,15 @@ class AuditLog:
 
     def record(self, entries: Iterable[AuditEntry]) -> int:
         rows = [
-            {
-                "at": entry.at,
-                "run_id": self.run_id,
-                "flow": self.flow,
-                "crm": entry.crm,
-                "crm_id": entry.crm_id,
-                "action": entry.action,
-                "field": entry.field,
-                "old_value": _text(entry.old_value),
-                "new_value": _text(entry.new_value),
-                "model_version": self.model_version,
-                "reasons": list(entry.reasons) if entry.reasons else None,
-                "dry_run": int(self.dry_run),
-            }
+            (entry.at, self.run_id, self.flow, entry.crm, entry.crm_id, entry.action, entry.field,
+             _text(entry.old_value), _text(entry.new_value), self.model_version,
+             list(entry.reasons) if entry.reasons else None,
+             int(self.dry_run))
             for entry in entries
         ]
         if rows:
             with self.engine.begin() as conn:
-                conn.execute(insert(audit_log), rows)
+                insert_many(conn, audit_log, AUDIT_COLUMNS, rows)
         return len(rows)
 
 

@@ -7,7 +7,9 @@ schema and opens the engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -22,9 +24,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    Connection,
     create_engine,
     event,
+    insert,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from leadflow import settings
 
@@ -153,3 +158,47 @@ def make_engine(url: str | None = None) -> Engine:
 def engine_for(url: str | None = None) -> Engine:
     """One shared engine per URL in this process."""
     return make_engine(url)
+
+
+# ------------------------------------------------------------------------ bulk inserts
+
+
+Row = Sequence[Any]
+
+
+@lru_cache(maxsize=128)
+def _prepared_insert(dialect: Any, table: Table, columns: tuple[str, ...], conflict_keys: tuple[str, ...]
+                     ) -> tuple[str, tuple[Callable[[Any], Any] | None, ...], bool]:
+    """The driver-level SQL of an INSERT (an upsert with ``conflict_keys``) of ``columns``, each
+    column's bind processor, and whether the driver takes named parameters."""
+    if conflict_keys:
+        make = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        statement = make(table)
+        updated = [c for c in columns if c not in conflict_keys]
+        statement = statement.on_conflict_do_update(
+            index_elements=list(conflict_keys), set_={c: getattr(statement.excluded, c) for c in updated})
+    else:
+        statement = insert(table)
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+    order = compiled.positiontup or list(columns)
+    if list(order) != list(columns):
+        raise ValueError(f"{table.name}: compiled parameters {order} differ from {list(columns)}")
+    processors = tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns)
+    return compiled.string, processors, dialect.paramstyle in ("named", "pyformat")
+
+
+def insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Row],
+                conflict_keys: Sequence[str] = ()) -> None:
+    """INSERT (or, with ``conflict_keys``, upsert) plain tuples in one driver ``executemany``.
+
+    SQLAlchemy compiles the statement once per (dialect, table, columns); each row only passes the
+    column types' bind processors. ``Connection.execute(statement, list_of_dicts)`` costs about
+    four times the CPU per row, which showed as 15% of a backfill's profile (audit and state rows).
+    """
+    if not rows:
+        return
+    sql, processors, named = _prepared_insert(conn.dialect, table, tuple(columns), tuple(conflict_keys))
+    if any(processors):
+        rows = [tuple(v if p is None or v is None else p(v) for p, v in zip(processors, row)) for row in rows]
+    params: list[Any] = [dict(zip(columns, row)) for row in rows] if named else list(rows)
+    conn.exec_driver_sql(sql, params)
