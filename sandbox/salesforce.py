@@ -230,6 +230,8 @@ class SalesforceOrg:
         self.sessions = Sessions(session_id)
         self.cursors: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.bulk_job_polls = 2  # polls a query job takes to be JobComplete (earlier ones: InProgress)
+        self.bulk_job_error: str | None = None  # when set, query jobs end Failed with this errorMessage
         self._cursor_ids = itertools.count(1)
         self._ids = {name: itertools.count(1) for name in self.schema}
         self.api_calls = 0
@@ -607,11 +609,19 @@ class SalesforceApi:
         job = self._job(ctx)
         job["_polls"] += 1
         if job["state"] in ("UploadComplete", "InProgress"):
-            job["state"] = "InProgress" if job["_polls"] == 1 else "JobComplete"
+            self._advance(job)
         info = {k: v for k, v in job.items() if not k.startswith("_")}
         info.update(numberRecordsProcessed=len(job["_ids"]) if job["state"] == "JobComplete" else 0, retries=0,
                     totalProcessingTime=len(job["_ids"]) // 100)
         return json_response(info)
+
+    def _advance(self, job: dict[str, Any]) -> None:
+        if job["_polls"] < self.org.bulk_job_polls:
+            job["state"] = "InProgress"
+        elif self.org.bulk_job_error:
+            job.update(state="Failed", errorMessage=self.org.bulk_job_error)
+        else:
+            job["state"] = "JobComplete"
 
     def bulk_abort(self, ctx: Ctx) -> Response:
         job = self._job(ctx)
