@@ -11,6 +11,8 @@ reached through ``leadflow.http_session`` (simple-salesforce forces https otherw
 
 Overrides: any config field (``max_calls``, ``daily_share``, ``page_size``, ``timeout``, ...) or
 connector argument (``retry``, ``meter``, ``mapping``, ``mark_reads``).
+``LEADFLOW_SALESFORCE_BULK_THRESHOLD``: window reads of more leads use Bulk API 2.0 (``0`` or
+``off``: never; default ``settings.SALESFORCE_BULK_THRESHOLD``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from connectors.hubspot import HubSpotConfig, HubSpotConnector
-from connectors.salesforce import SalesforceConfig, SalesforceConnector
+from connectors.salesforce import SalesforceConfig, SalesforceConfigError, SalesforceConnector
 from leadflow.secrets import credential
 
 CONNECTOR_ARGS = frozenset({"retry", "meter", "mapping", "mark_reads", "sf"})
@@ -86,6 +88,19 @@ def _run_options(crm: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _bulk_threshold(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``bulk_threshold`` from ``LEADFLOW_SALESFORCE_BULK_THRESHOLD`` unless overridden (``0``/``off``: None)."""
+    name = "LEADFLOW_SALESFORCE_BULK_THRESHOLD"
+    raw = os.environ.get(name, "").strip()
+    if "bulk_threshold" in overrides or not raw:
+        return overrides
+    if raw.lower() in ("0", "off"):
+        return {**overrides, "bulk_threshold": None}
+    if not (raw.isascii() and raw.isdigit()):
+        raise SalesforceConfigError(f"{name} must be a whole number of leads, 0 or 'off'; got {raw!r}")
+    return {**overrides, "bulk_threshold": int(raw)}
+
+
 def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
     token = _secret("HUBSPOT_ACCESS_TOKEN", required=True)
     overrides = _run_options("hubspot", overrides)
@@ -94,7 +109,7 @@ def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
 
 def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
     url = _plain("SALESFORCE_INSTANCE_URL", required=True)
-    overrides = _run_options("salesforce", overrides)
+    overrides = _bulk_threshold(_run_options("salesforce", overrides))
     config = SalesforceConfig(
         instance_url=url,
         username=_plain("SALESFORCE_USERNAME"),

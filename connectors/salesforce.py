@@ -1,4 +1,5 @@
-"""Salesforce connector on simple-salesforce 1.12 (REST query/queryMore, sObject Collections).
+"""Salesforce connector on simple-salesforce 1.12 (REST query/queryMore, Bulk API 2.0 query,
+sObject Collections).
 
 Streams, one small class each:
 
@@ -7,20 +8,28 @@ Streams, one small class each:
   batch), split into pages of ``page_size`` for the flow. Every value in every SOQL statement is
   bound with ``simple_salesforce.format_soql`` (quoted and escaped); field and object names come
   from the validated mapping and are checked against an allow-list pattern.
+- ``BulkQuery``: a window whose first REST response says ``totalSize > bulk_threshold`` keeps that
+  first batch and reads the rest with one Bulk API 2.0 query job (same SELECT and WHERE, no
+  ORDER BY: Bulk 2.0 refuses it): create, poll with backoff, CSV results of ``bulk_max_records``
+  rows a request following ``Sforce-Locator``. Rows already read by REST are skipped; CSV values
+  are typed as the REST JSON has them. These pages are in Id order and carry no cursor (the flow
+  moves the watermark to ``until`` only after a completed run). ``fetch_by_ids`` and task lookups
+  stay REST.
 - writes: ``PATCH composite/sobjects`` (200 records, ``allOrNone=false``) via ``sf.restful``;
   per-record ``UNABLE_TO_LOCK_ROW`` is retried in a follow-up batch, other per-record errors are
   returned as failures naming the record and the fields.
 - tasks: ``Task`` records with ``WhoId``, looked up by ``Leadflow_Task_Key__c IN (...)``.
-
-TODO (Bulk API 2.0): backfills above a size could use ``/jobs/query``; the sandbox does not serve
-it yet, so every read uses REST query paging.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,6 +37,7 @@ from typing import Any
 import requests
 from pydantic import SecretStr
 from simple_salesforce import Salesforce, format_soql
+from simple_salesforce.util import exception_handler
 from sqlalchemy import Engine
 
 from connectors import state
@@ -44,10 +54,15 @@ log = logging.getLogger("leadflow.connectors.salesforce")
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
 LOCK_RETRY_ROUNDS = 3
+BULK_POLL_CAP = 10.0  # seconds between two polls of a Bulk API 2.0 job, at most
 
 
 class SalesforceConfigError(ValueError):
     pass
+
+
+class BulkQueryError(RuntimeError):
+    """A Bulk API 2.0 query job that failed, was aborted or did not finish in time (names the job)."""
 
 
 @dataclass
@@ -68,6 +83,10 @@ class SalesforceConfig:
     page_size: int = settings.SALESFORCE_QUERY_PAGE_SIZE  # one query batch: collections of 200 stay full
     collection_size: int = settings.SALESFORCE_COLLECTION_SIZE
     id_batch: int = 200
+    bulk_threshold: int | None = settings.SALESFORCE_BULK_THRESHOLD  # None/0: REST paging only
+    bulk_max_records: int = 10_000  # rows per Bulk API 2.0 results request
+    bulk_poll_interval: float = 1.0  # first wait between job polls; doubles up to BULK_POLL_CAP
+    bulk_timeout: float = 1800.0  # a job not complete by then is aborted
     session_factory: Callable[[], requests.Session] | None = field(default=None, repr=False)
 
     @property
@@ -116,7 +135,14 @@ class SoqlPager:
         self.c = connector
 
     def batches(self, soql: str) -> Iterator[list[dict[str, Any]]]:
-        data = self.c._sf_call("query", lambda sf: sf.query(soql, timeout=self.c.config.timeout))
+        return self.follow(self.first(soql))
+
+    def first(self, soql: str) -> dict[str, Any]:
+        """The query's first response (``totalSize``, ``done``, the first batch, ``nextRecordsUrl``)."""
+        return self.c._sf_call("query", lambda sf: sf.query(soql, timeout=self.c.config.timeout))
+
+    def follow(self, data: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        """The batch of ``data``, then every batch after it."""
         while True:
             records = data.get("records") or []
             if records:
@@ -127,6 +153,125 @@ class SoqlPager:
             data = self.c._sf_call(
                 "query_more", lambda sf: sf.query_more(next_url, identifier_is_url=True, timeout=self.c.config.timeout)
             )
+
+
+class BulkQuery:
+    """Raw record batches of one Bulk API 2.0 query job (one batch per results request)."""
+
+    def __init__(self, connector: "SalesforceConnector"):
+        self.c = connector
+
+    def batches(self, soql: str) -> Iterator[list[dict[str, Any]]]:
+        job_id = self._create(soql)
+        self._wait(job_id)
+        yield from self._results(job_id)
+
+    def _create(self, soql: str) -> str:
+        body = {"operation": "query", "query": soql, "contentType": "CSV", "columnDelimiter": "COMMA",
+                "lineEnding": "LF"}
+        job = self.c._sf_call("bulk.create", lambda sf: sf.restful("jobs/query", method="POST", json=body,
+                                                                     timeout=self.c.config.timeout))
+        log.info("salesforce: Bulk API 2.0 query job %s created", job["id"])
+        return str(job["id"])
+
+    def _poll(self, job_id: str) -> dict[str, Any]:
+        return self.c._sf_call("bulk.poll", lambda sf: sf.restful(f"jobs/query/{job_id}",
+                                                                    timeout=self.c.config.timeout))
+
+    def _wait(self, job_id: str) -> None:
+        """Until the job is ``JobComplete``; raises BulkQueryError when it fails or times out (aborted)."""
+        config = self.c.config
+        deadline = time.monotonic() + config.bulk_timeout
+        wait = config.bulk_poll_interval
+        while True:
+            job = self._poll(job_id)
+            state = job.get("state")
+            if state == "JobComplete":
+                return
+            if state in ("Failed", "Aborted"):
+                raise BulkQueryError(f"salesforce: Bulk API 2.0 query job {job_id} ended {state}: "
+                                     f"{job.get('errorMessage') or 'no errorMessage given'}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._abort(job_id)
+                raise BulkQueryError(f"salesforce: Bulk API 2.0 query job {job_id} not complete after "
+                                     f"{config.bulk_timeout:g} s (state {state}): aborted")
+            self.c.retry.sleep(min(wait, left))
+            wait = min(wait * 2, BULK_POLL_CAP)
+
+    def _abort(self, job_id: str) -> None:
+        try:
+            self.c._sf_call("bulk.abort", lambda sf: sf.restful(f"jobs/query/{job_id}", method="PATCH",
+                                                                  json={"state": "Aborted"},
+                                                                  timeout=self.c.config.timeout))
+        except Exception as exc:  # noqa: BLE001 - the timeout is the error to report
+            log.warning("salesforce: could not abort Bulk API 2.0 query job %s: %s", job_id, error_message(exc))
+
+    def _results(self, job_id: str) -> Iterator[list[dict[str, Any]]]:
+        locator: str | None = None
+        while True:
+            text, locator = self.c._sf_call("bulk.results",
+                                            lambda sf, at=locator: self._result_set(sf, job_id, at))
+            yield csv_records(text, self.c.field_kinds)
+            if not locator or locator == "null":
+                return
+
+    def _result_set(self, sf: Salesforce, job_id: str, locator: str | None) -> tuple[str, str | None]:
+        """(CSV text, next locator) of one results request; errors raised as simple-salesforce does."""
+        params: dict[str, Any] = {"maxRecords": self.c.config.bulk_max_records}
+        if locator:
+            params["locator"] = locator
+        path = f"jobs/query/{job_id}/results"
+        response = sf.session.get(sf.base_url + path, headers=sf.headers, params=params,
+                                  timeout=self.c.config.timeout)
+        limit_info = response.headers.get("Sforce-Limit-Info")
+        if limit_info:
+            sf.api_usage = sf.parse_api_usage(limit_info)  # read by _sf_call, as after a REST call
+        if response.status_code >= 300:
+            exception_handler(response, name=path)
+        return response.content.decode("utf-8-sig"), response.headers.get("Sforce-Locator")
+
+
+def csv_records(text: str, kinds: dict[str, str]) -> list[dict[str, Any]]:
+    """Bulk API 2.0 CSV rows as records with the values the REST API's JSON would hold."""
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next(rows, None)
+    if header is None:
+        return []
+    return [{name: rest_value(kinds.get(name), value) for name, value in zip(header, row)} for row in rows]
+
+
+def rest_value(kind: str | None, text: str) -> Any:
+    """One CSV value as REST has it: empty is null, bools and numbers typed, datetimes ``+0000``."""
+    if text == "":
+        return None
+    if kind == "bool":
+        return text.lower() == "true"
+    if kind == "number":
+        return _json_number(text)
+    if kind == "datetime" and text.endswith("Z"):
+        return text[:-1] + "+0000"
+    return text
+
+
+def _json_number(text: str) -> Any:
+    """``12.0`` -> 12.0, ``250`` -> 250 (as the JSON parser reads them); anything else stays text."""
+    try:
+        number = json.loads(text)
+    except ValueError:
+        return text
+    return number if isinstance(number, (int, float)) and not isinstance(number, bool) else text
+
+
+def field_kinds(mapping: CrmMapping) -> dict[str, str]:
+    """CRM field -> value type (``bool``, ``number``, ``datetime``, ...) of every field a read fetches."""
+    kinds = {fm.field: fm.type for fm in mapping.fields.values()}
+    kinds[mapping.modified_field] = "datetime"
+    for event in mapping.events.values():
+        kinds[event.field] = "datetime"
+        if event.count_field:
+            kinds[event.count_field] = "number"
+    return kinds
 
 
 class SalesforceConnector(CrmConnectorBase):
@@ -152,6 +297,7 @@ class SalesforceConnector(CrmConnectorBase):
         # write-only fields are not read back (a second long-text field would cut query batches
         # from 2,000 rows to 200); plan_update compares them with what leadflow last wrote
         self.fields = [_name(f) for f in sorted(fetched)]
+        self.field_kinds = field_kinds(mapping)
         self.modified = _name(mapping.modified_field)
         self.task_key = _name(mapping.tasks.key_field)
         self._sf = sf
@@ -186,7 +332,8 @@ class SalesforceConnector(CrmConnectorBase):
     def _select(self) -> str:
         return f"SELECT {', '.join(self.fields)} FROM {self.lead_type}"
 
-    def window_soql(self, since: datetime | None, until: datetime | None) -> str:
+    def window_soql(self, since: datetime | None, until: datetime | None, ordered: bool = True) -> str:
+        """The window's SOQL; ``ordered=False`` for a Bulk API 2.0 job (no ORDER BY there)."""
         where, args = [], []
         if since is not None:
             where.append(f"{self.modified} >= {{}}")
@@ -195,14 +342,39 @@ class SalesforceConnector(CrmConnectorBase):
             where.append(f"{self.modified} < {{}}")
             args.append(_utc(until, ceil=True))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        return format_soql(f"{self._select()}{clause} ORDER BY {self.modified}, Id", *args)
+        order = f" ORDER BY {self.modified}, Id" if ordered else ""
+        return format_soql(f"{self._select()}{clause}{order}", *args)
 
     def iter_pages(self, since: datetime | None, until: datetime | None) -> Iterator[Page]:
-        for batch in SoqlPager(self).batches(self.window_soql(since, until)):
+        """The window by REST paging; above ``bulk_threshold`` leads, the first REST batch and then
+        one Bulk API 2.0 job for the rest (module docstring)."""
+        pager = SoqlPager(self)
+        first = pager.first(self.window_soql(since, until))
+        if not self._bulk_worth_it(first):
+            yield from self._window_pages(pager.follow(first))
+            return
+        batch = first.get("records") or []
+        log.info("salesforce: %d leads in the window (bulk_threshold %d): %d by REST, the rest by Bulk API 2.0",
+                 first["totalSize"], self.config.bulk_threshold, len(batch))
+        yield from self._window_pages([batch])
+        read = {str(r["Id"]) for r in batch}
+        bulk = BulkQuery(self).batches(self.window_soql(since, until, ordered=False))
+        yield from self._window_pages(([r for r in rows if str(r["Id"]) not in read] for rows in bulk),
+                                      in_id_order=True)
+
+    def _bulk_worth_it(self, first: dict[str, Any]) -> bool:
+        threshold = self.config.bulk_threshold
+        return bool(threshold) and not first.get("done", True) and int(first.get("totalSize") or 0) > threshold
+
+    def _window_pages(self, batches: Iterable[list[dict[str, Any]]], in_id_order: bool = False) -> Iterator[Page]:
+        for batch in batches:
             for records in chunked(batch, self.config.page_size):
                 page = self._page(records, skip_unchanged=True)
-                if page is not None:
-                    yield page
+                if page is None:
+                    continue
+                if in_id_order:
+                    page.cursor = None  # not in modification order: no progress point
+                yield page
 
     def fetch_by_ids(self, ids: list[str]) -> Iterator[Page]:
         """Leads by id (``Id IN (...)`` via format_soql); ids that no longer exist leave pending."""
