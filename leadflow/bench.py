@@ -76,7 +76,8 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
     ``work``: ``leads`` (leads the run had to read: every lead for a backfill, the leads changed
     since the watermark otherwise), ``companies`` (distinct companies of those leads; HubSpot),
     ``lead_writes`` / ``company_writes`` (distinct records written), ``task_lookups`` (distinct
-    task keys not known locally), ``tasks_created``, ``tasks_closed``."""
+    task keys not known locally), ``tasks_created``, ``tasks_closed``; Salesforce: ``query_batch``,
+    ``bulk_threshold`` and ``bulk_max_records`` (default: the connector config's)."""
     out: dict[str, int] = {}
     leads = work.get("leads", 0)
     read = work.get("read_leads", leads)  # with echoes: leads + leadflow's own recent writes
@@ -93,7 +94,15 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
         out["task_create"] = _ceil(work.get("tasks_created", 0), HUBSPOT_BATCH)
         out["task_close"] = _ceil(work.get("tasks_closed", 0), HUBSPOT_BATCH)
     else:
-        out["read"] = max(1, _ceil(read, work.get("query_batch") or SALESFORCE_QUERY_BATCH))
+        from connectors.salesforce import SalesforceConfig
+
+        defaults = SalesforceConfig(instance_url="")
+        batch = work.get("query_batch") or SALESFORCE_QUERY_BATCH
+        threshold = work.get("bulk_threshold", defaults.bulk_threshold)
+        if threshold and read > threshold and read > batch:  # first REST batch, job create, one poll, result sets
+            out["read"] = 3 + _ceil(read - batch, work.get("bulk_max_records") or defaults.bulk_max_records)
+        else:
+            out["read"] = max(1, _ceil(read, batch))
         out["lead_write"] = _ceil(work.get("lead_writes", 0), SALESFORCE_COLLECTION)
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), SALESFORCE_IN_IDS)
         out["task_create"] = _ceil(work.get("tasks_created", 0), SALESFORCE_COLLECTION)

@@ -271,3 +271,11 @@ def test_bulk_threshold_from_the_environment(monkeypatch):
         monkeypatch.setenv("LEADFLOW_SALESFORCE_BULK_THRESHOLD", raw)
         with pytest.raises(SalesforceConfigError, match=f"LEADFLOW_SALESFORCE_BULK_THRESHOLD .*{raw!r}"):
             salesforce_config_from_env()
+
+
+def test_bench_minimum_counts_the_bulk_read_above_the_threshold():
+    from leadflow.bench import minimum_calls
+
+    assert minimum_calls("salesforce", "backfill", {"leads": 10_000})["read"] == 5  # at the threshold: REST
+    assert minimum_calls("salesforce", "backfill", {"leads": 50_000})["read"] == 1 + 1 + 1 + 5
+    assert minimum_calls("salesforce", "backfill", {"leads": 5_000, "bulk_threshold": None})["read"] == 3
