@@ -163,7 +163,12 @@ class Waterfall:
         work = [self._start(lead) for lead in leads]
         for provider in self.providers:
             await self._run_provider(provider, [w for w in work if w.original.lead_kind is LeadKind.b2b], now)
-        return [self._finish(w) for w in work]
+        outcomes = [self._finish(w) for w in work]
+        filled = [len(o.provenance) for o in outcomes if o.provenance]
+        self._count_leads(leads=len(work), patient_leads_skipped=len(work) - sum(
+            1 for w in work if w.original.lead_kind is not LeadKind.patient),
+            leads_enriched=len(filled), fields_filled=sum(filled))
+        return outcomes
 
     def stats(self) -> dict[str, Any]:
         """Totals since this waterfall was built (lookups, requests, cache hits and misses, lookups
@@ -178,24 +183,20 @@ class Waterfall:
 
     def _start(self, lead: Lead) -> _Working:
         outcome = EnrichmentOutcome(lead=lead)
-        self._count_leads(leads=1)
         if lead.lead_kind is LeadKind.patient:
-            self._count_leads(patient_leads_skipped=1)
             outcome.notes.append("patient lead: not enriched")
         values = {name: getattr(lead, name) for name in ENRICHABLE_FIELDS}
         return _Working(lead, values, outcome)
 
     def _finish(self, work: _Working) -> EnrichmentOutcome:
         outcome = work.outcome
-        updates = {name: work.values[name] for name in outcome.provenance}
-        if updates:
-            self._count_leads(leads_enriched=1, fields_filled=len(updates))
-        outcome.lead = _copy_lead(work.original, updates)
+        if outcome.provenance:
+            outcome.lead = _copy_lead(work.original, {name: work.values[name] for name in outcome.provenance})
         return outcome
 
     def _count_leads(self, **counts: int) -> None:
         with self._lock:
-            self._leads.update(counts)
+            self._leads.update({k: v for k, v in counts.items() if v})
 
     def _wants(self, provider: EnrichmentProvider, work: _Working) -> bool:
         return any(self._may_set(name, work, provider, confidence=1.0) for name in provider.fillable)

@@ -459,7 +459,15 @@ class NppesClient:
         self._semaphore = asyncio.Semaphore(self.slots.size)  # this loop's share, so few tasks poll
 
     async def get(self, params: Mapping[str, str]) -> Any:
+        """The decoded body. tenacity retries transient failures; it is only set up once a first
+        attempt has failed (setting it up costs more CPU than a loopback request)."""
         query = {"version": API_VERSION, **params}
+        try:
+            return _decode(await self._send(query))
+        except Exception as error:  # noqa: BLE001 - classified right below
+            if not _is_transient(error):
+                raise
+            failure: BaseException | None = error
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(self.attempts),
@@ -468,8 +476,10 @@ class NppesClient:
         )
         async for attempt in retrying:
             with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    self.stats.retries += 1
+                if failure is not None:  # tenacity's attempt 1 is the request's failed first attempt
+                    first, failure = failure, None
+                    raise first
+                self.stats.retries += 1
                 response = await self._send(query)
         return _decode(response)
 

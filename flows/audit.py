@@ -8,9 +8,9 @@ carry patient health information are replaced by a marker before they reach this
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,7 +34,7 @@ class AuditEntry:
     old_value: Any = None
     new_value: Any = None
     reasons: Sequence[str] | None = None
-    at: datetime = dataclass_field(default_factory=lambda: datetime.now(timezone.utc))
+    at: datetime | None = None  # None: when the batch is recorded
 
 
 def redact_value(canonical_field: str, value: Any, patient: bool) -> Any:
@@ -47,10 +47,18 @@ def redact_value(canonical_field: str, value: Any, patient: bool) -> Any:
 
 
 def _text(value: Any) -> str | None:
+    """Text as stored: strings as they are, numbers and booleans as JSON spells them."""
     if value is None:
         return None
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, datetime):
         return value.isoformat()
     return json.dumps(value, default=str, sort_keys=True)
@@ -68,8 +76,9 @@ class AuditLog:
         self.model_version, self.dry_run = model_version, dry_run
 
     def record(self, entries: Iterable[AuditEntry]) -> int:
+        now = datetime.now(timezone.utc)
         rows = [
-            (entry.at, self.run_id, self.flow, entry.crm, entry.crm_id, entry.action, entry.field,
+            (entry.at or now, self.run_id, self.flow, entry.crm, entry.crm_id, entry.action, entry.field,
              _text(entry.old_value), _text(entry.new_value), self.model_version,
              list(entry.reasons) if entry.reasons else None,
              int(self.dry_run))
