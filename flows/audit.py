@@ -68,6 +68,13 @@ AUDIT_COLUMNS = ("at", "run_id", "flow", "crm", "crm_id", "action", "field", "ol
                  "model_version", "reasons", "dry_run")
 
 
+def _json_once(reasons: Sequence[str], encoded: dict[int, str]) -> str:
+    text = encoded.get(id(reasons))
+    if text is None:
+        text = encoded[id(reasons)] = json.dumps(list(reasons))
+    return text
+
+
 class AuditLog:
     """Writes and reads ``lf_audit_log``; one INSERT statement per batch of entries."""
 
@@ -76,17 +83,19 @@ class AuditLog:
         self.model_version, self.dry_run = model_version, dry_run
 
     def record(self, entries: Iterable[AuditEntry]) -> int:
+        entries = list(entries)  # keeps every reasons list alive, so ids stay unique below
         now = datetime.now(timezone.utc)
+        reasons_json: dict[int, str] = {}  # a lead's reasons are shared by its field rows: encode once
         rows = [
             (entry.at or now, self.run_id, self.flow, entry.crm, entry.crm_id, entry.action, entry.field,
              _text(entry.old_value), _text(entry.new_value), self.model_version,
-             list(entry.reasons) if entry.reasons else None,
+             _json_once(entry.reasons, reasons_json) if entry.reasons else None,
              int(self.dry_run))
             for entry in entries
         ]
         if rows:
             with self.engine.begin() as conn:
-                insert_many(conn, audit_log, AUDIT_COLUMNS, rows)
+                insert_many(conn, audit_log, AUDIT_COLUMNS, rows, serialized=("reasons",))
         return len(rows)
 
 

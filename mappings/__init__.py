@@ -9,7 +9,7 @@ value the canonical field does not have, or two canonical values sharing one CRM
 from __future__ import annotations
 
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,9 +141,18 @@ class CrmMapping(BaseModel):
         return self
 
     def readable(self) -> dict[str, FieldMapping]:
-        return {name: m for name, m in self.fields.items() if m.reads}
+        return self._readable
 
     def writable(self) -> dict[str, FieldMapping]:
+        """Read-only views, computed once: ``plan_update`` asks for every lead."""
+        return self._writable
+
+    @cached_property
+    def _readable(self) -> dict[str, FieldMapping]:
+        return {name: m for name, m in self.fields.items() if m.reads}
+
+    @cached_property
+    def _writable(self) -> dict[str, FieldMapping]:
         return {name: m for name, m in self.fields.items() if m.writes}
 
     def crm_fields(self, obj: str = "lead") -> list[str]:
