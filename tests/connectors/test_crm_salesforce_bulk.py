@@ -13,6 +13,7 @@ from crm_harness import calls, fast_retry, run_sync, sandbox_state, seed_salesfo
 from connectors import salesforce as sf_module
 from connectors.factory import connector_for_sandbox, salesforce_config_from_env
 from connectors.salesforce import BulkQueryError, SalesforceConfigError, SalesforceConnector, csv_records
+from sandbox import start_sandbox
 from sandbox.store import now_ms
 
 BULK = {"bulk_threshold": 1_000, "bulk_max_records": 700, "bulk_poll_interval": 0.001}
@@ -212,7 +213,7 @@ def test_a_job_not_complete_in_time_is_aborted(sandbox, engine):
     conn = _connector(sandbox, engine, **dict(BULK, bulk_poll_interval=0.01, bulk_timeout=0.1),
                       retry=fast_retry(sleep=time.sleep))
     started = time.monotonic()
-    with pytest.raises(BulkQueryError, match=r"query job 750\w+ not complete after 0.1 s \(state InProgress\): aborted"):
+    with pytest.raises(BulkQueryError, match=r"job 750\w+ not complete after 0.1 s \(state InProgress\): aborted"):
         _read(conn)
     assert time.monotonic() - started < 5
     [job] = org.jobs.values()
@@ -237,13 +238,23 @@ def test_bulk_job_uses_the_rest_window_builder_without_order_by(sandbox, engine,
     base = (now_ms() // 1000 - 3_600) * 1000
     since = datetime.fromtimestamp(base / 1000, tz=timezone(timedelta(hours=5, minutes=30)))
     until = datetime.fromtimestamp((base + 3_000) / 1000 + 0.25, tz=timezone.utc)  # rounds up to base + 4 s
-    before, inside, after = _seed_at(sandbox, [base - 1] * 5), _seed_at(sandbox, [base] * 2_000 +
-                                     [base + 1_500] * 400 + [base + 3_999] * 5), _seed_at(sandbox, [base + 4_000] * 5)
-    sent: list[str] = []
-    formatted: list[str] = []
+    before = _seed_at(sandbox, [base - 1] * 5)
+    inside = _seed_at(sandbox, [base] * 2_000 + [base + 1_500] * 400 + [base + 3_999] * 5)
+    after = _seed_at(sandbox, [base + 4_000] * 5)
+    formatted: list[str] = []  # every SOQL format_soql built
+    sent: list[str] = []  # the SOQL of the bulk job
     real_format, real_batches = sf_module.format_soql, sf_module.BulkQuery.batches
-    monkeypatch.setattr(sf_module, "format_soql", lambda *a, **k: formatted.append(real_format(*a, **k)) or formatted[-1])
-    monkeypatch.setattr(sf_module.BulkQuery, "batches", lambda self, soql: sent.append(soql) or real_batches(self, soql))
+
+    def spy_format(*args: Any, **kwargs: Any) -> str:
+        formatted.append(real_format(*args, **kwargs))
+        return formatted[-1]
+
+    def spy_batches(self: Any, soql: str) -> Any:
+        sent.append(soql)
+        return real_batches(self, soql)
+
+    monkeypatch.setattr(sf_module, "format_soql", spy_format)
+    monkeypatch.setattr(sf_module.BulkQuery, "batches", spy_batches)
     conn = _connector(sandbox, engine, **BULK)
     ids = _ids(_read(conn, since, until))
     assert sorted(ids) == sorted(inside) and len(ids) == len(set(ids))
@@ -279,3 +290,29 @@ def test_bench_minimum_counts_the_bulk_read_above_the_threshold():
     assert minimum_calls("salesforce", "backfill", {"leads": 10_000})["read"] == 5  # at the threshold: REST
     assert minimum_calls("salesforce", "backfill", {"leads": 50_000})["read"] == 1 + 1 + 1 + 5
     assert minimum_calls("salesforce", "backfill", {"leads": 5_000, "bulk_threshold": None})["read"] == 3
+
+
+@pytest.mark.prefect
+def test_flows_backfill_and_sync_through_bulk(prefect_server, tmp_path):
+    from connectors import state
+    from flows.demo import environment, sandbox_environment
+    from flows.sync import backfill, sync_leads
+    from leadflow.store import make_engine
+
+    with start_sandbox(0) as sandbox:
+        seeded = seed_salesforce(sandbox, 2_300)
+        url = f"sqlite:///{tmp_path / 'flows.db'}"
+        env = {**sandbox_environment(sandbox), "LEADFLOW_DATABASE_URL": url, "LEADFLOW_HOME": str(tmp_path),
+               "LEADFLOW_SALESFORCE_BULK_THRESHOLD": "1000"}
+        with environment(env):
+            until = datetime.now(timezone.utc) + timedelta(seconds=1)
+            filled = backfill("salesforce", since=until - timedelta(days=1), until=until)  # progress: cursor None
+            assert filled["read"] == 2_300 and filled["failed"] == 0
+            engine = make_engine(url)
+            assert state.get_watermark(engine, "salesforce", "Lead") is None
+            synced = sync_leads("salesforce")
+            assert synced["failed"] == 0 and state.get_watermark(engine, "salesforce", "Lead") is not None
+        used = _crm_calls(sandbox)
+        assert used["salesforce.bulk2.query_create"] == 2 and "salesforce.query_more" not in used
+        leads = sandbox_state(sandbox).salesforce.tables["Lead"].records
+        assert all(leads[i].get("Lead_Score__c") is not None for i in seeded)
