@@ -29,6 +29,7 @@ from flows.locks import run_lock
 from flows.pipeline import PageResult, RunContext, merge_examples, process_page
 from flows.summary import RunSummary
 from leadflow import settings
+from leadflow.runtime import frozen_heap
 from leadflow.store import engine_for
 
 CrmName = Literal["hubspot", "salesforce"]
@@ -108,7 +109,7 @@ def run_pipeline(
     ctx = _context(crm, flow_name, run_id, dry_run, engine)
     summary = RunSummary(crm=crm, flow=flow_name, run_id=run_id, dry_run=dry_run,
                          preview_path=str(ctx.preview_path) if ctx.preview_path else None)
-    with run_lock(engine, crm, holder=run_id, parent=parent_run_id):
+    with run_lock(engine, crm, holder=run_id, parent=parent_run_id), frozen_heap():
         watermark_object = ctx.connector.mapping.objects["lead"]
         if incremental:
             since = state.read_since(engine, crm, watermark_object)

@@ -27,6 +27,11 @@ def database_url() -> str:
     return DEFAULT_DATABASE_URL
 
 
+def freeze_heap_during_runs() -> bool:
+    """LEADFLOW_GC_FREEZE (default on; 0 turns it off): see ``leadflow.runtime.frozen_heap``."""
+    return os.environ.get("LEADFLOW_GC_FREEZE", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
 def nppes_url() -> str:
     return os.environ.get("LEADFLOW_NPPES_URL", DEFAULT_NPPES_URL)
 
