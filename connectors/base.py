@@ -27,7 +27,8 @@ class Quarantined:
 
 @dataclass
 class Page:
-    """One page of leads read from a CRM, in (modified_at, crm_id) order."""
+    """One page of leads read from a CRM: in (modified_at, crm_id) order with a ``cursor``, or, for
+    reads in id order (HubSpot's list backfill, Salesforce's Bulk API query), with ``cursor=None``."""
 
     leads: list[Lead]
     quarantined: list[Quarantined] = field(default_factory=list)
