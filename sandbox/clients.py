@@ -11,15 +11,35 @@ Salesforce recipe (what works against the sandbox, all through ``leadflow.http_s
 
 The three login flows re-login by themselves on a 401 ``INVALID_SESSION_ID`` (simple-salesforce
 retries up to 3 times). JWT bearer is not supported by the sandbox.
+
+``user``: ``"integration"`` (the sandbox credentials; leadflow's user) or ``"rep"`` (a sales rep
+with its own username, password and session id: a person's edits). Client credentials always run
+as the integration user (the connected app's run-as user).
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from leadflow.http_session import SANDBOX_LOGIN_DOMAIN, LoopbackSession
 
 SALESFORCE_FLOWS = ("session", "password", "oauth_password", "client_credentials")
+SALESFORCE_USERS = ("integration", "rep")
+
+
+def salesforce_user_credentials(credentials: Any, user: str = "integration") -> Any:
+    """``credentials`` for ``user`` (one of ``SALESFORCE_USERS``): the rep keeps the connected app
+    (client id and secret) and has its own username, password and session id."""
+    if user == "integration":
+        return credentials
+    if user != "rep":
+        raise ValueError(f"unknown sandbox Salesforce user {user!r}; expected one of {', '.join(SALESFORCE_USERS)}")
+    from sandbox.salesforce import REP, REP_SESSION_ID
+
+    return SimpleNamespace(username=REP.username, password=REP.password, security_token=REP.security_token,
+                           client_id=credentials.client_id, client_secret=credentials.client_secret,
+                           session_id=REP_SESSION_ID)
 
 
 def hubspot_client(url: str, token: str = "sandbox-token", **kwargs: Any) -> Any:
@@ -30,14 +50,15 @@ def hubspot_client(url: str, token: str = "sandbox-token", **kwargs: Any) -> Any
 
 
 def salesforce_client(url: str, credentials: Any, flow: str = "session", version: str = "59.0",
-                      session: LoopbackSession | None = None) -> Any:
-    """``simple_salesforce.Salesforce`` logged in to the sandbox at ``url`` with one of ``SALESFORCE_FLOWS``.
+                      session: LoopbackSession | None = None, user: str = "integration") -> Any:
+    """``simple_salesforce.Salesforce`` logged in to the sandbox at ``url`` with one of ``SALESFORCE_FLOWS``,
+    as ``user`` (one of ``SALESFORCE_USERS``).
 
     ``credentials`` has ``username, password, security_token, client_id, client_secret, session_id``."""
     from simple_salesforce import Salesforce
 
     session = session or LoopbackSession(url)
-    c = credentials
+    c = salesforce_user_credentials(credentials, user)
     if flow == "session":
         return Salesforce(instance_url=url, session_id=c.session_id, session=session, version=version)
     if flow == "password":

@@ -5,6 +5,12 @@ Field values are stored typed (str, float, bool; datetimes as epoch ms ints) and
 Salesforce does (``2024-01-05T12:34:56.000+0000``). ``Id``, ``CreatedDate``,
 ``LastModifiedDate`` and ``SystemModstamp`` are kept by the table. Error bodies are JSON arrays
 ``[{"message", "errorCode", "fields"?}]``; every data response carries ``Sforce-Limit-Info``.
+
+Users: the integration user (``USER_ID``, the sandbox credentials) and a sales rep (``REP``, its
+own username and password, and the bearer token ``REP_SESSION_ID``). Every session remembers its
+user; every record write through the API sets ``LastModifiedById`` (and ``CreatedById`` on
+create) to it. Writes not made through the API (seed files, tests editing the tables) are a
+person's: the rep's (``OrgTable``). ``GET /services/oauth2/userinfo`` names the session's user.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import io
 import itertools
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from html import escape, unescape
 from typing import Any
@@ -29,7 +35,10 @@ from sandbox.http import BadJson, Ctx, json_response
 from sandbox.store import IdColumn, Table, iso_sf, now_ms, parse_datetime_ms
 
 ORG_ID = "00D5g000004SBXaEAO"
-USER_ID = "0055g00000BxYZaAAN"
+USER_ID = "0055g00000BxYZaAAN"  # the integration user (the sandbox credentials)
+REP_USER_ID = "0055g00000BxYZbAAN"
+REP_SESSION_ID = "sandbox-rep-session"
+AUDIT_FIELDS = ("CreatedById", "LastModifiedById")
 KEY_PREFIX = {"Lead": "00Q", "Task": "00T"}
 VIRTUAL = {"Id", "CreatedDate", "LastModifiedDate", "SystemModstamp"}
 TEXT_TYPES = frozenset({"string", "picklist", "email", "url", "phone", "textarea", "combobox"})
@@ -63,6 +72,26 @@ class SalesforceError(Exception):
         self.status, self.code, self.message, self.fields = status, code, message, fields
 
 
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    username: str
+    password: str
+    name: str
+    security_token: str = ""
+
+    def accepts(self, password: str | None) -> bool:
+        return password in (self.password, self.password + self.security_token)
+
+
+REP = User(REP_USER_ID, "rep@leadflow.sandbox", "rep-sandbox", "Riley Rep")
+
+
+def integration_user(credentials: Any) -> User:
+    return User(USER_ID, credentials.username, credentials.password, "leadflow Integration",
+                credentials.security_token)
+
+
 # ---- schema -------------------------------------------------------------------------------------
 
 
@@ -90,7 +119,7 @@ class Field:
             "soapType": soap, "precision": 18 if self.type == "double" else 0, "scale": 0,
             "restrictedPicklist": self.restricted, "referenceTo": list(self.reference_to),
             "relationshipName": None, "calculated": False, "unique": False, "externalId": False,
-            "defaultedOnCreate": self.type == "boolean" or self.name in VIRTUAL,
+            "defaultedOnCreate": self.type == "boolean" or self.name in VIRTUAL or self.name in AUDIT_FIELDS,
             "picklistValues": [{"active": True, "defaultValue": False, "label": value, "validFor": None,
                                 "value": value} for value in self.picklist],
         }
@@ -105,7 +134,11 @@ def _system_fields() -> list[Field]:
         _std("Id", "id", "Record ID", 18, updateable=False, createable=False, nillable=False),
         _std("IsDeleted", "boolean", "Deleted", updateable=False, createable=False, nillable=False),
         _std("OwnerId", "reference", "Owner ID", 18, reference_to=("User",)),
+        _std("CreatedById", "reference", "Created By ID", 18, updateable=False, createable=False, nillable=False,
+             reference_to=("User",)),
         _std("CreatedDate", "datetime", "Created Date", updateable=False, createable=False, nillable=False),
+        _std("LastModifiedById", "reference", "Last Modified By ID", 18, updateable=False, createable=False,
+             nillable=False, reference_to=("User",)),
         _std("LastModifiedDate", "datetime", "Last Modified Date", updateable=False, createable=False, nillable=False),
         _std("SystemModstamp", "datetime", "System Modstamp", updateable=False, createable=False, nillable=False),
     ]
@@ -185,17 +218,26 @@ def _custom_field(name: str, kind: str, values: dict[str, str] | None, max_lengt
 
 
 class Sessions:
-    """Valid access tokens and how many API calls each has left (None: unlimited)."""
+    """Valid access tokens, the user of each and how many API calls each has left (None: unlimited).
+    ``default_token`` is the integration user's; ``REP_SESSION_ID`` the rep's."""
 
     def __init__(self, default_token: str):
         self.default_token = default_token
-        self.tokens: dict[str, int | None] = {default_token: None}
+        self.defaults = {default_token: USER_ID, REP_SESSION_ID: REP_USER_ID}
+        self.tokens: dict[str, int | None] = {}
+        self.users: dict[str, str] = {}
         self._counter = itertools.count(1)
+        self.restore_default()
 
-    def issue(self, budget: int | None) -> str:
+    def issue(self, budget: int | None, user_id: str = USER_ID) -> str:
         token = f"{ORG_ID[:15]}!AQ{next(self._counter):06d}.sandbox{len(self.tokens):04d}"
         self.tokens[token] = budget
+        self.users[token] = user_id
         return token
+
+    def user(self, token: str) -> str:
+        """The id of the user ``token`` was issued to."""
+        return self.users.get(token, USER_ID)
 
     def use(self, token: str, budget: int | None) -> bool:
         """Spend one call of ``token``; False when the session is invalid or expired."""
@@ -207,22 +249,49 @@ class Sessions:
         if left is not None:
             if left <= 0:
                 del self.tokens[token]
+                self.users.pop(token, None)
                 return False
             self.tokens[token] = left - 1
         return True
 
     def expire_all(self) -> None:
         self.tokens.clear()
+        self.users.clear()
 
     def restore_default(self) -> None:
-        self.tokens[self.default_token] = None
+        for token, user_id in self.defaults.items():
+            self.tokens[token] = None
+            self.users[token] = user_id
+
+
+class OrgTable(Table):
+    """A ``Table`` whose writes made outside the API (seed, tests editing records) are a person's:
+    ``CreatedById``/``LastModifiedById`` default to the rep. API writes pass their session's user."""
+
+    def bulk_load(self, rows: Iterable[tuple[str, dict[str, Any], int, int]]) -> None:
+        super().bulk_load((record_id, _audited(record, created=True), created, modified)
+                          for record_id, record, created, modified in rows)
+
+    def insert(self, record_id: str, record: dict[str, Any], created: int, modified: int) -> None:
+        super().insert(record_id, _audited(record, created=True), created, modified)
+
+    def update(self, record_id: str, changes: dict[str, Any], modified: int) -> None:
+        super().update(record_id, _audited(dict(changes), created=False), modified)
+
+
+def _audited(record: dict[str, Any], created: bool, user_id: str = REP_USER_ID) -> dict[str, Any]:
+    """``record`` with ``LastModifiedById`` (and on create ``CreatedById``) set unless given."""
+    if created:
+        record.setdefault("CreatedById", user_id)
+    record.setdefault("LastModifiedById", user_id)
+    return record
 
 
 class SalesforceOrg:
     def __init__(self, mapping: CrmMapping, session_id: str = "sandbox-session"):
         self.mapping = mapping
         self.schema = build_schema(mapping)
-        self.tables: dict[str, Table] = {name: Table(name, str) for name in self.schema}
+        self.tables: dict[str, Table] = {name: OrgTable(name, str) for name in self.schema}
         self.lower = {name: {f.lower(): (f, spec.type) for f, spec in fields.items()}
                       for name, fields in self.schema.items()}
         self.text_fields = {name: frozenset(f for f, spec in fields.items() if spec.type in TEXT_TYPES)
@@ -343,12 +412,15 @@ class SalesforceApi:
         self.credentials = credentials
         self.record_errors = record_errors
         self.session_budget = session_budget
+        self.users = {user.username: user for user in (integration_user(credentials), REP)}
+        self.user_by_id = {user.user_id: user for user in self.users.values()}
 
     def routes(self) -> list[tuple[str, str, str, Callable[[Ctx], Response]]]:
         data = "/services/data/{version}"
         out = [
             ("POST", "/services/oauth2/token", "salesforce.oauth.token", self.oauth_token),
             ("POST", "/services/Soap/u/{version}", "salesforce.soap.login", self.soap_login),
+            ("GET", "/services/oauth2/userinfo", "salesforce.userinfo", self.userinfo),
             ("GET", "/services/data", "salesforce.versions", self.versions),
             ("GET", "/services/data/", "salesforce.versions", self.versions),
         ]
@@ -397,14 +469,16 @@ class SalesforceApi:
         if client_secret != creds.client_secret:
             return _oauth_error("invalid_client", "invalid client credentials")
         if grant == "password":
-            if form.get("username") != creds.username or form.get("password") not in (
-                    creds.password, creds.password + creds.security_token):
+            user = self._login_user(form.get("username"), form.get("password"))
+            if user is None:
                 return _oauth_error("invalid_grant", "authentication failure")
-        token = self.org.sessions.issue(self.session_budget())
+        else:
+            user = self.users[creds.username]  # the connected app's run-as user
+        token = self.org.sessions.issue(self.session_budget(), user.user_id)
         issued = str(now_ms())
         return json_response({
             "access_token": token, "instance_url": self.instance_url(ctx),
-            "id": f"https://login.salesforce.com/id/{ORG_ID}/{USER_ID}", "token_type": "Bearer",
+            "id": _identity_url(user.user_id), "token_type": "Bearer",
             "issued_at": issued, "signature": base64.b64encode(f"{token}{issued}".encode()).decode()[:44],
         })
 
@@ -412,15 +486,40 @@ class SalesforceApi:
         text = ctx.body_bytes.decode("utf-8", "replace")
         username = unescape(_xml_value(text, "username") or "")
         password = unescape(_xml_value(text, "password") or "")
-        creds = self.credentials
-        if username != creds.username or password not in (creds.password, creds.password + creds.security_token):
+        user = self._login_user(username, password)
+        if user is None:
             return Response(_SOAP_FAULT, status_code=500, media_type="text/xml;charset=UTF-8")
-        token = self.org.sessions.issue(self.session_budget())
+        token = self.org.sessions.issue(self.session_budget(), user.user_id)
         version = ctx.params["version"]
         server = f"{self.instance_url(ctx)}/services/Soap/u/{version}/{ORG_ID[:15]}"
-        body = _SOAP_OK.format(server=escape(server), session=escape(token), user=USER_ID, org=ORG_ID,
+        body = _SOAP_OK.format(server=escape(server), session=escape(token), user=user.user_id, org=ORG_ID,
                                username=escape(username))
         return Response(body, media_type="text/xml;charset=UTF-8")
+
+    def _login_user(self, username: str | None, password: str | None) -> User | None:
+        user = self.users.get(username or "")
+        return user if user is not None and user.accepts(password) else None
+
+    def session_user(self, ctx: Ctx) -> str:
+        """The id of the user whose bearer token (checked by the app's guard) made this request."""
+        auth = ctx.header("authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        return self.org.sessions.user(token if scheme.lower() in ("bearer", "oauth") else "")
+
+    def userinfo(self, ctx: Ctx) -> Response:
+        """OpenID Connect UserInfo of the session's user, in Salesforce's shape."""
+        user = self.user_by_id[self.session_user(ctx)]
+        given, _, family = user.name.partition(" ")
+        rest = f"{self.instance_url(ctx)}/services/data/v{{version}}/"
+        return json_response({
+            "sub": _identity_url(user.user_id), "user_id": user.user_id, "organization_id": ORG_ID,
+            "preferred_username": user.username, "nickname": user.username.partition("@")[0],
+            "name": user.name, "email": user.username, "email_verified": True,
+            "given_name": given, "family_name": family, "zoneinfo": "America/Los_Angeles",
+            "active": True, "user_type": "STANDARD", "language": "en_US", "locale": "en_US",
+            "utcOffset": -28800000,
+            "urls": {"rest": rest, "sobjects": rest + "sobjects/", "query": rest + "query/"},
+        })
 
     def versions(self, ctx: Ctx) -> Response:
         return json_response([{"label": f"Winter '{v}", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
@@ -591,7 +690,8 @@ class SalesforceApi:
         ids = sorted(self._run(obj, parsed))
         job_id = f"750{next(self.org._cursor_ids):012d}AAA"
         stamp = iso_sf(now_ms())
-        job = {"id": job_id, "operation": operation, "object": obj, "createdById": USER_ID, "createdDate": stamp,
+        job = {"id": job_id, "operation": operation, "object": obj, "createdById": self.session_user(ctx),
+               "createdDate": stamp,
                "systemModstamp": stamp, "state": "UploadComplete", "concurrencyMode": "Parallel",
                "contentType": "CSV", "apiVersion": float(version[1:]), "lineEnding": line_ending,
                "columnDelimiter": delimiter}
@@ -809,17 +909,17 @@ class SalesforceApi:
                     plan.append((obj, found[1], self._stored(obj, record)))
         if all_or_none and any(not r["success"] for r in results):
             return json_response(_rolled_back(results))
-        stamp = now_ms()
+        stamp, user_id = now_ms(), self.session_user(ctx)
         for item in plan:
             if item is not None:
                 obj, record_id, changes = item
-                self._apply(obj, record_id, changes, stamp)
+                self._apply(obj, record_id, changes, stamp, user_id)
         return json_response(results)
 
-    def _apply(self, obj: str, record_id: str, changes: dict[str, Any], stamp: int) -> None:
+    def _apply(self, obj: str, record_id: str, changes: dict[str, Any], stamp: int, user_id: str) -> None:
         if obj == "Task" and "Status" in changes:
             changes["IsClosed"] = True if changes["Status"] == "Completed" else None
-        self.org.tables[obj].update(record_id, changes, stamp)
+        self.org.tables[obj].update(record_id, _audited(changes, created=False, user_id=user_id), stamp)
 
     def composite_create(self, ctx: Ctx) -> Response:
         self._version(ctx)
@@ -844,9 +944,10 @@ class SalesforceApi:
             plan.append((obj, record_id, record))
         if all_or_none and any(not r["success"] for r in results):
             return json_response(_rolled_back([{k: v for k, v in r.items() if k != "id"} for r in results]))
+        user_id = self.session_user(ctx)
         for item in plan:
             if item is not None:
-                self._insert(*item)
+                self._insert(*item, user_id)
         return json_response(results)
 
     def _create_problem(self, obj: str, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -866,7 +967,7 @@ class SalesforceApi:
                                    missing)
         return None
 
-    def _insert(self, obj: str, record_id: str, record: dict[str, Any]) -> None:
+    def _insert(self, obj: str, record_id: str, record: dict[str, Any], user_id: str) -> None:
         stored = {k: v for k, v in self._stored(obj, record).items() if v is not None}
         if obj == "Task":
             stored.setdefault("Status", "Not Started")
@@ -876,9 +977,9 @@ class SalesforceApi:
                 stored["IsClosed"] = True
         if obj == "Lead":
             stored.setdefault("Status", "Open - Not Contacted")
-        stored.setdefault("OwnerId", USER_ID)
+        stored.setdefault("OwnerId", user_id)
         stamp = now_ms()
-        self.org.tables[obj].insert(record_id, stored, stamp, stamp)
+        self.org.tables[obj].insert(record_id, _audited(stored, created=True, user_id=user_id), stamp, stamp)
 
     def create_one(self, ctx: Ctx) -> Response:
         self._version(ctx)
@@ -892,7 +993,7 @@ class SalesforceApi:
         if problem:
             raise SalesforceError(400, problem["statusCode"], problem["message"], problem["fields"])
         record_id = self.org.next_id(obj)
-        self._insert(obj, record_id, record)
+        self._insert(obj, record_id, record, self.session_user(ctx))
         return json_response({"id": record_id, "success": True, "errors": []}, 201)
 
     def get_one(self, ctx: Ctx) -> Response:
@@ -924,7 +1025,7 @@ class SalesforceApi:
         problem = self._record_problem(obj, record, creating=False)
         if problem:
             raise SalesforceError(400, problem["statusCode"], problem["message"], problem["fields"])
-        self._apply(obj, found[1], self._stored(obj, record), now_ms())
+        self._apply(obj, found[1], self._stored(obj, record), now_ms(), self.session_user(ctx))
         return Response(status_code=204)
 
 
@@ -1054,6 +1155,10 @@ def _rolled_back(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             out.append(result)
     return out
+
+
+def _identity_url(user_id: str) -> str:
+    return f"https://login.salesforce.com/id/{ORG_ID}/{user_id}"
 
 
 def _oauth_error(error: str, description: str) -> Response:

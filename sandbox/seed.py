@@ -14,7 +14,9 @@ same data.
      "salesforce": {"Lead": [{"Id", ...fields, "CreatedDate"?, "SystemModstamp"?}], "Task": [...]},
      "nppes": [NPPES result records]}
 
-Datetime values may be ISO strings, epoch-ms strings or (generated data) epoch-ms ints.
+Datetime values may be ISO strings, epoch-ms strings or (generated data) epoch-ms ints. Seeded
+Salesforce records were made by a person: ``CreatedById``/``LastModifiedById`` default to the
+sales rep (``sandbox.salesforce.REP_USER_ID``, set by ``OrgTable``), never the integration user.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``start_sandbox(...)`` and ``start_sandbox_process(...)`` are context managers yielding a
 ``SandboxHandle``: ``.url``, ``.hubspot_token``, ``.salesforce`` (credentials), ``.stats()``,
 ``.reset_stats()``, ``.set_faults(spec)``, ``.set_rate_limits(spec)``, ``.requests()``,
-``.dump_state(...)``, ``.expire_salesforce_sessions()``, client factories, and, in-process only,
+``.dump_state(...)``, ``.expire_salesforce_sessions()``, client factories (``salesforce_client(user="rep")``:
+a sales rep's session, for a person's edits), and, in-process only,
 ``.state`` (the live ``Sandbox``: direct access to the records for assertions).
 """
 
@@ -127,10 +128,11 @@ class SandboxHandle:
 
         return hubspot_client(self.url, self.hubspot_token, **kwargs)
 
-    def salesforce_client(self, flow: str = "session", version: str = "59.0") -> Any:
+    def salesforce_client(self, flow: str = "session", version: str = "59.0", user: str = "integration") -> Any:
+        """A simple-salesforce client as ``user``: ``"integration"`` (leadflow's) or ``"rep"`` (a person)."""
         from sandbox.clients import salesforce_client
 
-        return salesforce_client(self.url, self.credentials, flow, version)
+        return salesforce_client(self.url, self.credentials, flow, version, user=user)
 
 
 @contextlib.contextmanager
