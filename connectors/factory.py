@@ -13,6 +13,10 @@ Overrides: any config field (``max_calls``, ``daily_share``, ``page_size``, ``ti
 connector argument (``retry``, ``meter``, ``mapping``, ``mark_reads``).
 ``LEADFLOW_SALESFORCE_BULK_THRESHOLD``: window reads of more leads use Bulk API 2.0 (``0`` or
 ``off``: never; default ``settings.SALESFORCE_BULK_THRESHOLD``).
+``LEADFLOW_SALESFORCE_SKIP_OWN_WRITES`` (``1``/``true``/``on``; default off): window reads leave
+out leads last modified by leadflow's Salesforce user; requires a dedicated integration user (see
+``connectors/salesforce.py``). ``LEADFLOW_SALESFORCE_USER_ID``: that user's id (15 or 18
+characters, ``005...``), pinned instead of asked of the userinfo endpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from connectors.hubspot import HubSpotConfig, HubSpotConnector
-from connectors.salesforce import SalesforceConfig, SalesforceConfigError, SalesforceConnector
+from connectors.salesforce import SalesforceConfig, SalesforceConfigError, SalesforceConnector, checked_user_id
 from leadflow.secrets import credential
 
 CONNECTOR_ARGS = frozenset({"retry", "meter", "mapping", "mark_reads", "sf"})
@@ -101,6 +105,33 @@ def _bulk_threshold(overrides: dict[str, Any]) -> dict[str, Any]:
     return {**overrides, "bulk_threshold": int(raw)}
 
 
+TRUE_WORDS = frozenset({"1", "true", "on", "yes"})
+FALSE_WORDS = frozenset({"0", "false", "off", "no"})
+
+
+def _flag(name: str) -> bool | None:
+    """The on/off environment variable ``name`` (None when unset or empty)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in TRUE_WORDS | FALSE_WORDS:
+        return raw in TRUE_WORDS
+    raise SalesforceConfigError(f"{name} must be 1/true/on or 0/false/off; got {os.environ[name]!r}")
+
+
+def _own_writes(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``skip_own_writes`` from ``LEADFLOW_SALESFORCE_SKIP_OWN_WRITES`` and ``integration_user_id``
+    from ``LEADFLOW_SALESFORCE_USER_ID``, unless overridden."""
+    out = dict(overrides)
+    skip = _flag("LEADFLOW_SALESFORCE_SKIP_OWN_WRITES")
+    if "skip_own_writes" not in out and skip is not None:
+        out["skip_own_writes"] = skip
+    pinned = os.environ.get("LEADFLOW_SALESFORCE_USER_ID", "").strip()
+    if "integration_user_id" not in out and pinned:
+        out["integration_user_id"] = checked_user_id(pinned, "LEADFLOW_SALESFORCE_USER_ID")
+    return out
+
+
 def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
     token = _secret("HUBSPOT_ACCESS_TOKEN", required=True)
     overrides = _run_options("hubspot", overrides)
@@ -109,7 +140,7 @@ def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
 
 def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
     url = _plain("SALESFORCE_INSTANCE_URL", required=True)
-    overrides = _bulk_threshold(_run_options("salesforce", overrides))
+    overrides = _own_writes(_bulk_threshold(_run_options("salesforce", overrides)))
     config = SalesforceConfig(
         instance_url=url,
         username=_plain("SALESFORCE_USERNAME"),

@@ -19,6 +19,17 @@ Streams, one small class each:
   per-record ``UNABLE_TO_LOCK_ROW`` is retried in a follow-up batch, other per-record errors are
   returned as failures naming the record and the fields.
 - tasks: ``Task`` records with ``WhoId``, looked up by ``Leadflow_Task_Key__c IN (...)``.
+
+Own writes (``skip_own_writes``, off by default): leadflow's write-back bumps ``SystemModstamp``,
+so the next window re-reads every lead it wrote ("echoes"; a collection update returns no
+modification time to mark them with). With the setting on, window reads (REST and the bulk job,
+one builder) add ``AND LastModifiedById != <integration user>``: a lead whose last change is
+leadflow's own is what leadflow read plus what it wrote; a person's later edit makes them the
+last modifier, so the lead is read. The user id is ``integration_user_id`` when pinned, else asked
+once per connector of ``GET /services/oauth2/userinfo`` (endpoint ``userinfo``). ``fetch_by_ids``
+and task lookups are not filtered. **This requires a dedicated integration user**: leads last
+changed by anything else logged in as the same user (a marketing-automation sync, web-to-lead
+under the same API user) would never be read.
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ from mappings import CrmMapping, load_mapping
 log = logging.getLogger("leadflow.connectors.salesforce")
 
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+USER_ID = re.compile(r"^005[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
 PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
 LOCK_RETRY_ROUNDS = 3
 BULK_POLL_CAP = 10.0  # seconds between two polls of a Bulk API 2.0 job, at most
@@ -87,7 +99,14 @@ class SalesforceConfig:
     bulk_max_records: int = 10_000  # rows per Bulk API 2.0 results request
     bulk_poll_interval: float = 1.0  # first wait between job polls; doubles up to BULK_POLL_CAP
     bulk_timeout: float = 1800.0  # a job not complete by then is aborted
+    skip_own_writes: bool = False  # window reads leave out leads last modified by the integration user
+    integration_user_id: str | None = None  # that user; None: asked of the userinfo endpoint
     session_factory: Callable[[], requests.Session] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.integration_user_id is not None:
+            self.integration_user_id = checked_user_id(self.integration_user_id,
+                                                       "SalesforceConfig.integration_user_id")
 
     @property
     def can_login(self) -> bool:
@@ -98,6 +117,29 @@ def _name(value: str) -> str:
     if not API_NAME.match(value):
         raise SalesforceConfigError(f"not a Salesforce API name: {value!r}")
     return value
+
+
+def checked_user_id(value: str, source: str) -> str:
+    """``value`` when it is a Salesforce User id (15 or 18 characters, prefix ``005``); ``source``
+    names where it came from in the error."""
+    text = value.strip()
+    if not USER_ID.match(text):
+        raise SalesforceConfigError(f"{source} must be a Salesforce User id (15 or 18 letters and digits "
+                                    f"starting with 005); got {value!r}")
+    return text
+
+
+def get_raw(sf: Salesforce, url: str, name: str, timeout: float,
+            params: dict[str, Any] | None = None) -> requests.Response:
+    """``GET url`` on ``sf``'s session with its bearer token; API usage recorded and errors raised
+    as simple-salesforce does for its own calls."""
+    response = sf.session.get(url, headers=sf.headers, params=params, timeout=timeout)
+    limit_info = response.headers.get("Sforce-Limit-Info")
+    if limit_info:
+        sf.api_usage = sf.parse_api_usage(limit_info)  # read by _sf_call, as after a REST call
+    if response.status_code >= 300:
+        exception_handler(response, name=name)
+    return response
 
 
 def connect(config: SalesforceConfig, prefer_login: bool = False) -> Salesforce:
@@ -222,13 +264,7 @@ class BulkQuery:
         if locator:
             params["locator"] = locator
         path = f"jobs/query/{job_id}/results"
-        response = sf.session.get(sf.base_url + path, headers=sf.headers, params=params,
-                                  timeout=self.c.config.timeout)
-        limit_info = response.headers.get("Sforce-Limit-Info")
-        if limit_info:
-            sf.api_usage = sf.parse_api_usage(limit_info)  # read by _sf_call, as after a REST call
-        if response.status_code >= 300:
-            exception_handler(response, name=path)
+        response = get_raw(sf, sf.base_url + path, path, self.c.config.timeout, params)
         return response.content.decode("utf-8-sig"), response.headers.get("Sforce-Locator")
 
 
@@ -301,6 +337,7 @@ class SalesforceConnector(CrmConnectorBase):
         self.modified = _name(mapping.modified_field)
         self.task_key = _name(mapping.tasks.key_field)
         self._sf = sf
+        self._own_user_id = config.integration_user_id
         self.reauthentications = 0
 
     def __repr__(self) -> str:
@@ -328,19 +365,38 @@ class SalesforceConnector(CrmConnectorBase):
         return self._call(endpoint, run, reauth=self._reauth if self.config.can_login else None,
                           idempotent=idempotent)
 
+    def own_user_id(self) -> str:
+        """The integration user's id: ``integration_user_id``, else the session's user per
+        ``GET /services/oauth2/userinfo`` (one call per connector)."""
+        if self._own_user_id is None:
+            info = self._sf_call("userinfo", self._userinfo)
+            self._own_user_id = checked_user_id(str(info.get("user_id") or ""), "the userinfo endpoint's user_id")
+            log.info("salesforce: window reads skip leads last modified by %s (this session's user)",
+                     self._own_user_id)
+        return self._own_user_id
+
+    def _userinfo(self, sf: Salesforce) -> dict[str, Any]:
+        url = f"https://{sf.sf_instance}/services/oauth2/userinfo"
+        return get_raw(sf, url, "userinfo", self.config.timeout).json()
+
     # reads ----------------------------------------------------------------------------------------
     def _select(self) -> str:
         return f"SELECT {', '.join(self.fields)} FROM {self.lead_type}"
 
     def window_soql(self, since: datetime | None, until: datetime | None, ordered: bool = True) -> str:
-        """The window's SOQL; ``ordered=False`` for a Bulk API 2.0 job (no ORDER BY there)."""
-        where, args = [], []
+        """The window's SOQL; ``ordered=False`` for a Bulk API 2.0 job (no ORDER BY there). With
+        ``skip_own_writes``, leads last modified by the integration user are left out."""
+        where: list[str] = []
+        args: list[Any] = []
         if since is not None:
             where.append(f"{self.modified} >= {{}}")
             args.append(_utc(since))
         if until is not None:
             where.append(f"{self.modified} < {{}}")
             args.append(_utc(until, ceil=True))
+        if self.config.skip_own_writes:
+            where.append("LastModifiedById != {}")
+            args.append(self.own_user_id())
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         order = f" ORDER BY {self.modified}, Id" if ordered else ""
         return format_soql(f"{self._select()}{clause}{order}", *args)
