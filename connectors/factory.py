@@ -119,10 +119,10 @@ def _flag(name: str) -> bool | None:
     raise SalesforceConfigError(f"{name} must be 1/true/on or 0/false/off; got {os.environ[name]!r}")
 
 
-def _own_writes(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``skip_own_writes`` from ``LEADFLOW_SALESFORCE_SKIP_OWN_WRITES`` and ``integration_user_id``
-    from ``LEADFLOW_SALESFORCE_USER_ID``, unless overridden."""
-    out = dict(overrides)
+def own_writes_from_env(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``overrides`` plus ``skip_own_writes`` from ``LEADFLOW_SALESFORCE_SKIP_OWN_WRITES`` and
+    ``integration_user_id`` from ``LEADFLOW_SALESFORCE_USER_ID``, unless overridden."""
+    out = dict(overrides or {})
     skip = _flag("LEADFLOW_SALESFORCE_SKIP_OWN_WRITES")
     if "skip_own_writes" not in out and skip is not None:
         out["skip_own_writes"] = skip
@@ -140,7 +140,7 @@ def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
 
 def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
     url = _plain("SALESFORCE_INSTANCE_URL", required=True)
-    overrides = _own_writes(_bulk_threshold(_run_options("salesforce", overrides)))
+    overrides = own_writes_from_env(_bulk_threshold(_run_options("salesforce", overrides)))
     config = SalesforceConfig(
         instance_url=url,
         username=_plain("SALESFORCE_USERNAME"),

@@ -29,7 +29,9 @@ last modifier, so the lead is read. The user id is ``integration_user_id`` when 
 once per connector of ``GET /services/oauth2/userinfo`` (endpoint ``userinfo``). ``fetch_by_ids``
 and task lookups are not filtered. **This requires a dedicated integration user**: leads last
 changed by anything else logged in as the same user (a marketing-automation sync, web-to-lead
-under the same API user) would never be read.
+under the same API user) would never be read. Gaps, as with HubSpot's echo marks: an edit made
+between leadflow's read and its write of the same lead; and a run that crashes after a page's
+write-back but before its tasks and state: those leads are not re-read until someone edits them.
 """
 
 from __future__ import annotations

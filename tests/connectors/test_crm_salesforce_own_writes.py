@@ -87,6 +87,34 @@ def test_environment_turns_it_on_and_pins_the_id(sandbox, engine, monkeypatch):
     assert calls(sandbox, "salesforce.") == {"salesforce.query": 1}
 
 
+def login_options(sandbox: Any, login: str) -> dict[str, Any]:
+    from pydantic import SecretStr
+
+    from leadflow.http_session import SANDBOX_LOGIN_DOMAIN
+
+    creds = sandbox.credentials
+    if login == "session":
+        return {"session_id": SecretStr(creds.session_id)}
+    if login == "password":
+        return {"username": creds.username, "password": SecretStr(creds.password), "domain": "login"}
+    return {"session_id": None, "client_id": creds.client_id, "client_secret": SecretStr(creds.client_secret),
+            "domain": SANDBOX_LOGIN_DOMAIN}
+
+
+@pytest.mark.parametrize("login", ["session", "password", "client_credentials"])
+def test_the_user_is_discovered_with_every_login(sandbox, engine, login):
+    conn = connector(sandbox, engine, skip_own_writes=True, **login_options(sandbox, login))
+    assert conn.own_user_id() == USER_ID
+    assert conn.own_user_id() == USER_ID and calls(sandbox, "salesforce.userinfo") == {"salesforce.userinfo": 1}
+    assert conn.api_usage()["by_endpoint"]["userinfo"] == 1
+
+
+def test_an_expired_session_logs_in_again_before_asking(sandbox, engine):
+    conn = connector(sandbox, engine, skip_own_writes=True)  # a session id, and username-password to log in
+    sandbox.expire_salesforce_sessions()
+    assert conn.own_user_id() == USER_ID and conn.reauthentications == 1
+
+
 # ------------------------------------------------------------------------------ whose edit is read
 
 
@@ -193,3 +221,14 @@ def test_the_bulk_job_carries_the_same_filter(sandbox, engine, monkeypatch):
     used = calls(sandbox, "salesforce.")
     assert used["salesforce.query"] == 1 and used["salesforce.bulk2.query_create"] == 1
     assert used["salesforce.userinfo"] == 1  # asked once, for the REST query and the job
+
+
+def test_the_bench_minimum_counts_the_userinfo_call(monkeypatch):
+    from leadflow.bench import minimum_calls
+
+    assert minimum_calls("salesforce", "no_change", {}) == {"read": 1, "total": 1}
+    monkeypatch.setenv("LEADFLOW_SALESFORCE_SKIP_OWN_WRITES", "1")
+    assert minimum_calls("salesforce", "no_change", {}) == {"read": 1, "userinfo": 1, "total": 2}
+    assert minimum_calls("hubspot", "no_change", {}) == {"read": 1, "total": 1}
+    monkeypatch.setenv("LEADFLOW_SALESFORCE_USER_ID", USER_ID)
+    assert minimum_calls("salesforce", "no_change", {}) == {"read": 1, "total": 1}
