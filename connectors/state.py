@@ -227,6 +227,31 @@ def add_pending(engine: Engine, crm: str, reasons: Mapping[str, str], kind: str)
         upsert(engine, pending_leads, rows, ["crm", "crm_id"], conn=conn)
 
 
+IN_PROGRESS_REASON = "write-back started, but the run ended before it was recorded: re-read by id"
+
+
+def mark_in_progress(engine: Engine, crm: str, crm_ids: Iterable[str]) -> None:
+    """Leads whose write-back is about to start: pending until ``commit_page`` clears them.
+
+    A run that stops between a page's writes and its bookkeeping (a crash, an exhausted quota)
+    leaves them here, and the next run re-reads them by id. A window read cannot be relied on for
+    that: leadflow's own writes are skipped as echoes (HubSpot) or filtered out by
+    ``LastModifiedById`` (Salesforce ``skip_own_writes``). Leads already pending keep their row.
+    """
+    ids = sorted(set(crm_ids))
+    if not ids:
+        return
+    now = utcnow()
+    with engine.begin() as conn:
+        known: set[str] = set()
+        for chunk in _chunks(ids):
+            known.update(conn.execute(select(pending_leads.c.crm_id).where(
+                pending_leads.c.crm == crm, pending_leads.c.crm_id.in_(chunk))).scalars())
+        rows = [{"crm": crm, "crm_id": crm_id, "kind": "in_progress", "reason": IN_PROGRESS_REASON,
+                 "attempts": 0, "first_seen": now, "last_seen": now} for crm_id in ids if crm_id not in known]
+        upsert(engine, pending_leads, rows, ["crm", "crm_id"], conn=conn)
+
+
 def mark_pending(engine: Engine, crm: str, reasons: Mapping[str, str], kind: str = "write_failed") -> None:
     """Alias of ``add_pending`` with ``kind`` as a keyword (the flows' spelling)."""
     add_pending(engine, crm, reasons, kind)

@@ -89,6 +89,8 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     changed_ids = {u.crm_id for u in updates}
     result.changed, result.unchanged = len(changed_ids), len(by_id) - len(changed_ids)
     tasks = _tasks_not_yet_created(ctx, tasks)
+    if not ctx.dry_run:
+        state.mark_in_progress(ctx.engine, ctx.crm, changed_ids | {t.crm_id for t in tasks} | set(supersede))
     write = _write(ctx, updates, tasks, supersede)
 
     result.failed, result.failures = len(write.failed), dict(write.failed)

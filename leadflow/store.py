@@ -75,7 +75,7 @@ pending_leads = Table(
     metadata,
     Column("crm", String(20), primary_key=True),
     Column("crm_id", String(64), primary_key=True),
-    Column("kind", String(20), nullable=False),  # write_failed | quarantined
+    Column("kind", String(20), nullable=False),  # write_failed | quarantined | in_progress
     Column("reason", Text, nullable=False),
     Column("attempts", Integer, nullable=False, default=1),
     Column("first_seen", DateTime(timezone=True), nullable=False),

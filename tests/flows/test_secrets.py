@@ -4,9 +4,23 @@ import pytest
 from typer.testing import CliRunner
 
 from leadflow.cli import app
-from leadflow.secrets import block_name, credential, save_credential
+from leadflow.secrets import SECRET_VARIABLES, block_name, credential, save_credential
 
 pytestmark = pytest.mark.prefect
+
+
+@pytest.fixture(autouse=True)
+def no_blocks_left_behind():
+    """The Prefect test server is shared by the whole session: a Secret block left here would
+    answer other tests' credential lookups (e.g. the factory's missing-variable errors)."""
+    yield
+    from prefect.blocks.system import Secret
+
+    for variable in [v for names in SECRET_VARIABLES.values() for v in names]:
+        try:
+            Secret.delete(block_name(variable))
+        except Exception:  # noqa: BLE001 - a block that was never saved
+            pass
 
 
 def test_a_secret_block_is_used_when_the_variable_is_unset(prefect_server, monkeypatch):

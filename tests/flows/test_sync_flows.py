@@ -186,3 +186,32 @@ def test_a_stage_change_closes_the_superseded_task(prefect_server, sandbox, hubs
     closed = next(t for t in _hubspot_tasks(sandbox) if t["id"] == mql_task["id"])
     assert closed["properties"]["hs_task_status"] == "COMPLETED"
     assert _contacts(sandbox, [crm_id], ["leadflow_stage"])[crm_id]["leadflow_stage"] == "disqualified"
+
+
+def test_a_run_stopped_between_write_and_tasks_finishes_them_next_run(prefect_server, tmp_path):
+    """Salesforce with skip_own_writes: the leads a stopped run already wrote are no longer in any
+    window read (LastModifiedById is leadflow's user), so only their in-progress mark brings them
+    back; their tasks are then created, once."""
+    env_extra = {"LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1"}
+    with start_sandbox(20, random_seed=5) as handle, \
+            environment({**_run_env(handle, f"sqlite:///{tmp_path / 'p.db'}", tmp_path), **env_extra}):
+        handle.set_faults("salesforce.composite.create:status=403")  # daily quota gone at the task create
+        first = sync_leads("salesforce")
+        assert first["stopped_early"] and first["tasks_created"] == 0
+        engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+        pending = state.pending_details(engine, "salesforce")
+        sf = handle.salesforce_client()
+        written = {r["Id"] for r in sf.query("SELECT Id FROM Lead WHERE Lead_Stage__c != null")["records"]}
+        assert written and written <= set(pending)
+        assert {pending[i]["kind"] for i in written} == {"in_progress"}
+        assert state.get_watermark(engine, "salesforce", "Lead") is None
+
+        handle.set_faults(None)
+        second = sync_leads("salesforce")
+        assert second["stopped_early"] is None and second["retried_pending"] >= len(written)
+        tasks = sf.query("SELECT WhoId, Leadflow_Task_Key__c FROM Task WHERE Leadflow_Task_Key__c != null")["records"]
+        assert tasks and len({t["Leadflow_Task_Key__c"] for t in tasks}) == len(tasks)
+        assert {t["WhoId"] for t in tasks} & written
+        assert state.pending_details(engine, "salesforce") == {}
+        third = sync_leads("salesforce")
+        assert third["read"] == 0 and third["tasks_created"] == 0
