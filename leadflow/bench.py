@@ -430,6 +430,8 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
                 # re-read (and skipped) by a timestamp-based incremental read
                 window = history[-1][0] - settings.LOOKBACK_SECONDS if history else None
                 echoes = set().union(*(ids for _, end, ids in history if window is not None and end >= window))
+                if crm == "salesforce":
+                    echoes = set()  # skip_own_writes: LastModifiedById leaves leadflow's writes out of the read
                 started_at = time.time()
                 recorder.reset()
                 sampler.start()
