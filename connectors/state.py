@@ -364,6 +364,7 @@ def commit_page(
     result: WriteResult | None = None,
     *,
     advance: bool = True,
+    keep_pending: Iterable[str] = (),
 ) -> datetime | None:
     """All bookkeeping after one page, for a caller that wants it in one call.
 
@@ -377,7 +378,8 @@ def commit_page(
     quarantined = {q.crm_id: q.reason for q in page.quarantined}
     add_pending(engine, crm, failed, "write_failed")
     add_pending(engine, crm, {k: v for k, v in quarantined.items() if k not in failed}, "quarantined")
-    clear_pending(engine, crm, [lead.crm_id for lead in page.leads if lead.crm_id not in failed])
+    keep = set(keep_pending)  # leads with work still to do (a task held for a later batch)
+    clear_pending(engine, crm, [lead.crm_id for lead in page.leads if lead.crm_id not in failed and lead.crm_id not in keep])
     if advance and page.cursor is not None:
         return set_watermark(engine, crm, obj, page.cursor)
     return get_watermark(engine, crm, obj)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +32,35 @@ log = logging.getLogger("leadflow.pipeline")
 PREVIEW_COLUMNS = ["crm", "crm_id", "object", "object_id", "field", "old", "new", "stage", "reasons"]
 
 
+class TaskCarry:
+    """Next-step tasks held back between pages, so that task lookups and creates go out in full
+    batches: a page sends its tasks and the held ones in whole batches and holds the rest for the
+    next page; the run sends what is left at its end (``send_held_tasks``). A held task's lead stays
+    pending (``in_progress``) until its task is created, so a run that stops first finishes it."""
+
+    def __init__(self, batch: int):
+        self.batch = max(1, batch)
+        self._held: list[TaskSpec] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_connector(cls, connector: CrmConnector) -> TaskCarry:
+        return cls(math.lcm(getattr(connector, "task_lookup_batch", 1), getattr(connector, "task_create_batch", 1)))
+
+    def take(self, tasks: list[TaskSpec]) -> list[TaskSpec]:
+        """The held tasks and ``tasks`` to send now, in whole batches; the rest is held."""
+        with self._lock:
+            pool = self._held + tasks
+            cut = len(pool) - len(pool) % self.batch
+            send, self._held = pool[:cut], pool[cut:]
+        return send
+
+    def drain(self) -> list[TaskSpec]:
+        with self._lock:
+            held, self._held = self._held, []
+        return held
+
+
 @dataclass
 class RunContext:
     crm: str
@@ -42,6 +73,7 @@ class RunContext:
     dry_run: bool = False
     preview_path: Path | None = None
     task_stages: frozenset[str] = frozenset()
+    task_carry: TaskCarry | None = None  # None: every page sends its own tasks (dry runs, tests)
 
 
 @dataclass(kw_only=True)
@@ -91,15 +123,41 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     tasks = _tasks_not_yet_created(ctx, tasks)
     if not ctx.dry_run:
         state.mark_in_progress(ctx.engine, ctx.crm, changed_ids | {t.crm_id for t in tasks} | set(supersede))
-    write = _write(ctx, updates, tasks, supersede)
+    send = ctx.task_carry.take(tasks) if ctx.task_carry is not None and not ctx.dry_run else tasks
+    write = _write(ctx, updates, send, supersede)
 
     result.failed, result.failures = len(write.failed), dict(write.failed)
     result.quarantined = len(quarantined)
     result.tasks_created, result.tasks_closed = len(write.tasks_created), len(write.tasks_closed)
-    _record_state(ctx, page, updates, write, quarantined)
-    _audit(ctx, updates, tasks, write, quarantined, by_id, provenance)
+    held = {t.crm_id for t in tasks} - {t.crm_id for t in send}
+    _record_state(ctx, page, updates, write, quarantined, keep_pending=held)
+    _finish_carried(ctx, [t for t in send if t.crm_id not in by_id], write)
+    _audit(ctx, updates, send, write, quarantined, by_id, provenance)
     result.examples = _examples(by_id, limit=len(EXAMPLE_ORDER))
     return result
+
+
+def send_held_tasks(ctx: RunContext) -> PageResult:
+    """The tasks ``TaskCarry`` still holds at the end of a run, sent in one go."""
+    tasks = ctx.task_carry.drain() if ctx.task_carry is not None else []
+    result = PageResult()
+    if not tasks:
+        return result
+    write = _write(ctx, [], tasks, {})
+    result.tasks_created = len(write.tasks_created)
+    failures = {key.split(":", 1)[0]: reason for key, reason in write.task_failures.items()}
+    state.mark_pending(ctx.engine, ctx.crm, failures, kind="write_failed")
+    _finish_carried(ctx, tasks, write)
+    _audit(ctx, [], tasks, write, {}, {}, {})
+    return result
+
+
+def _finish_carried(ctx: RunContext, tasks: list[TaskSpec], write: WriteResult) -> None:
+    """Leads of earlier pages whose held task is now in the CRM leave ``lf_pending_leads``."""
+    if ctx.dry_run or not tasks:
+        return
+    done = {t.crm_id for t in tasks if t.key in write.tasks_created or t.key in write.tasks_existing}
+    state.clear_pending(ctx.engine, ctx.crm, done - {key.split(":", 1)[0] for key in write.task_failures})
 
 
 def _enrich(ctx: RunContext, leads: list[Lead]) -> tuple[list[Lead], dict[str, dict[str, Any]]]:
@@ -151,14 +209,14 @@ def _write(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec],
 
 
 def _record_state(ctx: RunContext, page: Page, updates: list[LeadUpdate], write: WriteResult,
-                  quarantined: dict[str, str]) -> None:
+                  quarantined: dict[str, str], keep_pending: set[str] = frozenset()) -> None:
     """Written values, pending leads (failed writes, quarantined leads, failed tasks); the watermark
     is the flow's to move, in page order."""
     if ctx.dry_run:
         return
     page.quarantined = [Quarantined(crm_id, reason) for crm_id, reason in quarantined.items()]
     state.commit_page(ctx.engine, ctx.crm, ctx.connector.mapping.objects["lead"], page, updates, write,
-                      advance=False)
+                      advance=False, keep_pending=keep_pending)
     task_failures = {key.split(":", 1)[0]: reason for key, reason in write.task_failures.items()}
     state.mark_pending(ctx.engine, ctx.crm, task_failures, kind="write_failed")
 

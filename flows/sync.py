@@ -26,7 +26,7 @@ from prefect.utilities.annotations import quote
 
 from flows.audit import AuditLog
 from flows.locks import run_lock
-from flows.pipeline import PageResult, RunContext, merge_examples, process_page
+from flows.pipeline import PageResult, RunContext, TaskCarry, merge_examples, process_page, send_held_tasks
 from flows.summary import RunSummary
 from leadflow import settings
 from leadflow.runtime import frozen_heap
@@ -55,6 +55,12 @@ def _is_transient(task, task_run, state) -> bool:
       cache_policy=None, persist_result=False)
 def process_page_task(ctx: RunContext, page) -> PageResult:
     return process_page(ctx, page)
+
+
+@task(name="send-held-tasks", retries=1, retry_delay_seconds=5, retry_condition_fn=_is_transient,
+      cache_policy=None, persist_result=False)
+def send_held_tasks_task(ctx: RunContext) -> PageResult:
+    return send_held_tasks(ctx)
 
 
 def _now() -> datetime:
@@ -86,6 +92,7 @@ def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> Ru
         dry_run=dry_run,
         preview_path=preview,
         task_stages=TASK_STAGES,
+        task_carry=None if dry_run else TaskCarry.for_connector(connector),
     )
 
 
@@ -122,6 +129,7 @@ def run_pipeline(
             if not dry_run:
                 _retry_pending(ctx, summary, logger)
             _run_pages(ctx, ctx.connector.iter_pages(since, until), summary, limit, progress, logger)
+            _send_held_tasks(ctx, summary)
         except StopRun as stop:
             summary.stopped_early = str(stop)
             logger.warning("%s: stopped early: %s", crm, stop)
@@ -168,6 +176,18 @@ def _run_pages(ctx: RunContext, pages, summary: RunSummary, limit: int | None, p
                 _settle(entry, summary, progress, logger)
             except (QuotaExhausted, BudgetExhausted):
                 pass
+        raise StopRun(str(exc)) from exc
+
+
+def _send_held_tasks(ctx: RunContext, summary: RunSummary) -> None:
+    """The tasks pages held back to fill whole batches (``TaskCarry``), after the last page."""
+    from connectors.retry import BudgetExhausted, QuotaExhausted
+
+    if ctx.task_carry is None:
+        return
+    try:
+        summary.add(send_held_tasks_task(quote(ctx)))
+    except (QuotaExhausted, BudgetExhausted) as exc:
         raise StopRun(str(exc)) from exc
 
 

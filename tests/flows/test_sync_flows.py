@@ -202,16 +202,46 @@ def test_a_run_stopped_between_write_and_tasks_finishes_them_next_run(prefect_se
         pending = state.pending_details(engine, "salesforce")
         sf = handle.salesforce_client()
         written = {r["Id"] for r in sf.query("SELECT Id FROM Lead WHERE Lead_Stage__c != null")["records"]}
-        assert written and written <= set(pending)
-        assert {pending[i]["kind"] for i in written} == {"in_progress"}
+        waiting = set(pending)  # written, but their next-step task is not in the CRM yet
+        assert waiting and waiting <= written
+        assert {row["kind"] for row in pending.values()} == {"in_progress"}
         assert state.get_watermark(engine, "salesforce", "Lead") is None
 
         handle.set_faults(None)
         second = sync_leads("salesforce")
-        assert second["stopped_early"] is None and second["retried_pending"] >= len(written)
+        assert second["stopped_early"] is None and second["retried_pending"] >= len(waiting)
         tasks = sf.query("SELECT WhoId, Leadflow_Task_Key__c FROM Task WHERE Leadflow_Task_Key__c != null")["records"]
         assert tasks and len({t["Leadflow_Task_Key__c"] for t in tasks}) == len(tasks)
-        assert {t["WhoId"] for t in tasks} & written
+        assert waiting <= {t["WhoId"] for t in tasks}
         assert state.pending_details(engine, "salesforce") == {}
         third = sync_leads("salesforce")
         assert third["read"] == 0 and third["tasks_created"] == 0
+
+
+def test_tasks_are_sent_in_whole_batches_across_pages_and_none_is_lost(tmp_path):
+    """TaskCarry: each page sends whole batches (its tasks plus those held), the run's end sends
+    the rest; every planned task is created once, and no lead is left pending."""
+    from flows.pipeline import TaskCarry, process_page, send_held_tasks
+    from flows.sync import _context
+
+    with start_sandbox(60, random_seed=7) as handle, \
+            environment(_run_env(handle, f"sqlite:///{tmp_path / 'c.db'}", tmp_path)):
+        engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+        ctx = _context("salesforce", "sync_leads", "run-carry", False, engine)
+        ctx.connector.config.page_size = 7
+        ctx.task_carry = TaskCarry(5)
+        sent: list[int] = []
+        ensure = ctx.connector.ensure_tasks
+        ctx.connector.ensure_tasks = lambda tasks, supersede: (sent.append(len(tasks)), ensure(tasks, supersede))[1]
+        pages = [process_page(ctx, page) for page in ctx.connector.iter_pages(None, None)]
+        assert len(pages) >= 8 and all(n % 5 == 0 for n in sent)
+        last = send_held_tasks(ctx)
+        created = sum(p.tasks_created for p in pages) + last.tasks_created
+        tasks = handle.salesforce_client().query(
+            "SELECT WhoId, Leadflow_Task_Key__c FROM Task WHERE Leadflow_Task_Key__c != null")["records"]
+        assert created == len(tasks) == len({t["Leadflow_Task_Key__c"] for t in tasks}) > 5
+        assert 0 < last.tasks_created < 5 or created % 5 == 0
+        assert state.pending_details(engine, "salesforce") == {}
+        created_rows = [r for r in read_audit(engine, run_id="run-carry", limit=10_000) if r["action"] == "task_created"]
+        assert len(created_rows) == created
+        engine.dispose()
