@@ -22,6 +22,7 @@ characters, ``005...``), pinned instead of asked of the userinfo endpoint.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import fields as dc_fields
 from typing import Any
 from urllib.parse import urlparse
@@ -92,6 +93,27 @@ def _run_options(crm: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+RATE_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
+RATE_HEADROOM = 1.005  # the CRM's window starts at its own instant: keep half a percent below it
+
+
+def _hubspot_rate(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``burst_limit``/``burst_period`` from ``LEADFLOW_HUBSPOT_RATE_LIMIT`` unless overridden:
+    the portal's allowance, ``190/10s`` by default (Professional, Enterprise), ``100/10s`` (Free,
+    Starter), ``250/10s`` (API limit increase); ``off`` for a stand-in that enforces none."""
+    name = "LEADFLOW_HUBSPOT_RATE_LIMIT"
+    raw = os.environ.get(name, "").strip()
+    if "burst_limit" in overrides or not raw:
+        return overrides
+    if raw.lower() == "off":
+        return {**overrides, "burst_limit": None}
+    match = RATE_SPEC.match(raw)
+    if not match or int(match.group(1)) <= 0 or float(match.group(2)) <= 0:
+        raise ValueError(f"{name}={raw!r}: expected calls per window such as 190/10s, or off")
+    seconds = float(match.group(2)) / (1000 if match.group(3) == "ms" else 1)
+    return {**overrides, "burst_limit": int(match.group(1)), "burst_period": round(seconds * RATE_HEADROOM, 3)}
+
+
 def _bulk_threshold(overrides: dict[str, Any]) -> dict[str, Any]:
     """``bulk_threshold`` from ``LEADFLOW_SALESFORCE_BULK_THRESHOLD`` unless overridden (``0``/``off``: None)."""
     name = "LEADFLOW_SALESFORCE_BULK_THRESHOLD"
@@ -134,7 +156,7 @@ def own_writes_from_env(overrides: dict[str, Any] | None = None) -> dict[str, An
 
 def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
     token = _secret("HUBSPOT_ACCESS_TOKEN", required=True)
-    overrides = _run_options("hubspot", overrides)
+    overrides = _hubspot_rate(_run_options("hubspot", overrides))
     return HubSpotConfig(access_token=token, host=_plain("HUBSPOT_HOST", "https://api.hubapi.com"), **overrides)
 
 

@@ -58,7 +58,7 @@ class HubSpotConfig:
     access_token: SecretStr
     host: str = "https://api.hubapi.com"
     timeout: float = 30.0
-    burst_limit: int = 190
+    burst_limit: int | None = 190  # None: no client-side burst limit (a stand-in that enforces none)
     burst_period: float = 10.05  # half a percent of headroom: HubSpot's window starts at its own instant
     search_per_second: int = 5
     max_calls: int | None = None
@@ -348,7 +348,8 @@ class HubSpotConnector(CrmConnectorBase):
         mapping = mapping or load_mapping("hubspot")
         meter = meter or CallMeter(
             limiters={
-                "default": SlidingWindowLimiter(config.burst_limit, config.burst_period),
+                **({"default": SlidingWindowLimiter(config.burst_limit, config.burst_period)}
+                   if config.burst_limit else {}),
                 "search": SlidingWindowLimiter(config.search_per_second, 1.0),
             },
             budget=ApiBudget(max_calls=config.max_calls, daily_share=config.daily_share),

@@ -285,6 +285,13 @@ def _spec_rate(spec: str | None, crm: str) -> tuple[int, float] | None:
     return None
 
 
+def _client_rate(spec: str | None) -> str:
+    """The connector's own HubSpot limit for this measurement: the sandbox's, or off when the
+    sandbox enforces none (an unthrottled run measures the pipeline, not HubSpot's allowance)."""
+    rate = _spec_rate(spec, "hubspot")
+    return f"{rate[0]}/{rate[1]:g}s" if rate else "off"
+
+
 def _server_ms(handle: Any) -> dict[str, float]:
     """Time the sandbox spent answering, by endpoint (from its request log; it keeps 10,000 rows)."""
     totals: dict[str, float] = defaultdict(float)
@@ -397,7 +404,8 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
     with start_sandbox_process(leads, random_seed=random_seed, rate_limits=rate_limit,
                                startup_timeout=600) as handle:
         result["sandbox_start_seconds"] = round(time.monotonic() - started, 1)
-        with environment({**sandbox_environment(handle), "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1"}):
+        with environment({**sandbox_environment(handle), "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1",
+                          "LEADFLOW_HUBSPOT_RATE_LIMIT": _client_rate(rate_limit)}):
             import prefect
             from prefect import flow
 

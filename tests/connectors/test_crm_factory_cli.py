@@ -96,3 +96,20 @@ def test_run_limits_from_environment(engine, monkeypatch):
     assert hs.meter.budget.max_calls == 500 and hs.meter.budget.daily_share == 0.2
     assert hs.meter.fleet is not None and hs.meter.fleet.name == "leadflow-hubspot-api"
     assert connector_from_env("hubspot", engine, max_calls=7).meter.budget.max_calls == 7
+
+
+def test_hubspot_rate_limit_from_the_environment(engine, monkeypatch):
+    """The portal's allowance sets the client-side limiter (with its 0.5% headroom); ``off`` leaves
+    only the search bucket; a malformed value names the variable."""
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-test")
+    default = connector_from_env("hubspot", engine)
+    assert default.meter.limiters["default"].max_calls == 190
+    monkeypatch.setenv("LEADFLOW_HUBSPOT_RATE_LIMIT", "250/10s")
+    raised = connector_from_env("hubspot", engine)
+    assert (raised.meter.limiters["default"].max_calls, raised.meter.limiters["default"].period) == (250, 10.05)
+    monkeypatch.setenv("LEADFLOW_HUBSPOT_RATE_LIMIT", "off")
+    off = connector_from_env("hubspot", engine)
+    assert "default" not in off.meter.limiters and off.meter.limiters["search"].max_calls == 5
+    monkeypatch.setenv("LEADFLOW_HUBSPOT_RATE_LIMIT", "190 per 10s")
+    with pytest.raises(ValueError, match="LEADFLOW_HUBSPOT_RATE_LIMIT"):
+        connector_from_env("hubspot", engine)
