@@ -32,9 +32,10 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from connectors.enrichment import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
+from connectors.industry import normalize_industry
 from connectors.taxonomy import Taxonomy, classify, load_nucc_descriptions
 from leadflow import settings
-from leadflow.canonical import Lead
+from leadflow.canonical import Lead, OrgType
 
 API_VERSION = "2.1"
 PAGE_LIMIT = 200
@@ -51,6 +52,9 @@ DEFAULT_BREAKER_FAILURES = 5
 DEFAULT_BREAKER_COOLDOWN_SECONDS = 60.0
 SLOT_POLL_SECONDS = 0.002
 MAX_SLOT_POLL_SECONDS = 0.05
+OUTSIDE_REGISTRY = frozenset({OrgType.payer, OrgType.pharma})  # never enumerated as NPI-2 organizations
+# CRM industry values (normalized, connectors.industry) of organizations the registry does not list
+OUTSIDE_REGISTRY_INDUSTRIES = frozenset({"insurance", "pharmaceuticals", "biotechnology"})
 PLACEHOLDERS = frozenset({"", "--", "NA", "N/A", "NONE", "NULL"})
 
 US_STATES = {
@@ -561,7 +565,8 @@ class NppesProvider:
     name: str = "nppes"
     label: str = "NPPES"
     cacheable: bool = True
-    key_requirement: str = "an NPI, or company name and state"
+    key_requirement: str = "an NPI, or company name and state; payers and pharma companies: an NPI"
+    skip_industries: frozenset[str] = OUTSIDE_REGISTRY_INDUSTRIES  # no name search for these CRM industries
     client_stats: ClientStats = field(default_factory=ClientStats)
     transport: httpx.AsyncBaseTransport | None = None
     _slots: RequestSlots | None = field(default=None, repr=False)
@@ -584,6 +589,8 @@ class NppesProvider:
             provider.fillable = frozenset(spec["fields"])
         if spec.get("name"):
             provider.name = spec["name"]
+        if "skip_industries" in spec:
+            provider.skip_industries = frozenset(normalize_industry(v) for v in spec["skip_industries"] or ())
         return provider
 
     def lookup_keys(self, lead: Lead) -> list[LookupKey]:
@@ -591,6 +598,8 @@ class NppesProvider:
         npi = re.sub(r"\D", "", lead.npi or "")
         if len(npi) == 10:
             keys.append(LookupKey(f"npi:{npi}", {"number": npi}, f"NPI {npi}"))
+        if lead.org_type in OUTSIDE_REGISTRY or normalize_industry(lead.industry) in self.skip_industries:
+            return keys  # the registry lists providers: searching it by a payer's name only finds namesakes
         state = state_code(lead.state)
         name = (lead.company_name or "").strip()
         if name and state in STATE_CODES and normalize_name(name):

@@ -36,6 +36,21 @@ def test_lookup_keys_prefer_the_npi_and_fall_back_to_name_and_state():
     assert quiet_provider().lookup_keys(make_lead(company_name="CSP Anesthesia")) == []
 
 
+def test_payers_and_pharma_are_not_searched_by_name_but_an_npi_is_looked_up():
+    """The registry lists providers: a payer's or a drug maker's name only finds namesakes."""
+    provider = quiet_provider()
+    payer = make_lead(company_name="Blue Valley Health Plan", state="CA", industry="Insurance")
+    assert provider.lookup_keys(payer) == []
+    assert provider.lookup_keys(make_lead(company_name="Acme Biologics", state="NJ", industry="BIOTECHNOLOGY")) == []
+    assert provider.lookup_keys(make_lead(company_name="Acme Rx", state="NJ", org_type="pharma")) == []
+    with_npi = make_lead(npi="1568946812", company_name="Blue Valley Health Plan", state="CA", industry="Insurance")
+    assert [k.cache_key for k in provider.lookup_keys(with_npi)] == ["npi:1568946812"]
+    hospital = make_lead(company_name="Mercy General", state="CA", industry="Hospital & Health Care")
+    assert [k.cache_key for k in provider.lookup_keys(hospital)] == ["name:mercy general|CA"]
+    configured = NppesProvider.from_config({"skip_industries": ["Hospital & Health Care"]}, url=NPPES_TEST_URL)
+    assert configured.lookup_keys(hospital) == [] and configured.lookup_keys(payer) != []
+
+
 EXPECTED_NPI_LOOKUPS = {
     "npi2_number_lookup_v2019.json": ("found", "1568946812"),
     "npi2_number_lookup_v2024_multi_specialty_dba.json": ("found", "1174270805"),
