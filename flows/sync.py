@@ -126,7 +126,9 @@ def run_pipeline(
                     " (dry run)" if dry_run else "")
         progress = _Progress(since, until) if not incremental else None
         try:
-            if not dry_run:
+            if not dry_run and parent_run_id is None:
+                # a partition shares the CRM with its siblings: their leads in progress are pending
+                # while they run, so only a run that holds the CRM alone retries pending leads
                 _retry_pending(ctx, summary, logger)
             _run_pages(ctx, ctx.connector.iter_pages(since, until), summary, limit, progress, logger)
             _send_held_tasks(ctx, summary)
