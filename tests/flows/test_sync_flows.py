@@ -245,3 +245,27 @@ def test_tasks_are_sent_in_whole_batches_across_pages_and_none_is_lost(tmp_path)
         created_rows = [r for r in read_audit(engine, run_id="run-carry", limit=10_000) if r["action"] == "task_created"]
         assert len(created_rows) == created
         engine.dispose()
+
+
+def test_a_partition_leaves_pending_leads_to_a_run_that_holds_the_crm_alone(prefect_server, tmp_path):
+    """Sibling partitions run at once, so another partition's leads in progress look pending:
+    a partition must not take them (it would write them twice); the next plain run does."""
+    from datetime import datetime, timedelta, timezone
+
+    from flows.locks import acquire, release
+
+    url = f"sqlite:///{tmp_path / 'part.db'}"
+    with start_sandbox(10, random_seed=9) as handle, environment(_run_env(handle, url, tmp_path)):
+        hubspot_setup(connector_from_env("hubspot"))
+        engine = make_engine(url)
+        sibling_lead = handle.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"][0]["id"]
+        state.mark_in_progress(engine, "hubspot", [sibling_lead])
+        acquire(engine, "hubspot", "parent-run")
+        now = datetime.now(timezone.utc)
+        partition = backfill("hubspot", since=now - timedelta(days=1), until=now - timedelta(hours=23),
+                             parent_run_id="parent-run")
+        assert partition["retried_pending"] == 0 and sibling_lead in state.pending_details(engine, "hubspot")
+        release(engine, "hubspot", "parent-run")
+        alone = sync_leads("hubspot")
+        assert alone["retried_pending"] == 1 and state.pending_details(engine, "hubspot") == {}
+        engine.dispose()
