@@ -1,10 +1,18 @@
 from __future__ import annotations
 
 import pytest
-from enrichment_support import NPPES_FIXTURES
+import respx
+from enrichment_support import NPPES_FIXTURES, NPPES_TEST_URL, registry_answer
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _fixtures_present() -> None:
     if not NPPES_FIXTURES.is_dir():
         pytest.skip(f"NPPES fixtures not found at {NPPES_FIXTURES}")
+
+
+@pytest.fixture()
+def nppes_api():
+    """respx serving the recorded records through the stand-in's search logic."""
+    with respx.mock:
+        yield respx.get(NPPES_TEST_URL).mock(side_effect=registry_answer)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from connectors.nppes import NppesProvider
 from leadflow.canonical import Lead
+from sandbox.nppes import NppesRegistry
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 NPPES_FIXTURES = SHARED / "fixtures" / "nppes"
@@ -25,6 +29,17 @@ def nppes_fixture_names() -> list[str]:
 
 def all_fixture_records() -> list[dict[str, Any]]:
     return [record for name in nppes_fixture_names() for record in nppes_body(name).get("results", [])]
+
+
+@lru_cache(maxsize=1)
+def fixture_registry() -> NppesRegistry:
+    """The NPPES stand-in's search logic over every recorded record."""
+    return NppesRegistry(all_fixture_records())
+
+
+def registry_answer(request: httpx.Request) -> httpx.Response:
+    """A respx side effect: the request answered by ``fixture_registry``."""
+    return httpx.Response(200, json=fixture_registry().search(dict(request.url.params)))
 
 
 def make_lead(crm_id: str = "1", **fields: Any) -> Lead:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from enrichment_support import all_fixture_records
+from enrichment_support import fixture_registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.nppes import name_similarity, normalize_name, parse_epoch, query_names
-from sandbox.nppes import NppesRegistry
 
-REGISTRY = NppesRegistry(all_fixture_records())
 names = st.text(alphabet=st.sampled_from("abcdefghij &.,'-XYZ"), min_size=0, max_size=30)
 suffixes = st.sampled_from(["", " LLC", ", Inc.", " P.C.", ", PLLC", " Corp"])
 
@@ -49,10 +47,10 @@ def test_epochs_in_seconds_and_milliseconds_agree(seconds):
 @settings(max_examples=40)
 @given(st.sampled_from(["GA", "CA", "NY", "TX", "MI", "PA"]), st.integers(min_value=1, max_value=30))
 def test_stand_in_pages_concatenate_to_the_full_result(state, limit):
-    full = REGISTRY.search({"state": state, "limit": "200"})["results"]
+    full = fixture_registry().search({"state": state, "limit": "200"})["results"]
     pages, skip = [], 0
     while True:
-        page = REGISTRY.search({"state": state, "limit": str(limit), "skip": str(skip)})
+        page = fixture_registry().search({"state": state, "limit": str(limit), "skip": str(skip)})
         pages.extend(page["results"])
         assert page["result_count"] == len(page["results"]) <= limit
         if page["result_count"] < limit:

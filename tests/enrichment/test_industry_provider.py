@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-import httpx
 import pytest
-import respx
 import yaml
-from enrichment_support import NPPES_TEST_URL, all_fixture_records, make_lead
+from enrichment_support import NPPES_TEST_URL, make_lead
 
 from connectors.cache import EnrichmentCache
 from connectors.enrichment import DEFAULT_CONFIG_PATH, Waterfall, build_waterfall
@@ -17,19 +15,9 @@ from connectors.industry import IndustryConfigError, IndustryProvider, normalize
 from leadflow import store
 from leadflow.canonical import CareSetting, LeadKind, OrgType, PatientInquiry
 from mappings import load_mapping
-from sandbox.nppes import NppesRegistry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
-REGISTRY = NppesRegistry(all_fixture_records())
 
-
-@pytest.fixture()
-def nppes_api():
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=REGISTRY.search(dict(request.url.params)))
-
-    with respx.mock:
-        yield respx.get(NPPES_TEST_URL).mock(side_effect=answer)
 
 
 def default_spec() -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
-from enrichment_support import NPPES_TEST_URL, all_fixture_records, make_lead, quiet_provider
+from enrichment_support import NPPES_TEST_URL, all_fixture_records, fixture_registry, make_lead, quiet_provider, registry_answer
 
 from connectors.cache import EnrichmentCache
 from connectors.enrichment import LookupKey, Waterfall, build_waterfall
@@ -19,18 +19,7 @@ from leadflow.canonical import CareSetting, LeadKind, OrgType, PatientInquiry
 from sandbox.nppes import NppesRegistry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
-REGISTRY = NppesRegistry(all_fixture_records())
 
-
-@pytest.fixture()
-def nppes_api():
-    """respx serving the recorded records through the stand-in's search logic."""
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=REGISTRY.search(dict(request.url.params)))
-
-    with respx.mock:
-        yield respx.get(NPPES_TEST_URL).mock(side_effect=answer)
 
 
 @pytest.fixture()
@@ -127,7 +116,7 @@ def test_errors_are_not_cached(nppes_api, cache):
     [outcome] = failing.enrich_batch([lead], NOW)
     assert outcome.notes == ["NPPES: lookup failed for 'CSP Anesthesia' in GA: HTTP 500"]
     assert failing.stats()["errors"] == 1
-    nppes_api.side_effect = lambda request: httpx.Response(200, json=REGISTRY.search(dict(request.url.params)))
+    nppes_api.side_effect = registry_answer
     [outcome] = Waterfall([quiet_provider()], cache).enrich_batch([lead], NOW)
     assert outcome.lead.npi == "1568946812"
 
@@ -298,7 +287,7 @@ def test_concurrent_batches_share_one_lookup_of_an_organization(cache):
 
     async def slow(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.05)
-        return httpx.Response(200, json=REGISTRY.search(dict(request.url.params)))
+        return httpx.Response(200, json=fixture_registry().search(dict(request.url.params)))
 
     waterfall = Waterfall([quiet_provider()], cache)
     with respx.mock:
