@@ -145,8 +145,7 @@ def send_held_tasks(ctx: RunContext) -> PageResult:
         return result
     write = _write(ctx, [], tasks, {})
     result.tasks_created = len(write.tasks_created)
-    failures = {key.split(":", 1)[0]: reason for key, reason in write.task_failures.items()}
-    state.mark_pending(ctx.engine, ctx.crm, failures, kind="write_failed")
+    state.mark_pending(ctx.engine, ctx.crm, _task_failures_by_lead(write), kind="write_failed")
     _finish_carried(ctx, tasks, write)
     _audit(ctx, [], tasks, write, {}, {}, {})
     return result
@@ -157,7 +156,7 @@ def _finish_carried(ctx: RunContext, tasks: list[TaskSpec], write: WriteResult) 
     if ctx.dry_run or not tasks:
         return
     done = {t.crm_id for t in tasks if t.key in write.tasks_created or t.key in write.tasks_existing}
-    state.clear_pending(ctx.engine, ctx.crm, done - {key.split(":", 1)[0] for key in write.task_failures})
+    state.clear_pending(ctx.engine, ctx.crm, done - set(_task_failures_by_lead(write)))
 
 
 def _enrich(ctx: RunContext, leads: list[Lead]) -> tuple[list[Lead], dict[str, dict[str, Any]]]:
@@ -217,8 +216,12 @@ def _record_state(ctx: RunContext, page: Page, updates: list[LeadUpdate], write:
     page.quarantined = [Quarantined(crm_id, reason) for crm_id, reason in quarantined.items()]
     state.commit_page(ctx.engine, ctx.crm, ctx.connector.mapping.objects["lead"], page, updates, write,
                       advance=False, keep_pending=keep_pending)
-    task_failures = {key.split(":", 1)[0]: reason for key, reason in write.task_failures.items()}
-    state.mark_pending(ctx.engine, ctx.crm, task_failures, kind="write_failed")
+    state.mark_pending(ctx.engine, ctx.crm, _task_failures_by_lead(write), kind="write_failed")
+
+
+def _task_failures_by_lead(write: WriteResult) -> dict[str, str]:
+    """crm_id -> reason, from task key -> reason (a key starts with its lead's id)."""
+    return {key.split(":", 1)[0]: reason for key, reason in write.task_failures.items()}
 
 
 def _audit(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec], write: WriteResult,

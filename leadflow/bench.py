@@ -272,17 +272,14 @@ def _count(endpoints: dict[str, dict[str, int]], status: str | None = None) -> i
 
 
 def _spec_rate(spec: str | None, crm: str) -> tuple[int, float] | None:
-    """``hubspot=190/10s`` -> (190, 10.0); None when the CRM's burst limit is not in the SPEC."""
-    if not spec:
+    """``hubspot=190/10s`` -> (190, 10.0): the burst limit the sandbox enforces for ``crm`` (only
+    HubSpot has one), read with the sandbox's own parser; None when the SPEC sets none."""
+    from sandbox.faults import parse_rate_limits
+
+    limits = parse_rate_limits(spec)
+    if crm != "hubspot" or not limits.hubspot_max:
         return None
-    for part in spec.split(","):
-        name, _, value = part.strip().partition("=")
-        if name.strip() != crm or "/" not in value:
-            continue
-        count, _, window = value.strip().partition("/")
-        seconds = float(window[:-2]) / 1000 if window.endswith("ms") else float(window.rstrip("s"))
-        return int(count), seconds
-    return None
+    return limits.hubspot_max, limits.hubspot_interval_ms / 1000
 
 
 def _client_rate(spec: str | None) -> str:
