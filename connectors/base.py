@@ -78,6 +78,7 @@ class WriteResult:
     tasks_created: dict[str, str] = field(default_factory=dict)  # task key -> CRM task id
     tasks_existing: dict[str, str] = field(default_factory=dict)  # task key -> CRM task id found, not created
     tasks_closed: list[str] = field(default_factory=list)  # CRM task ids completed as superseded
+    closed_for: dict[str, str] = field(default_factory=dict)  # closed CRM task id -> its lead's crm_id
     task_failures: dict[str, str] = field(default_factory=dict)  # task key -> reason
 
 
@@ -90,6 +91,13 @@ class CrmConnector(Protocol):
 
     def fetch_by_ids(self, ids: list[str]) -> Iterator[Page]:
         """Leads by CRM id (``state.pending_ids`` retries); pages carry no watermark cursor."""
+
+    def read_current(self, obj: str, object_ids: list[str], fields: list[str]) -> dict[str, dict[str, Any]]:
+        """object id -> {CRM field: value now}, for ``obj`` "lead" or "company", in batch reads
+        (compare-before-write: ``flows.pipeline`` drops changes a person made since the page read)."""
+
+    def find_tasks(self, keys: list[str]) -> dict[str, str]:
+        """task key -> CRM task id, for the keys whose task exists in the CRM (read only)."""
 
     def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
         """Send field updates in the CRM's batch size; per-record failures go to ``failed``."""

@@ -31,6 +31,7 @@ from connectors.ratelimit import CallMeter
 from connectors.retry import Action, RetryPolicy, classify, error_message
 from leadflow.store import task_keys as task_keys_table
 from mappings import CrmMapping
+from scoring.tasks import lead_of_task_key
 
 log = logging.getLogger("leadflow.connectors")
 T = TypeVar("T")
@@ -198,5 +199,6 @@ class CrmConnectorBase:
         closed, failed = self._complete_tasks(sorted(to_close))
         state.mark_tasks_closed(self.engine, self.crm, [to_close[i] for i in closed])
         result.tasks_closed.extend(closed)
+        result.closed_for.update({task_id: lead_of_task_key(to_close[task_id]) for task_id in closed})
         for task_id, reason in failed.items():
             result.task_failures[to_close[task_id]] = f"{self.crm}: task {task_id}: {reason}"

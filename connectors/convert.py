@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from connectors.base import Quarantined
 from leadflow.canonical import Lead, LeadKind, coerce_enum
+from leadflow.redaction import describe, problem
 from mappings import ENUM_OF_FIELD, CrmMapping, FieldMapping
 
 EVENT_COUNT_CAP = 3
@@ -37,7 +38,7 @@ REASONS_SEPARATOR = "; "
 DETAIL_SEPARATOR = "\n"
 
 # Integer fields with bounds the canonical model enforces: checked here first so the message
-# names the CRM field and the value.
+# names the CRM field (never the value: leadflow.redaction).
 _INT_BOUNDS: dict[str, tuple[int, int | None]] = {
     "fit_score": (0, 100),
     "engagement_score": (0, 100),
@@ -88,7 +89,7 @@ def parse_datetime(value: Any) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise _FieldProblem(f"{str(value)[:60]!r} is not a datetime") from None
+        raise _FieldProblem(problem("a date or datetime", value)) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
@@ -96,13 +97,13 @@ def parse_number(value: Any) -> float | None:
     if is_blank(value):
         return None
     if isinstance(value, bool):
-        raise _FieldProblem(f"{value!r} is not a number")
+        raise _FieldProblem(problem("a number", value))
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise _FieldProblem(f"{str(value)[:60]!r} is not a number") from None
+        raise _FieldProblem(problem("a number", value)) from None
     if math.isnan(number) or math.isinf(number):
-        raise _FieldProblem(f"{str(value)[:60]!r} is not a number")
+        raise _FieldProblem(problem("a number", value))
     return number
 
 
@@ -120,7 +121,7 @@ def parse_bool(value: Any) -> bool | None:
         return True
     if text in _FALSE:
         return False
-    raise _FieldProblem(f"{str(value)[:60]!r} is not true/false")
+    raise _FieldProblem(problem("true/false", value))
 
 
 def _read_enum(fm: FieldMapping, value: Any) -> Any:
@@ -147,7 +148,7 @@ def read_value(name: str, fm: FieldMapping, raw: Any) -> Any:
             low, high = bounds
             if integral < low or (high is not None and integral > high):
                 limit = f"{low}-{high}" if high is not None else f">= {low}"
-                raise _FieldProblem(f"{str(raw)[:60]!r} out of range {limit}")
+                raise _FieldProblem(f"expected a number in {limit}, got {integral}")
         return integral
     if fm.type == "bool":
         return parse_bool(raw)
@@ -220,7 +221,7 @@ def record_to_lead(
     if nested["patient"]:
         data["patient"] = nested["patient"]
     if "lead_kind" in data and coerce_enum(LeadKind, data["lead_kind"]) is None:
-        warnings.append(f"lead_kind: unknown value {str(data['lead_kind'])[:60]!r} read as b2b")
+        warnings.append(f"lead_kind: unknown value {describe(data['lead_kind'])} read as b2b")
         data["lead_kind"] = LeadKind.b2b
     if company_id and mapping.objects.get("company") != mapping.objects.get("lead"):
         data["crm_company_id"] = str(company_id)

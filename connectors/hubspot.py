@@ -449,6 +449,16 @@ class HubSpotConnector(CrmConnectorBase):
         return page
 
     # writes -----------------------------------------------------------------------------------
+    def read_current(self, obj: str, object_ids: list[str], fields: list[str]) -> dict[str, dict[str, Any]]:
+        """Contacts' or companies' ``fields`` as HubSpot holds them now, 100 ids per batch read."""
+        object_type = self.lead_type if obj == "lead" else self.company_type
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in chunked([str(i) for i in object_ids], self.config.batch_size):
+            data = self.transport.batch_read(object_type, chunk, fields)
+            for record in data.get("results") or []:
+                out[str(record["id"])] = record.get("properties") or {}
+        return out
+
     def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
         result = WriteResult()
         failed: dict[str, str] = {}

@@ -514,6 +514,18 @@ class SalesforceConnector(CrmConnectorBase):
             todo = locked
         return saved, failed
 
+    def read_current(self, obj: str, object_ids: list[str], fields: list[str]) -> dict[str, dict[str, Any]]:
+        """Leads' ``fields`` as Salesforce holds them now (company fields live on the Lead too),
+        ``id_batch`` ids per query."""
+        columns = ", ".join(["Id", *(_name(f) for f in fields if f != "Id")])
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in chunked([str(i) for i in object_ids], self.config.id_batch):
+            soql = format_soql(f"SELECT {columns} FROM {self.lead_type} WHERE Id IN {{}}", chunk)
+            for batch in SoqlPager(self).batches(soql):
+                for record in batch:
+                    out[str(record["Id"])] = {k: v for k, v in record.items() if k != "attributes"}
+        return out
+
     def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
         merged: dict[str, dict[str, Any]] = {}
         owners: dict[str, list[str]] = {}

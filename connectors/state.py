@@ -22,6 +22,7 @@ from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.convert import stored_text
 from leadflow import settings
 from leadflow.store import insert_many, pending_leads, task_keys, watermarks
+from scoring.tasks import lead_of_task_key
 from leadflow.store import written_values as written_table
 
 SEEN_FIELD = "__seen__"
@@ -257,13 +258,17 @@ def mark_pending(engine: Engine, crm: str, reasons: Mapping[str, str], kind: str
     add_pending(engine, crm, reasons, kind)
 
 
-def clear_pending(engine: Engine, crm: str, crm_ids: Iterable[str]) -> None:
+def clear_pending(engine: Engine, crm: str, crm_ids: Iterable[str], kind: str | None = None) -> None:
+    """Leads leave ``lf_pending_leads`` (only rows of ``kind``, when given)."""
     ids = sorted(set(crm_ids))
     if not ids:
         return
     with engine.begin() as conn:
         for chunk in _chunks(ids):
-            conn.execute(delete(pending_leads).where(pending_leads.c.crm == crm, pending_leads.c.crm_id.in_(chunk)))
+            where = [pending_leads.c.crm == crm, pending_leads.c.crm_id.in_(chunk)]
+            if kind is not None:
+                where.append(pending_leads.c.kind == kind)
+            conn.execute(delete(pending_leads).where(*where))
 
 
 def pending_ids(engine: Engine, crm: str, kind: str | None = None, limit: int | None = None) -> list[str]:
@@ -320,7 +325,7 @@ def mark_tasks_created(engine: Engine, crm: str, created: Mapping[str, str], crm
     """``created``: task key -> CRM task id; ``crm_ids``: task key -> lead id."""
     now = utcnow()
     rows = [
-        {"crm": crm, "task_key": key, "crm_id": crm_ids.get(key, key.split(":", 1)[0]),
+        {"crm": crm, "task_key": key, "crm_id": crm_ids.get(key, lead_of_task_key(key)),
          "crm_task_id": task_id, "status": "created", "created_at": now}
         for key, task_id in created.items()
     ]

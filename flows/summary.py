@@ -28,6 +28,10 @@ class Counts:
         return {spec.name: getattr(self, spec.name) for spec in fields(Counts)}
 
 
+REJECTED_SHOWN = 500  # failed or quarantined leads listed in a summary (all of them stay in lf_pending_leads)
+PREVIEW_SHOWN = 1000  # dry-run preview rows in the artifact (the CSV has every row)
+
+
 @dataclass(kw_only=True)
 class RunSummary(Counts):
     crm: str
@@ -45,6 +49,19 @@ class RunSummary(Counts):
     by_segment: dict[str, Counter] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
     preview_path: str | None = None
+    kept_manual: int = 0  # changes not written: a person changed the field while the run was in flight
+    rejected: list[dict[str, str]] = field(default_factory=list)  # first REJECTED_SHOWN: crm_id, kind, reason
+    preview: list[dict[str, Any]] = field(default_factory=list)  # dry runs: first PREVIEW_SHOWN rows
+
+    def add_page(self, page: Any) -> None:
+        """A page's (or the held tasks') counts, rejected leads and preview rows."""
+        self.add(page)
+        self.kept_manual += getattr(page, "kept_manual", 0)
+        room = REJECTED_SHOWN - len(self.rejected)
+        self.rejected.extend({"crm_id": r.crm_id, "kind": r.kind, "reason": r.reason}
+                             for r in getattr(page, "rejected", [])[:max(room, 0)])
+        room = PREVIEW_SHOWN - len(self.preview)
+        self.preview.extend(getattr(page, "preview", [])[:max(room, 0)])
 
     def count_stage(self, stage: str, source: str, segment: str) -> None:
         self.stages[stage] += 1
@@ -61,6 +78,7 @@ class RunSummary(Counts):
             ("stage moves", self.stage_moves), ("tasks created", self.tasks_created),
             ("tasks closed", self.tasks_closed), ("failed (retried next run)", self.failed),
             ("quarantined", self.quarantined), ("pending retried", self.retried_pending),
+            ("kept manual edits", self.kept_manual),
             ("API calls", self.api_calls), ("API quota remaining", self.api_remaining),
         ]
         return [{"metric": name, "value": "" if value is None else value} for name, value in rows]
@@ -90,4 +108,18 @@ class RunSummary(Counts):
             "by_segment": {k: dict(v) for k, v in self.by_segment.items()},
             "examples": self.examples,
             "preview_path": self.preview_path,
+            "kept_manual": self.kept_manual,
+            "rejected": self.rejected,
         }
+
+    def rejected_markdown(self) -> str:
+        """Failed and quarantined leads with their reasons (which never hold values)."""
+        shown = len(self.rejected)
+        total = self.failed + self.quarantined
+        lines = [f"# Leads not written: {total}", "",
+                 "Each is retried on the next run (`leadflow failures` lists them all).", "",
+                 "| lead | kind | reason |", "|---|---|---|"]
+        lines += [f"| {r['crm_id']} | {r['kind']} | {r['reason'].replace('|', '/')} |" for r in self.rejected]
+        if total > shown:
+            lines += ["", f"... and {total - shown} more."]
+        return "\n".join(lines)

@@ -34,7 +34,6 @@ from leadflow.store import engine_for
 
 CrmName = Literal["hubspot", "salesforce"]
 MAX_PAGES_IN_FLIGHT = 2
-TASK_STAGES = frozenset({"mql", "sql", "intake_ready", "redirect", "disqualified"})
 
 
 class StopRun(Exception):
@@ -91,7 +90,6 @@ def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> Ru
         now=_now(),
         dry_run=dry_run,
         preview_path=preview,
-        task_stages=TASK_STAGES,
         task_carry=None if dry_run else TaskCarry.for_connector(connector),
     )
 
@@ -188,7 +186,7 @@ def _send_held_tasks(ctx: RunContext, summary: RunSummary) -> None:
     if ctx.task_carry is None:
         return
     try:
-        summary.add(send_held_tasks_task(quote(ctx)))
+        summary.add_page(send_held_tasks_task(quote(ctx)))
     except (QuotaExhausted, BudgetExhausted) as exc:
         raise StopRun(str(exc)) from exc
 
@@ -205,7 +203,7 @@ def _settle(entry, summary: RunSummary, progress, logger) -> None:
 
 def _add(summary: RunSummary, result: PageResult) -> None:
     summary.pages += 1
-    summary.add(result)
+    summary.add_page(result)
     for stage, source, segment in result.stages:
         summary.count_stage(stage, source, segment)
     summary.examples = merge_examples(summary.examples, result.examples, limit=5)
@@ -224,6 +222,12 @@ def _publish(summary: RunSummary) -> None:
     create_table_artifact(key=key, table=summary.table(), description=f"{summary.flow} on {summary.crm}")
     create_markdown_artifact(key=f"{key}-stages", markdown=summary.markdown(),
                              description="Stage counts by source and segment")
+    if summary.rejected:
+        create_markdown_artifact(key=f"{key}-rejected", markdown=summary.rejected_markdown(),
+                                 description="Failed and quarantined leads, retried next run")
+    if summary.preview:
+        create_table_artifact(key=f"{key}-preview", table=summary.preview,
+                              description="Dry run: what the real run would change, lead by lead")
 
 
 class _Progress:

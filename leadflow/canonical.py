@@ -5,8 +5,8 @@ and returns its outputs; the JSON form (``Lead.model_dump(mode="json")``) is a c
 other tools rely on. ``docs/canonical-model.md`` lists every field.
 
 Unknown enum values coming from a CRM never crash a run: they map to ``other`` / ``unknown``
-(an unknown event type is dropped) and a warning naming the field and the value is appended to
-``warnings``.
+(an unknown event type is dropped) and a warning naming the field is appended to ``warnings``; it
+quotes the value only on a B2B lead (``leadflow.redaction.unknown_value``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from leadflow.redaction import unknown_value
 from leadflow.titles import decision_role_from_title
 
 
@@ -267,6 +268,7 @@ class Lead(BaseModel):
             return data
         data = dict(data)
         warnings = list(data.get("warnings") or [])
+        patient = str(data.get("lead_kind") or "").strip().lower() == "patient"
         for name, enum in _LENIENT_FIELDS.items():
             raw = data.get(name)
             if raw is None or raw == "":
@@ -275,7 +277,7 @@ class Lead(BaseModel):
             member = coerce_enum(enum, raw)
             if member is None:
                 fallback = _FALLBACK[enum]
-                warnings.append(f"{name}: unknown value {str(raw)[:60]!r} read as {fallback}")
+                warnings.append(f"{name}: unknown value {unknown_value(raw, patient)} read as {fallback}")
                 member = fallback
             data[name] = member
         for name, enum in (("manual_stage", Stage), ("stage", Stage)):
@@ -285,7 +287,7 @@ class Lead(BaseModel):
                 continue
             member = coerce_enum(enum, raw)
             if member is None:
-                warnings.append(f"{name}: unknown value {str(raw)[:60]!r} ignored")
+                warnings.append(f"{name}: unknown value {unknown_value(raw, patient)} ignored")
             data[name] = member
         if data.get("events"):
             data["events"] = _known_events(data["events"], warnings)
@@ -311,7 +313,7 @@ def _known_events(events: list[Any], warnings: list[str]) -> list[Any]:
         if isinstance(event, Event) or coerce_enum(EventType, raw_type) is not None:
             kept.append(event)
         else:
-            warnings.append(f"events: unknown event type {str(raw_type)[:60]!r} dropped")
+            warnings.append(f"events: unknown event type {unknown_value(raw_type, patient=False)} dropped")
     return kept
 
 

@@ -68,7 +68,7 @@ def test_salesforce_record_json_types_aliases_and_picklists():
 def test_out_of_range_is_quarantined_with_record_and_field():
     result = convert_record(HS, "1234", hs_props(leadflow_lead_score="140"))
     assert isinstance(result, Quarantined)
-    assert result.reason == "hubspot:1234: leadflow_lead_score: '140' out of range 0-100"
+    assert result.reason == "hubspot:1234: leadflow_lead_score: expected a number in 0-100, got 140"
     assert result.field == "leadflow_lead_score"
 
 

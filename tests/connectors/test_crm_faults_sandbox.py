@@ -56,7 +56,7 @@ def test_hubspot_quarantine_names_record_and_field(sandbox, engine):
     assert out.read == 4 and out.quarantined == 1
     details = state.pending_details(engine, "hubspot")
     assert details[ids[2]]["kind"] == "quarantined"
-    assert details[ids[2]]["reason"] == f"hubspot:{ids[2]}: leadflow_lead_score: '140' out of range 0-100"
+    assert details[ids[2]]["reason"] == f"hubspot:{ids[2]}: leadflow_lead_score: expected a number in 0-100, got 140"
 
 
 def test_salesforce_faults_lose_nothing(sandbox, engine):

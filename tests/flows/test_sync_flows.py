@@ -64,7 +64,9 @@ def test_dry_run_writes_nothing_and_keeps_the_watermark(prefect_server, sandbox,
     engine = make_engine(hubspot_env["LEADFLOW_DATABASE_URL"])
     assert state.get_watermark(engine, "hubspot", "contacts") is None
     rows = list(csv.DictReader(open(summary["preview_path"])))
-    assert {r["field"] for r in rows} >= {"leadflow_lead_score", "leadflow_stage"}
+    assert len(rows) == LEADS and all(r["stage_after"] and r["lead_score"] for r in rows)
+    changed = {c.split(":", 1)[0] for r in rows for c in r["changes"].split("; ") if c}
+    assert changed >= {"leadflow_lead_score", "leadflow_stage"}
     audit = read_audit(engine, run_id=summary["run_id"])
     assert audit and all(row["dry_run"] == 1 for row in audit)
 
