@@ -271,6 +271,18 @@ def clear_pending(engine: Engine, crm: str, crm_ids: Iterable[str], kind: str | 
             conn.execute(delete(pending_leads).where(*where))
 
 
+def _only_task_left(engine: Engine, crm: str, crm_ids: set[str]) -> None:
+    """Leads whose fields landed but whose task is still held: pending ``in_progress`` (an earlier
+    failure is resolved), cleared once the task exists."""
+    ids = sorted(crm_ids)
+    if not ids:
+        return
+    with engine.begin() as conn:
+        for chunk in _chunks(ids):
+            conn.execute(update(pending_leads).where(pending_leads.c.crm == crm, pending_leads.c.crm_id.in_(chunk))
+                         .values(kind="in_progress", reason=IN_PROGRESS_REASON))
+
+
 def pending_ids(engine: Engine, crm: str, kind: str | None = None, limit: int | None = None) -> list[str]:
     """Leads to re-read by id this run (``connector.fetch_by_ids``), oldest first."""
     stmt = select(pending_leads.c.crm_id).where(pending_leads.c.crm == crm)
@@ -385,6 +397,7 @@ def commit_page(
     add_pending(engine, crm, {k: v for k, v in quarantined.items() if k not in failed}, "quarantined")
     keep = set(keep_pending)  # leads with work still to do (a task held for a later batch)
     clear_pending(engine, crm, [lead.crm_id for lead in page.leads if lead.crm_id not in failed and lead.crm_id not in keep])
+    _only_task_left(engine, crm, keep - set(failed) - set(quarantined))
     if advance and page.cursor is not None:
         return set_watermark(engine, crm, obj, page.cursor)
     return get_watermark(engine, crm, obj)
