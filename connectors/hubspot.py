@@ -44,6 +44,7 @@ from connectors.convert import parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter, SlidingWindowLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
+from leadflow.redaction import without_values
 from mappings import CrmMapping, load_mapping
 
 log = logging.getLogger("leadflow.connectors.hubspot")
@@ -502,7 +503,7 @@ class HubSpotConnector(CrmConnectorBase):
             if not is_request_error(exc):
                 raise  # quota, auth, permissions: no record can land
             if len(inputs) == 1:
-                return {}, {inputs[0]["id"]: error_message(exc)}
+                return {}, {inputs[0]["id"]: without_values(error_message(exc), inputs[0]["properties"])}
             mid = len(inputs) // 2
             ok1, bad1 = self._update_batch(object_type, inputs[:mid])
             ok2, bad2 = self._update_batch(object_type, inputs[mid:])
@@ -512,11 +513,12 @@ class HubSpotConnector(CrmConnectorBase):
             props = record.get("properties") or {}
             ok[str(record["id"])] = parse_datetime(props.get(self.mapping.modified_field) or record.get("updatedAt"))
         bad: dict[str, str] = {}
+        sent = {str(i["id"]): i["properties"] for i in inputs}
         for err in data.get("errors") or []:
             ids = (err.get("context") or {}).get("ids") or []
             message = f"{err.get('category') or err.get('status')}: {err.get('message')}"
             for oid in ids:
-                bad[str(oid)] = message[:500]
+                bad[str(oid)] = without_values(message, sent.get(str(oid), {}))[:500]
         listed = {i["id"] for i in inputs}
         for oid in listed - set(ok) - set(bad):
             bad[oid] = "no result returned for this record"

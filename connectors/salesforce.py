@@ -60,6 +60,7 @@ from connectors.convert import parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
+from leadflow.redaction import without_values
 from mappings import CrmMapping, load_mapping
 
 log = logging.getLogger("leadflow.connectors.salesforce")
@@ -490,8 +491,8 @@ class SalesforceConnector(CrmConnectorBase):
                         raise  # a create whose outcome is unknown: the caller looks it up first
                     if decision.action is not Action.RETRY and not is_request_error(exc):
                         raise  # quota, expired session, permissions: no record can land
-                    for key, _ in chunk:
-                        failed[key] = error_message(exc)
+                    for key, record in chunk:
+                        failed[key] = without_values(error_message(exc), _sent_values(record))
                     continue
                 for (key, record), outcome in zip(chunk, results):
                     if outcome.get("success"):
@@ -502,10 +503,10 @@ class SalesforceConnector(CrmConnectorBase):
                     if "UNABLE_TO_LOCK_ROW" in codes and round_no < LOCK_RETRY_ROUNDS:
                         locked.append((key, record))
                         continue
-                    failed[key] = "; ".join(
+                    failed[key] = without_values("; ".join(
                         f"{','.join(e.get('fields') or []) or '-'}: {e.get('statusCode')}: {e.get('message')}"
                         for e in errors
-                    )[:500] or "failed without an error"
+                    ), _sent_values(record))[:500] or "failed without an error"
                 for key, _ in chunk[len(results):]:
                     failed[key] = "no result returned for this record"
             if not locked:
@@ -577,6 +578,11 @@ class SalesforceConnector(CrmConnectorBase):
     def describe(self, sobject: str) -> dict[str, Any]:
         name = _name(sobject)
         return self._sf_call("describe", lambda sf: getattr(sf, name).describe())
+
+
+def _sent_values(record: dict[str, Any]) -> dict[str, Any]:
+    """The field values of a record sent in a collection (not its type or id)."""
+    return {k: v for k, v in record.items() if k not in ("attributes", "id")}
 
 
 def _utc(moment: datetime, ceil: bool = False) -> datetime:

@@ -6,6 +6,7 @@ preview, an artifact or the audit log.
   number may hold a patient's sentence; the description tells revops enough to find it in the CRM.
 - Values of fields that can carry health information (``PHI_FIELDS``) and leadflow's free-text
   outputs on patient leads are written as ``REDACTED`` wherever a value is shown.
+- A CRM's error message is stripped of the values leadflow sent (``without_values``).
 - An unknown picklist value is quoted only on a B2B lead (revops needs it to extend a value map);
   on a patient lead it is described like any other value.
 """
@@ -61,3 +62,12 @@ def unknown_value(value: Any, patient: bool) -> str:
     if patient:
         return describe(value)
     return repr(str(value)[:60])
+
+
+def without_values(message: str, values: Any) -> str:
+    """A CRM's error message with every value leadflow sent replaced by ``<value>``: CRMs quote
+    the rejected value (``"x" was not one of the allowed options``), and a reason must not."""
+    sent = values.values() if isinstance(values, dict) else values
+    for value in sorted({str(v) for v in sent if v not in (None, "") and len(str(v)) >= 3}, key=len, reverse=True):
+        message = message.replace(value, "<value>")
+    return message
