@@ -35,6 +35,7 @@ log = logging.getLogger("leadflow.pipeline")
 
 PREVIEW_COLUMNS = ["crm", "crm_id", "name", "email", "company", "stage_before", "stage_after", "fit_score",
                    "engagement_score", "lead_score", "reasons", "changes", "task"]
+CHANGE_SEPARATOR = " | "  # between the changes of one preview row (reasons hold "; ")
 PREVIEW_ROWS_PER_PAGE = 200  # rows a page adds to the run's preview artifact (the CSV has them all)
 
 
@@ -465,7 +466,7 @@ def _preview_rows(ctx: RunContext, plan: _Plan, tasks: list[TaskSpec], write: Wr
             "stage_after": q.stage.value,
             "fit_score": q.fit_score, "engagement_score": q.engagement_score, "lead_score": q.lead_score,
             "reasons": REDACTED if patient else "; ".join(q.reasons),
-            "changes": "; ".join(f"{c.field}: {_shown(c, c.old, patient)} -> {_shown(c, c.new, patient)}"
+            "changes": CHANGE_SEPARATOR.join(f"{c.field}: {_shown(c, c.old, patient)} -> {_shown(c, c.new, patient)}"
                                  for c in changes.get(crm_id, [])),
             "task": f"{task.subject} [{task.key}]" if task and not patient else (task.key if task else ""),
         })

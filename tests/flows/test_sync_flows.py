@@ -65,7 +65,7 @@ def test_dry_run_writes_nothing_and_keeps_the_watermark(prefect_server, sandbox,
     assert state.get_watermark(engine, "hubspot", "contacts") is None
     rows = list(csv.DictReader(open(summary["preview_path"])))
     assert len(rows) == LEADS and all(r["stage_after"] and r["lead_score"] for r in rows)
-    changed = {c.split(":", 1)[0] for r in rows for c in r["changes"].split("; ") if c}
+    changed = {c.split(":", 1)[0] for r in rows for c in r["changes"].split(" | ") if c}
     assert changed >= {"leadflow_lead_score", "leadflow_stage"}
     audit = read_audit(engine, run_id=summary["run_id"])
     assert audit and all(row["dry_run"] == 1 for row in audit)

@@ -247,3 +247,41 @@ def test_no_patient_text_and_no_credential_reaches_logs_previews_artifacts_pendi
                 assert token not in text, f"{token[:12]}... found in {place}"
         reasons = [row["reason"] for row in state.pending_details(engine, "hubspot").values()]
         assert any("expected true/false, got text of" in r for r in reasons)
+
+
+def test_a_dry_run_previews_exactly_what_the_real_run_then_does(prefect_server, tmp_path, monkeypatch):
+    """On an empty state store against a CRM that already holds leadflow's fields and tasks: the
+    preview's changes and tasks equal the real run's, lead by lead (no phantom tasks)."""
+    from datetime import datetime, timezone
+
+    from flows import sync
+
+    with start_sandbox(30, random_seed=12) as handle:
+        with environment(_env(handle, tmp_path, "before.db")):
+            hubspot_setup(connector_from_env("hubspot"))
+            assert sync_leads("hubspot")["tasks_created"] > 0
+        handle.state.hubspot.write("contacts", handle.dump_state(api="hubspot", object="contacts")
+                                   ["hubspot"]["contacts"][0]["id"], {"jobtitle": "Chief Medical Officer"})
+        frozen = datetime.now(timezone.utc)  # both runs score at the same moment
+        monkeypatch.setattr(sync, "_now", lambda: frozen)
+        with environment(_env(handle, tmp_path, "fresh.db")):
+            preview = sync_leads("hubspot", dry_run=True)
+            real = sync_leads("hubspot")
+        rows = list(csv.DictReader(open(preview["preview_path"])))
+        previewed = {r["crm_id"]: sorted(_field_and_new(c) for c in r["changes"].split(" | ") if c) for r in rows}
+        previewed = {k: v for k, v in previewed.items() if v}
+        engine = make_engine(_env(handle, tmp_path, "fresh.db")["LEADFLOW_DATABASE_URL"])
+        done: dict[str, list[str]] = {}
+        for r in read_audit(engine, run_id=real["run_id"], limit=100_000):
+            if r["action"] in ("field_set", "stage_move"):
+                done.setdefault(r["crm_id"], []).append(f"{r['field']}={r['new_value'] if r['new_value'] not in (None, '') else '(blank)'}")
+        assert {k: sorted(v) for k, v in done.items()} == previewed
+        assert preview["tasks_created"] == real["tasks_created"]
+        assert {r["crm_id"] for r in rows if r["task"]} == {
+            r["crm_id"] for r in read_audit(engine, run_id=real["run_id"], limit=100_000) if r["action"] == "task_created"}
+
+
+def _field_and_new(change: str) -> str:
+    """``field: old -> new`` as ``field=new``."""
+    field, values = change.split(": ", 1)
+    return f"{field}={values.rsplit(' -> ', 1)[1]}"
