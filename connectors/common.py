@@ -206,13 +206,12 @@ class CrmConnectorBase:
             (result.tasks_created if key in mine else result.tasks_existing)[key] = task_id
 
     def _batch_failed(self, chunk: list[TaskSpec], exc: Exception, result: WriteResult) -> None:
-        """A whole-batch error: quota and auth stop the run; a retryable one (retries spent) leaves
-        the keys ``pending`` for the next run's lookup; any other error fails them."""
+        """A whole-batch error: quota and auth stop the run; any other fails the batch's tasks. Their
+        keys stay ``pending`` either way: the upsert may have landed before the error (a lookup, an
+        upsert or a link failed), and the next run's lookup tells."""
         decision = classify(exc)
         if decision.action in (Action.QUOTA, Action.REAUTH):
             raise exc
-        if decision.action is Action.FATAL:
-            state.forget_pending_tasks(self.engine, self.crm, [s.key for s in chunk])
         for spec in chunk:
             result.task_failures[spec.key] = f"{self.crm}:{spec.crm_id}: task {spec.key}: {error_message(exc)}"
 

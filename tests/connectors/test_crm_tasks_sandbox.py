@@ -177,11 +177,15 @@ def test_supersede_completes_the_older_stage_task(sandbox, engine):
     assert again.tasks_created == {} and again.tasks_closed == []
 
 
-def test_a_failed_association_leaves_the_key_pending_and_the_next_call_links_it(sandbox, engine):
+@pytest.mark.parametrize("status", [400, 403])
+def test_a_failed_association_leaves_the_key_pending_and_the_next_call_links_it(sandbox, engine, status):
+    """The task landed, its link to the contact did not (a rejected request, or an error that fails
+    the whole batch): the key stays pending, so the next call finds the task, links it and counts
+    it created."""
     conn = _connector(sandbox, engine, "hubspot")
     lead = sorted(sandbox_state(sandbox).hubspot.tables["contacts"].records)[1]
     spec = TaskSpec(f"{lead}:mql:book_call", lead, "mql", "Book call", "b", date(2026, 12, 1), "high")
-    sandbox.set_faults("hubspot.associations.batch_create:status=400,count=1")
+    sandbox.set_faults(f"hubspot.associations.batch_create:status={status},count=1")
     first = conn.ensure_tasks([spec], {})
     assert spec.key in first.task_failures and not first.tasks_created
     assert state.task_key_rows(engine, "hubspot", [spec.key])[spec.key]["status"] == "pending"
