@@ -563,14 +563,15 @@ class HubSpotConnector(CrmConnectorBase):
         }
 
     def _upsert_tasks(self, specs: list[TaskSpec]) -> tuple[dict[str, str], set[str], dict[str, str]]:
-        """One batch upsert; a rejected batch (400) is bisected so the valid tasks still land."""
+        """One batch upsert; a rejected batch (400) is bisected so the valid tasks still land, unless
+        the key property itself is refused (not unique: every task would fail alike)."""
         try:
             data = self.transport.batch_upsert(self.task_type, [self._task_input(s) for s in specs])
         except Exception as exc:  # noqa: BLE001
             if not is_request_error(exc):
                 raise
-            if len(specs) == 1:
-                return {}, set(), {specs[0].key: error_message(exc)}
+            if len(specs) == 1 or "non-unique" in error_message(exc):
+                return {}, set(), {spec.key: error_message(exc) for spec in specs}
             mid = len(specs) // 2
             first, second = self._upsert_tasks(specs[:mid]), self._upsert_tasks(specs[mid:])
             return {**first[0], **second[0]}, first[1] | second[1], {**first[2], **second[2]}

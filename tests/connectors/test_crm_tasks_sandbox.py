@@ -193,3 +193,18 @@ def test_a_failed_association_leaves_the_key_pending_and_the_next_call_links_it(
     task_id = second.tasks_created[spec.key]
     assert sandbox_state(sandbox).hubspot.associated("tasks", task_id, "contacts") == {lead: [204]}
     assert _task_keys(sandbox, "hubspot")[spec.key] == 1
+
+
+def test_a_task_key_property_without_unique_values_fails_the_tasks_in_one_call(sandbox, engine):
+    """A portal whose key property was made before it had to be unique: the upsert is refused for
+    every task alike, so the batch fails as one (named in each task's reason), not split in halves."""
+    conn = _connector(sandbox, engine, "hubspot")
+    sandbox_state(sandbox).hubspot.properties["tasks"]["leadflow_task_key"]["hasUniqueValue"] = False
+    leads = sorted(sandbox_state(sandbox).hubspot.tables["contacts"].records)[:8]
+    specs = [TaskSpec(f"{lead}:mql:book_call", lead, "mql", "Book call", "b", date(2026, 12, 1), "high")
+             for lead in leads]
+    out = conn.ensure_tasks(specs, {})
+    assert set(out.task_failures) == {s.key for s in specs} and not out.tasks_created
+    assert all("non-unique" in reason for reason in out.task_failures.values())
+    assert conn.api_usage()["by_endpoint"]["tasks.batch_upsert"] == 1
+    assert not _task_keys(sandbox, "hubspot")
