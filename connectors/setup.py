@@ -7,7 +7,8 @@ task key property is created with ``hasUniqueValue: true`` (tasks are upserted o
 one without unique values is a problem: HubSpot cannot make a property unique after creation.
 Salesforce: custom fields need the Metadata API, so ``describe`` is compared with the mapping and
 each missing field is listed with its type, length and picklist values for an admin to add; the
-task key field must be External ID + Unique (case-sensitive), and one that is not is listed too.
+task key field must be External ID + Unique (case-sensitive is asked for; case-insensitive also
+holds, keys carry 18-character ids), and one that is not is listed too.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def salesforce_setup(conn: SalesforceConnector) -> SetupReport:
                 report.existing.append(f"{sobject}.{fm.field}")
                 if name == TASK_KEY and not _unique_external_id(have[fm.field.lower()]):
                     report.problems.append(
-                        f"{sobject}.{fm.field} exists but is not {SALESFORCE_TASK_KEY}: edit the field and tick "
+                        f"{sobject}.{fm.field} exists but is not External ID + Unique: edit the field and tick "
                         "External ID and Unique; Salesforce refuses while tasks share a key, so "
                         "run `leadflow crm repair-tasks --crm salesforce` first")
                 continue
