@@ -103,8 +103,10 @@ class CrmConnector(Protocol):
         """Send field updates in the CRM's batch size; per-record failures go to ``failed``."""
 
     def ensure_tasks(self, tasks: list[TaskSpec], supersede: dict[str, list[str]]) -> WriteResult:
-        """Create each task unless one with its key exists; ``supersede`` maps crm_id -> task keys
-        that the new task replaces (completed or left, per the mapping's ``tasks.supersede``)."""
+        """Upsert each task whose key has no task in the CRM (an existing one is left as it is);
+        ``supersede`` maps crm_id -> task keys that the new task replaces (completed or left, per
+        the mapping's ``tasks.supersede``). ``tasks_created``: tasks leadflow made (confirmed now);
+        ``tasks_existing``: tasks that were there already."""
 
     def api_usage(self) -> dict[str, Any]:
         """Calls made by this connector, by endpoint, and the remaining quota if the CRM says."""

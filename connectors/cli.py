@@ -36,6 +36,7 @@ def setup(
         for line in report.created:
             typer.echo(f"{verb}: {line}")
         typer.echo(f"{len(report.existing)} propert(ies) already exist; {len(report.created)} {verb}")
+        _problems(report.problems)
         return
     report = salesforce_setup(conn)
     typer.echo(f"{len(report.existing)} mapped field(s) present")
@@ -43,8 +44,18 @@ def setup(
         typer.echo(f"{len(report.missing)} field(s) missing - an admin must add them (Metadata API / Setup):")
         for line in report.missing:
             typer.echo(f"  {line}")
+    _problems(report.problems)
+    if report.missing:
         raise typer.Exit(1)
     typer.echo("all mapped fields exist")
+
+
+def _problems(problems: list[str]) -> None:
+    """One line per field that exists but not as leadflow needs it (exit 1)."""
+    for line in problems:
+        typer.echo(f"problem: {line}", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 @crm_app.command("check")
@@ -82,3 +93,43 @@ def connect(crm: str = CRM_OPTION) -> None:
         value = typer.prompt(f"{variable} (empty to skip)", default="", hide_input=True, show_default=False)
         if value:
             typer.echo(f"saved Secret block {save_credential(variable, value)}")
+
+
+@crm_app.command("repair-tasks")
+def repair_tasks(
+    crm: str = CRM_OPTION,
+    dry_run: bool = typer.Option(False, "--dry-run", help="only list the tasks that would be closed"),
+) -> None:
+    """Complete the extra tasks of every task key that several tasks share (from before the key was
+    unique, or made by hand), keeping the oldest; each closure has its audit row (``task_closed``).
+
+    Exit 0 when nothing is left to close, 1 when some closures failed."""
+    import uuid
+
+    from connectors.retry import error_message
+    from flows.audit import AuditEntry, AuditLog
+
+    conn = _connector(crm)
+    audit = AuditLog(conn.engine, run_id=f"repair-tasks-{uuid.uuid4()}", flow="repair-tasks", model_version=None,
+                     dry_run=dry_run)
+
+    def record(closed) -> None:
+        audit.record(AuditEntry(conn.crm, extra.lead_id, "task_closed", extra.key, None, extra.task_id,
+                                [f"duplicate of task {kept.task_id} (the oldest with this key, kept)"])
+                     for extra, kept in closed)
+
+    try:
+        repair = conn.close_duplicate_tasks(dry_run=dry_run, on_closed=record)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback with request details
+        typer.echo(f"{crm}: repair-tasks failed: {error_message(exc)}", err=True)
+        raise typer.Exit(1) from None
+    verb = "would close" if dry_run else "closed"
+    for extra, kept in (repair.to_close if dry_run else repair.closed):
+        typer.echo(f"{verb}: task {extra.task_id} (key {extra.key}); kept {kept.task_id}")
+    for task_id, reason in repair.failed.items():
+        typer.echo(f"failed: task {task_id}: {reason}", err=True)
+    done = len(repair.to_close) if dry_run else len(repair.closed)
+    typer.echo(f"{len(repair.kept)} key(s) shared by several tasks; {done} task(s) {verb}; "
+               f"{len(repair.already_closed)} extra(s) already closed; {len(repair.failed)} failed")
+    if repair.failed:
+        raise typer.Exit(1)

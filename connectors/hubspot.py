@@ -39,7 +39,7 @@ from sqlalchemy import Engine
 
 from connectors import state
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
-from connectors.common import CrmConnectorBase, chunked
+from connectors.common import CrmConnectorBase, KeyedTask, chunked
 from connectors.convert import parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter, SlidingWindowLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
@@ -141,6 +141,23 @@ class HubSpotTransport:
     def batch_create(self, object_type: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         return self.call(f"{object_type}.batch_create", self._api(object_type, "batch_api").create, {"inputs": inputs},
                          idempotent=False)
+
+    def batch_read_by(self, object_type: str, id_property: str, values: list[str],
+                      properties: list[str]) -> dict[str, Any]:
+        """Batch read by the values of a unique property (a direct read: no search-index lag)."""
+        body = {"properties": properties, "idProperty": id_property, "inputs": [{"id": v} for v in values]}
+        return self.call(f"{object_type}.batch_read", self._api(object_type, "batch_api").read, body)
+
+    def batch_upsert(self, object_type: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Create or update by a unique property: idempotent, so the gate retries it."""
+        return self.call(f"{object_type}.batch_upsert", self._api(object_type, "batch_api").upsert, {"inputs": inputs})
+
+    def associate(self, from_type: str, to_type: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """v4 batch association create: linking a linked pair again changes nothing, so it is retried."""
+        if "associations" not in self._apis:
+            self._apis["associations"] = self.client.crm.associations.v4.batch_api
+        return self.call("associations.batch_create", self._apis["associations"].create, from_type, to_type,
+                         {"inputs": inputs})
 
     def list_page(self, object_type: str, properties: list[str], after: str | None,
                   associations: list[str] | None = None) -> dict[str, Any]:
@@ -526,24 +543,26 @@ class HubSpotConnector(CrmConnectorBase):
 
     # tasks --------------------------------------------------------------------------------------
     def _find_tasks(self, keys: list[str]) -> dict[str, str]:
+        """Batch read by the unique task key property (``idProperty``); unknown keys come back as
+        OBJECT_NOT_FOUND errors of a 207, not as results."""
         key_prop = self.mapping.tasks.key_field
-        lowered = {k.lower(): k for k in keys}
-        body = {
-            "filterGroups": [{"filters": [{"propertyName": key_prop, "operator": "IN", "values": sorted(lowered)}]}],
-            "properties": [key_prop],
-            "limit": 200,
-        }
+        wanted = {k.lower(): k for k in keys}
+        data = self.transport.batch_read_by(self.task_type, key_prop, keys, [key_prop])
         found: dict[str, str] = {}
-        data = self.transport.search(self.task_type, body)
         for record in data.get("results") or []:
             value = (record.get("properties") or {}).get(key_prop)
-            if value and value.lower() in lowered:
-                found[lowered[value.lower()]] = str(record["id"])
+            if value and value.lower() in wanted:
+                found[wanted[value.lower()]] = str(record["id"])
         return found
 
     def _task_input(self, spec: TaskSpec) -> dict[str, Any]:
+        """One upsert input: ``id`` is the key, ``idProperty`` the unique key property. Upsert
+        inputs take no associations: ``_link_tasks`` adds them."""
         due = datetime(spec.due.year, spec.due.month, spec.due.day, tzinfo=timezone.utc)
+        key_prop = self.mapping.tasks.key_field
         return {
+            "id": spec.key,
+            "idProperty": key_prop,
             "objectWriteTraceId": spec.key,
             "properties": {
                 "hs_task_subject": spec.subject[:255],
@@ -551,37 +570,64 @@ class HubSpotConnector(CrmConnectorBase):
                 "hs_timestamp": due.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
                 "hs_task_priority": PRIORITY.get(spec.priority, "MEDIUM"),
                 "hs_task_status": "NOT_STARTED",
-                self.mapping.tasks.key_field: spec.key,
+                key_prop: spec.key,
             },
-            "associations": [{
-                "to": {"id": spec.crm_id},
-                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": TASK_TO_CONTACT}],
-            }],
         }
 
-    def _create_tasks(self, specs: list[TaskSpec]) -> tuple[dict[str, str], dict[str, str]]:
+    def _upsert_tasks(self, specs: list[TaskSpec]) -> tuple[dict[str, str], set[str], dict[str, str]]:
+        """One batch upsert; a rejected batch (400) is bisected so the valid tasks still land, unless
+        the key property itself is refused (not unique: every task would fail alike)."""
         try:
-            data = self.transport.batch_create(self.task_type, [self._task_input(s) for s in specs])
+            data = self.transport.batch_upsert(self.task_type, [self._task_input(s) for s in specs])
         except Exception as exc:  # noqa: BLE001
-            if is_request_error(exc) and len(specs) > 1:
-                mid = len(specs) // 2
-                c1, f1 = self._create_tasks(specs[:mid])
-                c2, f2 = self._create_tasks(specs[mid:])
-                return {**c1, **c2}, {**f1, **f2}
-            if is_request_error(exc):
-                return {}, {specs[0].key: error_message(exc)}
-            raise
+            if not is_request_error(exc):
+                raise
+            if len(specs) == 1 or "non-unique" in error_message(exc):
+                return {}, set(), {spec.key: error_message(exc) for spec in specs}
+            mid = len(specs) // 2
+            first, second = self._upsert_tasks(specs[:mid]), self._upsert_tasks(specs[mid:])
+            return {**first[0], **second[0]}, first[1] | second[1], {**first[2], **second[2]}
         key_prop = self.mapping.tasks.key_field
-        created: dict[str, str] = {}
+        upserted: dict[str, str] = {}
+        new: set[str] = set()
         for record in data.get("results") or []:
-            key = (record.get("properties") or {}).get(key_prop) or record.get("objectWriteTraceId")
+            key = record.get("objectWriteTraceId") or (record.get("properties") or {}).get(key_prop)
             if key:
-                created[str(key)] = str(record["id"])
+                upserted[str(key)] = str(record["id"])
+                if record.get("new"):
+                    new.add(str(key))
         failed: dict[str, str] = {}
         for err in data.get("errors") or []:
-            for key in (err.get("context") or {}).get("objectWriteTraceId") or []:
+            context = err.get("context") or {}
+            for key in context.get("objectWriteTraceId") or context.get("ids") or []:
                 failed[str(key)] = f"{err.get('category')}: {err.get('message')}"[:500]
-        return created, failed
+        for spec in specs:
+            if spec.key not in upserted and spec.key not in failed:
+                failed[spec.key] = "no result returned for this task"
+        return upserted, new, failed
+
+    def _link_tasks(self, links: dict[str, tuple[str, str]]) -> dict[str, str]:
+        """Each task to its contact (task_to_contact), by the v4 batch association create."""
+        failed: dict[str, str] = {}
+        key_of = {task_id: key for key, (task_id, _lead) in links.items()}
+        inputs = [{"from": {"id": task_id}, "to": {"id": lead_id},
+                   "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": TASK_TO_CONTACT}]}
+                  for task_id, lead_id in links.values()]
+        for chunk in chunked(inputs, self.config.batch_size):
+            try:
+                data = self.transport.associate(self.task_type, self.lead_type, chunk)
+            except Exception as exc:  # noqa: BLE001
+                decision = classify(exc)
+                if decision.action is not Action.RETRY and not is_request_error(exc):
+                    raise
+                failed.update({key_of[i["from"]["id"]]: f"not linked to its contact: {error_message(exc)}" for i in chunk})
+                continue
+            for err in data.get("errors") or []:
+                for task_id in (err.get("context") or {}).get("fromObjectId") or []:
+                    if str(task_id) in key_of:
+                        failed[key_of[str(task_id)]] = f"not linked to its contact: {err.get('category')}: " \
+                                                       f"{err.get('message')}"[:500]
+        return failed
 
     def _complete_tasks(self, task_ids: list[str]) -> tuple[list[str], dict[str, str]]:
         closed: list[str] = []
@@ -591,3 +637,26 @@ class HubSpotConnector(CrmConnectorBase):
             closed.extend(i for i in chunk if i not in bad)
             failed.update(bad)
         return closed, failed
+
+    def _keyed_tasks(self) -> Iterator[KeyedTask]:
+        """Tasks with a key, by search (``HAS_PROPERTY``) in id order; each page starts after the
+        last id seen, so the 10,000-result cap is never reached."""
+        key_prop = self.mapping.tasks.key_field
+        last_id = 0
+        while True:
+            body = {"filterGroups": [{"filters": [
+                        {"propertyName": key_prop, "operator": "HAS_PROPERTY"},
+                        {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}]}],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": [key_prop, "hs_task_status", "hs_createdate"],
+                    "limit": self.config.page_size}
+            results = self.transport.search(self.task_type, body).get("results") or []
+            for record in results:
+                props = record.get("properties") or {}
+                key = str(props.get(key_prop) or "")
+                yield KeyedTask(task_id=str(record["id"]), key=key, lead_id=key.split(":", 1)[0],
+                                created=str(props.get("hs_createdate") or record.get("createdAt") or ""),
+                                closed=props.get("hs_task_status") == "COMPLETED")
+            if len(results) < self.config.page_size:
+                return
+            last_id = max(int(r["id"]) for r in results)

@@ -18,7 +18,9 @@ Streams, one small class each:
 - writes: ``PATCH composite/sobjects`` (200 records, ``allOrNone=false``) via ``sf.restful``;
   per-record ``UNABLE_TO_LOCK_ROW`` is retried in a follow-up batch, other per-record errors are
   returned as failures naming the record and the fields.
-- tasks: ``Task`` records with ``WhoId``, looked up by ``Leadflow_Task_Key__c IN (...)``.
+- tasks: ``Task`` records with ``WhoId``, looked up by ``Leadflow_Task_Key__c IN (...)`` and written by
+  the sObject Collections upsert on that External ID + Unique field
+  (``PATCH composite/sobjects/Task/Leadflow_Task_Key__c``, 200 records, ``allOrNone=false``).
 
 Own writes (``skip_own_writes``, off by default): leadflow's write-back bumps ``SystemModstamp``,
 so the next window re-reads every lead it wrote ("echoes"; a collection update returns no
@@ -55,7 +57,7 @@ from sqlalchemy import Engine
 
 from connectors import state
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
-from connectors.common import CrmConnectorBase, chunked
+from connectors.common import CrmConnectorBase, KeyedTask, chunked
 from connectors.convert import parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
@@ -316,7 +318,6 @@ def field_kinds(mapping: CrmMapping) -> dict[str, str]:
 class SalesforceConnector(CrmConnectorBase):
     crm = "salesforce"
     task_lookup_batch = 200  # a SOQL IN of 200 keys stays well inside the URL limit
-    task_lookup_batch = 200
     task_create_batch = 200
 
     def __init__(self, config: SalesforceConfig, engine: Engine, mapping: CrmMapping | None = None,
@@ -546,12 +547,14 @@ class SalesforceConnector(CrmConnectorBase):
 
     # tasks ----------------------------------------------------------------------------------------
     def _find_tasks(self, keys: list[str]) -> dict[str, str]:
-        soql = format_soql(f"SELECT Id, {self.task_key} FROM {self.task_type} WHERE {self.task_key} IN {{}}", keys)
+        """SOQL on the key field (consistent, no index lag); the oldest task of a key wins."""
+        soql = format_soql(f"SELECT Id, {self.task_key} FROM {self.task_type} WHERE {self.task_key} IN {{}} "
+                           "ORDER BY CreatedDate, Id", keys)
         found: dict[str, str] = {}
         for batch in SoqlPager(self).batches(soql):
             for record in batch:
                 if record.get(self.task_key) in keys:
-                    found[record[self.task_key]] = str(record["Id"])
+                    found.setdefault(record[self.task_key], str(record["Id"]))
         return found
 
     def _task_record(self, spec: TaskSpec) -> dict[str, Any]:
@@ -566,13 +569,61 @@ class SalesforceConnector(CrmConnectorBase):
             self.task_key: spec.key,
         }
 
-    def _create_tasks(self, specs: list[TaskSpec]) -> tuple[dict[str, str], dict[str, str]]:
-        return self._save("POST", [self._task_record(s) for s in specs], [s.key for s in specs])
+    def _upsert_collection(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``PATCH composite/sobjects/Task/<key field>``: idempotent, so the gate retries it."""
+        body = {"allOrNone": False, "records": records}
+        path = f"composite/sobjects/{self.task_type}/{self.task_key}"
+        result = self._sf_call("composite.upsert", lambda sf: sf.restful(path, method="PATCH", json=body,
+                                                                          timeout=self.config.timeout))
+        return list(result or [])
+
+    def _upsert_tasks(self, specs: list[TaskSpec]) -> tuple[dict[str, str], set[str], dict[str, str]]:
+        """One collection upsert (up to 200); per-record UNABLE_TO_LOCK_ROW goes to a follow-up."""
+        upserted: dict[str, str] = {}
+        new: set[str] = set()
+        failed: dict[str, str] = {}
+        todo = list(specs)
+        for round_no in range(LOCK_RETRY_ROUNDS + 1):
+            try:
+                results = self._upsert_collection([self._task_record(s) for s in todo])
+            except Exception as exc:  # noqa: BLE001
+                if not is_request_error(exc):
+                    raise
+                failed.update({s.key: error_message(exc) for s in todo})
+                break
+            locked: list[TaskSpec] = []
+            for spec, outcome in zip(todo, results):
+                codes = [str(e.get("statusCode")) for e in outcome.get("errors") or []]
+                if outcome.get("success"):
+                    upserted[spec.key] = str(outcome["id"])
+                    if outcome.get("created"):
+                        new.add(spec.key)
+                elif "UNABLE_TO_LOCK_ROW" in codes and round_no < LOCK_RETRY_ROUNDS:
+                    locked.append(spec)
+                else:
+                    failed[spec.key] = _save_errors(outcome)
+            for spec in todo[len(results):]:
+                failed[spec.key] = "no result returned for this task"
+            if not locked:
+                break
+            self.retry.sleep(self.retry.base_wait * (2 ** round_no))
+            todo = locked
+        return upserted, new, failed
 
     def _complete_tasks(self, task_ids: list[str]) -> tuple[list[str], dict[str, str]]:
         records = [{"attributes": {"type": self.task_type}, "id": i, "Status": "Completed"} for i in task_ids]
         saved, failed = self._save("PATCH", records, task_ids)
         return sorted(saved), failed
+
+    def _keyed_tasks(self) -> Iterator[KeyedTask]:
+        soql = (f"SELECT Id, {self.task_key}, WhoId, IsClosed, CreatedDate FROM {self.task_type} "
+                f"WHERE {self.task_key} != null ORDER BY {self.task_key}, CreatedDate, Id")
+        for batch in SoqlPager(self).batches(soql):
+            for record in batch:
+                key = str(record[self.task_key])
+                yield KeyedTask(task_id=str(record["Id"]), key=key,
+                                lead_id=str(record.get("WhoId") or key.split(":", 1)[0]),
+                                created=_sortable(record.get("CreatedDate")), closed=bool(record.get("IsClosed")))
 
     # setup ----------------------------------------------------------------------------------------
     def describe(self, sobject: str) -> dict[str, Any]:
@@ -593,3 +644,16 @@ def _utc(moment: datetime, ceil: bool = False) -> datetime:
     if ceil and moment.microsecond:
         moment = moment.replace(microsecond=0) + timedelta(seconds=1)
     return moment
+
+
+def _save_errors(outcome: dict[str, Any]) -> str:
+    """A failed SaveResult/UpsertResult as one reason: fields, code and message of each error."""
+    errors = outcome.get("errors") or []
+    return "; ".join(f"{','.join(e.get('fields') or []) or '-'}: {e.get('statusCode')}: {e.get('message')}"
+                     for e in errors)[:500] or "failed without an error"
+
+
+def _sortable(stamp: Any) -> str:
+    """A Salesforce datetime (``2024-01-05T12:34:56.000+0000``) as sortable UTC text."""
+    moment = parse_datetime(stamp) if stamp else None
+    return moment.astimezone(timezone.utc).isoformat() if moment else ""

@@ -2,9 +2,13 @@
 
 HubSpot: the property group and every custom property the mapping names (the ones it writes, the
 inputs and event properties it reads, and the task key property on tasks) are created with the
-right type/fieldType/options; existing ones (and HubSpot-defined ``hs_*`` ones) are skipped.
+right type/fieldType/options; existing ones (and HubSpot-defined ``hs_*`` ones) are skipped. The
+task key property is created with ``hasUniqueValue: true`` (tasks are upserted on it); an existing
+one without unique values is a problem: HubSpot cannot make a property unique after creation.
 Salesforce: custom fields need the Metadata API, so ``describe`` is compared with the mapping and
-each missing field is listed with its type, length and picklist values for an admin to add.
+each missing field is listed with its type, length and picklist values for an admin to add; the
+task key field must be External ID + Unique (case-sensitive is asked for; case-insensitive also
+holds, keys carry 18-character ids), and one that is not is listed too.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ class SetupReport:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # with instructions (Salesforce)
+    problems: list[str] = field(default_factory=list)  # exists, but not as leadflow needs it; what to do
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.missing
+        return not self.missing and not self.problems
 
 
 def _label(name: str) -> str:
@@ -53,13 +58,28 @@ def _options(name: str, fm: FieldMapping) -> list[dict[str, Any]]:
             for i, v in enumerate(values.values())]
 
 
+TASK_KEY = "task key"
+
+
 def hubspot_property(name: str, fm: FieldMapping, group: str) -> dict[str, Any]:
     type_, field_type = HUBSPOT_TYPES[fm.type]
     body: dict[str, Any] = {"name": fm.field, "label": _label(fm.field), "type": type_, "fieldType": field_type,
                             "groupName": group, "description": f"leadflow: {name}"}
     if fm.type in ("enumeration", "bool"):
         body["options"] = _options(name, fm)
+    if name == TASK_KEY:
+        body["hasUniqueValue"] = True  # tasks are upserted on it: HubSpot keeps one task per key
     return body
+
+
+def _hubspot_task_key_problem(object_type: str, existing: dict[str, Any]) -> str | None:
+    if existing.get("hasUniqueValue"):
+        return None
+    name = existing["name"]
+    return (f"{object_type}.{name} exists without unique values, and HubSpot cannot make an existing property "
+            f"unique: run `leadflow crm repair-tasks --crm hubspot`, create a new task property with "
+            f"\"Require unique values\", copy each task's key into it, and name it in mappings/hubspot.yaml "
+            f"tasks.key_field")
 
 
 def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
@@ -73,11 +93,11 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
         fields[f"event {event}"] = FieldMapping(field=em.field, type="datetime")
         if em.count_field:
             fields[f"event {event} count"] = FieldMapping(field=em.count_field, type="number")
-    fields["task key"] = FieldMapping(field=mapping.tasks.key_field, object="lead", type="string", direction="write")
+    fields[TASK_KEY] = FieldMapping(field=mapping.tasks.key_field, object="lead", type="string", direction="write")
     for name, fm in fields.items():
         if fm.field.startswith("hs_"):
             continue  # HubSpot-defined: exists in every portal, cannot be created
-        object_type = mapping.objects["task"] if name == "task key" else mapping.objects[fm.object]
+        object_type = mapping.objects["task"] if name == TASK_KEY else mapping.objects[fm.object]
         wanted.setdefault(object_type, []).append(hubspot_property(name, fm, group))
     for object_type, props in wanted.items():
         groups = conn.transport.call("properties.groups", api.groups_api.get_all, object_type)
@@ -87,11 +107,15 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
                                     {"name": group, "label": "leadflow", "displayOrder": -1})
             report.created.append(f"{object_type}: property group {group}")
         existing = conn.transport.call("properties.list", api.core_api.get_all, object_type)
-        have = {p["name"] for p in existing.get("results") or []}
+        have = {p["name"]: p for p in existing.get("results") or []}
         for body in props:
             label = f"{object_type}.{body['name']} ({body['type']}/{body['fieldType']})"
             if body["name"] in have:
                 report.existing.append(label)
+                problem = _hubspot_task_key_problem(object_type, have[body["name"]]) if body.get("hasUniqueValue") \
+                    else None
+                if problem:
+                    report.problems.append(problem)
                 continue
             if apply:
                 conn.transport.call("properties.create", api.core_api.create, object_type, body)
@@ -99,7 +123,17 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
     return report
 
 
+SALESFORCE_TASK_KEY = 'External ID + Unique, "ABC" and "abc" different (case-sensitive)'
+
+
+def _unique_external_id(described: dict[str, Any]) -> bool:
+    """Case-insensitive unique is enough too: keys hold 18-character ids, which are case-safe."""
+    return bool(described.get("externalId") and described.get("unique"))
+
+
 def _salesforce_type(name: str, fm: FieldMapping) -> str:
+    if name == TASK_KEY:
+        return f"Text({fm.max_length or 255}), {SALESFORCE_TASK_KEY}"
     if fm.type == "number":
         return "Number(18, 0)"
     if fm.type == "bool":
@@ -127,13 +161,18 @@ def salesforce_setup(conn: SalesforceConnector) -> SetupReport:
         if event.count_field:
             wanted[mapping.objects["lead"]].append(("event count", FieldMapping(field=event.count_field, type="number")))
     wanted.setdefault(mapping.objects["task"], []).append(
-        ("task key", FieldMapping(field=mapping.tasks.key_field, type="string", max_length=200)))
+        (TASK_KEY, FieldMapping(field=mapping.tasks.key_field, type="string", max_length=200)))
     for sobject, items in wanted.items():
         described = conn.describe(sobject)
         have = {f["name"].lower(): f for f in described.get("fields") or []}
         for name, fm in items:
             if fm.field.lower() in have:
                 report.existing.append(f"{sobject}.{fm.field}")
+                if name == TASK_KEY and not _unique_external_id(have[fm.field.lower()]):
+                    report.problems.append(
+                        f"{sobject}.{fm.field} exists but is not External ID + Unique: edit the field and tick "
+                        "External ID and Unique; Salesforce refuses while tasks share a key, so "
+                        "run `leadflow crm repair-tasks --crm salesforce` first")
                 continue
             access = "read/write" if fm.writes else "read"
             report.missing.append(

@@ -179,6 +179,17 @@ class WorkRecorder:
 
         transport.batch_read, transport.batch_update = hs_batch_read, hs_batch_update
         transport.batch_create, transport.search = hs_batch_create, hs_search
+        batch_read_by, batch_upsert = transport.batch_read_by, transport.batch_upsert
+
+        def hs_batch_read_by(self, object_type, id_property, values, properties):
+            rec.add(f"lookup:{object_type}", values)
+            return batch_read_by(self, object_type, id_property, values, properties)
+
+        def hs_batch_upsert(self, object_type, inputs):
+            rec.add(f"create:{object_type}", [i["id"] for i in inputs])
+            return batch_upsert(self, object_type, inputs)
+
+        transport.batch_read_by, transport.batch_upsert = hs_batch_read_by, hs_batch_upsert
 
         connector = salesforce.SalesforceConnector
         collection, find_tasks = connector._collection, connector._find_tasks
@@ -197,6 +208,13 @@ class WorkRecorder:
             return find_tasks(self, keys)
 
         connector._collection, connector._find_tasks = sf_collection, sf_find_tasks
+        upsert_collection = connector._upsert_collection
+
+        def sf_upsert_collection(self, records):
+            rec.add("create:Task", [record.get(self.task_key) for record in records])
+            return upsert_collection(self, records)
+
+        connector._upsert_collection = sf_upsert_collection
 
 
 def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, changed: int) -> dict[str, int]:

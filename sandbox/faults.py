@@ -2,7 +2,8 @@
 
 Fault SPEC: rules separated by ``;``; a rule is ``TARGET:PARAM,PARAM,...``.
 
-- ``TARGET`` is an endpoint name (``hubspot.contacts.batch_update``) or an ``fnmatch`` glob
+- ``TARGET`` is an endpoint name (``hubspot.contacts.batch_update``, ``hubspot.tasks.batch_upsert``,
+  ``salesforce.composite.upsert``; sandbox/README.md lists them) or an ``fnmatch`` glob
   (``hubspot.*``, ``*``). ``salesforce.session`` is the target of session expiry.
 - exactly one action:
 
@@ -12,6 +13,7 @@ Fault SPEC: rules separated by ``;``; a rule is ``TARGET:PARAM,PARAM,...``.
   ``delay=SECONDS``        answer normally after SECONDS (a slow API)
   ``timeout=SECONDS``      hold the request SECONDS (longer than the client's timeout), then
                            process it anyway, as a real server would: a write still happens
+                           (an upsert too), after the client has given up and perhaps retried
   ``drop``                 close the connection without an answer; the request is not applied
   ``drop=after``           apply the request, then close the connection without an answer
   ``record_error=CODE``    per-record failure in a batch write (Salesforce SaveResult

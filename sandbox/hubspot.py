@@ -332,6 +332,38 @@ class HubSpotPortal:
             return problem("INVALID_DATE", f"{text} is not a valid date for {name}")
         return None
 
+    def unique_holder(self, object_type: str, name: str, value: Any, other_than: str | None = None) -> str | None:
+        """The id of a record (not ``other_than``) that holds ``value`` in unique property ``name``."""
+        if value is None or value == "":
+            return None
+        holders = self.tables[object_type].lookup(name, str(value).lower(), _lower) - {other_than}
+        return min(holders, key=int) if holders else None
+
+    def check_unique(self, object_type: str, writes: list[tuple[str | None, dict[str, Any]]]) -> None:
+        """Raise the 400 VALIDATION_ERROR for a value of a unique property (``hasUniqueValue``) that
+        another record holds, or that two writes of one request would both set; ``writes`` is
+        ``(record id or None for a new record, properties)``."""
+        unique = {name for name, prop in self.properties[object_type].items() if prop.get("hasUniqueValue")}
+        claimed: dict[tuple[str, str], str | None] = {}
+        problems = []
+        for record_id, properties in writes:
+            for name in unique & set(properties):
+                value = properties[name]
+                if value is None or value == "":
+                    continue
+                slot = (name, str(value).lower())
+                holder = self.unique_holder(object_type, name, value, record_id)
+                if holder is None and slot in claimed and claimed[slot] != record_id:
+                    holder = claimed[slot] or "(another input of this request)"
+                claimed.setdefault(slot, record_id)
+                if holder is not None:
+                    problems.append({"message": f"{name}: already has that value (on {SINGULAR[object_type]} {holder})",
+                                     "code": "INVALID_UNIQUE_VALUE", "context": {"propertyName": [name]}})
+        if problems:
+            detail = ",".join('{"isValid":false,"message":"%s","error":"%s","name":"%s"}'
+                              % (p["message"], p["code"], p["context"]["propertyName"][0]) for p in problems)
+            raise _validation(f"Property values were not valid: [{detail}]", problems)
+
     def stored(self, object_type: str, name: str, value: Any) -> Any:
         """The stored form of a written value: None clears; datetimes become epoch ms."""
         if value is None or value == "":
@@ -382,6 +414,7 @@ class HubSpotApi:
                 ("POST", f"{base}/batch/read", f"hubspot.{obj}.batch_read", bind(self.batch_read)),
                 ("POST", f"{base}/batch/update", f"hubspot.{obj}.batch_update", bind(self.batch_update)),
                 ("POST", f"{base}/batch/create", f"hubspot.{obj}.batch_create", bind(self.batch_create)),
+                ("POST", f"{base}/batch/upsert", f"hubspot.{obj}.batch_upsert", bind(self.batch_upsert)),
                 ("GET", base + "/{objectId}", f"hubspot.{obj}.get", bind(self.get_object)),
                 ("PATCH", base + "/{objectId}", f"hubspot.{obj}.update", bind(self.update_object)),
             ]
@@ -403,6 +436,8 @@ class HubSpotApi:
              "hubspot.associations.create_default", self.create_default_association),
             ("POST", "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch/read",
              "hubspot.associations.batch_read", self.batch_read_associations),
+            ("POST", "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch/create",
+             "hubspot.associations.batch_create", self.batch_create_associations),
         ]
         return out
 
@@ -515,6 +550,7 @@ class HubSpotApi:
             raise HubSpotError(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
         properties = body.get("properties") or {}
         self.portal.check_properties(obj, [{"properties": properties}])
+        self.portal.check_unique(obj, [(record_id, properties)])
         self.portal.write(obj, record_id, properties)
         return json_response(self.portal.render(obj, record_id, list(properties)))
 
@@ -542,6 +578,7 @@ class HubSpotApi:
 
     def _check_create(self, obj: str, items: list[dict[str, Any]]) -> None:
         self.portal.check_properties(obj, items)
+        self.portal.check_unique(obj, [(None, item.get("properties") or {}) for item in items])
         for item in items:
             properties = item.get("properties") or {}
             email = str(properties.get("email") or "").strip().lower()
@@ -619,6 +656,8 @@ class HubSpotApi:
         if duplicates:
             raise _validation(f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. IDs must be unique")
         self.portal.check_properties(obj, inputs)
+        self.portal.check_unique(obj, [(self._resolve_id(obj, raw, item.get("idProperty")), item.get("properties") or {})
+                                       for item, raw in zip(inputs, raw_ids)])
         injected = self.record_errors(ctx.endpoint, raw_ids)
         results, missing = [], []
         failed: dict[tuple[str, str], list[str]] = {}
@@ -640,6 +679,58 @@ class HubSpotApi:
                 "OBJECT_NOT_FOUND", f"Could not get some {SINGULAR[obj].upper()} objects, they may be deleted or "
                 "not exist. Check that ids are valid.", missing))
         return self._batch_body(results, errors, started)
+
+    def batch_upsert(self, ctx: Ctx, obj: str) -> Response:
+        """Create or update by a unique property: each input's ``id`` is the value of its
+        ``idProperty`` (or the ``idProperty`` query parameter), which must have ``hasUniqueValue``.
+        A record holding the value is updated (``new: false``), else one is created with it
+        (``new: true``); two inputs with one value reject the batch."""
+        started = now_ms()
+        inputs = self._inputs(self._body(ctx))
+        id_props = [self._upsert_property(obj, item.get("idProperty") or ctx.query.get("idProperty")) for item in inputs]
+        raw_ids = [str(item.get("id") or "") for item in inputs]
+        duplicates = sorted({i for i in raw_ids if raw_ids.count(i) > 1})
+        if duplicates:
+            raise _validation(f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. IDs must be unique")
+        if "" in raw_ids:
+            raise _validation("Each upsert input needs an id: the value of its idProperty")
+        existing = [self._resolve_id(obj, raw, prop) for raw, prop in zip(raw_ids, id_props)]
+        writes = [dict(item.get("properties") or {}, **({} if found else {prop: raw}))
+                  for item, raw, prop, found in zip(inputs, raw_ids, id_props, existing)]
+        self.portal.check_properties(obj, [{"properties": w} for w in writes])
+        self._check_create(obj, [dict(item, properties=w) for item, w, found in zip(inputs, writes, existing)
+                                 if found is None])
+        self.portal.check_unique(obj, [(found, w) for found, w in zip(existing, writes) if found is not None])
+        injected = self.record_errors(ctx.endpoint, raw_ids)
+        results, errors = [], []
+        for item, raw, write, found in zip(inputs, raw_ids, writes, existing):
+            trace = item.get("objectWriteTraceId")
+            if raw in injected:
+                code, message = injected[raw]
+                error = self._record_error(code, message or f"Injected {code} for {SINGULAR[obj]} {raw}", [raw])
+                if trace is not None:
+                    error["context"]["objectWriteTraceId"] = [str(trace)]
+                errors.append(error)
+                continue
+            if found is None:
+                record_id = self.portal.create(obj, write)
+            else:
+                record_id = found
+                self.portal.write(obj, record_id, write)
+            rendered = dict(self.portal.render(obj, record_id, list(write)), new=found is None)
+            if trace is not None:
+                rendered["objectWriteTraceId"] = str(trace)
+            results.append(rendered)
+        return self._batch_body(results, errors, started)
+
+    def _upsert_property(self, obj: str, name: Any) -> str:
+        prop = self.portal.properties[obj].get(str(name or ""))
+        if prop is None:
+            raise _validation(f"Property {name!r} does not exist on {obj}: an upsert needs a unique idProperty")
+        if not prop.get("hasUniqueValue"):
+            raise _validation(f"Unable to perform update/upsert by non-unique {_TYPE_ID[obj]} property {prop['name']} "
+                              f"in portal ID {self.portal.portal_id}")
+        return prop["name"]
 
     # -- search ---------------------------------------------------------------------------------
     def search(self, ctx: Ctx, obj: str) -> Response:
@@ -972,6 +1063,47 @@ class HubSpotApi:
                     "errors": [], "links": {},
                 })
         return self._batch_body(results, errors, started)
+
+    def batch_create_associations(self, ctx: Ctx) -> Response:
+        """v4 batch create: each input links ``from`` to ``to`` with the given association types.
+        Linking a pair that is already linked changes nothing (the call is idempotent)."""
+        started = now_ms()
+        from_type = self._object_type(ctx.params["fromObjectType"])
+        to_type = self._object_type(ctx.params["toObjectType"])
+        if (from_type, to_type) not in ASSOCIATION_TYPES:
+            raise _validation(f"{SINGULAR[from_type]} to {SINGULAR[to_type]} associations are not supported")
+        primary, unlabeled, _ = ASSOCIATION_TYPES[(from_type, to_type)]
+        results, errors = [], []
+        for item in self._inputs(self._body(ctx)):
+            from_id = str((item.get("from") or {}).get("id"))
+            to_id = str((item.get("to") or {}).get("id"))
+            type_ids = [int(t.get("associationTypeId", 0)) for t in item.get("types") or []]
+            problem = self._link_problem(from_type, from_id, to_type, to_id, type_ids, {primary, unlabeled})
+            if problem:
+                errors.append(problem)
+                continue
+            for type_id in type_ids:
+                self.portal.associate(from_type, from_id, to_type, to_id, type_id)
+            results.append({"fromObjectTypeId": _TYPE_ID[from_type], "fromObjectId": int(from_id),
+                            "toObjectTypeId": _TYPE_ID[to_type], "toObjectId": int(to_id), "labels": []})
+        return self._batch_body(results, errors, started, 201)
+
+    def _link_problem(self, from_type: str, from_id: str, to_type: str, to_id: str, type_ids: list[int],
+                      allowed: set[int | None]) -> dict[str, Any] | None:
+        for obj, record_id in ((from_type, from_id), (to_type, to_id)):
+            if record_id not in self.portal.tables[obj]:
+                return {"status": "error", "category": "OBJECT_NOT_FOUND",
+                        "message": f"No {SINGULAR[obj]} with id {record_id} exists",
+                        "context": {"fromObjectId": [from_id], "toObjectId": [to_id]}, "errors": [], "links": {}}
+        bad = [t for t in type_ids if t not in allowed] or ([] if type_ids else [0])
+        if bad:
+            return {"status": "error", "category": "VALIDATION_ERROR",
+                    "message": f"{bad[0]} is not a valid association type from {SINGULAR[from_type]} to {SINGULAR[to_type]}",
+                    "context": {"fromObjectId": [from_id], "toObjectId": [to_id]}, "errors": [], "links": {}}
+        return None
+
+
+_TYPE_ID = {"contacts": "0-1", "companies": "0-2", "tasks": "0-27"}
 
 
 def _lower(value: Any) -> Any:

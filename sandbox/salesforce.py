@@ -108,6 +108,9 @@ class Field:
     picklist: tuple[str, ...] = ()
     restricted: bool = False
     reference_to: tuple[str, ...] = ()
+    external_id: bool = False
+    unique: bool = False
+    case_sensitive: bool = False  # of a unique field: "ABC" and "abc" are different values
 
     def describe(self) -> dict[str, Any]:
         soap = {"id": "tns:ID", "reference": "tns:ID", "boolean": "xsd:boolean", "double": "xsd:double",
@@ -118,7 +121,8 @@ class Field:
             "createable": self.createable, "filterable": True, "sortable": self.type != "textarea" or self.length <= 255,
             "soapType": soap, "precision": 18 if self.type == "double" else 0, "scale": 0,
             "restrictedPicklist": self.restricted, "referenceTo": list(self.reference_to),
-            "relationshipName": None, "calculated": False, "unique": False, "externalId": False,
+            "relationshipName": None, "calculated": False, "unique": self.unique, "externalId": self.external_id,
+            "caseSensitive": self.case_sensitive, "idLookup": self.external_id or self.name == "Id",
             "defaultedOnCreate": self.type == "boolean" or self.name in VIRTUAL or self.name in AUDIT_FIELDS,
             "picklistValues": [{"active": True, "defaultValue": False, "label": value, "validFor": None,
                                 "value": value} for value in self.picklist],
@@ -195,7 +199,9 @@ def build_schema(mapping: CrmMapping) -> dict[str, dict[str, Field]]:
         _std("Type", "picklist", "Type", 255, picklist=("Call", "Email", "Meeting", "Other")),
     ]
     task_fields = {f.name: f for f in task}
-    task_fields[mapping.tasks.key_field] = _custom_field(mapping.tasks.key_field, "string", None, 255)
+    task_key = _custom_field(mapping.tasks.key_field, "string", None, 255)
+    task_key.external_id = task_key.unique = task_key.case_sensitive = True  # as `leadflow crm setup` asks
+    task_fields[mapping.tasks.key_field] = task_key
     return {"Lead": fields, "Task": task_fields}
 
 
@@ -434,6 +440,8 @@ class SalesforceApi:
                 ("POST", data + "/sobjects/{sobject}" + suffix, "salesforce.sobjects.create", self.create_one),
                 ("PATCH", f"{data}/composite/sobjects{suffix}", "salesforce.composite.update", self.composite_update),
                 ("POST", f"{data}/composite/sobjects{suffix}", "salesforce.composite.create", self.composite_create),
+                ("PATCH", data + "/composite/sobjects/{sobject}/{field}" + suffix, "salesforce.composite.upsert",
+                 self.composite_upsert),
             ]
         out += [
             ("POST", data + "/jobs/query", "salesforce.bulk2.query_create", self.bulk_create),
@@ -881,6 +889,7 @@ class SalesforceApi:
         injected = self.record_errors(ctx.endpoint, [i for i in ids if i])
         results: list[dict[str, Any]] = []
         plan: list[tuple[str, str, dict[str, Any]] | None] = []
+        claimed: dict[tuple[str, str], str] = {}
         for record, raw in zip(records, ids):
             obj = record["attributes"]["type"]
             found = self.org.find(raw) if raw else None
@@ -900,7 +909,8 @@ class SalesforceApi:
                     code, message or _default_message(code, found[1]), [])]})
                 plan.append(None)
             else:
-                problem = self._record_problem(obj, record, creating=False)
+                problem = self._record_problem(obj, record, creating=False) or \
+                    self._duplicate_problem(obj, record, found[1], claimed)
                 if problem:
                     results.append({"id": found[1], "success": False, "errors": [problem]})
                     plan.append(None)
@@ -916,6 +926,107 @@ class SalesforceApi:
                 self._apply(obj, record_id, changes, stamp, user_id)
         return json_response(results)
 
+    def holders(self, obj: str, name: str, value: Any) -> list[str]:
+        """Ids of the records whose field ``name`` equals ``value`` (case-insensitively unless the
+        field is case-sensitive), oldest first."""
+        if value is None or value == "":
+            return []
+        table = self.org.tables[obj]
+        ids = table.lookup(name, str(value).lower(), _lower)
+        if self.org.schema[obj][name].case_sensitive:
+            ids = {i for i in ids if table.records[i].get(name) == str(value)}
+        return sorted(ids, key=lambda i: (table.created[i], i))
+
+    def _duplicate_problem(self, obj: str, record: dict[str, Any], record_id: str,
+                           claimed: dict[tuple[str, str], str]) -> dict[str, Any] | None:
+        """DUPLICATE_VALUE when a unique field's value is held by another record, or by an earlier
+        record of the same request (``claimed``: (field, value) -> record id, updated here)."""
+        for name, value in record.items():
+            spec = self.org.schema[obj].get(name)
+            if spec is None or not spec.unique or value in (None, ""):
+                continue
+            slot = (name, str(value) if spec.case_sensitive else str(value).lower())
+            others = [i for i in self.holders(obj, name, value) if i != record_id]
+            if not others and claimed.get(slot, record_id) != record_id:
+                others = [claimed[slot]]
+            if others:
+                return _save_error("DUPLICATE_VALUE",
+                                   f"duplicate value found: {name} duplicates value on record with id: {others[0]}", [])
+            claimed[slot] = record_id
+        return None
+
+    def composite_upsert(self, ctx: Ctx) -> Response:
+        """sObject Collections upsert (API v46.0+): each record of ``sobject`` is matched on the
+        external ID field of the URL; no match creates it (``created: true``), one match updates
+        it (``created: false``), several give DUPLICATE_EXTERNAL_ID, as does one value twice in
+        the request. Results in request order; ``allOrNone`` rolls back as the other collections do."""
+        version = self._version(ctx)
+        if int(version[1:-2]) < 46:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        obj = self._sobject(ctx)
+        field = self._external_id_field(obj, ctx.params["field"])
+        records, all_or_none = self._checked_records(ctx)
+        values = [str(record.get(field) or "") for record in records]
+        injected = self.record_errors(ctx.endpoint, [v for v in values if v])
+        results: list[dict[str, Any]] = []
+        plan: list[tuple[str, str | None, dict[str, Any]] | None] = []
+        claimed: dict[tuple[str, str], str] = {}
+        for record, value in zip(records, values):
+            outcome, step = self._upsert_one(obj, field, record, value, values.count(value), injected, claimed)
+            results.append(outcome)
+            plan.append(step)
+        if all_or_none and any(not r["success"] for r in results):
+            return json_response(_rolled_back([{k: v for k, v in r.items() if k != "id"} for r in results]))
+        stamp, user_id = now_ms(), self.session_user(ctx)
+        for step in plan:
+            if step is None:
+                continue
+            record_id, existing, record = step
+            if existing:
+                self._apply(obj, record_id, self._stored(obj, record), stamp, user_id)
+            else:
+                self._insert(obj, record_id, record, user_id)
+        return json_response(results)
+
+    def _external_id_field(self, obj: str, raw: str) -> str:
+        known = self.org.lower[obj].get(raw.lower())
+        if known is None or not (self.org.schema[obj][known[0]].external_id or known[0] == "Id"):
+            raise SalesforceError(400, "INVALID_FIELD",
+                                  f"Field name provided, {raw} is not an External ID or indexed field for {obj}")
+        if known[0] == "Id":
+            raise SalesforceError(400, "INVALID_FIELD", "Only external ids are supported: do not upsert by Id")
+        return known[0]
+
+    def _upsert_one(self, obj: str, field: str, record: dict[str, Any], value: str, occurrences: int,
+                    injected: dict[str, tuple[str, str | None]], claimed: dict[tuple[str, str], str]
+                    ) -> tuple[dict[str, Any], tuple[str, bool, dict[str, Any]] | None]:
+        """(the UpsertResult, the planned write (record id, exists, record) or None)."""
+        def failed(problem: dict[str, Any]) -> tuple[dict[str, Any], None]:
+            return {"success": False, "errors": [problem], "created": False}, None
+
+        if record["attributes"]["type"] != obj:
+            return failed(_save_error("INVALID_TYPE", f"This collection holds {obj} records only", []))
+        if record.get("id") or record.get("Id"):
+            return failed(_save_error("INVALID_FIELD", "cannot specify Id in an upsert by external id", ["Id"]))
+        if not value:
+            return failed(_save_error("MISSING_ARGUMENT", f"{field} not specified", [field]))
+        if occurrences > 1:
+            return failed(_save_error("DUPLICATE_EXTERNAL_ID", f"Duplicate external id specified: {value}", [field]))
+        if value in injected:
+            code, message = injected[value]
+            return failed(_save_error(code, message or _default_message(code, value), []))
+        matches = self.holders(obj, field, value)
+        if len(matches) > 1:
+            return failed(_save_error("DUPLICATE_EXTERNAL_ID", f"{field}: more than one record found for external id "
+                                      f"field: [{', '.join(matches)}]", [field]))
+        exists = bool(matches)
+        record_id = matches[0] if exists else self.org.next_id(obj)
+        problem = (self._record_problem(obj, record, creating=False) if exists else self._create_problem(obj, record)) \
+            or self._duplicate_problem(obj, record, record_id, claimed)
+        if problem:
+            return failed(problem)
+        return {"id": record_id, "success": True, "errors": [], "created": not exists}, (record_id, exists, record)
+
     def _apply(self, obj: str, record_id: str, changes: dict[str, Any], stamp: int, user_id: str) -> None:
         if obj == "Task" and "Status" in changes:
             changes["IsClosed"] = True if changes["Status"] == "Completed" else None
@@ -927,9 +1038,11 @@ class SalesforceApi:
         keys = [str(record.get(self.org.mapping.tasks.key_field) or "") for record in records]
         injected = self.record_errors(ctx.endpoint, [k for k in keys if k])
         results, plan = [], []
+        claimed: dict[tuple[str, str], str] = {}
         for record, key in zip(records, keys):
             obj = record["attributes"]["type"]
-            problem = self._create_problem(obj, record)
+            record_id = self.org.next_id(obj)
+            problem = self._create_problem(obj, record) or self._duplicate_problem(obj, record, record_id, claimed)
             if key and key in injected:
                 code, message = injected[key]
                 problem = _save_error(code, message or _default_message(code, key), [])
@@ -939,7 +1052,6 @@ class SalesforceApi:
                 results.append({"success": False, "errors": [problem]})
                 plan.append(None)
                 continue
-            record_id = self.org.next_id(obj)
             results.append({"id": record_id, "success": True, "errors": []})
             plan.append((obj, record_id, record))
         if all_or_none and any(not r["success"] for r in results):
@@ -989,10 +1101,10 @@ class SalesforceApi:
         except BadJson as exc:
             raise SalesforceError(400, "JSON_PARSER_ERROR", str(exc)) from None
         self._check_fields(obj, record)
-        problem = self._create_problem(obj, record)
+        record_id = self.org.next_id(obj)
+        problem = self._create_problem(obj, record) or self._duplicate_problem(obj, record, record_id, {})
         if problem:
             raise SalesforceError(400, problem["statusCode"], problem["message"], problem["fields"])
-        record_id = self.org.next_id(obj)
         self._insert(obj, record_id, record, self.session_user(ctx))
         return json_response({"id": record_id, "success": True, "errors": []}, 201)
 
@@ -1022,7 +1134,8 @@ class SalesforceApi:
         if found[1] in injected:
             code, message = injected[found[1]]
             raise SalesforceError(400, code, message or _default_message(code, found[1]), [])
-        problem = self._record_problem(obj, record, creating=False)
+        problem = self._record_problem(obj, record, creating=False) or \
+            self._duplicate_problem(obj, record, found[1], {})
         if problem:
             raise SalesforceError(400, problem["statusCode"], problem["message"], problem["fields"])
         self._apply(obj, found[1], self._stored(obj, record), now_ms(), self.session_user(ctx))

@@ -197,7 +197,7 @@ def test_a_run_stopped_between_write_and_tasks_finishes_them_next_run(prefect_se
     env_extra = {"LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1"}
     with start_sandbox(20, random_seed=5) as handle, \
             environment({**_run_env(handle, f"sqlite:///{tmp_path / 'p.db'}", tmp_path), **env_extra}):
-        handle.set_faults("salesforce.composite.create:status=403")  # daily quota gone at the task create
+        handle.set_faults("salesforce.composite.upsert:status=403")  # daily quota gone at the task upsert
         first = sync_leads("salesforce")
         assert first["stopped_early"] and first["tasks_created"] == 0
         engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
