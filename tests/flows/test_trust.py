@@ -153,6 +153,7 @@ def test_a_lead_retried_by_id_is_not_processed_again_by_the_window_read(prefect_
         state.mark_pending(engine, "salesforce", {i: "salesforce: earlier failure" for i in ids}, kind="write_failed")
         summary = sync_leads("salesforce")
         assert summary["retried_pending"] == len(ids)
+        assert sum(summary["stages"].values()) == len(ids) and summary["unchanged"] == 0  # each counted once
         rows = read_audit(engine, run_id=summary["run_id"], limit=10_000)
         for action in ("task_requested", "task_created", "write_applied"):
             per_lead = [r["crm_id"] for r in rows if r["action"] == action]
