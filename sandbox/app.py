@@ -261,6 +261,8 @@ class Endpoint:
             return
         with sandbox.lock:
             response = sandbox.guard(self.api, ctx, decision.status, decision.message)
+            if response is not None and decision.retry_after is not None:
+                response.headers["Retry-After"] = f"{decision.retry_after:g}"
             if response is None:
                 response = sandbox.run_handler(self.api, ctx, self.handler)
         if decision.drop == "after":

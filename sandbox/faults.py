@@ -9,7 +9,9 @@ Fault SPEC: rules separated by ``;``; a rule is ``TARGET:PARAM,PARAM,...``.
 
   ``status=CODE``          answer CODE with the API's own error body (429 bodies name
                            ``TEN_SECONDLY_ROLLING`` for HubSpot; Salesforce 403s are
-                           ``REQUEST_LIMIT_EXCEEDED``)
+                           ``REQUEST_LIMIT_EXCEEDED``); ``retry_after=SECONDS`` adds a
+                           ``Retry-After`` header (HubSpot documents none on its 429s; proxies
+                           and 503s send one)
   ``delay=SECONDS``        answer normally after SECONDS (a slow API)
   ``timeout=SECONDS``      hold the request SECONDS (longer than the client's timeout), then
                            process it anyway, as a real server would: a write still happens
@@ -68,6 +70,7 @@ class FaultRule:
     count: int | None = None
     skip: int = 0
     message: str | None = None
+    retry_after: float | None = None  # with status: a Retry-After header of this many seconds
     hits: int = 0
     seen: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -84,7 +87,7 @@ class FaultRule:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, self.action: self.value}
-        for key in ("rate", "count", "message"):
+        for key in ("rate", "count", "message", "retry_after"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.ids is not None:
@@ -152,6 +155,8 @@ def _build_rule(raw: dict[str, Any], position: int) -> FaultRule:
             setattr(rule, key, _number(val, where, key, int))
         elif key == "message":
             rule.message = str(val)
+        elif key == "retry_after" and action == "status":
+            rule.retry_after = _number(val, where, key, float)
         else:
             raise SpecError(f"{where}: unknown parameter {key!r}")
     return rule
@@ -190,6 +195,7 @@ class Decision:
     message: str | None = None
     delay: float = 0.0
     drop: str | None = None
+    retry_after: float | None = None
 
 
 class FaultSet:
@@ -217,7 +223,7 @@ class FaultSet:
                 continue
             rule.hits += 1
             if rule.action == "status" and decision.status is None:
-                decision.status, decision.message = rule.value, rule.message
+                decision.status, decision.message, decision.retry_after = rule.value, rule.message, rule.retry_after
             elif rule.action in ("delay", "timeout"):
                 decision.delay += rule.value
             elif rule.action == "drop" and decision.drop is None:
