@@ -57,8 +57,10 @@ def check(crm: str = CRM_OPTION) -> None:
         result = run_check(conn)
     except Exception as exc:  # noqa: BLE001 - report, never a traceback with request details
         from connectors.retry import error_message
+        from connectors.salesforce_login import SalesforceDomainError, SalesforceLoginRefused
 
-        typer.echo(f"{crm}: check failed: {error_message(exc)}", err=True)
+        reason = str(exc) if isinstance(exc, (SalesforceLoginRefused, SalesforceDomainError)) else error_message(exc)
+        typer.echo(f"{crm}: check failed: {reason}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2, default=str))
 

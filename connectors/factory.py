@@ -3,7 +3,9 @@
 ``connector_from_env("hubspot")`` reads ``HUBSPOT_ACCESS_TOKEN`` and ``HUBSPOT_HOST``;
 ``connector_from_env("salesforce")`` reads ``SALESFORCE_INSTANCE_URL`` plus one of:
 ``SALESFORCE_SESSION_ID``; ``SALESFORCE_USERNAME``/``SALESFORCE_PASSWORD`` (and optionally
-``SALESFORCE_SECURITY_TOKEN``); ``SALESFORCE_CLIENT_ID``/``SALESFORCE_CLIENT_SECRET``.
+``SALESFORCE_SECURITY_TOKEN``); ``SALESFORCE_CLIENT_ID``/``SALESFORCE_CLIENT_SECRET``. Logins go to
+``SALESFORCE_DOMAIN`` (``login``, ``test``, a My Domain host or a URL; see
+``connectors/salesforce_login.py``).
 Credentials are read through ``leadflow.secrets.credential`` (environment, else a Prefect Secret
 block) and held as ``SecretStr``: they never appear in reprs, logs or exceptions. A missing
 variable is a ``MissingCredential`` naming it. An ``http://127.0.0.1:...`` Salesforce URL is
@@ -32,6 +34,7 @@ from sqlalchemy import Engine
 
 from connectors.hubspot import HubSpotConfig, HubSpotConnector
 from connectors.salesforce import SalesforceConfig, SalesforceConfigError, SalesforceConnector, checked_user_id
+from connectors.salesforce_login import login_base_url
 from leadflow.secrets import credential
 
 CONNECTOR_ARGS = frozenset({"retry", "meter", "mapping", "mark_reads", "sf"})
@@ -171,7 +174,7 @@ def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
         client_id=_plain("SALESFORCE_CLIENT_ID"),
         client_secret=_secret("SALESFORCE_CLIENT_SECRET"),
         session_id=_secret("SALESFORCE_SESSION_ID"),
-        **overrides,
+        **{"domain": _plain("SALESFORCE_DOMAIN"), **overrides},
     )
     if config.username and not config.password:
         raise MissingCredential("SALESFORCE_PASSWORD is not set (SALESFORCE_USERNAME is)")
@@ -182,8 +185,10 @@ def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
             "no Salesforce credentials: set SALESFORCE_SESSION_ID, or SALESFORCE_USERNAME and "
             "SALESFORCE_PASSWORD, or SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET"
         )
-    if config.session_factory is None and is_loopback_http(url):
-        config.session_factory = loopback_session_factory(url)
+    login_url = login_base_url(config.domain, url)  # a bad SALESFORCE_DOMAIN fails here, before any request
+    loopback = next((u for u in (url, login_url) if is_loopback_http(u)), None)
+    if config.session_factory is None and loopback:
+        config.session_factory = loopback_session_factory(loopback)
     return config
 
 
@@ -233,6 +238,6 @@ def connector_for_sandbox(sandbox: Any, crm: str, engine: Engine, **overrides: A
             token = _attr(creds, "security_token")
             config_args["password"] = SecretStr(str(password)) if password else None
             config_args["security_token"] = SecretStr(str(token)) if token else None
-            config_args.setdefault("domain", "login")
+            config_args.setdefault("domain", url)
         return SalesforceConnector(SalesforceConfig(instance_url=url, **config_args), engine, **connector_args)
     raise ValueError(f"unknown CRM {crm!r}: expected 'hubspot' or 'salesforce'")
