@@ -35,16 +35,20 @@ def setup(
         verb = "would create" if dry_run else "created"
         for line in report.created:
             typer.echo(f"{verb}: {line}")
-        typer.echo(f"{len(report.existing)} propert(ies) already exist; {len(report.created)} {verb}")
+        for line in report.existing:
+            typer.echo(f"already there: {line}")
+        typer.echo(report.summary(applied=not dry_run))
         return
     report = salesforce_setup(conn)
-    typer.echo(f"{len(report.existing)} mapped field(s) present")
+    for line in report.existing:
+        typer.echo(f"already there: {line}")
     if report.missing:
         typer.echo(f"{len(report.missing)} field(s) missing - an admin must add them (Metadata API / Setup):")
         for line in report.missing:
-            typer.echo(f"  {line}")
+            typer.echo(f"  missing: {line}")
+        typer.echo(f"{len(report.existing)} mapped field(s) present, {len(report.missing)} missing")
         raise typer.Exit(1)
-    typer.echo("all mapped fields exist")
+    typer.echo(f"all {len(report.existing)} mapped fields exist; nothing to create")
 
 
 @crm_app.command("check")
@@ -63,6 +67,10 @@ def check(crm: str = CRM_OPTION) -> None:
         typer.echo(f"{crm}: check failed: {reason}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2, default=str))
+    daily = result["daily_api"]
+    if daily["limit"] is not None:
+        typer.echo(f"{crm}: daily API allocation {daily['used']:,} used, {daily['left']:,} left of "
+                   f"{daily['limit']:,} ({daily['source']})")
 
 
 @crm_app.command("connect")
