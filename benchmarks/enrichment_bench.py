@@ -50,7 +50,7 @@ from leadflow import store  # noqa: E402
 from leadflow.canonical import Lead  # noqa: E402
 from sandbox.nppes import NppesRegistry  # noqa: E402
 
-TEMPLATE = ROOT.parent / "shared" / "fixtures" / "nppes" / "npi2_number_lookup_v2024_multi_specialty_dba.json"
+TEMPLATE = ROOT / "tests" / "fixtures" / "nppes" / "npi2_number_lookup_v2024_multi_specialty_dba.json"
 STATES = ["GA", "PA", "MI", "TX", "CA", "NY", "OH", "FL", "IL", "WA"]
 PLACES = ["Riverside", "Lakeview", "Northside", "Summit", "Cedar", "Harbor", "Maple", "Granite", "Willow", "Prairie",
           "Highland", "Bayview", "Oakwood", "Pinecrest", "Sunrise", "Meadow", "Canyon", "Liberty", "Heritage", "Valley"]

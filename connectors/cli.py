@@ -35,19 +35,23 @@ def setup(
         verb = "would create" if dry_run else "created"
         for line in report.created:
             typer.echo(f"{verb}: {line}")
-        typer.echo(f"{len(report.existing)} propert(ies) already exist; {len(report.created)} {verb}")
+        for line in report.existing:
+            typer.echo(f"already there: {line}")
+        typer.echo(report.summary(applied=not dry_run))
         _problems(report.problems)
         return
     report = salesforce_setup(conn)
-    typer.echo(f"{len(report.existing)} mapped field(s) present")
+    for line in report.existing:
+        typer.echo(f"already there: {line}")
     if report.missing:
         typer.echo(f"{len(report.missing)} field(s) missing - an admin must add them (Metadata API / Setup):")
         for line in report.missing:
-            typer.echo(f"  {line}")
+            typer.echo(f"  missing: {line}")
+        typer.echo(f"{len(report.existing)} mapped field(s) present, {len(report.missing)} missing")
     _problems(report.problems)
     if report.missing:
         raise typer.Exit(1)
-    typer.echo("all mapped fields exist")
+    typer.echo(f"all {len(report.existing)} mapped fields exist; nothing to create")
 
 
 def _problems(problems: list[str]) -> None:
@@ -68,10 +72,16 @@ def check(crm: str = CRM_OPTION) -> None:
         result = run_check(conn)
     except Exception as exc:  # noqa: BLE001 - report, never a traceback with request details
         from connectors.retry import error_message
+        from connectors.salesforce_login import SalesforceDomainError, SalesforceLoginRefused
 
-        typer.echo(f"{crm}: check failed: {error_message(exc)}", err=True)
+        reason = str(exc) if isinstance(exc, (SalesforceLoginRefused, SalesforceDomainError)) else error_message(exc)
+        typer.echo(f"{crm}: check failed: {reason}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2, default=str))
+    daily = result["daily_api"]
+    if daily["limit"] is not None:
+        typer.echo(f"{crm}: daily API allocation {daily['used']:,} used, {daily['left']:,} left of "
+                   f"{daily['limit']:,} ({daily['source']})")
 
 
 @crm_app.command("connect")

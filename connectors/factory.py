@@ -3,10 +3,14 @@
 ``connector_from_env("hubspot")`` reads ``HUBSPOT_ACCESS_TOKEN`` and ``HUBSPOT_HOST``;
 ``connector_from_env("salesforce")`` reads ``SALESFORCE_INSTANCE_URL`` plus one of:
 ``SALESFORCE_SESSION_ID``; ``SALESFORCE_USERNAME``/``SALESFORCE_PASSWORD`` (and optionally
-``SALESFORCE_SECURITY_TOKEN``); ``SALESFORCE_CLIENT_ID``/``SALESFORCE_CLIENT_SECRET``.
-Credentials are read through ``leadflow.secrets.credential`` (environment, else a Prefect Secret
-block) and held as ``SecretStr``: they never appear in reprs, logs or exceptions. A missing
-variable is a ``MissingCredential`` naming it. An ``http://127.0.0.1:...`` Salesforce URL is
+``SALESFORCE_SECURITY_TOKEN``); ``SALESFORCE_CLIENT_ID``/``SALESFORCE_CLIENT_SECRET``. Logins go to
+``SALESFORCE_DOMAIN`` (``login``, ``test``, a My Domain host or a URL; see
+``connectors/salesforce_login.py``).
+Each setting is read from its environment variable, else from the CRM's Prefect credentials block
+(``leadflow/credentials_blocks.py``: ``LEADFLOW_HUBSPOT_BLOCK`` / ``LEADFLOW_SALESFORCE_BLOCK``,
+default ``leadflow-hubspot`` / ``leadflow-salesforce``), else (secrets) from the variable's Prefect
+Secret block (``leadflow.secrets``). Secrets are held as ``SecretStr``: they never appear in reprs,
+logs or exceptions. A missing variable is a ``MissingCredential`` naming it and where it was looked for. An ``http://127.0.0.1:...`` Salesforce URL is
 reached through ``leadflow.http_session`` (simple-salesforce forces https otherwise).
 
 Overrides: any config field (``max_calls``, ``daily_share``, ``page_size``, ``timeout``, ...) or
@@ -32,7 +36,8 @@ from sqlalchemy import Engine
 
 from connectors.hubspot import HubSpotConfig, HubSpotConnector
 from connectors.salesforce import SalesforceConfig, SalesforceConfigError, SalesforceConnector, checked_user_id
-from leadflow.secrets import credential
+from connectors.salesforce_login import login_base_url
+from leadflow.secrets import block_name, credential, prefect_api_configured
 
 CONNECTOR_ARGS = frozenset({"retry", "meter", "mapping", "mark_reads", "sf"})
 
@@ -41,18 +46,58 @@ class MissingCredential(ValueError):
     """A required environment variable (or Secret block) is not set; the message names it."""
 
 
-def _secret(name: str, required: bool = False) -> SecretStr | None:
-    value = credential(name)
+class CrmBlock:
+    """The CRM's Prefect credentials block (``leadflow/credentials_blocks.py``), loaded on the first
+    lookup and only when a Prefect API is configured (a plain CLI run never imports Prefect)."""
+
+    def __init__(self, crm: str, prefix: str):
+        self.crm, self.prefix = crm, prefix
+        self._loaded = False
+        self._block: Any = None
+
+    def get(self, variable: str) -> Any:
+        """The block's field for ``variable`` (``SALESFORCE_CLIENT_SECRET`` -> ``client_secret``), or None."""
+        if not self._loaded:
+            self._loaded = True
+            if prefect_api_configured():
+                from leadflow.credentials_blocks import load_credentials_block
+
+                self._block = load_credentials_block(self.crm)
+        if self._block is None:
+            return None
+        return getattr(self._block, variable.removeprefix(self.prefix).lower(), None)
+
+    def where(self, variable: str, secret: bool = True) -> str:
+        """Where ``variable`` was looked for, for the missing-credential message."""
+        places = ["environment variable"]
+        if self.crm:
+            named = os.environ.get(f"LEADFLOW_{self.crm.upper()}_BLOCK", "").strip() or f"leadflow-{self.crm}"
+            places.append(f"field {variable.removeprefix(self.prefix).lower()} of Prefect block '{named}'")
+        if secret:
+            places.append(f"Prefect Secret block '{block_name(variable)}'")
+        return ", ".join(places)
+
+
+NO_BLOCK = CrmBlock("", "")
+NO_BLOCK._loaded = True
+
+
+def _secret(name: str, required: bool = False, block: CrmBlock = NO_BLOCK) -> SecretStr | None:
+    """The environment variable, else the CRM block's field, else the variable's Secret block."""
+    value: Any = SecretStr(os.environ[name]) if os.environ.get(name) else block.get(name)
+    if value is None:
+        value = credential(name)
+    elif not isinstance(value, SecretStr):
+        value = SecretStr(str(value))
     if required and value is None:
-        raise MissingCredential(f"{name} is not set (environment variable or Prefect Secret block "
-                                f"'leadflow-{name.lower().replace('_', '-')}')")
+        raise MissingCredential(f"{name} is not set ({block.where(name)})")
     return value
 
 
-def _plain(name: str, default: str | None = None, required: bool = False) -> str | None:
-    value = os.environ.get(name) or default
+def _plain(name: str, default: str | None = None, required: bool = False, block: CrmBlock = NO_BLOCK) -> str | None:
+    value = os.environ.get(name) or block.get(name) or default
     if required and not value:
-        raise MissingCredential(f"{name} is not set")
+        raise MissingCredential(f"{name} is not set ({block.where(name, secret=False)})")
     return value
 
 
@@ -155,23 +200,26 @@ def own_writes_from_env(overrides: dict[str, Any] | None = None) -> dict[str, An
 
 
 def hubspot_config_from_env(**overrides: Any) -> HubSpotConfig:
-    token = _secret("HUBSPOT_ACCESS_TOKEN", required=True)
+    block = CrmBlock("hubspot", "HUBSPOT_")
+    token = _secret("HUBSPOT_ACCESS_TOKEN", required=True, block=block)
     overrides = _hubspot_rate(_run_options("hubspot", overrides))
-    return HubSpotConfig(access_token=token, host=_plain("HUBSPOT_HOST", "https://api.hubapi.com"), **overrides)
+    return HubSpotConfig(access_token=token, host=_plain("HUBSPOT_HOST", "https://api.hubapi.com", block=block),
+                         **overrides)
 
 
 def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
-    url = _plain("SALESFORCE_INSTANCE_URL", required=True)
+    block = CrmBlock("salesforce", "SALESFORCE_")
+    url = _plain("SALESFORCE_INSTANCE_URL", required=True, block=block)
     overrides = own_writes_from_env(_bulk_threshold(_run_options("salesforce", overrides)))
     config = SalesforceConfig(
         instance_url=url,
-        username=_plain("SALESFORCE_USERNAME"),
-        password=_secret("SALESFORCE_PASSWORD"),
-        security_token=_secret("SALESFORCE_SECURITY_TOKEN"),
-        client_id=_plain("SALESFORCE_CLIENT_ID"),
-        client_secret=_secret("SALESFORCE_CLIENT_SECRET"),
-        session_id=_secret("SALESFORCE_SESSION_ID"),
-        **overrides,
+        username=_plain("SALESFORCE_USERNAME", block=block),
+        password=_secret("SALESFORCE_PASSWORD", block=block),
+        security_token=_secret("SALESFORCE_SECURITY_TOKEN", block=block),
+        client_id=_plain("SALESFORCE_CLIENT_ID", block=block),
+        client_secret=_secret("SALESFORCE_CLIENT_SECRET", block=block),
+        session_id=_secret("SALESFORCE_SESSION_ID", block=block),
+        **{"domain": _plain("SALESFORCE_DOMAIN", block=block), **overrides},
     )
     if config.username and not config.password:
         raise MissingCredential("SALESFORCE_PASSWORD is not set (SALESFORCE_USERNAME is)")
@@ -182,8 +230,10 @@ def salesforce_config_from_env(**overrides: Any) -> SalesforceConfig:
             "no Salesforce credentials: set SALESFORCE_SESSION_ID, or SALESFORCE_USERNAME and "
             "SALESFORCE_PASSWORD, or SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET"
         )
-    if config.session_factory is None and is_loopback_http(url):
-        config.session_factory = loopback_session_factory(url)
+    login_url = login_base_url(config.domain, url)  # a bad SALESFORCE_DOMAIN fails here, before any request
+    loopback = next((u for u in (url, login_url) if is_loopback_http(u)), None)
+    if config.session_factory is None and loopback:
+        config.session_factory = loopback_session_factory(loopback)
     return config
 
 
@@ -233,6 +283,6 @@ def connector_for_sandbox(sandbox: Any, crm: str, engine: Engine, **overrides: A
             token = _attr(creds, "security_token")
             config_args["password"] = SecretStr(str(password)) if password else None
             config_args["security_token"] = SecretStr(str(token)) if token else None
-            config_args.setdefault("domain", "login")
+            config_args.setdefault("domain", url)
         return SalesforceConnector(SalesforceConfig(instance_url=url, **config_args), engine, **connector_args)
     raise ValueError(f"unknown CRM {crm!r}: expected 'hubspot' or 'salesforce'")

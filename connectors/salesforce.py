@@ -61,6 +61,7 @@ from connectors.common import CrmConnectorBase, KeyedTask, chunked
 from connectors.convert import parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
+from connectors.salesforce_login import client_credentials_login, login_base_url, password_login
 from leadflow import settings
 from leadflow.redaction import without_values
 from mappings import CrmMapping, load_mapping
@@ -91,7 +92,7 @@ class SalesforceConfig:
     client_id: str | None = None
     client_secret: SecretStr | None = None
     session_id: SecretStr | None = None
-    domain: str | None = None  # login host prefix (login | test | My Domain); default: from instance_url
+    domain: str | None = None  # SALESFORCE_DOMAIN: login | test | My Domain host | URL; None: from instance_url
     version: str = "59.0"
     timeout: float = 60.0
     max_calls: int | None = None
@@ -148,31 +149,24 @@ def get_raw(sf: Salesforce, url: str, name: str, timeout: float,
 
 
 def connect(config: SalesforceConfig, prefer_login: bool = False) -> Salesforce:
-    """A simple_salesforce client for ``config`` (session id, username-password or client credentials)."""
-    session = config.session_factory() if config.session_factory else None
-    common: dict[str, Any] = {"version": config.version}
-    if session is not None:
-        common["session"] = session
-    host = re.sub(r"^https?://", "", config.instance_url).rstrip("/")
+    """A simple_salesforce client for ``config``: its session id, or a fresh login (username-password,
+    else client credentials) at ``config.domain`` (``connectors/salesforce_login.py``).
+    A refused login raises ``SalesforceLoginRefused`` naming the user, never the password."""
+    session = config.session_factory() if config.session_factory else requests.Session()
     if config.session_id and not (prefer_login and config.can_login):
-        return Salesforce(instance_url=config.instance_url, session_id=config.session_id.get_secret_value(), **common)
-    domain = config.domain or (host.removesuffix(".salesforce.com") if host.endswith(".salesforce.com") else host)
+        return Salesforce(instance_url=config.instance_url, session_id=config.session_id.get_secret_value(),
+                          session=session, version=config.version)
+    base_url = login_base_url(config.domain, config.instance_url)
     if config.username and config.password:
-        return Salesforce(
-            username=config.username,
-            password=config.password.get_secret_value(),
-            security_token=config.security_token.get_secret_value() if config.security_token else "",
-            domain=domain,
-            **common,
-        )
-    if config.client_id and config.client_secret:
-        return Salesforce(
-            consumer_key=config.client_id,
-            consumer_secret=config.client_secret.get_secret_value(),
-            domain=domain,
-            **common,
-        )
-    raise SalesforceConfigError("no Salesforce credentials: set a session id, username/password or client id/secret")
+        token = config.security_token.get_secret_value() if config.security_token else ""
+        session_id, instance = password_login(base_url, config.username, config.password.get_secret_value(),
+                                              token, config.version, session)
+    elif config.client_id and config.client_secret:
+        session_id, instance = client_credentials_login(base_url, config.client_id,
+                                                        config.client_secret.get_secret_value(), session)
+    else:
+        raise SalesforceConfigError("no Salesforce credentials: set a session id, username/password or client id/secret")
+    return Salesforce(instance=instance, session_id=session_id, session=session, version=config.version)
 
 
 class SoqlPager:

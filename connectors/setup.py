@@ -5,6 +5,7 @@ inputs and event properties it reads, and the task key property on tasks) are cr
 right type/fieldType/options; existing ones (and HubSpot-defined ``hs_*`` ones) are skipped. The
 task key property is created with ``hasUniqueValue: true`` (tasks are upserted on it); an existing
 one without unique values is a problem: HubSpot cannot make a property unique after creation.
+report names each property (and group) as created or already there; a second run creates nothing.
 Salesforce: custom fields need the Metadata API, so ``describe`` is compared with the mapping and
 each missing field is listed with its type, length and picklist values for an admin to add; the
 task key field must be External ID + Unique (case-sensitive is asked for; case-insensitive also
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.hubspot import HubSpotConnector
-from connectors.salesforce import SalesforceConnector
+from connectors.salesforce import SalesforceConnector, get_raw
 from mappings import ENUM_OF_FIELD, FieldMapping
 
 HUBSPOT_TYPES = {
@@ -42,6 +43,13 @@ class SetupReport:
     @property
     def ok(self) -> bool:
         return not self.missing and not self.problems
+
+    def summary(self, applied: bool = True) -> str:
+        """One line: what was created (or would be) and what was already there."""
+        if not self.created:
+            return f"nothing to create: all {len(self.existing)} already exist"
+        verb = "created" if applied else "would create"
+        return f"{len(self.created)} {verb}, {len(self.existing)} already exist"
 
 
 def _label(name: str) -> str:
@@ -101,7 +109,9 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
         wanted.setdefault(object_type, []).append(hubspot_property(name, fm, group))
     for object_type, props in wanted.items():
         groups = conn.transport.call("properties.groups", api.groups_api.get_all, object_type)
-        if group not in {g["name"] for g in groups.get("results") or []}:
+        if group in {g["name"] for g in groups.get("results") or []}:
+            report.existing.append(f"{object_type}: property group {group}")
+        else:
             if apply:
                 conn.transport.call("properties.groups.create", api.groups_api.create, object_type,
                                     {"name": group, "label": "leadflow", "displayOrder": -1})
@@ -183,13 +193,43 @@ def salesforce_setup(conn: SalesforceConnector) -> SetupReport:
 
 
 def check(conn: HubSpotConnector | SalesforceConnector) -> dict[str, Any]:
-    """Auth works, schema readable, quota remaining."""
+    """Auth works, the schema is readable, and the daily API allocation used and left
+    (``daily_api``): Salesforce's ``DailyApiRequests`` from ``GET /services/data/vXX.X/limits``
+    (else its ``Sforce-Limit-Info`` header), HubSpot's ``X-HubSpot-RateLimit-Daily(-Remaining)``
+    headers (not sent to OAuth apps, which have no daily limit)."""
     if isinstance(conn, HubSpotConnector):
         props = conn.transport.call("properties.list", conn.transport.properties_api.core_api.get_all,
                                     conn.mapping.objects["lead"])
         readable = len(props.get("results") or [])
+        limits: dict[str, Any] = {}
     else:
         readable = len(conn.describe(conn.mapping.objects["lead"]).get("fields") or [])
+        limits = _salesforce_limits(conn)
     usage = conn.api_usage()
     return {"crm": conn.crm, "auth": "ok", "fields_readable": readable, "quota": usage.get("quota"),
-            "remaining": usage.get("remaining")}
+            "remaining": usage.get("remaining"), "daily_api": daily_allocation(limits, usage.get("quota") or {})}
+
+
+def _salesforce_limits(conn: SalesforceConnector) -> dict[str, Any]:
+    """``DailyApiRequests`` of the limits resource; {} when the user may not read it (it needs
+    "View Setup and Configuration"): the call's ``Sforce-Limit-Info`` header still counts."""
+    def read(sf: Any) -> dict[str, Any]:
+        return get_raw(sf, f"{sf.base_url}limits/", "limits", conn.config.timeout).json()
+
+    try:
+        return conn._sf_call("limits", read).get("DailyApiRequests") or {}
+    except Exception as exc:  # noqa: BLE001 - a refused limits call only loses the detail
+        if getattr(exc, "status", None) in (401, 403, 404):
+            return {}
+        raise
+
+
+def daily_allocation(limits: dict[str, Any], quota: dict[str, Any]) -> dict[str, Any]:
+    """``{limit, used, left, source}`` from Salesforce's limits resource or the response headers."""
+    if isinstance(limits.get("Max"), int) and isinstance(limits.get("Remaining"), int):
+        limit, left, source = limits["Max"], limits["Remaining"], "limits resource (DailyApiRequests)"
+    elif quota.get("daily_limit") is not None and quota.get("daily_remaining") is not None:
+        limit, left, source = quota["daily_limit"], quota["daily_remaining"], "response headers"
+    else:
+        return {"limit": None, "used": None, "left": None, "source": "not reported by the CRM"}
+    return {"limit": limit, "used": max(0, limit - left), "left": left, "source": source}

@@ -41,6 +41,7 @@ def sandbox_environment(handle: Any) -> dict[str, str]:
         "SALESFORCE_SESSION_ID": creds.session_id,
         "SALESFORCE_USERNAME": creds.username,
         "SALESFORCE_PASSWORD": creds.password,
+        "SALESFORCE_DOMAIN": handle.url,  # where a re-login goes when the session expires
         "LEADFLOW_NPPES_URL": handle.nppes_url,
     }
 
@@ -71,7 +72,27 @@ def snapshot(handle: Any) -> dict[str, Any]:
               "contacts": list((row.get("associations") or {}).get("contacts", {}))}
              for row in hubspot.get("tasks", [])]
     return {"hubspot": {"contacts": contacts, "companies": companies, "tasks": tasks},
-            "salesforce": dump["salesforce"], "nppes": dump["nppes"]}
+            "salesforce": dump["salesforce"], "nppes": dump["nppes"], "hubspot_schema": portal_schema(handle)}
+
+
+def portal_schema(handle: Any) -> dict[str, Any]:
+    """The HubSpot portal's custom property definitions and groups (what ``crm setup`` created),
+    which the seed format does not carry: without them a resumed portal would lack them again."""
+    portal = handle._sandbox.hubspot
+    return {"properties": {obj: [p for p in props.values() if not p.get("hubspotDefined")]
+                           for obj, props in portal.properties.items()},
+            "groups": {obj: list(groups.values()) for obj, groups in portal.groups.items()}}
+
+
+def restore_schema(handle: Any, schema: dict[str, Any]) -> None:
+    """Put ``portal_schema``'s definitions back into a resumed portal."""
+    portal = handle._sandbox.hubspot
+    for obj, props in (schema.get("properties") or {}).items():
+        for prop in props:
+            portal.properties[obj].setdefault(prop["name"], prop)
+    for obj, groups in (schema.get("groups") or {}).items():
+        for group in groups:
+            portal.groups[obj].setdefault(group["name"], group)
 
 
 def run_demo(reset: bool = False, leads: int = DEMO_LEADS) -> list[dict[str, Any]]:
@@ -95,10 +116,11 @@ def run_demo(reset: bool = False, leads: int = DEMO_LEADS) -> list[dict[str, Any
     summaries = []
     with start_sandbox(seed, random_seed=DEMO_SEED, anchor_ms=_anchor_ms(first_run)) as handle:
         env.update(sandbox_environment(handle))
+        if not first_run:
+            restore_schema(handle, json.loads(saved.read_text()).get("hubspot_schema") or {})
         with environment(env):
             report = hubspot_setup(connector_from_env("hubspot"))
-            if report.created:
-                console.print(f"HubSpot: created {len(report.created)} leadflow properties (leadflow crm setup)")
+            console.print(f"HubSpot properties (leadflow crm setup): {report.summary()}")
             for crm in ("hubspot", "salesforce"):
                 started = time.monotonic()
                 with console.status(f"Syncing {crm} through Prefect…"):

@@ -16,11 +16,13 @@ app = typer.Typer(
 def _register() -> None:
     from connectors.cli import crm_app
     from flows.cli import register as register_flows
+    from leadflow.state_cli import state_app
     from sandbox.cli import sandbox_app
     from scoring.cli import register as register_scoring
 
     app.add_typer(sandbox_app, name="sandbox", help="Run the local HubSpot/Salesforce/NPPES stand-in.")
     app.add_typer(crm_app, name="crm", help="Set up and check a CRM connection.")
+    app.add_typer(state_app, name="state", help="Move the state store and audit log to another database.")
     register_scoring(app)
     register_flows(app)
 

@@ -19,10 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED = PROJECT_ROOT.parent / "shared"
-NPPES_FIXTURES = SHARED / "fixtures" / "nppes"
-NUCC_TAXONOMY_CSV = SHARED / "data" / "nucc_taxonomy.csv"
+from fixture_files import NPPES_FIXTURES, NUCC_TAXONOMY_CSV, PROJECT_ROOT, require_outside_file  # noqa: F401
 
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("LEADFLOW_REQUIRE_POSTGRES") == "1"
@@ -68,6 +65,12 @@ def postgres_url(postgres_base_url: str):
     with admin.begin() as conn:
         conn.execute(text(f'drop schema "{schema}" cascade'))
     admin.dispose()
+
+
+@pytest.fixture()
+def nucc_taxonomy_csv() -> Path:
+    """NUCC's full taxonomy file (outside the repository): skipped locally when absent, failed under CI."""
+    return require_outside_file(NUCC_TAXONOMY_CSV, "NUCC taxonomy code set")
 
 
 @pytest.fixture()

@@ -60,14 +60,35 @@ def test_cli_setup_and_check_against_the_sandbox(sandbox, monkeypatch, tmp_path)
     first = runner.invoke(app, ["crm", "setup", "--crm", "hubspot"])
     assert first.exit_code == 0, first.output
     assert "created: contacts.leadflow_lead_score (number/number)" in first.output
+    created = [line for line in first.output.splitlines() if line.startswith("created: ")]
+    assert "already there: contacts.email (string/text)" in first.output
+    assert first.output.splitlines()[-1].startswith(f"{len(created)} created, ")
     again = runner.invoke(app, ["crm", "setup", "--crm", "hubspot"])
-    assert again.exit_code == 0 and "0 created" in again.output
+    assert again.exit_code == 0 and "created: " not in again.output, again.output
+    lines = again.output.splitlines()
+    assert "already there: contacts.leadflow_lead_score (number/number)" in lines
+    assert "already there: contacts: property group leadflow" in lines
+    assert lines[-1] == f"nothing to create: all {len(lines) - 1} already exist"
     sf = runner.invoke(app, ["crm", "setup", "--crm", "salesforce"])
-    assert sf.exit_code == 0 and "all mapped fields exist" in sf.output, sf.output
+    assert sf.exit_code == 0 and "mapped fields exist; nothing to create" in sf.output, sf.output
+    assert "already there: Lead.Lead_Score__c" in sf.output
     check = runner.invoke(app, ["crm", "check", "--crm", "hubspot"])
     assert check.exit_code == 0 and '"auth": "ok"' in check.output and sandbox.hubspot_token not in check.output
+    used, left = _allocation(check.output, "hubspot", r"625,000 \(response headers\)")
+    assert used > 0 and used + left == 625_000
+    sandbox.reset_stats()
     check = runner.invoke(app, ["crm", "check", "--crm", "salesforce"])
-    assert check.exit_code == 0 and '"remaining"' in check.output, check.output
+    assert check.exit_code == 0 and '"daily_api"' in check.output, check.output
+    used, left = _allocation(check.output, "salesforce", r"100,000 \(limits resource \(DailyApiRequests\)\)")
+    assert used > 0 and used + left == 100_000 and '"quota": {}' not in check.output
+
+
+def _allocation(output: str, crm: str, tail: str) -> tuple[int, int]:
+    import re
+
+    match = re.search(rf"^{crm}: daily API allocation ([\d,]+) used, ([\d,]+) left of {tail}$", output, re.M)
+    assert match, output
+    return int(match[1].replace(",", "")), int(match[2].replace(",", ""))
 
 
 def test_salesforce_setup_lists_missing_fields(sandbox, engine):

@@ -2,13 +2,7 @@ from __future__ import annotations
 
 import pytest
 import respx
-from enrichment_support import NPPES_FIXTURES, NPPES_TEST_URL, registry_answer
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _fixtures_present() -> None:
-    if not NPPES_FIXTURES.is_dir():
-        pytest.skip(f"NPPES fixtures not found at {NPPES_FIXTURES}")
+from enrichment_support import NPPES_TEST_URL, registry_answer
 
 
 @pytest.fixture()

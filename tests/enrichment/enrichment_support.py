@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,9 +12,7 @@ from connectors.nppes import NppesProvider
 from leadflow.canonical import Lead
 from sandbox.nppes import NppesRegistry
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-NPPES_FIXTURES = SHARED / "fixtures" / "nppes"
-NUCC_TAXONOMY_CSV = SHARED / "data" / "nucc_taxonomy.csv"
+from fixture_files import NPPES_FIXTURES, TAXONOMY_SAMPLE_CSV  # noqa: E402,F401 - tests/ is on sys.path
 NPPES_TEST_URL = "https://nppes.test/api/"
 
 

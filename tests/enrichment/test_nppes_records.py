@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from enrichment_support import NUCC_TAXONOMY_CSV, all_fixture_records, nppes_body, quiet_provider
+from enrichment_support import TAXONOMY_SAMPLE_CSV, all_fixture_records, nppes_body, quiet_provider
 
 from connectors.nppes import (
     NppesError,
@@ -125,21 +125,26 @@ def test_code_table(code, group, category, org_type, care_setting):
     assert (result.category, result.org_type, result.care_setting) == (category, org_type, care_setting)
 
 
-def test_every_non_individual_nucc_code_has_a_category():
+def test_every_non_individual_nucc_code_has_a_category(nucc_taxonomy_csv):
     import csv
 
-    with open(NUCC_TAXONOMY_CSV, newline="", encoding="utf-8") as handle:
+    with open(nucc_taxonomy_csv, newline="", encoding="utf-8") as handle:
         codes = [row["Code"] for row in csv.DictReader(handle)]
     assert len(codes) > 800
     assert all(category_for(code) is not None for code in codes)
 
 
 def test_nucc_descriptions_give_one_specialty_spelling_across_formats():
-    descriptions = load_nucc_descriptions(str(NUCC_TAXONOMY_CSV))
+    descriptions = load_nucc_descriptions(str(TAXONOMY_SAMPLE_CSV))
     old = atlanta_org("NORTHEAST ATLANTA VASCULAR CARE, LLC")  # 2019 desc "Surgery Vascular Surgery"
     assert classify(list(old.taxonomies), descriptions).specialty == "Surgery, Vascular Surgery"
     new = org_from("npi2_number_lookup_v2024_multi_specialty_dba.json")
     assert classify(list(new.taxonomies), descriptions).specialty == "Obstetrics & Gynecology, Reproductive Endocrinology"
+
+
+def test_the_full_nucc_file_gives_the_same_spellings(nucc_taxonomy_csv):
+    full = load_nucc_descriptions(str(nucc_taxonomy_csv))
+    assert load_nucc_descriptions(str(TAXONOMY_SAMPLE_CSV)).items() <= full.items()
 
 
 def test_findings_from_an_organization():

@@ -300,10 +300,10 @@ def test_concurrent_batches_share_one_lookup_of_an_organization(cache):
 
 
 def test_configured_nucc_file_spells_the_specialty(nppes_api, tmp_path, sqlite_url):
-    from enrichment_support import NUCC_TAXONOMY_CSV
+    from enrichment_support import TAXONOMY_SAMPLE_CSV
 
     config = tmp_path / "enrichment.yaml"
-    config.write_text(json.dumps({"providers": [{"type": "nppes", "taxonomy_csv": str(NUCC_TAXONOMY_CSV)}],
+    config.write_text(json.dumps({"providers": [{"type": "nppes", "taxonomy_csv": str(TAXONOMY_SAMPLE_CSV)}],
                                   "cache": {"enabled": False}}), encoding="utf-8")
     waterfall = build_waterfall(config, nppes_url=NPPES_TEST_URL)
     assert waterfall.cache is None
