@@ -4,7 +4,7 @@ HubSpot: the property group and every custom property the mapping names (the one
 inputs and event properties it reads, and the task key property on tasks) are created with the
 right type/fieldType/options; existing ones (and HubSpot-defined ``hs_*`` ones) are skipped. The
 task key property is created with ``hasUniqueValue: true`` (tasks are upserted on it); an existing
-one without unique values is a problem: HubSpot cannot make a property unique after creation.
+one without unique values is a problem: HubSpot cannot make a property unique after creation. The
 report names each property (and group) as created or already there; a second run creates nothing.
 Salesforce: custom fields need the Metadata API, so ``describe`` is compared with the mapping and
 each missing field is listed with its type, length and picklist values for an admin to add; the
