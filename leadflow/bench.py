@@ -92,7 +92,10 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
         out["company_write"] = _ceil(work.get("company_writes", 0), HUBSPOT_BATCH)
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), HUBSPOT_SEARCH_IN_VALUES)
         out["task_create"] = _ceil(work.get("tasks_created", 0), HUBSPOT_BATCH)
+        out["task_link"] = _ceil(work.get("tasks_created", 0), HUBSPOT_BATCH)  # an upsert carries no association
         out["task_close"] = _ceil(work.get("tasks_closed", 0), HUBSPOT_BATCH)
+        out["compare_read"] = _ceil(work.get("compare_leads", 0), HUBSPOT_BATCH) + \
+            _ceil(work.get("compare_companies", 0), HUBSPOT_BATCH)
     else:
         from connectors.salesforce import SalesforceConfig
 
@@ -107,6 +110,7 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), SALESFORCE_IN_IDS)
         out["task_create"] = _ceil(work.get("tasks_created", 0), SALESFORCE_COLLECTION)
         out["task_close"] = _ceil(work.get("tasks_closed", 0), SALESFORCE_COLLECTION)
+        out["compare_read"] = _ceil(work.get("compare_leads", 0), SALESFORCE_IN_IDS)
         from connectors.factory import own_writes_from_env
 
         own = own_writes_from_env()
@@ -216,6 +220,19 @@ class WorkRecorder:
 
         connector._upsert_collection = sf_upsert_collection
 
+        for cls in (hubspot.HubSpotConnector, salesforce.SalesforceConnector):
+            cls.read_current = _recording_read_current(rec, cls.read_current)
+
+
+def _recording_read_current(rec: WorkRecorder, read_current: Any) -> Any:
+    """Compare-before-write reads (``connector.read_current``), by object."""
+
+    def recorded(self, obj, object_ids, fields):
+        rec.add(f"compare:{obj}", object_ids)
+        return read_current(self, obj, object_ids, fields)
+
+    return recorded
+
 
 def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, changed: int) -> dict[str, int]:
     """The record counts the minimum is computed from (see ``minimum_calls``): the leads the run
@@ -232,6 +249,8 @@ def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, cha
             "task_lookups": recorded.get("lookup:tasks", 0),
             "tasks_created": recorded.get("create:tasks", 0),
             "tasks_closed": recorded.get("write:tasks", 0),
+            "compare_leads": recorded.get("compare:lead", 0),
+            "compare_companies": recorded.get("compare:company", 0),
         }
     return {
         "leads": leads,
@@ -239,6 +258,7 @@ def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, cha
         "task_lookups": recorded.get("lookup:tasks", 0),
         "tasks_created": recorded.get("create:Task", 0),
         "tasks_closed": recorded.get("write:Task", 0),
+        "compare_leads": recorded.get("compare:lead", 0),
     }
 
 

@@ -131,6 +131,7 @@ def test_a_faulted_run_and_one_clean_rerun_end_as_a_run_without_faults(scenario,
         handle.set_faults(None)
         handle.set_rate_limits(None)
         handle.reset_limits()
+        handle.restore_salesforce_session()  # the session the test's own client reads with
         rerun = sync_leads(scenario.crm)
         assert _outcome(rerun) == "success", rerun
 
