@@ -331,45 +331,81 @@ def _ratio(a: str, b: str) -> float:
     return max(SequenceMatcher(None, a, b, autojunk=False).ratio(), SequenceMatcher(None, b, a, autojunk=False).ratio())
 
 
+NEAR_EXACT_SIMILARITY = 0.95  # names whose words differ must be at least this similar (a typo, not another word)
+
+
 def best_name_score(name: str, org: NppesOrg, city: str | None = None) -> float:
-    """The best similarity of any form of the typed name (``name_forms``) to any registered name."""
+    """The best similarity of any form of the typed name (``name_forms``) to any registered name.
+    Names whose words differ (one name has a word the other lacks: HEALTH / HEALTHCARE) count
+    only when nearly equal, so a shorter name never matches a longer namesake."""
     forms = name_forms(name, city)
-    return max(name_similarity(form, candidate) for form in forms for candidate in (org.name, *org.other_names))
+    return max(_word_checked(form, candidate) for form in forms for candidate in (org.name, *org.other_names))
+
+
+def _word_checked(typed: str, registered: str) -> float:
+    score = name_similarity(typed, registered)
+    a, b = set(normalize_name(typed).split()), set(normalize_name(registered).split())
+    if score < NEAR_EXACT_SIMILARITY and not (a <= b or b <= a):
+        return min(score, NEAR_EXACT_SIMILARITY * 0.8)
+    return score
 
 
 def query_names(name: str, city: str | None = None, max_queries: int = DEFAULT_MAX_QUERIES) -> list[str]:
-    """The ``organization_name`` searches to try, in order, at most ``max_queries``.
+    """The ``organization_name`` searches to try, in order, at most ``max_queries``
+    (``query_plan`` flattened)."""
+    return [query for group in query_plan(name, city, max_queries) for query in group]
+
+
+def query_plan(name: str, city: str | None = None, max_queries: int = DEFAULT_MAX_QUERIES) -> list[list[str]]:
+    """The ``organization_name`` searches to try, in groups decided on together, at most
+    ``max_queries`` in all.
 
     The registry matches ``organization_name`` exactly (case-insensitive, punctuation as stored)
     or, with a trailing ``*`` after at least two characters, as a prefix of the legal or any other
     (DBA) name. So a query is a prefix of words the registry spells one way: abbreviations
     expanded (MED CTR -> MEDICAL CENTER, HOSP -> HOSPITAL), "The", legal suffixes and
     parentheticals dropped, cut before a word whose spelling varies (MARY'S / MARYS, D. / D, an
-    "&" or a comma). ST / SAINT, MT / MOUNT and FT / FORT are tried in each spelling. Then each
-    other form of the name (``name_forms``: the DBA side, without a trailing city), then the first
-    one with "THE " in front, then its first two words."""
-    candidates: list[str] = []
+    "&" or a comma). ST. / ST / SAINT, MOUNT / MT. / MT and FORT / FT. / FT are each searched, the
+    typed one first, as one group (a namesake under another spelling makes the match ambiguous).
+    Then each other form of the name (``name_forms``: the DBA side, without a trailing city), then
+    the first one with "THE " in front, then with its dotted acronyms as typed (C.S.P. rather than
+    CSP), then a broader prefix of it (``_broader``)."""
     forms = name_forms(name, city)
-    prefixes = [_query_prefixes(form) for form in forms]
-    for alternatives in prefixes:
-        candidates += alternatives
-    first = prefixes[0][0] if prefixes and prefixes[0] else ""
+    groups = [_query_prefixes(form) for form in forms]
+    first = groups[0][0] if groups and groups[0] else ""
     if first:
-        candidates.append(f"THE {first}")
-        words = first.split()
-        if len(words) > 2 and all(_PLAIN_WORD.fullmatch(w) for w in words[:2]):
-            candidates.append(" ".join(words[:2]))
-    queries = [f"{q}*" for q in dict.fromkeys(c for c in candidates if len(c) >= MIN_WILDCARD_CHARS)]
-    if not queries:
+        groups += [[f"THE {first}"], _query_prefixes(forms[0], dotted=True), [_broader(first)]]
+    plan: list[list[str]] = []
+    seen: set[str] = set()
+    budget = max_queries
+    for group in groups:
+        queries = [f"{q}*" for q in group if len(q) >= MIN_WILDCARD_CHARS and f"{q}*" not in seen][:budget]
+        if queries:
+            plan.append(queries)
+            seen.update(queries)
+            budget -= len(queries)
+        if budget <= 0:
+            break
+    if not plan:
         bare = re.sub(r"[^A-Z0-9]+", "", name.upper())
-        return [bare] if bare else []
-    return queries[:max_queries]
+        return [[bare]] if bare else []
+    return plan
 
 
 MIN_WILDCARD_CHARS = 2
 
 
-def _query_prefixes(form: str) -> list[str]:
+def _broader(prefix: str) -> str:
+    """Up to the first word ending in S with the S dropped (CHILDRENS may be registered CHILDREN'S),
+    else the first two words."""
+    words = prefix.split()
+    for position, word in enumerate(words):
+        if position and _PLAIN_WORD.fullmatch(word) and word.endswith("S") and len(word) > 3:
+            return " ".join([*words[:position], word[:-1]])
+    return " ".join(words[:2]) if len(words) > 2 and all(_PLAIN_WORD.fullmatch(w) for w in words[:2]) else ""
+
+
+def _query_prefixes(form: str, dotted: bool = False) -> list[str]:
     """The query prefixes (without the ``*``) of one form of a name: one per spelling of its
     variable words."""
     words = _PARENTHETICAL.sub(" ", form).upper().replace("&", " & ").split()
@@ -383,7 +419,7 @@ def _query_prefixes(form: str) -> list[str]:
         if after_saint and _PLAIN_WORD.fullmatch(word) and word.endswith("S") and len(word) > 3:
             spelled.append((word[:-1],))  # ST LUKES may be registered ST. LUKE'S: LUKE, then anything
             break
-        alternatives, stop = _query_word(word, len(" ".join(a[0] for a in spelled)))
+        alternatives, stop = _query_word(word, len(" ".join(a[0] for a in spelled)), dotted)
         if alternatives:
             spelled.append(alternatives)
         if stop:
@@ -394,7 +430,7 @@ def _query_prefixes(form: str) -> list[str]:
     return [p for p in prefixes if p]
 
 
-def _query_word(word: str, prefix_length: int) -> tuple[tuple[str, ...], bool]:
+def _query_word(word: str, prefix_length: int, dotted: bool = False) -> tuple[tuple[str, ...], bool]:
     """(the spellings of ``word`` to search, whether the prefix ends after it)."""
     cut_here = prefix_length >= _MIN_CUT_PREFIX
     bare = word.rstrip(",;:")
@@ -407,7 +443,7 @@ def _query_word(word: str, prefix_length: int) -> tuple[tuple[str, ...], bool]:
     if key.lower() in ABBREVIATIONS and bare in (key, key + "."):
         return (ABBREVIATIONS[key.lower()].upper(),), ends_clause
     if _DOTTED_ACRONYM.fullmatch(bare):
-        return (key, bare), ends_clause  # CSP or C.S.P.
+        return (bare if dotted else key,), ends_clause  # CSP, or C.S.P. as typed
     if _PLAIN_WORD.fullmatch(bare):
         return (bare,), ends_clause
     if _PLAIN_WORD.fullmatch(bare.rstrip(".")):
@@ -463,11 +499,19 @@ def pick_match_near(
     threshold: float = DEFAULT_MATCH_THRESHOLD,
     margin: float = DEFAULT_AMBIGUITY_MARGIN,
 ) -> MatchDecision:
-    """Prefer organizations practising in the lead's city (it tells same-named organizations in one
-    state apart); with none there, match across the state."""
-    if city and _candidates(records, state, city):
-        return pick_match(records, name, state, city, threshold, margin, city)
-    return pick_match(records, name, state, None, threshold, margin, city)
+    """With the lead's city known, only organizations practising there (at any practice location)
+    are candidates: a same-named organization elsewhere in the state is a namesake, not this one.
+    Without a city, across the state."""
+    if not city:
+        return pick_match(records, name, state, None, threshold, margin)
+    decision = pick_match(records, name, state, city, threshold, margin, city)
+    if decision.org is None and not decision.ambiguous and not _candidates(records, state, city):
+        elsewhere = pick_match(records, name, state, None, threshold, margin, city)
+        if elsewhere.org is not None or elsewhere.ambiguous:
+            note = (f"NPPES: no organization practising in {city.upper()} matched {name!r}; a namesake elsewhere"
+                    f" in {state} is not taken")
+            return MatchDecision(None, elsewhere.confidence, note)
+    return decision
 
 
 def _candidates(records: Sequence[Mapping[str, Any]], state: str, city: str | None) -> list[NppesOrg]:
@@ -758,7 +802,8 @@ class NppesProvider:
                                   "location_count": org.location_count or None}
         facts: dict[str, Any] = {"nppes_npi": org.npi, "nppes_last_updated": payload.get("last_updated")}
         if classification:
-            kind = federal_kind_of_name(org.name, classification) or classification.org_kind
+            kind = next((k for k in (federal_kind_of_name(n, classification) for n in (org.name, *org.other_names)) if k),
+                        classification.org_kind)
             fields.update(specialty=classification.specialty, org_type=classification.org_type,
                           care_setting=classification.care_setting, org_kind=kind)
             facts.update(nppes_category=classification.category, nppes_taxonomy_code=classification.code)
@@ -792,8 +837,8 @@ class NppesProvider:
         return Lookup("found", org.to_payload(), 1.0)
 
     async def _by_name(self, client: NppesClient, key: LookupKey) -> Lookup:
-        """A short waterfall of ``query_names`` searches (at most ``max_queries``), scored over
-        every record found so far; it stops at the first match, or at an ambiguous one."""
+        """A short waterfall of ``query_plan`` searches (at most ``max_queries``), scored over
+        every record found so far; it stops after the group that gives a match or an ambiguous one."""
         name, state = key.query["name"], key.query["state"]
         city = key.query.get("city") or key.query.get("city_hint")
         params = {"state": state, "enumeration_type": "NPI-2"}
@@ -802,12 +847,14 @@ class NppesProvider:
         found: dict[str, Mapping[str, Any]] = {}
         truncated = False
         decision = MatchDecision(None, 0.0, f"NPPES: no organization found for {name!r} in {state}")
-        for organization_name in query_names(name, city, self.max_queries):
-            records, cut = await client.search({"organization_name": organization_name, **params})
-            truncated = truncated or cut
-            for record in records:
-                found.setdefault(clean(record.get("number")), record)
-            if not records:
+        for group in query_plan(name, city, self.max_queries):
+            before = len(found)
+            for organization_name in group:
+                records, cut = await client.search({"organization_name": organization_name, **params})
+                truncated = truncated or cut
+                for record in records:
+                    found.setdefault(clean(record.get("number")), record)
+            if len(found) == before:
                 continue
             decision = pick_match_near(list(found.values()), name, state, city, self.match_threshold, self.ambiguity_margin)
             if decision.org is not None or decision.ambiguous:
