@@ -197,6 +197,18 @@ class Org:
     def crm_name(self) -> str:
         return self.typed or self.name
 
+    def size_fields(self) -> dict[str, int]:
+        """The CRMs' standard size fields for about half the organizations (their own random stream):
+        employees about 6 per bed or 5 per provider, revenue about 110k per employee."""
+        rng = random.Random(f"size:{self.key}:{self.name}")
+        if rng.random() < 0.5 or not (self.beds or self.providers):
+            return {}
+        employees = (self.beds or 0) * rng.randint(4, 8) or (self.providers or 0) * rng.randint(3, 6)
+        fields = {"employee_count": employees}
+        if rng.random() < 0.6:
+            fields["annual_revenue"] = employees * rng.randint(90, 130) * 1000
+        return fields
+
 
 @dataclass
 class SeedData:
@@ -572,6 +584,8 @@ class Generator:
             props[field_of["ehr_vendor"]] = org.ehr
         if org.industry:
             props[field_of["industry"]] = org.industry[0]
+        for name, value in org.size_fields().items():
+            props[field_of[name]] = str(value)
         props["createdate"] = created - DAY_MS
         props["hs_lastmodifieddate"] = created
         return {"id": company_id, "properties": props}
@@ -629,6 +643,8 @@ class Generator:
                     record[field_of["ehr_vendor"]] = org.ehr
                 if org.industry:
                     record[field_of["industry"]] = org.industry[1]
+                for name, value in org.size_fields().items():
+                    record[field_of[name]] = value
                 if self.rng.random() < 0.3:
                     record[field_of["org_type"]] = value_of["org_type"][ORG_TYPE[org.segment]]
             else:
