@@ -166,6 +166,18 @@ def classify(taxonomies: list[Taxonomy], descriptions: dict[str, str] | None = N
                           category.kind)
 
 
+# The care setting of each kind, for a kind known from elsewhere (the CMS Provider of Services subtype):
+# a rural emergency hospital has no inpatient beds (emergency and outpatient care only).
+KIND_CARE_SETTING: dict[OrgKind, CareSetting] = {
+    OrgKind.general_acute: CareSetting.inpatient, OrgKind.critical_access: CareSetting.inpatient,
+    OrgKind.rural_acute: CareSetting.inpatient, OrgKind.rural_emergency: CareSetting.ambulatory,
+    OrgKind.psychiatric: CareSetting.inpatient, OrgKind.childrens: CareSetting.inpatient,
+    OrgKind.long_term_care: CareSetting.post_acute, OrgKind.rehabilitation: CareSetting.post_acute,
+    OrgKind.federal_va: CareSetting.inpatient, OrgKind.federal_dod: CareSetting.inpatient,
+    OrgKind.other: CareSetting.other,
+}
+
+
 _VA_NAME = re.compile(r"\b(VETERANS AFFAIRS|VETERANS ADMINISTRATION|VA MEDICAL CENTER|VA HEALTH ?CARE SYSTEM|VAMC)\b")
 
 
