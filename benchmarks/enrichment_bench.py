@@ -312,6 +312,7 @@ def seeded(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
         served = stand_in.requests()
     kind_of = {str(org.key): org.hospital_kind for org in orgs}
+    own_npi = {str(org.key): org.npi for org in orgs}
     counts = dict.fromkeys(("found", "wrong", "missed", "ambiguous", "absent_unmatched", "kind_right", "kind_total"), 0)
     misses = []
     for lead, outcome in zip(leads, outcomes):
@@ -320,7 +321,7 @@ def seeded(args: argparse.Namespace) -> int:
             counts["wrong" if got else "absent_unmatched"] += 1
         elif got in expected:
             counts["found"] += 1
-            if kind_of[lead.crm_id]:
+            if kind_of[lead.crm_id] and got == own_npi[lead.crm_id]:  # (a same-named other one has its own kind)
                 counts["kind_total"] += 1
                 counts["kind_right"] += outcome.lead.org_kind == kind_of[lead.crm_id]
         elif got is None:

@@ -449,6 +449,8 @@ def _query_word(word: str, prefix_length: int, dotted: bool = False) -> tuple[tu
     if _PLAIN_WORD.fullmatch(bare.rstrip(".")):
         return (bare.rstrip("."),), True  # the "D." of a name: with or without its period
     stem = _STEM.match(bare)  # MARY'S, WINSTON-SALEM: the part before the punctuation, then anything
+    if stem and len(stem.group(0)) + prefix_length < _MIN_CUT_PREFIX:
+        return (bare, re.sub(r"[^A-Z0-9]", "", bare)), ends_clause  # O'BRIEN: as typed or OBRIEN, and go on
     return ((stem.group(0),) if stem else ()), True
 
 
