@@ -1,9 +1,14 @@
 """The CMS NPPES NPI Registry (API v2.1) as an enrichment provider.
 
 Organizations (NPI-2) are looked up by NPI when the lead carries one, else by organization name
-and state, paging 200 at a time up to the API's reach (skip <= 1000, so 1,200 a query). The best
-candidate by name similarity wins if it clears the threshold and no other candidate is within
-the ambiguity margin; otherwise nothing is enriched and the note says why.
+and state: a short waterfall of ``organization_name`` searches built from the normalized name
+(``query_plan``: abbreviations expanded, ST./ST/SAINT spellings, the DBA side, without a trailing
+city, "THE ...", a broader prefix; at most ``max_queries``), each paging 200 at a time up to the
+API's reach (skip <= 1000, so 1,200 a query). The best candidate by name similarity wins if it
+clears the threshold and no other candidate is within the ambiguity margin; with the lead's city
+known, only organizations practising in that city are candidates. Otherwise nothing is enriched
+and the note says why. The primary taxonomy gives org_type, org_kind and care_setting
+(connectors/taxonomy.py).
 
 Both wire formats are read (2019: int numbers, second epochs, "" / "NA"; 2022+: string numbers,
 millisecond epochs, "--" placeholders, ``null`` licenses), the primary taxonomy is found wherever

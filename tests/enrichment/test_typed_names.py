@@ -144,3 +144,38 @@ def test_each_hospital_kind_gets_its_kind_and_care_setting(nppes_sandbox):
     assert got == [(kind, setting) for _, _, kind, setting in HOSPITAL_KINDS]
     assert all(o.lead.org_type is (OrgType.clinic if "CLINIC" in legal else OrgType.hospital)
                for o, (_, legal, _, _) in zip(outcomes, HOSPITAL_KINDS))
+
+
+def test_the_seeded_sandbox_with_typed_names_is_found_without_a_wrong_match():
+    """The seed's organizations as the CRMs hold their names (typed variants) against the seed's
+    NPPES records in the sandbox: none wrong, none missed except where the registry holds two
+    same-named organizations in that city; every found hospital has its seeded kind."""
+    from connectors.nppes import normalize_name, parse_record
+    from sandbox.seed import Generator
+
+    generator = Generator(800, seed=3)  # a seed with namesakes in other cities of the state
+    data = generator.generate()
+    orgs = [o for segment in ("health_system", "hospital", "physician_practice", "clinic", "post_acute")
+            for o in generator.orgs.get(segment, [])]
+    same_named: dict[tuple[str, str, str], set[str]] = {}
+    for raw in data.nppes:
+        record = parse_record(raw)
+        for name in (record.name, *record.other_names):
+            for address in record.locations:
+                same_named.setdefault((normalize_name(name), address.city, address.state), set()).add(record.npi)
+    assert sum(o.crm_name != o.name for o in orgs) >= len(orgs) // 4
+    with start_sandbox(None) as handle:
+        handle.state.set_nppes_records(data.nppes)
+        leads = [make_lead(str(o.key), company_name=o.crm_name, city=o.city, state=o.state) for o in orgs]
+        outcomes = enrich(handle, leads)
+    wrong, missed = [], []
+    for org, outcome in zip(orgs, outcomes):
+        acceptable = ({org.npi} if org.npi else set()) | same_named.get((normalize_name(org.name), org.city.upper(), org.state), set())
+        got = outcome.lead.npi
+        if got is not None and got not in acceptable:
+            wrong.append(org.crm_name)
+        elif got is None and len(acceptable) == 1:
+            missed.append(org.crm_name)
+        if got is not None and got == org.npi and org.hospital_kind:
+            assert outcome.lead.org_kind == org.hospital_kind, org.crm_name
+    assert (wrong, missed) == ([], [])
