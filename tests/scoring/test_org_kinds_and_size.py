@@ -82,6 +82,7 @@ def test_gate_reasons_name_the_segment_whose_gate_applies(model):
     assert unknown.segment == "unknown"
     assert unknown.reasons[0].startswith("inquiry: fit ")
     assert unknown.reasons[0].endswith("below the nurture gate (90) of the segment 'organization type unknown'")
+    assert unknown.reasons[1] == "organization type unknown: enrich or ask"  # what to do, next to the gate
     mql = qualify(health_system_cio(), NOW, model)
     assert mql.reasons[0].endswith("the gates of the segment 'health system / hospital'")
 
