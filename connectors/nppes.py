@@ -101,8 +101,10 @@ _PARENTHETICAL = re.compile(r"\([^)]*\)?|\[[^\]]*\]?")
 _DBA = re.compile(r"(?:^|[\s,;])(?:d/b/a|d\.b\.a\.?|dba|doing business as|a/k/a|aka)(?=[\s:]|$):?", re.IGNORECASE)
 _DOTTED_ACRONYM = re.compile(r"(?:[A-Z]\.){2,}[A-Z]?\.?")
 _PLAIN_WORD = re.compile(r"[A-Z0-9]+")
-_STEM = re.compile(r"[A-Z0-9]+")
 _MIN_CUT_PREFIX = 3  # an "&" or a comma cuts the query only when this much comes before it
+MIN_WILDCARD_CHARS = 2  # the registry's minimum before a trailing "*"
+NEAR_EXACT_SIMILARITY = 0.95  # names whose words differ must be at least this similar (a typo, not another word)
+DIFFERENT_WORDS_CAP = 0.75  # ... else their score is capped here, below any sensible match threshold
 
 
 class NppesError(Exception):
@@ -336,9 +338,6 @@ def _ratio(a: str, b: str) -> float:
     return max(SequenceMatcher(None, a, b, autojunk=False).ratio(), SequenceMatcher(None, b, a, autojunk=False).ratio())
 
 
-NEAR_EXACT_SIMILARITY = 0.95  # names whose words differ must be at least this similar (a typo, not another word)
-
-
 def best_name_score(name: str, org: NppesOrg, city: str | None = None) -> float:
     """The best similarity of any form of the typed name (``name_forms``) to any registered name.
     Names whose words differ (one name has a word the other lacks: HEALTH / HEALTHCARE) count
@@ -351,7 +350,7 @@ def _word_checked(typed: str, registered: str) -> float:
     score = name_similarity(typed, registered)
     a, b = set(normalize_name(typed).split()), set(normalize_name(registered).split())
     if score < NEAR_EXACT_SIMILARITY and not (a <= b or b <= a):
-        return min(score, NEAR_EXACT_SIMILARITY * 0.8)
+        return min(score, DIFFERENT_WORDS_CAP)
     return score
 
 
@@ -395,9 +394,6 @@ def query_plan(name: str, city: str | None = None, max_queries: int = DEFAULT_MA
         bare = re.sub(r"[^A-Z0-9]+", "", name.upper())
         return [[bare]] if bare else []
     return plan
-
-
-MIN_WILDCARD_CHARS = 2
 
 
 def _broader(prefix: str) -> str:
@@ -453,7 +449,7 @@ def _query_word(word: str, prefix_length: int, dotted: bool = False) -> tuple[tu
         return (bare,), ends_clause
     if _PLAIN_WORD.fullmatch(bare.rstrip(".")):
         return (bare.rstrip("."),), True  # the "D." of a name: with or without its period
-    stem = _STEM.match(bare)  # MARY'S, WINSTON-SALEM: the part before the punctuation, then anything
+    stem = _PLAIN_WORD.match(bare)  # MARY'S, WINSTON-SALEM: the part before the punctuation, then anything
     if stem and len(stem.group(0)) + prefix_length < _MIN_CUT_PREFIX:
         return (bare, re.sub(r"[^A-Z0-9]", "", bare)), ends_clause  # O'BRIEN: as typed or OBRIEN, and go on
     return ((stem.group(0),) if stem else ()), True
