@@ -134,6 +134,28 @@ def test_every_non_individual_nucc_code_has_a_category():
     assert all(category_for(code) is not None for code in codes)
 
 
+def test_every_active_nucc_hospital_code_has_a_kind_and_the_kind_matches_its_name():
+    """The NUCC code set (read from the shared path, never committed): each active code of the
+    Hospitals grouping maps to a kind; the kind agrees with NUCC's own display name."""
+    import csv
+
+    from leadflow.canonical import OrgKind
+
+    words = {OrgKind.critical_access: "Critical Access", OrgKind.childrens: "Children", OrgKind.psychiatric: "Psychiatric",
+             OrgKind.rehabilitation: "Rehabilitation", OrgKind.long_term_care: ("Long Term", "Chronic"),
+             OrgKind.federal_dod: "Military", OrgKind.rural_acute: "Rural"}
+    with open(NUCC_TAXONOMY_CSV, newline="", encoding="utf-8") as handle:
+        hospitals = [row for row in csv.DictReader(handle)
+                     if row["Grouping"] == "Hospitals" and not row["Display Name"].startswith("Deactivated")]
+    assert len(hospitals) >= 15
+    for row in hospitals:
+        kind = classify([Taxonomy(row["Code"], "", True, "")]).org_kind
+        assert kind is not None, row["Code"]
+        expected = words.get(kind)
+        if expected:
+            assert any(w in row["Display Name"] for w in ((expected,) if isinstance(expected, str) else expected)), row
+
+
 def test_nucc_descriptions_give_one_specialty_spelling_across_formats():
     descriptions = load_nucc_descriptions(str(NUCC_TAXONOMY_CSV))
     old = atlanta_org("NORTHEAST ATLANTA VASCULAR CARE, LLC")  # 2019 desc "Surgery Vascular Surgery"
