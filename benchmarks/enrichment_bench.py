@@ -12,6 +12,14 @@ must make no more requests than the organizations need (one each); a rerun must 
 
 Exits non-zero when the first run makes more requests than organizations, the rerun makes any,
 or a lead is left unenriched.
+
+``--seeded N [--seed S]`` measures match quality instead: the sandbox seed's organizations
+(``sandbox.seed``, N leads' worth, names as reps type them: abbreviations, St/Saint, dropped
+apostrophes, "The", ", Inc.", parentheticals, the city appended, "<legal> dba <name>"), one lead
+per organization with the CRM's company name, city, state (and NPI where the CRM holds it), against
+the seed's NPPES records in the stand-in. It prints found / wrong / missed against the seed's truth
+(the organization's own NPI; absent organizations must stay unmatched), hospital kinds found, and
+requests per organization. Exits non-zero on any wrong match.
 """
 
 from __future__ import annotations
@@ -266,6 +274,76 @@ def enrich_all(url: str, engine, leads: list[Lead], page: int, now: datetime, co
     return stats, time.perf_counter() - started, enriched
 
 
+def seeded_leads(n: int, seed: int) -> tuple[list[Any], list[Lead], dict[str, set[str]], NppesRegistry]:
+    """(organizations, one lead per organization of a kind the registry lists, lead id -> the NPIs
+    that are this organization, registry). An organization is its own NPI, plus any other record
+    registered under the same name (legal or DBA) practising in its city: the seed draws some
+    names twice, and a lead cannot tell those apart either."""
+    from connectors.nppes import normalize_name, parse_record
+    from sandbox.seed import Generator
+
+    generator = Generator(n, seed)
+    data = generator.generate()
+    orgs = [org for segment in ("health_system", "hospital", "physician_practice", "clinic", "post_acute")
+            for org in generator.orgs.get(segment, [])]
+    by_name: dict[tuple[str, str, str], set[str]] = {}
+    for raw in data.nppes:
+        record = parse_record(raw)
+        for registered in (record.name, *record.other_names):
+            for address in record.locations:
+                by_name.setdefault((normalize_name(registered), address.city, address.state), set()).add(record.npi)
+    leads, truth = [], {}
+    for org in orgs:
+        lead_id = str(org.key)
+        leads.append(Lead(crm="hubspot", crm_id=lead_id, company_name=org.crm_name, city=org.city, state=org.state,
+                          npi=org.npi if org.npi and org.in_crm_npi else None))
+        same = by_name.get((normalize_name(org.name), org.city.upper(), org.state), set())
+        truth[lead_id] = ({org.npi} if org.npi else set()) | same
+    return orgs, leads, truth, NppesRegistry(data.nppes)
+
+
+def seeded(args: argparse.Namespace) -> int:
+    orgs, leads, truth, registry = seeded_leads(args.seeded, args.seed)
+    with (tempfile.TemporaryDirectory() as tmp, ThreadStandIn(registry) as stand_in,
+          state_store(f"sqlite:///{Path(tmp) / 'bench.db'}") as engine):
+        waterfall = build_waterfall(engine=engine, nppes_url=stand_in.url)
+        started = time.perf_counter()
+        outcomes = waterfall.enrich_batch(leads, datetime.now(timezone.utc))
+        seconds = time.perf_counter() - started
+        served = stand_in.requests()
+    kind_of = {str(org.key): org.hospital_kind for org in orgs}
+    own_npi = {str(org.key): org.npi for org in orgs}
+    counts = dict.fromkeys(("found", "wrong", "missed", "ambiguous", "absent_unmatched", "kind_right", "kind_total"), 0)
+    misses = []
+    for lead, outcome in zip(leads, outcomes):
+        expected, got = truth[lead.crm_id], outcome.lead.npi
+        if not expected:
+            counts["wrong" if got else "absent_unmatched"] += 1
+        elif got in expected:
+            counts["found"] += 1
+            if kind_of[lead.crm_id] and got == own_npi[lead.crm_id]:  # (a same-named other one has its own kind)
+                counts["kind_total"] += 1
+                counts["kind_right"] += outcome.lead.org_kind == kind_of[lead.crm_id]
+        elif got is None:
+            counts["ambiguous" if len(expected) > 1 else "missed"] += 1
+            if len(expected) == 1:
+                misses.append(f"{lead.company_name!r} in {lead.city}, {lead.state}: {'; '.join(outcome.notes)[:160]}")
+        else:
+            counts["wrong"] += 1
+    listed = sum(1 for v in truth.values() if v)
+    typed = sum(1 for org in orgs if org.crm_name != org.name)
+    print(f"seeded sandbox (seed {args.seed}): {len(orgs)} organizations ({listed} in NPPES, {typed} names typed "
+          f"differently), registry {len(registry.records)} records; wall {seconds:.2f} s")
+    print(f"found {counts['found']}/{listed}  wrong {counts['wrong']}  missed {counts['missed']}  "
+          f"ambiguous (two same-named organizations there) {counts['ambiguous']}  "
+          f"absent left unmatched {counts['absent_unmatched']}/{len(orgs) - listed}  "
+          f"hospital kind right {counts['kind_right']}/{counts['kind_total']}  "
+          f"requests {served} = {served / len(orgs):.2f} per organization")
+    for line in misses[: args.show_misses]:
+        print("  missed:", line)
+    return 1 if counts["wrong"] else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orgs", type=int, default=2_000)
@@ -277,9 +355,14 @@ def main() -> int:
                         help="the stand-in alone in a child process or a thread, or the full sandbox")
     parser.add_argument("--database-url", default=None, help="state store (default: a temporary SQLite file)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--seeded", type=int, metavar="N", help="match quality on the sandbox seed of N leads")
+    parser.add_argument("--seed", type=int, default=0, help="the sandbox seed number (with --seeded)")
+    parser.add_argument("--show-misses", type=int, default=0, help="list this many missed organizations (with --seeded)")
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve, args)
+    if args.seeded:
+        return seeded(args)
 
     orgs = organizations(args.orgs)
     registry = NppesRegistry(registry_records(orgs, args.distractors))

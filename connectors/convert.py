@@ -46,6 +46,8 @@ _INT_BOUNDS: dict[str, tuple[int, int | None]] = {
     "provider_count": (0, None),
     "bed_count": (0, None),
     "location_count": (0, None),
+    "employee_count": (0, None),
+    "annual_revenue": (0, None),
 }
 
 

@@ -30,15 +30,15 @@ import yaml
 from sqlalchemy import Engine
 
 from connectors.cache import DEFAULT_MISS_TTL, DEFAULT_TTL, EnrichmentCache, as_utc
-from leadflow.canonical import CareSetting, Lead, LeadKind, OrgType, coerce_enum
+from leadflow.canonical import CareSetting, Lead, LeadKind, OrgKind, OrgType, coerce_enum
 from leadflow.store import engine_for
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("enrichment.yaml")
 ENRICHABLE_FIELDS: frozenset[str] = frozenset({
-    "org_type", "specialty", "care_setting", "provider_count", "bed_count", "location_count",
-    "state", "country", "npi", "company_name", "company_domain", "ehr_vendor",
+    "org_type", "org_kind", "specialty", "care_setting", "provider_count", "bed_count", "location_count",
+    "state", "country", "npi", "company_name", "company_domain", "ehr_vendor", "city", "ccn",
 })
 
 
@@ -339,7 +339,7 @@ def _canonical_value(name: str, value: Any) -> Any:
     return coerce_enum(enum, value) if enum is not None and value is not None else value
 
 
-_ENUM_FIELDS = {"org_type": OrgType, "care_setting": CareSetting}
+_ENUM_FIELDS = {"org_type": OrgType, "org_kind": OrgKind, "care_setting": CareSetting}
 _OUTCOME_COUNTER = {"found": "found", "miss": "no_match", "error": "errors"}
 _TOTALLED = ("lookups", "requests", "cache_hits", "cache_misses", "shared_lookups", "found", "no_match", "errors")
 

@@ -1,9 +1,14 @@
 """The CMS NPPES NPI Registry (API v2.1) as an enrichment provider.
 
 Organizations (NPI-2) are looked up by NPI when the lead carries one, else by organization name
-and state, paging 200 at a time up to the API's reach (skip <= 1000, so 1,200 a query). The best
-candidate by name similarity wins if it clears the threshold and no other candidate is within
-the ambiguity margin; otherwise nothing is enriched and the note says why.
+and state: a short waterfall of ``organization_name`` searches built from the normalized name
+(``query_plan``: abbreviations expanded, ST./ST/SAINT spellings, the DBA side, without a trailing
+city, "THE ...", a broader prefix; at most ``max_queries``), each paging 200 at a time up to the
+API's reach (skip <= 1000, so 1,200 a query). The best candidate by name similarity wins if it
+clears the threshold and no other candidate is within the ambiguity margin; with the lead's city
+known, only organizations practising in that city are candidates. Otherwise nothing is enriched
+and the note says why. The primary taxonomy gives org_type, org_kind and care_setting
+(connectors/taxonomy.py).
 
 Both wire formats are read (2019: int numbers, second epochs, "" / "NA"; 2022+: string numbers,
 millisecond epochs, "--" placeholders, ``null`` licenses), the primary taxonomy is found wherever
@@ -33,7 +38,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from connectors.enrichment import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
 from connectors.industry import normalize_industry
-from connectors.taxonomy import Taxonomy, classify, load_nucc_descriptions
+from connectors.taxonomy import Taxonomy, classify, federal_kind_of_name, load_nucc_descriptions
 from leadflow import settings
 from leadflow.canonical import Lead, OrgType
 
@@ -77,12 +82,29 @@ LEGAL_SUFFIXES = frozenset({
     "corporation", "co", "company", "ltd", "limited", "dba", "md", "do", "dds", "dmd", "od", "dpm", "phd",
 })
 ABBREVIATIONS = {
-    "ctr": "center", "centre": "center", "cntr": "center", "hosp": "hospital", "med": "medical",
+    "ctr": "center", "centre": "center", "cntr": "center", "ctrs": "centers", "hosp": "hospital",
+    "hosps": "hospitals", "med": "medical", "mem": "memorial", "meml": "memorial", "reg": "regional",
+    "rgnl": "regional", "regl": "regional", "cmnty": "community", "sys": "system", "hlth": "health",
     "assoc": "associates", "assocs": "associates", "assn": "association", "svc": "services",
-    "svcs": "services", "mgmt": "management", "grp": "group", "hlth": "health", "intl": "international",
+    "svcs": "services", "mgmt": "management", "grp": "group", "intl": "international",
     "univ": "university", "mt": "mount", "ft": "fort",
 }
-_QUERY_CUT = re.compile(r"[,.;:()/\"&]| AND ")
+# Words the registry spells several ways in legal names ("ST. MARY'S", "ST MARYS", "SAINT MARY'S"):
+# each spelling is a query of its own, the typed one first.
+SPELLINGS = {
+    "ST": ("ST.", "ST", "SAINT"), "SAINT": ("SAINT", "ST.", "ST"),
+    "MT": ("MOUNT", "MT.", "MT"), "MOUNT": ("MOUNT", "MT.", "MT"),
+    "FT": ("FORT", "FT.", "FT"), "FORT": ("FORT", "FT.", "FT"),
+}
+DEFAULT_MAX_QUERIES = 4  # name searches per organization, each up to the API's reach
+_PARENTHETICAL = re.compile(r"\([^)]*\)?|\[[^\]]*\]?")
+_DBA = re.compile(r"(?:^|[\s,;])(?:d/b/a|d\.b\.a\.?|dba|doing business as|a/k/a|aka)(?=[\s:]|$):?", re.IGNORECASE)
+_DOTTED_ACRONYM = re.compile(r"(?:[A-Z]\.){2,}[A-Z]?\.?")
+_PLAIN_WORD = re.compile(r"[A-Z0-9]+")
+_MIN_CUT_PREFIX = 3  # an "&" or a comma cuts the query only when this much comes before it
+MIN_WILDCARD_CHARS = 2  # the registry's minimum before a trailing "*"
+NEAR_EXACT_SIMILARITY = 0.95  # names whose words differ must be at least this similar (a typo, not another word)
+DIFFERENT_WORDS_CAP = 0.75  # ... else their score is capped here, below any sensible match threshold
 
 
 class NppesError(Exception):
@@ -264,14 +286,39 @@ def records_of(body: Any) -> list[Mapping[str, Any]]:
 
 
 def normalize_name(name: str) -> str:
-    """Lowercase words without punctuation, legal suffixes, a leading "the"; "&" read as "and"."""
-    text = name.lower().replace("&", " and ").replace(".", "").replace("'", "")
+    """Lowercase words without punctuation, parentheticals, legal suffixes or a leading "the";
+    abbreviations expanded, "saint" read as "st", "&" read as "and"."""
+    text = _PARENTHETICAL.sub(" ", name).lower().replace("&", " and ").replace(".", "").replace("'", "")
     words = [ABBREVIATIONS.get(w, w) for w in re.sub(r"[^a-z0-9]+", " ", text).split()]
+    words = ["st" if w == "saint" else w for w in words]
     while words and words[-1] in LEGAL_SUFFIXES:
         words.pop()
     if len(words) > 1 and words[0] == "the":
         words.pop(0)
     return " ".join(words)
+
+
+def name_forms(name: str, city: str | None = None) -> list[str]:
+    """The names a typed organization name stands for: each side of a "dba" / "aka", and each
+    without a trailing city name (``Mercy Med Ctr Redding`` typed for MERCY MEDICAL CENTER in
+    Redding); parentheticals dropped. The typed name's own form comes first."""
+    text = _PARENTHETICAL.sub(" ", name)
+    parts = [p.strip(" ,;:-") for p in _DBA.split(text)]
+    forms: list[str] = []
+    city_words = normalize_name(city).split() if city else []
+    for part in (p for p in parts if normalize_name(p)):
+        forms.append(part)
+        words = normalize_name(part).split()
+        if city_words and len(words) > len(city_words) and words[-len(city_words):] == city_words:
+            forms.append(_drop_trailing_words(part, len(city_words)))
+    return list(dict.fromkeys(forms)) or [name]
+
+
+def _drop_trailing_words(text: str, count: int) -> str:
+    words = text.split()
+    while words and count and normalize_name(words[-1]) == "":
+        words.pop()
+    return " ".join(words[: len(words) - count]).rstrip(" ,;:-")
 
 
 def name_similarity(left: str, right: str) -> float:
@@ -291,26 +338,121 @@ def _ratio(a: str, b: str) -> float:
     return max(SequenceMatcher(None, a, b, autojunk=False).ratio(), SequenceMatcher(None, b, a, autojunk=False).ratio())
 
 
-def best_name_score(name: str, org: NppesOrg) -> float:
-    return max(name_similarity(name, candidate) for candidate in (org.name, *org.other_names))
+def best_name_score(name: str, org: NppesOrg, city: str | None = None) -> float:
+    """The best similarity of any form of the typed name (``name_forms``) to any registered name.
+    Names whose words differ (one name has a word the other lacks: HEALTH / HEALTHCARE) count
+    only when nearly equal, so a shorter name never matches a longer namesake."""
+    forms = name_forms(name, city)
+    return max(_word_checked(form, candidate) for form in forms for candidate in (org.name, *org.other_names))
 
 
-def query_names(name: str) -> list[str]:
-    """The ``organization_name`` searches to try, in order: the name up to its first punctuation,
-    legal suffixes and a leading "THE" dropped, with a trailing wildcard (registry spellings
-    differ most after that point); then the same with "THE " in front. Independent of which
-    spelling of a name came first, so every lead of one cache key searches alike."""
-    upper = re.sub(r"\s+", " ", name.upper()).strip()
-    head = _QUERY_CUT.split(upper, maxsplit=1)[0].strip()
-    words = head.split() if len(head) >= 3 else re.sub(r"[^A-Z0-9&' -]+", " ", upper.replace(".", "")).split()
-    while len(words) > 1 and words[-1].lower().replace(".", "") in LEGAL_SUFFIXES:
-        words.pop()
+def _word_checked(typed: str, registered: str) -> float:
+    score = name_similarity(typed, registered)
+    a, b = set(normalize_name(typed).split()), set(normalize_name(registered).split())
+    if score < NEAR_EXACT_SIMILARITY and not (a <= b or b <= a):
+        return min(score, DIFFERENT_WORDS_CAP)
+    return score
+
+
+def query_names(name: str, city: str | None = None, max_queries: int = DEFAULT_MAX_QUERIES) -> list[str]:
+    """The ``organization_name`` searches to try, in order, at most ``max_queries``
+    (``query_plan`` flattened)."""
+    return [query for group in query_plan(name, city, max_queries) for query in group]
+
+
+def query_plan(name: str, city: str | None = None, max_queries: int = DEFAULT_MAX_QUERIES) -> list[list[str]]:
+    """The ``organization_name`` searches to try, in groups decided on together, at most
+    ``max_queries`` in all.
+
+    The registry matches ``organization_name`` exactly (case-insensitive, punctuation as stored)
+    or, with a trailing ``*`` after at least two characters, as a prefix of the legal or any other
+    (DBA) name. So a query is a prefix of words the registry spells one way: abbreviations
+    expanded (MED CTR -> MEDICAL CENTER, HOSP -> HOSPITAL), "The", legal suffixes and
+    parentheticals dropped, cut before a word whose spelling varies (MARY'S / MARYS, D. / D, an
+    "&" or a comma). ST. / ST / SAINT, MOUNT / MT. / MT and FORT / FT. / FT are each searched, the
+    typed one first, as one group (a namesake under another spelling makes the match ambiguous).
+    Then each other form of the name (``name_forms``: the DBA side, without a trailing city), then
+    the first one with "THE " in front, then with its dotted acronyms as typed (C.S.P. rather than
+    CSP), then a broader prefix of it (``_broader``)."""
+    forms = name_forms(name, city)
+    groups = [_query_prefixes(form) for form in forms]
+    first = groups[0][0] if groups and groups[0] else ""
+    if first:
+        groups += [[f"THE {first}"], _query_prefixes(forms[0], dotted=True), [_broader(first)]]
+    plan: list[list[str]] = []
+    seen: set[str] = set()
+    budget = max_queries
+    for group in groups:
+        queries = [f"{q}*" for q in group if len(q) >= MIN_WILDCARD_CHARS and f"{q}*" not in seen][:budget]
+        if queries:
+            plan.append(queries)
+            seen.update(queries)
+            budget -= len(queries)
+        if budget <= 0:
+            break
+    if not plan:
+        bare = re.sub(r"[^A-Z0-9]+", "", name.upper())
+        return [[bare]] if bare else []
+    return plan
+
+
+def _broader(prefix: str) -> str:
+    """Up to the first word ending in S with the S dropped (CHILDRENS may be registered CHILDREN'S),
+    else the first two words."""
+    words = prefix.split()
+    for position, word in enumerate(words):
+        if position and _PLAIN_WORD.fullmatch(word) and word.endswith("S") and len(word) > 3:
+            return " ".join([*words[:position], word[:-1]])
+    return " ".join(words[:2]) if len(words) > 2 and all(_PLAIN_WORD.fullmatch(w) for w in words[:2]) else ""
+
+
+def _query_prefixes(form: str, dotted: bool = False) -> list[str]:
+    """The query prefixes (without the ``*``) of one form of a name: one per spelling of its
+    variable words."""
+    words = _PARENTHETICAL.sub(" ", form).upper().replace("&", " & ").split()
     if len(words) > 1 and words[0] == "THE":
         words.pop(0)
-    prefix = " ".join(words)
-    if len(prefix) < 2:
-        return [prefix]
-    return [f"{prefix}*", f"THE {prefix}*"]
+    while len(words) > 1 and re.sub(r"[^A-Z]", "", words[-1]).lower() in LEGAL_SUFFIXES:
+        words.pop()
+    spelled: list[tuple[str, ...]] = []
+    for word in words:
+        after_saint = bool(spelled) and spelled[-1][-1] in ("SAINT", "ST")
+        if after_saint and _PLAIN_WORD.fullmatch(word) and word.endswith("S") and len(word) > 3:
+            spelled.append((word[:-1],))  # ST LUKES may be registered ST. LUKE'S: LUKE, then anything
+            break
+        alternatives, stop = _query_word(word, len(" ".join(a[0] for a in spelled)), dotted)
+        if alternatives:
+            spelled.append(alternatives)
+        if stop:
+            break
+    prefixes = [""]
+    for alternatives in spelled:
+        prefixes = [f"{p} {a}".strip() for p in prefixes for a in alternatives]
+    return [p for p in prefixes if p]
+
+
+def _query_word(word: str, prefix_length: int, dotted: bool = False) -> tuple[tuple[str, ...], bool]:
+    """(the spellings of ``word`` to search, whether the prefix ends after it)."""
+    cut_here = prefix_length >= _MIN_CUT_PREFIX
+    bare = word.rstrip(",;:")
+    ends_clause = word != bare and cut_here
+    key = bare.replace(".", "")
+    if word in ("&", "AND"):
+        return ((), True) if cut_here else ((word,), False)
+    if key in SPELLINGS:
+        return tuple(dict.fromkeys((bare, *SPELLINGS[key]))), ends_clause
+    if key.lower() in ABBREVIATIONS and bare in (key, key + "."):
+        return (ABBREVIATIONS[key.lower()].upper(),), ends_clause
+    if _DOTTED_ACRONYM.fullmatch(bare):
+        return (bare if dotted else key,), ends_clause  # CSP, or C.S.P. as typed
+    if _PLAIN_WORD.fullmatch(bare):
+        return (bare,), ends_clause
+    if _PLAIN_WORD.fullmatch(bare.rstrip(".")):
+        return (bare.rstrip("."),), True  # the "D." of a name: with or without its period
+    stem = _PLAIN_WORD.match(bare)  # MARY'S, WINSTON-SALEM: the part before the punctuation, then anything
+    if stem and len(stem.group(0)) + prefix_length < _MIN_CUT_PREFIX:
+        return (bare, re.sub(r"[^A-Z0-9]", "", bare)), ends_clause  # O'BRIEN: as typed or OBRIEN, and go on
+    return ((stem.group(0),) if stem else ()), True
 
 
 # --- choosing a candidate ----------------------------------------------------------------------
@@ -321,6 +463,7 @@ class MatchDecision:
     org: NppesOrg | None
     confidence: float
     note: str | None
+    ambiguous: bool = False
 
 
 def pick_match(
@@ -330,19 +473,24 @@ def pick_match(
     city: str | None = None,
     threshold: float = DEFAULT_MATCH_THRESHOLD,
     margin: float = DEFAULT_AMBIGUITY_MARGIN,
+    lead_city: str | None = None,
 ) -> MatchDecision:
+    """The one candidate practising in ``state`` (and ``city`` when given) whose name clears
+    ``threshold`` with no rival within ``margin``. ``lead_city`` is the lead's city: a typed name
+    ending in it also matches without it."""
     where = f"{state}{', ' + city.upper() if city else ''}"
     label = f"{name!r} in {where}"
     candidates = _candidates(records, state, city)
     if not candidates:
         return MatchDecision(None, 0.0, f"NPPES: no organization found for {label}")
-    scored = sorted(((best_name_score(name, org), org) for org in candidates), key=lambda pair: -pair[0])
+    forms_city = lead_city or city
+    scored = sorted(((best_name_score(name, org, forms_city), org) for org in candidates), key=lambda pair: -pair[0])
     best_score, best = scored[0]
     if best_score < threshold:
         return MatchDecision(None, best_score, f"NPPES: weak match for {label}: best {best.name!r} scored {best_score:.2f} < {threshold:.2f}")
     rivals = [score for score, _ in scored[1:] if best_score - score <= margin]
     if rivals:
-        return MatchDecision(None, best_score, f"NPPES: ambiguous match for {label}: {len(rivals) + 1} candidates within {margin:.2f}")
+        return MatchDecision(None, best_score, f"NPPES: ambiguous match for {label}: {len(rivals) + 1} candidates within {margin:.2f}", True)
     return MatchDecision(best, best_score, None)
 
 
@@ -354,11 +502,19 @@ def pick_match_near(
     threshold: float = DEFAULT_MATCH_THRESHOLD,
     margin: float = DEFAULT_AMBIGUITY_MARGIN,
 ) -> MatchDecision:
-    """Prefer organizations practising in the lead's city (it tells same-named organizations in one
-    state apart); with none there, match across the state."""
-    if city and _candidates(records, state, city):
-        return pick_match(records, name, state, city, threshold, margin)
-    return pick_match(records, name, state, None, threshold, margin)
+    """With the lead's city known, only organizations practising there (at any practice location)
+    are candidates: a same-named organization elsewhere in the state is a namesake, not this one.
+    Without a city, across the state."""
+    if not city:
+        return pick_match(records, name, state, None, threshold, margin)
+    decision = pick_match(records, name, state, city, threshold, margin, city)
+    if decision.org is None and not decision.ambiguous and not _candidates(records, state, city):
+        elsewhere = pick_match(records, name, state, None, threshold, margin, city)
+        if elsewhere.org is not None or elsewhere.ambiguous:
+            note = (f"NPPES: no organization practising in {city.upper()} matched {name!r}; a namesake elsewhere"
+                    f" in {state} is not taken")
+            return MatchDecision(None, elsewhere.confidence, note)
+    return decision
 
 
 def _candidates(records: Sequence[Mapping[str, Any]], state: str, city: str | None) -> list[NppesOrg]:
@@ -558,10 +714,12 @@ class NppesProvider:
     backoff_seconds: float = DEFAULT_BACKOFF_SECONDS
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
     ambiguity_margin: float = DEFAULT_AMBIGUITY_MARGIN
+    max_queries: int = DEFAULT_MAX_QUERIES
     breaker_failures: int = DEFAULT_BREAKER_FAILURES
     breaker_cooldown_seconds: float = DEFAULT_BREAKER_COOLDOWN_SECONDS
     taxonomy_csv: str | None = None
-    fillable: frozenset[str] = frozenset({"org_type", "specialty", "care_setting", "location_count", "state", "npi", "company_name"})
+    fillable: frozenset[str] = frozenset({"org_type", "org_kind", "specialty", "care_setting", "location_count", "state", "npi",
+                                          "company_name"})
     name: str = "nppes"
     label: str = "NPPES"
     cacheable: bool = True
@@ -579,7 +737,7 @@ class NppesProvider:
         if taxonomy_csv and not Path(taxonomy_csv).is_absolute():
             taxonomy_csv = str(Path(base_dir) / taxonomy_csv)
         options = {k: spec[k] for k in ("concurrency", "timeout_seconds", "attempts", "backoff_seconds",
-                                        "match_threshold", "ambiguity_margin", "breaker_failures",
+                                        "match_threshold", "ambiguity_margin", "max_queries", "breaker_failures",
                                         "breaker_cooldown_seconds") if k in spec}
         provider = cls(url=url or spec.get("url") or settings.nppes_url(), taxonomy_csv=taxonomy_csv, **options)
         if spec.get("fields"):
@@ -647,8 +805,10 @@ class NppesProvider:
                                   "location_count": org.location_count or None}
         facts: dict[str, Any] = {"nppes_npi": org.npi, "nppes_last_updated": payload.get("last_updated")}
         if classification:
+            kind = next((k for k in (federal_kind_of_name(n, classification) for n in (org.name, *org.other_names)) if k),
+                        classification.org_kind)
             fields.update(specialty=classification.specialty, org_type=classification.org_type,
-                          care_setting=classification.care_setting)
+                          care_setting=classification.care_setting, org_kind=kind)
             facts.update(nppes_category=classification.category, nppes_taxonomy_code=classification.code)
         return Findings(fields, f"npi:{org.npi}", org.official or None, facts)
 
@@ -680,16 +840,28 @@ class NppesProvider:
         return Lookup("found", org.to_payload(), 1.0)
 
     async def _by_name(self, client: NppesClient, key: LookupKey) -> Lookup:
+        """A short waterfall of ``query_plan`` searches (at most ``max_queries``), scored over
+        every record found so far; it stops after the group that gives a match or an ambiguous one."""
         name, state = key.query["name"], key.query["state"]
+        city = key.query.get("city") or key.query.get("city_hint")
         params = {"state": state, "enumeration_type": "NPI-2"}
         if key.query.get("city"):
             params["city"] = key.query["city"]
-        for organization_name in query_names(name):
-            records, truncated = await client.search({"organization_name": organization_name, **params})
-            if records:
+        found: dict[str, Mapping[str, Any]] = {}
+        truncated = False
+        decision = MatchDecision(None, 0.0, f"NPPES: no organization found for {name!r} in {state}")
+        for group in query_plan(name, city, self.max_queries):
+            before = len(found)
+            for organization_name in group:
+                records, cut = await client.search({"organization_name": organization_name, **params})
+                truncated = truncated or cut
+                for record in records:
+                    found.setdefault(clean(record.get("number")), record)
+            if len(found) == before:
+                continue
+            decision = pick_match_near(list(found.values()), name, state, city, self.match_threshold, self.ambiguity_margin)
+            if decision.org is not None or decision.ambiguous:
                 break
-        decision = pick_match_near(records, name, state, key.query.get("city") or key.query.get("city_hint"),
-                                   self.match_threshold, self.ambiguity_margin)
         reach = f" (search stopped at the API's reach, at most {PAGE_LIMIT + MAX_SKIP:,} results; more may exist)" if truncated else ""
         if decision.org is None:
             return Lookup("miss", confidence=decision.confidence, note=f"{decision.note}{reach}")

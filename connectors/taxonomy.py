@@ -1,18 +1,29 @@
-"""From an NPPES primary taxonomy to leadflow's org_type, care_setting and a finer category.
+"""From an NPPES primary taxonomy to leadflow's org_type, org_kind, care_setting and a finer category.
 
-The table below is leadflow's own grouping, keyed by NUCC code prefixes (longest prefix wins).
-The NUCC code set itself is optional: when a path to its CSV is configured, it only supplies
-consistent "Classification, Specialization" descriptions for ``specialty``.
+The table below is leadflow's own grouping, keyed by NUCC code prefixes (longest prefix wins);
+codes are facts, the grouping is ours. Hospital kinds by code (NUCC Health Care Provider
+Taxonomy, Hospitals grouping): 282N00000X general acute, 282NC0060X critical access,
+282NC2000X children's, 282NR1301X rural acute, 282NW0100X women's (general acute), 282E00000X
+long-term care, 281P00000X chronic disease (long-term care), 283Q00000X psychiatric, 283X00000X
+rehabilitation, 2865* military (federal DoD). The code set has no Rural Emergency Hospital and no
+VA hospital code: a rural emergency hospital is known from the CMS Provider of Services subtype
+(connectors/reference.py), a VA hospital from its VA clinic code 261QV0200X or its registered
+legal name (``federal_kind_of_name``).
+
+The NUCC code set itself (© AMA on behalf of NUCC) is optional and never shipped: when a path
+to its CSV is configured, it only supplies "Classification, Specialization" descriptions for
+``specialty``.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from leadflow.canonical import CareSetting, OrgType
+from leadflow.canonical import CareSetting, OrgKind, OrgType
 
 MULTI_SPECIALTY_GROUP = "193200000X"
 SINGLE_SPECIALTY_GROUP = "193400000X"
@@ -23,9 +34,14 @@ class Category:
     name: str
     org_type: OrgType
     care_setting: CareSetting
+    kind: OrgKind | None = None
 
 
-_HOSPITAL = Category("hospital", OrgType.hospital, CareSetting.inpatient)
+def _hospital(name: str, kind: OrgKind | None, setting: CareSetting = CareSetting.inpatient) -> Category:
+    return Category(name, OrgType.hospital, setting, kind)
+
+
+_HOSPITAL = _hospital("hospital", None)
 _PRACTICE = Category("group_practice", OrgType.physician_practice, CareSetting.ambulatory)
 
 # prefix -> (category, org_type, care_setting); a prefix of 1-10 characters of a NUCC code
@@ -50,11 +66,21 @@ CODE_TABLE: dict[str, Category] = {
     "261QF0400X": Category("community_health_center", OrgType.clinic, CareSetting.ambulatory),
     "261QR1300X": Category("community_health_center", OrgType.clinic, CareSetting.ambulatory),
     "261Q": Category("ambulatory_clinic", OrgType.clinic, CareSetting.ambulatory),
-    "27": _HOSPITAL,
+    "27": _hospital("hospital_unit", None),
     "28": _HOSPITAL,
-    "282E": Category("long_term_care_hospital", OrgType.hospital, CareSetting.post_acute),
-    "283X": Category("rehabilitation_hospital", OrgType.hospital, CareSetting.post_acute),
-    "283Q": Category("psychiatric_hospital", OrgType.hospital, CareSetting.inpatient),
+    "282N": _hospital("general_acute_care_hospital", OrgKind.general_acute),
+    "282NC0060X": _hospital("critical_access_hospital", OrgKind.critical_access),
+    "282NC2000X": _hospital("childrens_hospital", OrgKind.childrens),
+    "282NR1301X": _hospital("rural_acute_care_hospital", OrgKind.rural_acute),
+    "282E": _hospital("long_term_care_hospital", OrgKind.long_term_care, CareSetting.post_acute),
+    "281P": _hospital("chronic_disease_hospital", OrgKind.long_term_care, CareSetting.post_acute),
+    "283Q": _hospital("psychiatric_hospital", OrgKind.psychiatric),
+    "283X": _hospital("rehabilitation_hospital", OrgKind.rehabilitation, CareSetting.post_acute),
+    "2865": _hospital("military_hospital", OrgKind.federal_dod),
+    "2843": _hospital("special_hospital", OrgKind.other),
+    "282J": Category("religious_nonmedical_institution", OrgType.other, CareSetting.other, OrgKind.other),
+    "261QV0200X": Category("va_clinic", OrgType.clinic, CareSetting.ambulatory, OrgKind.federal_va),
+    "261QM11": Category("military_clinic", OrgType.clinic, CareSetting.ambulatory, OrgKind.federal_dod),
     "29": Category("laboratory", OrgType.other, CareSetting.other),
     "30": Category("managed_care", OrgType.payer, CareSetting.other),
     "31": Category("nursing_facility", OrgType.other, CareSetting.post_acute),
@@ -92,6 +118,7 @@ class Classification:
     category: str
     org_type: OrgType
     care_setting: CareSetting
+    org_kind: OrgKind | None = None
 
 
 def category_for(code: str) -> Category | None:
@@ -135,7 +162,33 @@ def classify(taxonomies: list[Taxonomy], descriptions: dict[str, str] | None = N
     elif category is _PRACTICE:
         category = Category(practice_kind(taxonomies), category.org_type, category.care_setting)
     specialty = (descriptions or {}).get(primary.code.upper()) or primary.desc.strip()
-    return Classification(primary.code.upper(), specialty, category.name, category.org_type, category.care_setting)
+    return Classification(primary.code.upper(), specialty, category.name, category.org_type, category.care_setting,
+                          category.kind)
+
+
+# The care setting of each kind, for a kind known from elsewhere (the CMS Provider of Services subtype):
+# a rural emergency hospital has no inpatient beds (emergency and outpatient care only).
+KIND_CARE_SETTING: dict[OrgKind, CareSetting] = {
+    OrgKind.general_acute: CareSetting.inpatient, OrgKind.critical_access: CareSetting.inpatient,
+    OrgKind.rural_acute: CareSetting.inpatient, OrgKind.rural_emergency: CareSetting.ambulatory,
+    OrgKind.psychiatric: CareSetting.inpatient, OrgKind.childrens: CareSetting.inpatient,
+    OrgKind.long_term_care: CareSetting.post_acute, OrgKind.rehabilitation: CareSetting.post_acute,
+    OrgKind.federal_va: CareSetting.inpatient, OrgKind.federal_dod: CareSetting.inpatient,
+    OrgKind.other: CareSetting.other,
+}
+
+
+_VA_NAME = re.compile(r"\b(VETERANS AFFAIRS|VETERANS ADMINISTRATION|VA MEDICAL CENTER|VA HEALTH ?CARE SYSTEM|VAMC)\b")
+
+
+def federal_kind_of_name(legal_name: str, classification: Classification | None) -> OrgKind | None:
+    """federal_va for a hospital whose registered legal name says Veterans Affairs (the NUCC set
+    has no VA hospital code; VA hospitals register as general acute care)."""
+    if classification is None or classification.org_type is not OrgType.hospital:
+        return None
+    if _VA_NAME.search(legal_name.upper()):
+        return OrgKind.federal_va
+    return None
 
 
 @lru_cache(maxsize=4)

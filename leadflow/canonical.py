@@ -42,6 +42,23 @@ class OrgType(StrEnum):
     other = "other"
 
 
+class OrgKind(StrEnum):
+    """What kind of hospital (or other organization) it is, where a code says so (NUCC taxonomy,
+    CMS Provider of Services subtype); see connectors/taxonomy.py."""
+
+    general_acute = "general_acute"
+    critical_access = "critical_access"
+    rural_acute = "rural_acute"
+    rural_emergency = "rural_emergency"
+    psychiatric = "psychiatric"
+    childrens = "childrens"
+    long_term_care = "long_term_care"
+    rehabilitation = "rehabilitation"
+    federal_va = "federal_va"
+    federal_dod = "federal_dod"
+    other = "other"
+
+
 class CareSetting(StrEnum):
     inpatient = "inpatient"
     ambulatory = "ambulatory"
@@ -125,6 +142,7 @@ class Stage(StrEnum):
 # Where an unknown value lands, per enum; None means "drop it" (events have no catch-all type).
 _FALLBACK: dict[type[StrEnum], StrEnum | None] = {
     OrgType: OrgType.other,
+    OrgKind: OrgKind.other,
     CareSetting: CareSetting.other,
     Source: Source.other,
     BudgetStatus: BudgetStatus.unknown,
@@ -135,6 +153,7 @@ _FALLBACK: dict[type[StrEnum], StrEnum | None] = {
 
 _LENIENT_FIELDS: dict[str, type[StrEnum]] = {
     "org_type": OrgType,
+    "org_kind": OrgKind,
     "care_setting": CareSetting,
     "source": Source,
     "budget_status": BudgetStatus,
@@ -214,11 +233,15 @@ class Lead(BaseModel):
     crm_company_id: str | None = None
     npi: str | None = None
     org_type: OrgType | None = None
+    org_kind: OrgKind | None = None
     specialty: str | None = None
     care_setting: CareSetting | None = None
     provider_count: int | None = Field(default=None, ge=0)
     bed_count: int | None = Field(default=None, ge=0)
     location_count: int | None = Field(default=None, ge=0)
+    employee_count: int | None = Field(default=None, ge=0)  # size signals when no bed/provider count is known
+    annual_revenue: float | None = Field(default=None, ge=0)
+    ccn: str | None = None  # CMS Certification Number (Medicare provider number)
     city: str | None = None
     state: str | None = None
     country: str | None = None

@@ -123,6 +123,7 @@ def standard_properties() -> dict[str, dict[str, dict[str, Any]]]:
         text("companies", "zip", "Postal Code"), text("companies", "country", "Country/Region"),
         text("companies", "phone", "Phone Number"), _prop("industry", "Industry", "enumeration", "select", "companyinformation", INDUSTRIES),
         number("companies", "numberofemployees", "Number of Employees"),
+        number("companies", "annualrevenue", "Annual Revenue"),
         stamp("companies", "createdate", "Create Date"),
         stamp("companies", "hs_lastmodifieddate", "Last Modified Date"),
         number("companies", "hs_object_id", "Record ID", ro=True),

@@ -2,9 +2,10 @@
 JSON body the real API v2.1 returns for ``GET /api/?<params>``.
 
 Pure and in-memory; the sandbox mounts it at ``GET /api/``. Matching follows the public API:
-``organization_name``/``first_name``/``last_name`` are exact (case-insensitive) unless they end
-in ``*`` after at least two characters (a prefix search); organization names also match DBA and
-other names; ``city``/``state``/``postal_code`` match any address (practice, mailing or other
+``organization_name``/``first_name``/``last_name`` are exact (case-insensitive, runs of spaces as
+one, punctuation as registered: ``ST PATRICK*`` does not find ``ST. PATRICK HOSPITAL``) unless
+they end in ``*`` after at least two characters (a prefix search); organization names also match
+DBA and other names; ``city``/``state``/``postal_code`` match any address (practice, mailing or other
 practice location), so a city search can return organizations practising elsewhere, as the real
 one does (city and state are matched independently). ``result_count`` is the number of records in this page. Invalid criteria produce the
 ``{"Errors": [...]}`` envelope (served with HTTP 200 by the real API).

@@ -114,7 +114,7 @@ class Field:
 
     def describe(self) -> dict[str, Any]:
         soap = {"id": "tns:ID", "reference": "tns:ID", "boolean": "xsd:boolean", "double": "xsd:double",
-                "int": "xsd:int", "datetime": "xsd:dateTime", "date": "xsd:date"}.get(self.type, "xsd:string")
+                "currency": "xsd:double", "int": "xsd:int", "datetime": "xsd:dateTime", "date": "xsd:date"}.get(self.type, "xsd:string")
         return {
             "name": self.name, "label": self.label, "type": self.type, "length": self.length,
             "custom": self.custom, "nillable": self.nillable, "updateable": self.updateable,
@@ -169,7 +169,7 @@ def build_schema(mapping: CrmMapping) -> dict[str, dict[str, Field]]:
         _std("Website", "url", "Website", 255), _std("City", "string", "City", 40),
         _std("State", "string", "State/Province", 80), _std("PostalCode", "string", "Zip/Postal Code", 20),
         _std("Country", "string", "Country", 80), _std("Industry", "picklist", "Industry", 255, picklist=INDUSTRIES),
-        _std("NumberOfEmployees", "int", "Employees"),
+        _std("NumberOfEmployees", "int", "Employees"), _std("AnnualRevenue", "currency", "Annual Revenue"),
         _std("Status", "picklist", "Status", 255, picklist=LEAD_STATUSES, nillable=False),
         _std("IsConverted", "boolean", "Converted", updateable=False, nillable=False),
         _std("LeadSource", "picklist", "Lead Source", 255),
@@ -817,7 +817,7 @@ class SalesforceApi:
                 raise SalesforceError(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {obj}")
             if value is None:
                 continue
-            if spec.type in ("double", "int") and (isinstance(value, bool) or not _numeric(value)):
+            if spec.type in ("double", "int", "currency") and (isinstance(value, bool) or not _numeric(value)):
                 raise SalesforceError(400, "JSON_PARSER_ERROR",
                                       f"Cannot deserialize instance of double from VALUE_STRING value {value}")
             if spec.type == "boolean" and not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
@@ -864,8 +864,8 @@ class SalesforceApi:
                 out[name] = parse_datetime_ms(str(value))
             elif spec.type == "date":
                 out[name] = str(value)[:10]
-            elif spec.type in ("double", "int"):
-                out[name] = float(value) if spec.type == "double" else int(float(value))
+            elif spec.type in ("double", "int", "currency"):
+                out[name] = int(float(value)) if spec.type == "int" else float(value)
             elif spec.type == "boolean":
                 out[name] = value if isinstance(value, bool) else str(value).lower() == "true"
             else:

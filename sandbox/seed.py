@@ -150,6 +150,28 @@ CARE_SETTING = {"health_system": "inpatient", "hospital": "inpatient", "physicia
                 "clinic": "ambulatory", "digital_health": "virtual", "post_acute": "post_acute"}
 
 
+# Hospital kinds (NUCC code, NPPES desc, weight, name pattern or None to keep the generated name); chosen from
+# their own random stream (seed and org key), so adding them left the rest of the data unchanged. A VA hospital
+# registers as general acute care: its name says VA.
+HOSPITAL_KINDS = [
+    ("general_acute", "282N00000X", "General Acute Care Hospital", 55, None),
+    ("critical_access", "282NC0060X", "General Acute Care Hospital, Critical Access", 12, "{place} Community Hospital"),
+    ("childrens", "282NC2000X", "General Acute Care Hospital, Children", 6, "{place} Children's Hospital"),
+    ("psychiatric", "283Q00000X", "Psychiatric Hospital", 7, "{place} Behavioral Health Hospital"),
+    ("rehabilitation", "283X00000X", "Rehabilitation Hospital", 6, "{place} Rehabilitation Hospital"),
+    ("long_term_care", "282E00000X", "Long Term Care Hospital", 5, "{place} Specialty Hospital"),
+    ("federal_dod", "2865M2000X", "Military Hospital, Military General Acute Care Hospital", 4, "{place} Army Medical Center"),
+    ("federal_va", "282N00000X", "General Acute Care Hospital", 5, "{place} VA Medical Center"),
+]
+HOSPITAL_BEDS = {"critical_access": [25], "childrens": [120, 250, 400], "psychiatric": [60, 120],
+                 "rehabilitation": [60, 120], "long_term_care": [60, 120], "federal_va": [120, 250, 400]}
+# How reps and web forms type an organization's name (the registry holds the legal spelling): applied from the
+# organization's own random stream, each with its chance.
+TYPED_ABBREVIATIONS = [("Medical Center", "Med Ctr", 0.45), ("Hospital", "Hosp", 0.3), ("Regional", "Reg", 0.2),
+                       ("Memorial", "Mem", 0.15), ("Center", "Ctr", 0.2), ("Health System", "Hlth System", 0.1)]
+TYPED_PARENTHETICALS = ["(Main Campus)", "(Downtown)", "(formerly {city} General)"]
+
+
 @dataclass
 class Org:
     key: int
@@ -167,6 +189,25 @@ class Org:
     locations: int | None = None
     industry: tuple[str, str] | None = None  # (HubSpot industry code, Salesforce Industry value)
     nppes: list[dict[str, Any]] = field(default_factory=list)
+    hospital_kind: str | None = None  # HOSPITAL_KINDS name (hospitals and health systems)
+    typed: str | None = None  # the name as the CRMs hold it (a typed variant of ``name``)
+    legal: str | None = None  # the name the registry holds (None: not in NPPES)
+
+    @property
+    def crm_name(self) -> str:
+        return self.typed or self.name
+
+    def size_fields(self) -> dict[str, int]:
+        """The CRMs' standard size fields for about half the organizations (their own random stream):
+        employees about 6 per bed or 5 per provider, revenue about 110k per employee."""
+        rng = random.Random(f"size:{self.key}:{self.name}")
+        if rng.random() < 0.5 or not (self.beds or self.providers):
+            return {}
+        employees = (self.beds or 0) * rng.randint(4, 8) or (self.providers or 0) * rng.randint(3, 6)
+        fields = {"employee_count": employees}
+        if rng.random() < 0.6:
+            fields["annual_revenue"] = employees * rng.randint(90, 130) * 1000
+        return fields
 
 
 @dataclass
@@ -264,11 +305,18 @@ class Generator:
         else:
             name = rng.choice([f"{rng.choice(SURNAMES)} Consulting", "Self", f"{place} University",
                                f"{rng.choice(SURNAMES)} Capital"])
+        hospital_kind = self._hospital_kind(key, segment)
+        if hospital_kind and segment == "hospital":
+            pattern = next(p for k, _, _, _, p in HOSPITAL_KINDS if k == hospital_kind)
+            name = pattern.format(place=place) if pattern else name
         slug = "".join(ch for ch in name.lower() if ch.isalnum())[:24]
         tld = ".org" if segment in ("health_system", "hospital", "clinic") else ".com"
         org = Org(key, segment, name, f"{slug}{key % 97 if key > 200 else ''}{tld}", state, city, kind)
+        org.hospital_kind = hospital_kind
         if segment in ("health_system", "hospital"):
             org.beds = rng.choice([25, 60, 120, 250, 400, 650, 900]) * (3 if segment == "health_system" else 1)
+            if segment == "hospital" and hospital_kind in HOSPITAL_BEDS:
+                org.beds = random.Random(f"{self.seed}:beds:{key}").choice(HOSPITAL_BEDS[hospital_kind])
             org.locations = rng.randint(3, 40) if segment == "health_system" else rng.randint(1, 6)
             org.providers = org.beds * rng.randint(1, 3)
         elif segment in ("physician_practice", "clinic", "post_acute"):
@@ -278,7 +326,48 @@ class Generator:
             org.ehr = rng.choice(EHR)
             self._nppes_for(org)
         org.industry = self._industry(org)
+        org.typed = self._typed_name(org)
         return org
+
+    def _hospital_kind(self, key: int, segment: str) -> str | None:
+        if segment == "health_system":
+            return "general_acute"
+        if segment != "hospital":
+            return None
+        rng = random.Random(f"{self.seed}:hospital_kind:{key}")
+        return rng.choices([k[0] for k in HOSPITAL_KINDS], weights=[k[3] for k in HOSPITAL_KINDS])[0]
+
+    def _typed_name(self, org: Org) -> str:
+        """The name as a rep or a web form typed it: abbreviations, St/Saint, a dropped apostrophe, "The",
+        ", Inc.", a parenthetical, the city appended, or "<legal name> dba <name>" (own random stream)."""
+        rng = random.Random(f"{self.seed}:typed:{org.key}")
+        if org.segment not in ("health_system", "hospital", "physician_practice", "clinic", "post_acute"):
+            return org.name
+        typed = org.name
+        for full, short, chance in TYPED_ABBREVIATIONS:
+            if full in typed and rng.random() < chance:
+                typed = typed.replace(full, short)
+        if typed.startswith("St. ") and rng.random() < 0.5:
+            typed = rng.choice(["St ", "Saint "]) + typed[4:]
+        if "'s " in typed and rng.random() < 0.3:
+            typed = typed.replace("'s ", "s ", 1)
+        roll = rng.random()
+        if roll < 0.08:
+            typed = f"The {typed}"
+        elif roll < 0.16:
+            typed = f"{typed}, Inc."
+        elif roll < 0.22:
+            typed = f"{typed} {rng.choice(TYPED_PARENTHETICALS).format(city=org.city)}"
+        elif roll < 0.28 and org.segment in ("health_system", "hospital"):
+            typed = f"{typed} {org.city}"
+        return typed
+
+    def _legal_name(self, org: Org) -> str:
+        """The registry's spelling: upper case, no commas; "ST." kept, written "ST" or "SAINT" (own stream)."""
+        legal = org.name.upper().replace(",", "")
+        if legal.startswith("ST. "):
+            legal = random.Random(f"{self.seed}:legal:{org.key}").choice(["ST. ", "ST ", "SAINT "]) + legal[4:]
+        return legal
 
     def _industry(self, org: Org) -> tuple[str, str] | None:
         """From its own random stream (seed and org key), so adding it left the rest of the data unchanged."""
@@ -298,12 +387,15 @@ class Generator:
         roll = rng.random()
         if roll < 0.12:
             return  # absent from NPPES
-        legal = org.name.upper().replace("ST. ", "ST ").replace(",", "")
+        legal = self._legal_name(org)
         dba = None
         if roll < 0.22:
             dba, legal = legal, f"{org.city.upper()} {rng.choice(['HEALTH SERVICES', 'MEDICAL GROUP', 'CARE'])} INC"
+            if random.Random(f"{self.seed}:dba:{org.key}").random() < 0.3:
+                org.typed = f"{legal.title()} dba {org.typed or org.name}"
         org.npi = self._npi()
         org.in_crm_npi = rng.random() < 0.3
+        org.legal = legal
         org.nppes.append(self._nppes_record(org.npi, legal, org, dba))
         if 0.22 <= roll < 0.32:
             twin = legal.replace("'S", "S").replace(" MEDICAL", " MED") + rng.choice([" INC", " LLC", ""])
@@ -355,6 +447,7 @@ class Generator:
     def _taxonomies(self, org: Org) -> list[dict[str, Any]]:
         rng = self.rng
         kinds = {"health_system": ["hospital"], "hospital": ["hospital"]}.get(org.segment, [org.kind])
+        hospital = next((k for k in HOSPITAL_KINDS if k[0] == org.hospital_kind), None)
         group = ""
         if org.kind == "multi_specialty":
             kinds = rng.sample(["family", "internal", "cardiology", "pediatrics", "obgyn"], 2)
@@ -362,6 +455,8 @@ class Generator:
         out = []
         for position, kind in enumerate(kinds):
             code, desc, _ = TAXONOMY[kind]
+            if kind == "hospital" and hospital:
+                code, desc = hospital[1], hospital[2]
             out.append({"code": code, "desc": desc, "license": None if rng.random() < 0.5 else
                         f"{org.state}{rng.randint(10000, 99999)}", "primary": position == 0,
                         "state": None if rng.random() < 0.5 else org.state, "taxonomy_group": group})
@@ -481,7 +576,7 @@ class Generator:
         return {"contacts": contacts, "companies": list(companies.values()), "tasks": tasks}
 
     def _company(self, company_id: str, org: Org, created: int, field_of: dict[str, str]) -> dict[str, Any]:
-        props: dict[str, Any] = {field_of["company_name"]: org.name, field_of["company_domain"]: org.domain,
+        props: dict[str, Any] = {field_of["company_name"]: org.crm_name, field_of["company_domain"]: org.domain,
                                  field_of["state"]: org.state, field_of["country"]: "United States", "city": org.city}
         if org.npi and org.in_crm_npi:
             props[field_of["npi"]] = org.npi
@@ -489,6 +584,8 @@ class Generator:
             props[field_of["ehr_vendor"]] = org.ehr
         if org.industry:
             props[field_of["industry"]] = org.industry[0]
+        for name, value in org.size_fields().items():
+            props[field_of[name]] = str(value)
         props["createdate"] = created - DAY_MS
         props["hs_lastmodifieddate"] = created
         return {"id": company_id, "properties": props}
@@ -535,7 +632,7 @@ class Generator:
                 record[field_of["source"]] = aliases[0] if lead["source"] == "referral" else aliases[-1]
             org: Org | None = lead.get("org")
             if org is not None:
-                record[field_of["company_name"]] = org.name
+                record[field_of["company_name"]] = org.crm_name
                 record[field_of["company_domain"]] = f"https://www.{org.domain}"
                 record[field_of["state"]] = org.state
                 record[field_of["country"]] = "United States"
@@ -546,6 +643,8 @@ class Generator:
                     record[field_of["ehr_vendor"]] = org.ehr
                 if org.industry:
                     record[field_of["industry"]] = org.industry[1]
+                for name, value in org.size_fields().items():
+                    record[field_of[name]] = value
                 if self.rng.random() < 0.3:
                     record[field_of["org_type"]] = value_of["org_type"][ORG_TYPE[org.segment]]
             else:

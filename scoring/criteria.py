@@ -19,7 +19,15 @@ Reason = tuple[float, str]
 Reasons = Sequence[Reason]  # a tuple when cached and shared between leads: never mutate it
 
 _CONTENT_EVENTS = frozenset({"solution_page_view", "implementation_page_view", "content_download"})
-_SIZE_NOUNS = {"bed_count": "beds", "provider_count": "providers", "location_count": "locations"}
+_SIZE_NOUNS = {"bed_count": "beds", "provider_count": "providers", "location_count": "locations",
+               "employee_count": "employees", "annual_revenue": "annual revenue"}
+KIND_WORDS = {
+    "general_acute": "general acute care hospital", "critical_access": "critical access hospital",
+    "rural_acute": "rural acute care hospital", "rural_emergency": "rural emergency hospital",
+    "psychiatric": "psychiatric hospital", "childrens": "children's hospital",
+    "long_term_care": "long-term care hospital", "rehabilitation": "rehabilitation hospital",
+    "federal_va": "VA (federal) facility", "federal_dod": "military (DoD) facility", "other": "other kind of organization",
+}
 _FIT_NEUTRAL = 0.6  # a component fraction above this is a positive reason, below a negative one
 
 
@@ -82,12 +90,29 @@ Component = tuple[float, str | None, str | None]  # (fraction 0-1, reason, disqu
 def _org_type(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
     if seg.name == "unknown":
         return 0.3, "organization type unknown: enrich or ask", None
-    return 1.0, _fits_text(seg.label), None
+    kind = lead.org_kind._value_ if lead.org_kind is not None else None
+    if kind is None or not (seg.kinds_ideal or seg.kinds_acceptable or seg.kinds_excluded):
+        return 1.0, _fits_text(seg.label), None
+    return _kind_component(kind, seg.label, seg.kinds_ideal, seg.kinds_acceptable, seg.kinds_excluded)
 
 
 @lru_cache(maxsize=64)
 def _fits_text(label: str) -> str:
     return f"organization type fits: {label}"
+
+
+@lru_cache(maxsize=256)
+def _kind_component(kind: str, label: str, ideal: frozenset[str], acceptable: frozenset[str],
+                    excluded: frozenset[str]) -> Component:
+    """The segment profile's ``org_kinds`` rule for the organization's kind (critical access, psychiatric, ...)."""
+    words = KIND_WORDS.get(kind, kind)
+    if kind in excluded:
+        return 0.0, f"{words}: outside the {label} profile", f"{words} outside the profile"
+    if kind in ideal:
+        return 1.0, f"organization type fits: {label} ({words})", None
+    if kind in acceptable:
+        return 0.7, f"{words}: acceptable for the {label} profile, not ideal", None
+    return 0.4, f"{words}: not in the {label} profile", None
 
 
 def _specialty(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
@@ -127,25 +152,42 @@ def _care_setting(lead: Lead, seg: SegmentRules, model: QualificationModel) -> C
 
 
 def _size(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:
-    if not seg.size_rules:
+    if not seg.size_rules and not seg.fallback_size_rules:
         return 1.0, None, None
+    best = _best_size(lead, seg.size_rules)
+    if best is None and seg.fallback_size_rules:
+        fallback = _best_size(lead, seg.fallback_size_rules)
+        if fallback is not None:
+            nouns = "/".join(_SIZE_NOUNS[r[0]] for r in seg.size_rules) or "count"
+            best = (fallback[0], f"{fallback[1][:-1]}; no {nouns} known)")
+    if best is None:
+        rules = seg.size_rules or seg.fallback_size_rules
+        return 0.5, "size unknown: enrich " + "/".join(_SIZE_NOUNS[r[0]] for r in rules), None
+    return best[0], best[1], None
+
+
+def _best_size(lead: Lead, rules: tuple[tuple[str, int, int], ...]) -> tuple[float, str] | None:
     best: tuple[float, str] | None = None
-    for name, minimum, ideal in seg.size_rules:
+    for name, minimum, ideal in rules:
         value = getattr(lead, name)
         if value is None:
             continue
-        noun = _SIZE_NOUNS[name]
+        shown = _size_value(name, value)
         if value >= ideal:
-            candidate = (1.0, f"size fits the ideal profile ({value} {noun})")
+            candidate = (1.0, f"size fits the ideal profile ({shown})")
         elif value >= minimum:
-            candidate = (0.7, f"size within the profile ({value} {noun})")
+            candidate = (0.7, f"size within the profile ({shown})")
         else:
-            candidate = (0.2, f"smaller than the profile ({value} {noun})")
+            candidate = (0.2, f"smaller than the profile ({shown})")
         if best is None or candidate[0] > best[0]:
             best = candidate
-    if best is None:
-        return 0.5, "size unknown: enrich " + "/".join(_SIZE_NOUNS[r[0]] for r in seg.size_rules), None
-    return best[0], best[1], None
+    return best
+
+
+def _size_value(name: str, value: float) -> str:
+    if name == "annual_revenue":
+        return f"${value / 1e6:,.0f}M {_SIZE_NOUNS[name]}" if value >= 1e6 else f"${value:,.0f} {_SIZE_NOUNS[name]}"
+    return f"{value:,} {_SIZE_NOUNS[name]}" if name == "employee_count" else f"{value} {_SIZE_NOUNS[name]}"
 
 
 def _geography(lead: Lead, seg: SegmentRules, model: QualificationModel) -> Component:

@@ -59,6 +59,11 @@ def _source_reason(source: str, prior: float) -> Reason | None:
     return None
 
 
+@lru_cache(maxsize=64)
+def _prior_only_text(source: str, prior: float) -> str:
+    return f"no activity recorded: engagement is the source prior only ({source.replace('_', ' ')}, {prior:g})"
+
+
 def engagement(lead: Lead, now: datetime, model: QualificationModel) -> tuple[int, list[Reason]]:
     """0-100: decayed, capped event points plus the lead source's prior."""
     points, newest_days = decayed_points(lead, now, model)
@@ -71,7 +76,7 @@ def engagement(lead: Lead, now: datetime, model: QualificationModel) -> tuple[in
     if source_reason:
         reasons.append(source_reason)
     if not lead.events:
-        reasons.append((-20.0, "no engagement recorded"))
+        reasons.append((-20.0, _prior_only_text(lead.source._value_, prior)))
     elif newest_days > 2 * model.half_life_days:
         reasons.append((-10.0, "engagement has faded: no recent activity"))
     return clamp(sum(points.values()) + prior), reasons

@@ -17,6 +17,7 @@ import yaml
 from scoring.schema import B2B_SEGMENTS, CRITERIA, ModelFile, ModelFileError, NextStepSpec, parse_model_file
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "default_model.yaml"
+FALLBACK_SIZE_FIELDS = frozenset({"employee_count", "annual_revenue"})  # size signals when no count is known
 
 _COUNTRY_ALIASES = {
     "USA": "US",
@@ -72,7 +73,11 @@ class SegmentRules:
     settings_ideal: frozenset[str]
     settings_acceptable: frozenset[str]
     settings_excluded: frozenset[str]
-    size_rules: tuple[tuple[str, int, int], ...]  # (field, min, ideal)
+    kinds_ideal: frozenset[str]
+    kinds_acceptable: frozenset[str]
+    kinds_excluded: frozenset[str]
+    size_rules: tuple[tuple[str, int, int], ...]  # (field, min, ideal): bed, provider, location counts
+    fallback_size_rules: tuple[tuple[str, int, int], ...]  # employees, revenue: when none of those is known
     countries: frozenset[str]
     states: frozenset[str]
     excluded_states: frozenset[str]
@@ -239,7 +244,11 @@ def _segment(name: str, spec, defaults: dict[str, StepTemplate]) -> SegmentRules
         settings_ideal=frozenset(s.value for s in profile.care_settings.ideal),
         settings_acceptable=frozenset(s.value for s in profile.care_settings.acceptable),
         settings_excluded=frozenset(s.value for s in profile.care_settings.excluded),
-        size_rules=tuple((rule.field, rule.min, rule.ideal) for rule in profile.size),
+        kinds_ideal=frozenset(k.value for k in profile.org_kinds.ideal),
+        kinds_acceptable=frozenset(k.value for k in profile.org_kinds.acceptable),
+        kinds_excluded=frozenset(k.value for k in profile.org_kinds.excluded),
+        size_rules=tuple((r.field, r.min, r.ideal) for r in profile.size if r.field not in FALLBACK_SIZE_FIELDS),
+        fallback_size_rules=tuple((r.field, r.min, r.ideal) for r in profile.size if r.field in FALLBACK_SIZE_FIELDS),
         countries=frozenset(normalize_country(c) for c in profile.geography.countries),
         states=_upper(profile.geography.states),
         excluded_states=_upper(profile.geography.excluded_states),

@@ -27,18 +27,27 @@ def ranked(stage_reasons: list[str], weighted: list[Reason]) -> list[str]:
 
 
 def compact(reasons: list[str], limit: int = COMPACT_LIMIT) -> str:
-    """Whole reasons joined by "; " while they fit in ``limit`` characters (the first one cut if it must be)."""
+    """The most important reasons whole, in rank order, joined by "; " while they fit in ``limit``
+    characters, then how many more the detail field holds ("(+2 more in reasons detail)"); the
+    first reason is cut only when it alone is too long."""
     if not reasons:
         return ""
-    first = reasons[0]
-    if len(first) > limit:
-        return first[: limit - 1] + "…"
-    text = first
-    for reason in reasons[1:]:
-        candidate = f"{text}; {reason}"
-        if len(candidate) <= limit:
-            text = candidate
-    return text
+    kept = [reasons[0]]
+    length = len(reasons[0])
+    for position, reason in enumerate(reasons[1:], start=2):
+        left_after = len(reasons) - position
+        if length + 2 + len(reason) + (len(_more(left_after)) if left_after else 0) > limit:
+            break
+        kept.append(reason)
+        length += 2 + len(reason)
+    more = _more(len(reasons) - len(kept)) if len(kept) < len(reasons) else ""
+    if length + len(more) > limit:  # the first reason alone is too long
+        return reasons[0][: limit - len(more) - 1] + "…" + more
+    return "; ".join(kept) + more
+
+
+def _more(count: int) -> str:
+    return f" (+{count} more in reasons detail)"
 
 
 def full(stage: str, previous: str | None, scores: str, stage_reasons: list[str], weighted: list[Reason]) -> str:

@@ -17,6 +17,7 @@ from leadflow.canonical import (
     CareSetting,
     DecisionRole,
     EventType,
+    OrgKind,
     Readiness,
     Source,
     Stage,
@@ -36,7 +37,7 @@ B2B_SEGMENTS: tuple[str, ...] = (
 SEGMENTS: tuple[str, ...] = B2B_SEGMENTS + ("patient",)
 PATIENT_CRITERIA: tuple[str, ...] = ("fit", "engagement")
 FIT_COMPONENTS: tuple[str, ...] = ("org_type", "specialty", "care_setting", "size", "geography", "ehr")
-SIZE_FIELDS = Literal["bed_count", "provider_count", "location_count"]
+SIZE_FIELDS = Literal["bed_count", "provider_count", "location_count", "employee_count", "annual_revenue"]
 TEMPLATE_FIELDS = frozenset({"reasons", "segment", "stage", "lead_score"})
 
 
@@ -205,6 +206,12 @@ class CareSettings(_Strict):
     excluded: list[CareSetting] = []
 
 
+class OrgKinds(_Strict):
+    ideal: list[OrgKind] = []
+    acceptable: list[OrgKind] = []
+    excluded: list[OrgKind] = []
+
+
 class SizeRule(_Strict):
     field: SIZE_FIELDS
     min: int = Field(ge=0)
@@ -237,6 +244,7 @@ class Profile(_Strict):
     priority_needs: list[str] = []
     specialties: Specialties = Specialties()
     care_settings: CareSettings = CareSettings()
+    org_kinds: OrgKinds = OrgKinds()
     size: list[SizeRule] = []
     geography: Geography = Geography()
     ehr_vendors: EhrVendors = EhrVendors()

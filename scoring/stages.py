@@ -59,29 +59,41 @@ def gate(lead: Lead, seg: SegmentRules, signals: Signals) -> tuple[str, list[str
     if lead.timeline._value_ in seg.distant_timelines:
         if signals.fit >= seg.nurture_fit:
             return "nurture", ["nurture: good fit but distant timeline; not handed to sales yet"]
-        return "inquiry", [f"inquiry: distant timeline and fit {signals.fit} below the nurture gate"]
+        return "inquiry", _named(seg, f"inquiry: distant timeline and fit {signals.fit} below the nurture gate"
+                                      f" ({seg.nurture_fit:g}) of the segment '{seg.label}'")
     missing = sql_missing(lead, seg, signals)
     if not missing:
         return "sql", ["SQL: discovery confirmed need, timeline and authority; budget path known"]
     if lead.sales_accepted:
         return "sal", ["SAL: accepted by sales", f"for SQL, confirm on discovery: {', '.join(missing)}"]
-    return _marketing_gate(seg, signals)
+    return _marketing_gate(seg, signals, not lead.events)
 
 
-def _marketing_gate(seg: SegmentRules, signals: Signals) -> tuple[str, list[str]]:
+def _marketing_gate(seg: SegmentRules, signals: Signals, prior_only: bool = False) -> tuple[str, list[str]]:
+    """Each gate reason names the segment whose gate applies; an engagement that is only the
+    source prior (no activity recorded) says so."""
     fit_ok = signals.fit >= seg.mql_fit
     engaged = signals.engagement >= seg.mql_engagement
+    of = f"of the segment '{seg.label}'"
+    engagement = f"engagement {signals.engagement}{' (the source prior only)' if prior_only else ''}"
     if fit_ok and engaged:
-        return "mql", [
-            f"MQL: fit {signals.fit} >= {seg.mql_fit:g} and engagement {signals.engagement} >= {seg.mql_engagement:g}"
-        ]
+        return "mql", _named(seg, f"MQL: fit {signals.fit} >= {seg.mql_fit:g} and {engagement} >= {seg.mql_engagement:g},"
+                                  f" the gates {of}")
     if signals.fit >= seg.nurture_fit:
         if not engaged:
-            why = f"engagement {signals.engagement} below the MQL gate ({seg.mql_engagement:g})"
+            why = f"{engagement} below the MQL gate ({seg.mql_engagement:g}) {of}"
         else:
-            why = f"fit {signals.fit} below the MQL gate ({seg.mql_fit:g})"
-        return "nurture", [f"nurture: good fit, {why}"]
-    return "inquiry", [f"inquiry: fit {signals.fit} below the nurture gate ({seg.nurture_fit:g})"]
+            why = f"fit {signals.fit} below the MQL gate ({seg.mql_fit:g}) {of}"
+        return "nurture", _named(seg, f"nurture: good fit, {why}")
+    return "inquiry", _named(seg, f"inquiry: fit {signals.fit} below the nurture gate ({seg.nurture_fit:g}) {of}")
+
+
+def _named(seg: SegmentRules, reason: str) -> list[str]:
+    """A gate reason that names the unknown segment keeps what to do about it next to it."""
+    return [reason, _UNKNOWN_HINT] if seg.name == "unknown" else [reason]
+
+
+_UNKNOWN_HINT = "organization type unknown: enrich or ask"
 
 
 def sql_missing(lead: Lead, seg: SegmentRules, signals: Signals) -> list[str]:

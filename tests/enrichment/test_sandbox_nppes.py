@@ -117,3 +117,15 @@ def test_the_provider_enriches_through_httpx_against_the_stand_in(registry):
     assert vios.lead.company_name == "VIOS FERTILITY INSTITUTE MICHIGAN PLLC" and vios.lead.state == "MI"
     assert nowhere.notes == ["NPPES: no organization found for 'Nowhere Clinic' in GA"]
     assert provider.stats()["requests"] == 4  # the miss also tried "THE NOWHERE CLINIC*"
+
+
+def test_punctuation_is_matched_as_registered_and_spaces_fold(registry):
+    """The API's organization_name keeps the registered punctuation (its documented special
+    characters: & ' : , / - ( ) . # " ;): a query without the period does not find a name with it."""
+    record = {**all_fixture_records()[0], "number": "1999999990", "enumeration_type": "NPI-2",
+              "basic": {"organization_name": "ST. PATRICK HOSPITAL"}, "other_names": []}
+    one = NppesRegistry([record])
+    assert names(one.search({"organization_name": "st. patrick*"})) == ["ST. PATRICK HOSPITAL"]
+    assert names(one.search({"organization_name": "ST.  PATRICK   HOSPITAL"})) == ["ST. PATRICK HOSPITAL"]
+    assert one.search({"organization_name": "ST PATRICK*"})["results"] == []
+    assert one.search({"organization_name": "SAINT PATRICK*"})["results"] == []

@@ -152,7 +152,7 @@ def test_patient_leads_are_not_enriched_and_notes_carry_no_patient_data(nppes_ap
 
 def test_leads_with_every_field_filled_are_not_looked_up(nppes_api):
     full = make_lead(company_name="CSP Anesthesia", state="GA", npi="1568946812", org_type="clinic", specialty="x",
-                     care_setting="ambulatory", location_count=1)
+                     care_setting="ambulatory", location_count=1, org_kind="other")
     [outcome] = Waterfall([quiet_provider()]).enrich_batch([full], NOW)
     assert nppes_api.call_count == 0 and outcome.notes == []
 

@@ -9,7 +9,7 @@ import httpx
 
 from mappings import load_mapping
 from sandbox import build_sandbox, start_sandbox
-from sandbox.seed import TAXONOMY, declared_inputs, generate, npi_check_digit
+from sandbox.seed import HOSPITAL_KINDS, TAXONOMY, declared_inputs, generate, npi_check_digit
 
 ANCHOR = 1_795_000_000_000
 
@@ -30,7 +30,7 @@ def test_nppes_route_serves_the_registry(sandbox_server):
 
 def test_nppes_records_are_in_the_current_wire_format():
     data = generate(300, seed=3, anchor_ms=ANCHOR)
-    codes = {code for code, _, _ in TAXONOMY.values()}
+    codes = {code for code, _, _ in TAXONOMY.values()} | {kind[1] for kind in HOSPITAL_KINDS}
     for record in data.nppes:
         assert record["enumeration_type"] == "NPI-2" and isinstance(record["number"], str)
         assert re.fullmatch(r"1\d{9}", record["number"]) and npi_check_digit(record["number"][:9]) == record["number"][9]

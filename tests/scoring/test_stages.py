@@ -276,12 +276,15 @@ def test_reasons_forms(model):
     assert q.reasons[0] in q.next_step.body
 
 
-def test_compact_reasons_drop_whole_sentences_to_fit():
+def test_compact_reasons_keep_the_most_important_whole_and_count_the_rest():
     from scoring.reasons import compact
 
-    reasons = ["a" * 200, "b" * 60, "c" * 40]
-    assert compact(reasons) == "a" * 200 + "; " + "c" * 40
-    assert len(compact(["x" * 300])) == 255
+    reasons = ["a" * 150, "b" * 60, "c" * 40, "d" * 10]
+    assert compact(reasons) == "a" * 150 + "; " + "b" * 60 + " (+2 more in reasons detail)"
+    assert compact(["a" * 100, "b" * 100]) == "a" * 100 + "; " + "b" * 100  # all fit: no count
+    assert compact(["x" * 300]) == "x" * 254 + "…"
+    cut = compact(["x" * 300, "y"])
+    assert len(cut) == 255 and cut.endswith("… (+1 more in reasons detail)")
 
 
 def test_apply_qualification_sets_outputs(model):
