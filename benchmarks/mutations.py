@@ -75,6 +75,10 @@ MUTATIONS = [
              '    retry_after = _header(headers, "Retry-After")\n',
              "    retry_after = None\n",
              ("tests/connectors/test_crm_retry.py",)),
+    Mutation("retry-after-nppes", "connectors/retry.py",
+             '    retry_after = _header(headers, "Retry-After")\n',
+             "    retry_after = None\n",
+             ("tests/enrichment/test_nppes_http.py::test_429_waits_what_retry_after_asks_not_the_backoff",)),
 ]
 
 

@@ -16,7 +16,7 @@ Streams, one small class each:
 
 Every call goes through ``CrmConnectorBase._call``: client-side limiter (190/10 s; search 5/s),
 per-run budget, retries (connectors/retry.py), and counts by endpoint. The client's own urllib3
-retries are switched off, so there is exactly one retry layer. Responses are read raw
+retries are switched off, so a call is retried in one place only (the retry policy). Responses are read raw
 (``_preload_content=False``) and parsed as JSON: faster than the generated models, and the
 rate-limit headers come along.
 """

@@ -14,8 +14,9 @@ Both wire formats are read (2019: int numbers, second epochs, "" / "NA"; 2022+: 
 millisecond epochs, "--" placeholders, ``null`` licenses), the primary taxonomy is found wherever
 it is listed, duplicate codes are collapsed, and a candidate only counts as "in GA" when one of
 its practice locations is (a search also matches mailing addresses elsewhere). Validation errors
-arrive as an ``Errors`` envelope in a 200; maintenance pages are not JSON. Retries (tenacity)
-cover 5xx, 429, timeouts and connection errors only.
+arrive as an ``Errors`` envelope in a 200; maintenance pages are not JSON. Retries are the one
+retry policy of every outside call (``connectors.retry``): 5xx, 429 (waiting ``Retry-After`` when
+sent), timeouts and connection errors only.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from connectors.enrichment import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
 from connectors.industry import normalize_industry
+from connectors.retry import RetryPolicy, is_retryable
 from connectors.taxonomy import Taxonomy, classify, federal_kind_of_name, load_nucc_descriptions
 from leadflow import settings
 from leadflow.canonical import Lead, OrgType
@@ -112,12 +113,13 @@ class NppesError(Exception):
 
 
 class NppesTransientError(Exception):
-    """A 5xx or 429 response; retried."""
+    """A 5xx or 429 response; retried by ``connectors.retry`` (``status`` and ``headers`` are what
+    its classifier and Retry-After reader look at, as for the CRMs' errors)."""
 
-    def __init__(self, status: int, retry_after: float | None = None) -> None:
+    def __init__(self, status: int, headers: Any = None) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
-        self.retry_after = retry_after
+        self.headers = headers
 
 
 # --- reading records ---------------------------------------------------------------------------
@@ -529,13 +531,6 @@ def _candidates(records: Sequence[Mapping[str, Any]], state: str, city: str | No
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
-def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, (NppesTransientError, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.replace(".", "", 1).isdigit() else None
 
 
 @dataclass
@@ -616,33 +611,30 @@ class NppesClient:
     stats: ClientStats = field(default_factory=ClientStats)
     timeout: dict[str, float | None] = field(default_factory=lambda: httpx.Timeout(DEFAULT_TIMEOUT_SECONDS).as_dict())
 
+    retry: RetryPolicy | None = None  # None: one built from attempts and backoff_seconds
+
     def __post_init__(self) -> None:
         self._semaphore = asyncio.Semaphore(self.slots.size)  # this loop's share, so few tasks poll
+        if self.retry is None:
+            self.retry = RetryPolicy(attempts=self.attempts, base_wait=self.backoff_seconds,
+                                     max_wait=MAX_BACKOFF_SECONDS)
 
     async def get(self, params: Mapping[str, str]) -> Any:
-        """The decoded body. tenacity retries transient failures; it is only set up once a first
-        attempt has failed (setting it up costs more CPU than a loopback request)."""
+        """The decoded body; transient failures are retried by the one retry policy
+        (``connectors.retry``), set up only once a first attempt has failed."""
         query = {"version": API_VERSION, **params}
         try:
             return _decode(await self._send(query))
         except Exception as error:  # noqa: BLE001 - classified right below
-            if not _is_transient(error):
+            if not is_retryable(error):
                 raise
-            failure: BaseException | None = error
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(self.attempts),
-            wait=self._wait,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                if failure is not None:  # tenacity's attempt 1 is the request's failed first attempt
-                    first, failure = failure, None
-                    raise first
-                self.stats.retries += 1
-                response = await self._send(query)
+            failure = error
+        response = await self.retry.call_async(lambda: self._send(query), first_failure=failure,
+                                               on_retry=self._count_retry)
         return _decode(response)
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
 
     async def search(self, params: Mapping[str, str], max_results: int = PAGE_LIMIT + MAX_SKIP) -> tuple[list[Mapping[str, Any]], bool]:
         """Every record up to ``max_results``, paging by limit/skip; True when the reach was hit."""
@@ -672,7 +664,7 @@ class NppesClient:
                 self.stats.finished()
                 self.slots.release()
         if response.status_code == 429 or response.status_code >= 500:
-            raise NppesTransientError(response.status_code, _retry_after(response))
+            raise NppesTransientError(response.status_code, response.headers)
         if response.status_code >= 400:
             raise NppesError(f"HTTP {response.status_code}")
         return response
@@ -684,15 +676,6 @@ class NppesClient:
         response = await self.http.handle_async_request(request)
         await response.aread()
         return response
-
-    def _wait(self, retry_state: Any) -> float:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(error, NppesTransientError) and error.retry_after is not None:
-            return min(error.retry_after, MAX_BACKOFF_SECONDS)
-        if self.backoff_seconds <= 0:
-            return 0.0
-        return wait_exponential_jitter(initial=self.backoff_seconds, max=MAX_BACKOFF_SECONDS)(retry_state)
-
 
 def _decode(response: httpx.Response) -> Any:
     try:
@@ -727,6 +710,7 @@ class NppesProvider:
     skip_industries: frozenset[str] = OUTSIDE_REGISTRY_INDUSTRIES  # no name search for these CRM industries
     client_stats: ClientStats = field(default_factory=ClientStats)
     transport: httpx.AsyncBaseTransport | None = None
+    retry: RetryPolicy | None = None  # None: attempts and backoff_seconds, with real waits
     _slots: RequestSlots | None = field(default=None, repr=False)
     _breaker: Breaker | None = field(default=None, repr=False)
     _ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
@@ -773,7 +757,7 @@ class NppesProvider:
         transport = self.transport or httpx.AsyncHTTPTransport(limits=limits, verify=self._tls())
         async with transport:
             client = NppesClient(transport, self.url, self._request_slots(), self.attempts, self.backoff_seconds,
-                                 self.client_stats, timeout.as_dict())
+                                 self.client_stats, timeout.as_dict(), self.retry)
             results = await asyncio.gather(*(self._fetch_one(client, key) for key in keys))
         return {key.cache_key: result for key, result in zip(keys, results)}
 

@@ -1,4 +1,6 @@
-"""One retry layer for both CRMs (tenacity); what is retryable is decided in ``classify`` only.
+"""One retry policy for every outside call - both CRMs and the NPPES registry (tenacity); what is
+retryable is decided in ``classify`` only, the wait in ``RetryPolicy.wait_for`` (a server's
+``Retry-After`` first), the attempt budget in ``RetryPolicy.attempts``.
 
 - 429 HubSpot ``TEN_SECONDLY_ROLLING`` (or any 429 without a DAILY policy): wait ``Retry-After``
   if sent, else ``X-HubSpot-RateLimit-Interval-Milliseconds``, else exponential backoff;
@@ -9,28 +11,35 @@
 - Salesforce 401 ``INVALID_SESSION_ID``: re-authenticate once (when the connector can), then retry;
 - any other 4xx (validation, not found, missing scopes): never retried.
 
-Waits go through an injectable ``sleep`` so tests run fast. Exceptions raised from here never carry
+Records a CRM answered with a per-record ``UNABLE_TO_LOCK_ROW`` inside a successful batch call are
+sent again up to ``RECORD_RETRY_ROUNDS`` times (the call itself succeeded, so no call retry applies).
+
+Waits go through an injectable ``sleep`` (``async_sleep`` for the async NPPES client), so tests
+measure the waits without waiting. Exceptions raised from here never carry
 credentials (the clients' exceptions hold response headers and bodies, not request headers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
+import httpx
 import requests
 import urllib3
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from connectors.ratelimit import BudgetExhausted
 
 T = TypeVar("T")
+RECORD_RETRY_ROUNDS = 3  # re-sends of records a batch answered locked (UNABLE_TO_LOCK_ROW)
 
 __all__ = ["Action", "BudgetExhausted", "Decision", "QuotaExhausted", "RetryPolicy", "classify", "error_codes",
            "error_message", "is_request_error", "is_retryable"]
@@ -131,6 +140,7 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
     urllib3.exceptions.HTTPError,  # MaxRetryError, ProtocolError, timeouts, NewConnectionError
+    httpx.TransportError,  # the NPPES client: timeouts, connection and protocol errors
     socket.timeout,
     ConnectionError,
     TimeoutError,
@@ -193,15 +203,44 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
     jitter: bool = True
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
+    async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def wait_for(self, exc: BaseException | None, attempt_number: int) -> float:
+        """Seconds to wait after failed attempt ``attempt_number``: what the server asked for
+        (``Retry-After``, HubSpot's rolling window), else exponential backoff with jitter."""
         hint = classify(exc).wait if exc is not None else None
         if hint is not None:
             return min(hint, self.max_wait)
-        backoff = self.base_wait * (2 ** (state.attempt_number - 1))
+        backoff = self.base_wait * (2 ** (attempt_number - 1))
         if self.jitter:
             backoff *= 0.5 + random.random() / 2
         return min(backoff, self.max_wait)
+
+    def _wait(self, state: RetryCallState) -> float:
+        return self.wait_for(state.outcome.exception() if state.outcome else None, state.attempt_number)
+
+    async def call_async(self, fn: Callable[[], Awaitable[T]], first_failure: BaseException | None = None,
+                         on_retry: Callable[[], None] | None = None) -> T:
+        """``await fn()`` with retries, for the async registry client. ``first_failure``: the error
+        of an attempt the caller already made (setting tenacity up costs more CPU than a loopback
+        request, so callers try once before calling this)."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: classify(e).action is Action.RETRY),
+            sleep=self.async_sleep,
+            reraise=True,
+        )
+        pending = first_failure
+        async for attempt in retrying:
+            with attempt:
+                if pending is not None:  # attempt 1 is the caller's failed first attempt
+                    failed, pending = pending, None
+                    raise failed
+                if on_retry is not None:
+                    on_retry()
+                result = await fn()
+        return result
 
     def call(
         self,

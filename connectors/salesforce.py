@@ -60,7 +60,7 @@ from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, KeyedTask, chunked
 from connectors.convert import parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
-from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
+from connectors.retry import RECORD_RETRY_ROUNDS, Action, RetryPolicy, classify, error_message, is_request_error
 from connectors.salesforce_login import client_credentials_login, login_base_url, password_login
 from leadflow import settings
 from leadflow.redaction import without_values
@@ -71,7 +71,6 @@ log = logging.getLogger("leadflow.connectors.salesforce")
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 USER_ID = re.compile(r"^005[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
 PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
-LOCK_RETRY_ROUNDS = 3
 BULK_POLL_CAP = 10.0  # seconds between two polls of a Bulk API 2.0 job, at most
 
 
@@ -475,7 +474,7 @@ class SalesforceConnector(CrmConnectorBase):
         saved: dict[str, str] = {}
         failed: dict[str, str] = {}
         todo = list(zip(keys, records))
-        for round_no in range(LOCK_RETRY_ROUNDS + 1):
+        for round_no in range(RECORD_RETRY_ROUNDS + 1):
             locked: list[tuple[str, dict[str, Any]]] = []
             for chunk in chunked(todo, self.config.collection_size):
                 try:
@@ -495,7 +494,7 @@ class SalesforceConnector(CrmConnectorBase):
                         continue
                     errors = outcome.get("errors") or []
                     codes = [str(e.get("statusCode")) for e in errors]
-                    if "UNABLE_TO_LOCK_ROW" in codes and round_no < LOCK_RETRY_ROUNDS:
+                    if "UNABLE_TO_LOCK_ROW" in codes and round_no < RECORD_RETRY_ROUNDS:
                         locked.append((key, record))
                         continue
                     failed[key] = without_values("; ".join(
@@ -577,7 +576,7 @@ class SalesforceConnector(CrmConnectorBase):
         new: set[str] = set()
         failed: dict[str, str] = {}
         todo = list(specs)
-        for round_no in range(LOCK_RETRY_ROUNDS + 1):
+        for round_no in range(RECORD_RETRY_ROUNDS + 1):
             try:
                 results = self._upsert_collection([self._task_record(s) for s in todo])
             except Exception as exc:  # noqa: BLE001
@@ -592,7 +591,7 @@ class SalesforceConnector(CrmConnectorBase):
                     upserted[spec.key] = str(outcome["id"])
                     if outcome.get("created"):
                         new.add(spec.key)
-                elif "UNABLE_TO_LOCK_ROW" in codes and round_no < LOCK_RETRY_ROUNDS:
+                elif "UNABLE_TO_LOCK_ROW" in codes and round_no < RECORD_RETRY_ROUNDS:
                     locked.append(spec)
                 else:
                     failed[spec.key] = _save_errors(outcome)

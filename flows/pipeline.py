@@ -87,8 +87,8 @@ class RunContext:
     preview_path: Path | None = None
     task_stages: frozenset[str] = TASK_STAGES
     task_carry: TaskCarry | None = None  # None: every page sends its own tasks (dry runs, tests)
-    # crm_id -> modification time of the version this run already processed (a lead retried by id
-    # comes back in the window read too: that same version is not processed twice)
+    # crm_id -> modification time of the version this run processed: a lead is processed once per
+    # run (one retried by id comes back in the window read too; see _not_yet_handled)
     handled: dict[str, datetime | None] = field(default_factory=dict)
 
 
@@ -112,9 +112,9 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     """
     from scoring import apply_qualification, qualify_batch
 
-    result = PageResult(read=len(page.leads) + len(page.quarantined), cursor=page.cursor)
-    quarantined = {q.crm_id: q.reason for q in page.quarantined}
     page_leads = _not_yet_handled(ctx, page.leads)
+    result = PageResult(read=len(page_leads) + len(page.quarantined), cursor=page.cursor)
+    quarantined = {q.crm_id: q.reason for q in page.quarantined}
     leads, provenance = _enrich(ctx, page_leads)
     members = known_members(ctx.engine, ctx.crm, leads, remember=not ctx.dry_run)
     qualifications = qualify_batch(leads, ctx.now, ctx.model, members)
@@ -207,15 +207,17 @@ class _Plan:
 
 
 def _not_yet_handled(ctx: RunContext, leads: list[Lead]) -> list[Lead]:
-    """Leads of a page, less those this run already processed in the same version."""
+    """Leads of a page, less those this run already processed (a lead retried by id comes back in
+    the window read, often in the version leadflow's own write made). A skipped lead's read mark
+    goes back to the version this run processed, so a change made since (a person's, after
+    leadflow's write) is read by the next run rather than taken as handled."""
     if not ctx.handled:
         return leads
-    return [lead for lead in leads
-            if lead.crm_id not in ctx.handled or _newer(lead.modified_at, ctx.handled[lead.crm_id])]
-
-
-def _newer(modified: datetime | None, handled: datetime | None) -> bool:
-    return modified is not None and (handled is None or modified > handled)
+    fresh = [lead for lead in leads if lead.crm_id not in ctx.handled]
+    if len(fresh) < len(leads) and not ctx.dry_run:
+        state.mark_seen(ctx.engine, ctx.crm, {lead.crm_id: ctx.handled[lead.crm_id] for lead in leads
+                                             if lead.crm_id in ctx.handled})
+    return fresh
 
 
 def send_held_tasks(ctx: RunContext) -> PageResult:

@@ -40,24 +40,14 @@ class StopRun(Exception):
     """A clean, early stop (quota or budget exhausted): state is saved, the next run resumes."""
 
 
-def _is_transient(task, task_run, state) -> bool:
-    from connectors.retry import is_retryable
-
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - classification happens in connectors.retry
-        return is_retryable(exc)
-    return False
-
-
-@task(name="process-page", retries=1, retry_delay_seconds=5, retry_condition_fn=_is_transient,
-      cache_policy=None, persist_result=False)
+# No Prefect retries on these tasks: every outside call is already retried by the one retry policy
+# (connectors/retry.py), and a page retried whole would re-plan what it had half written.
+@task(name="process-page", cache_policy=None, persist_result=False)
 def process_page_task(ctx: RunContext, page) -> PageResult:
     return process_page(ctx, page)
 
 
-@task(name="send-held-tasks", retries=1, retry_delay_seconds=5, retry_condition_fn=_is_transient,
-      cache_policy=None, persist_result=False)
+@task(name="send-held-tasks", cache_policy=None, persist_result=False)
 def send_held_tasks_task(ctx: RunContext) -> PageResult:
     return send_held_tasks(ctx)
 

@@ -9,10 +9,10 @@ from leadflow.bench import minimum_calls, run_in_fresh_process
 
 def test_minimum_hubspot_backfill_counts_pages_companies_writes_and_task_batches():
     work = {"leads": 50_000, "companies": 16_501, "lead_writes": 50_000, "company_writes": 7_000,
-            "task_lookups": 9_001, "tasks_created": 9_001}
+            "task_lookups": 9_001, "tasks_created": 9_001, "compare_leads": 50_000, "compare_companies": 7_000}
     assert minimum_calls("hubspot", "backfill", work) == {
         "read": 500, "company_read": 166, "lead_write": 500, "company_write": 70, "task_lookup": 91,
-        "task_create": 91, "total": 1418}
+        "task_create": 91, "task_link": 91, "compare_read": 570, "total": 2079}
 
 
 def test_minimum_incremental_reads_by_search_and_resolves_associations():
@@ -22,8 +22,9 @@ def test_minimum_incremental_reads_by_search_and_resolves_associations():
 
 def test_minimum_salesforce_and_an_empty_run_needs_one_call():
     got = minimum_calls("salesforce", "backfill", {"leads": 10_000, "lead_writes": 10_000, "task_lookups": 1_931,
-                                                   "tasks_created": 1_931})
-    assert got == {"read": 5, "lead_write": 50, "task_lookup": 10, "task_create": 10, "total": 75}
+                                                   "tasks_created": 1_931, "compare_leads": 10_000})
+    assert got == {"read": 5, "lead_write": 50, "task_lookup": 10, "task_create": 10, "compare_read": 50,
+                   "total": 125}
     assert minimum_calls("salesforce", "no_change", {"leads": 0}) == {"read": 1, "total": 1}
     assert minimum_calls("hubspot", "no_change", {}) == {"read": 1, "total": 1}
 

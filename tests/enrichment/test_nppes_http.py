@@ -149,6 +149,28 @@ def test_429_honours_retry_after_and_is_retried():
     assert result.status == "found" and route.call_count == 2
 
 
+def test_429_waits_what_retry_after_asks_not_the_backoff():
+    """The registry's Retry-After decides the wait (the one retry policy, connectors.retry); the
+    waits are recorded through the policy's injectable sleep, not slept."""
+    from connectors.retry import RetryPolicy
+
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    provider = quiet_provider(retry=RetryPolicy(attempts=3, base_wait=0.01, jitter=False, async_sleep=record))
+    with respx.mock:
+        respx.get(NPPES_TEST_URL).mock(side_effect=[
+            httpx.Response(429, headers={"retry-after": "7"}),
+            httpx.Response(503),
+            json_response(nppes_body("npi2_number_lookup_v2019.json")),
+        ])
+        result = run(provider, npi_key("1568946812"))["npi:1568946812"]
+    assert result.status == "found"
+    assert waits == [7.0, 0.02]  # Retry-After, then the backoff of the second attempt
+
+
 def test_retries_stop_after_the_configured_attempts():
     provider = quiet_provider(attempts=3)
     with respx.mock:

@@ -134,7 +134,7 @@ def test_every_non_individual_nucc_code_has_a_category(nucc_taxonomy_csv):
     assert all(category_for(code) is not None for code in codes)
 
 
-def test_every_active_nucc_hospital_code_has_a_kind_and_the_kind_matches_its_name():
+def test_every_active_nucc_hospital_code_has_a_kind_and_the_kind_matches_its_name(nucc_taxonomy_csv):
     """The NUCC code set (read from the shared path, never committed): each active code of the
     Hospitals grouping maps to a kind; the kind agrees with NUCC's own display name."""
     import csv
@@ -144,7 +144,7 @@ def test_every_active_nucc_hospital_code_has_a_kind_and_the_kind_matches_its_nam
     words = {OrgKind.critical_access: "Critical Access", OrgKind.childrens: "Children", OrgKind.psychiatric: "Psychiatric",
              OrgKind.rehabilitation: "Rehabilitation", OrgKind.long_term_care: ("Long Term", "Chronic"),
              OrgKind.federal_dod: "Military", OrgKind.rural_acute: "Rural"}
-    with open(NUCC_TAXONOMY_CSV, newline="", encoding="utf-8") as handle:
+    with open(nucc_taxonomy_csv, newline="", encoding="utf-8") as handle:
         hospitals = [row for row in csv.DictReader(handle)
                      if row["Grouping"] == "Hospitals" and not row["Display Name"].startswith("Deactivated")]
     assert len(hospitals) >= 15
