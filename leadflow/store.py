@@ -199,31 +199,25 @@ runs = Table(
 # ------------------------------------------------------------------------ the audit chain
 
 GENESIS_HASH = "0" * 64
-# The values a row's hash covers, in this order (``id`` is left out: a copied store renumbers it).
-HASHED_AUDIT_COLUMNS = ("crm", "seq", "at", "run_id", "flow", "crm_id", "action", "field", "old_value",
-                        "new_value", "model_version", "reasons", "dry_run")
-
-
 def utc(value: datetime) -> datetime:
     """``value`` in UTC; a naive value (SQLite hands stored datetimes back naive) is taken as UTC."""
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+_canonical_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
 def audit_row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     """SHA-256 of the previous row's hash and a canonical text of ``row``'s values (as Python values,
     not as a database renders them): ``at`` in UTC with microseconds, ``reasons`` as compact JSON,
-    ``dry_run`` as 0/1. The same row hashes the same on SQLite and PostgreSQL."""
-    values = []
-    for name in HASHED_AUDIT_COLUMNS:
-        value = row[name]
-        if name == "at":
-            value = utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        elif name == "dry_run":
-            value = int(bool(value))
-        elif name == "seq":
-            value = int(value)
-        values.append(value)
-    canonical = json.dumps([prev_hash, *values], ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    ``dry_run`` as 0/1. The same row hashes the same on SQLite and PostgreSQL. Every column but
+    ``id`` is covered (a copied store may renumber ids; ``seq`` orders the chain)."""
+    at = row["at"]
+    at = (at if at.tzinfo is timezone.utc else utc(at)).isoformat(timespec="microseconds")
+    canonical = _canonical_json([
+        prev_hash, row["crm"], int(row["seq"]), at, row["run_id"], row["flow"], row["crm_id"], row["action"],
+        row["field"], row["old_value"], row["new_value"], row["model_version"], row["reasons"],
+        int(bool(row["dry_run"]))])
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
