@@ -100,10 +100,16 @@ def test_verify_names_a_deleted_row(database_url):
 
 
 def test_the_hash_is_the_same_on_sqlite_and_postgresql(sqlite_url, postgres_url):
+    """Both stores give the same hashes, and verify reads them back alike, for a time recorded in
+    another zone (SQLite stores it naive, PostgreSQL in its session's zone)."""
     heads = []
     for url in (sqlite_url, postgres_url):
         engine = store.make_engine(url)
         _fill(engine)
+        AuditLog(engine, "run-3", "sync_leads", "hc-1", dry_run=False).record([AuditEntry(
+            "hubspot", "200", "task_created", "200:mql:call", None, "T1",
+            at=datetime(2026, 11, 27, 14, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))))])
+        assert verify_chain(engine, "hubspot").ok
         with engine.connect() as conn:
             heads.append(conn.execute(select(store.audit_heads.c.row_hash)
                                       .where(store.audit_heads.c.crm == "hubspot")).scalar_one())
