@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -129,6 +130,8 @@ def recording_run(engine: Engine, summary: Any, api_usage: Callable[[], Mapping[
         yield recorder
     except BaseException as exc:
         _safely(lambda: recorder.finish(exc), "record the failed run")
+        if publish:
+            _safely(lambda: publish_artifacts(engine, summary.crm, summary.run_id), "publish run artifacts")
         raise
     _safely(lambda: recorder.finish(None), "record the run")
     if publish:
@@ -161,7 +164,7 @@ def read_failures(engine: Engine, crm: str | None = None) -> list[dict[str, Any]
 def next_scheduled_run(crm: str) -> datetime | None:
     """When the CRM's scheduled sync (which retries failed and quarantined leads) runs next, as the
     Prefect server knows it; None without a server (``PREFECT_API_URL``) or a scheduled run."""
-    if not os.environ.get("PREFECT_API_URL"):
+    if not _prefect_api_configured():
         return None
     try:
         from prefect.client.orchestration import get_client
@@ -186,6 +189,18 @@ def next_scheduled_run(crm: str) -> datetime | None:
         log.debug("next scheduled run of %s unknown (%s)", crm, type(exc).__name__)
         return None
     return utc(found[0].expected_start_time) if found and found[0].expected_start_time else None
+
+
+def _prefect_api_configured() -> bool:
+    """PREFECT_API_URL in the environment, or (inside a flow) in Prefect's settings; the CLI never
+    starts a temporary Prefect server just to find no schedule."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if "prefect" not in sys.modules:
+        return False
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
 
 
 def failure_rows(engine: Engine, crm: str | None = None) -> list[dict[str, Any]]:

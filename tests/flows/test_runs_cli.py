@@ -166,3 +166,21 @@ def test_outcome_is_derived_when_the_summary_has_none():
     assert outcome_of({"quarantined": 2}) == "partial"
     assert outcome_of({"stopped_early": "daily limit", "failed": 1}) == "stopped_early"
     assert outcome_of({"outcome": "failed", "failed": 0}) == "failed"
+
+
+def test_next_retry_is_the_crm_s_next_scheduled_sync(runs_with_failures):
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from flows.runs import failure_rows
+
+    when = (datetime.now(timezone.utc) + timedelta(minutes=40)).replace(microsecond=0)
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("sync-leads")
+        deployment = client.create_deployment(flow_id=flow_id, name="hubspot-incremental")
+        client.create_flow_run_from_deployment(deployment, state=Scheduled(scheduled_time=when))
+        rows = failure_rows(runs_with_failures["engine"], "hubspot")
+        client.delete_deployment(deployment)
+    assert {row["next_retry"] for row in rows} == {f"{when:%Y-%m-%d %H:%M} UTC"}
