@@ -26,6 +26,7 @@ from leadflow.store import (
     audit_heads,
     audit_log,
     audit_row_hash,
+    canonical_time,
     insert_many,
     lock_chain_head,
     move_chain_head,
@@ -104,6 +105,7 @@ class AuditLog:
     def record(self, entries: Iterable[AuditEntry]) -> int:
         entries = list(entries)  # keeps every reasons list alive, so ids stay unique below
         now = datetime.now(timezone.utc)
+        now_text = canonical_time(now)
         reasons_json: dict[int, str] = {}  # a lead's reasons are shared by its field rows: encode once
         by_crm: dict[str, list[AuditEntry]] = {}
         for entry in entries:
@@ -115,7 +117,7 @@ class AuditLog:
                     rows = []
                     for entry in by_crm[crm]:
                         seq += 1
-                        row, head = self._chained_row(entry, now, seq, head, reasons_json)
+                        row, head = self._chained_row(entry, now, now_text, seq, head, reasons_json)
                         rows.append(row)
                     insert_many(conn, audit_log, AUDIT_COLUMNS, rows, serialized=("reasons",))
                     move_chain_head(conn, crm, seq, head)
@@ -123,7 +125,7 @@ class AuditLog:
             self.guard()
         return len(entries)
 
-    def _chained_row(self, entry: AuditEntry, now: datetime, seq: int, prev: str,
+    def _chained_row(self, entry: AuditEntry, now: datetime, now_text: str, seq: int, prev: str,
                      reasons_json: dict[int, str]) -> tuple[tuple[Any, ...], str]:
         """The row to insert for ``entry`` at ``seq`` after the row hashed ``prev``, and its hash."""
         values = {"crm": entry.crm, "seq": seq, "at": utc(entry.at) if entry.at else now, "run_id": self.run_id,
@@ -131,7 +133,7 @@ class AuditLog:
                   "old_value": _text(entry.old_value), "new_value": _text(entry.new_value),
                   "model_version": self.model_version, "reasons": list(entry.reasons) if entry.reasons else None,
                   "dry_run": int(self.dry_run)}
-        row_hash = audit_row_hash(prev, values)
+        row_hash = audit_row_hash(prev, values, None if entry.at else now_text)
         reasons = _json_once(entry.reasons, reasons_json) if entry.reasons else None
         return (values["at"], self.run_id, self.flow, entry.crm, entry.crm_id, entry.action, entry.field,
                 values["old_value"], values["new_value"], self.model_version, reasons, values["dry_run"],

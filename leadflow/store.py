@@ -207,17 +207,21 @@ def utc(value: datetime) -> datetime:
 _canonical_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 
 
-def audit_row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+def canonical_time(value: datetime) -> str:
+    """A timestamp as the audit hash covers it: UTC, microseconds, ISO 8601."""
+    return (value if value.tzinfo is timezone.utc else utc(value)).isoformat(timespec="microseconds")
+
+
+def audit_row_hash(prev_hash: str, row: Mapping[str, Any], at_text: str | None = None) -> str:
     """SHA-256 of the previous row's hash and a canonical text of ``row``'s values (as Python values,
     not as a database renders them): ``at`` in UTC with microseconds, ``reasons`` as compact JSON,
     ``dry_run`` as 0/1. The same row hashes the same on SQLite and PostgreSQL. Every column but
-    ``id`` is covered (a copied store may renumber ids; ``seq`` orders the chain)."""
-    at = row["at"]
-    at = (at if at.tzinfo is timezone.utc else utc(at)).isoformat(timespec="microseconds")
+    ``id`` is covered (a copied store may renumber ids; ``seq`` orders the chain). ``at_text``:
+    ``canonical_time(row["at"])``, when the caller has it already."""
     canonical = _canonical_json([
-        prev_hash, row["crm"], int(row["seq"]), at, row["run_id"], row["flow"], row["crm_id"], row["action"],
-        row["field"], row["old_value"], row["new_value"], row["model_version"], row["reasons"],
-        int(bool(row["dry_run"]))])
+        prev_hash, row["crm"], int(row["seq"]), at_text or canonical_time(row["at"]), row["run_id"], row["flow"],
+        row["crm_id"], row["action"], row["field"], row["old_value"], row["new_value"], row["model_version"],
+        row["reasons"], int(bool(row["dry_run"]))])
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
