@@ -156,13 +156,19 @@ class ChainReport:
 
 def verify_chain(engine: Engine, crm: str) -> ChainReport:
     """Walk the CRM's audit rows in ``seq`` order and report the first row that was edited,
-    inserted or deleted (a gap in ``seq``, a link that does not match, rows past the chain head)."""
+    inserted or deleted (a gap in ``seq``, a link that does not match, rows past the chain head).
+    Rows appended while it runs are left to the next verify: the walk ends at the head it read first."""
     with engine.connect() as conn:
-        head = conn.execute(select(audit_heads.c.seq, audit_heads.c.row_hash).where(audit_heads.c.crm == crm)).first()
+        head = _head(conn, crm)
         unchained = conn.execute(select(audit_log.c.id).where(audit_log.c.crm == crm, audit_log.c.seq.is_(None))
                                  .order_by(audit_log.c.id).limit(1)).scalar()
+        beyond = conn.execute(select(func.max(audit_log.c.seq)).where(audit_log.c.crm == crm,
+                                                                      audit_log.c.seq > head[0])).scalar()
+        if beyond is not None and _head(conn, crm)[0] >= beyond:
+            beyond = None  # appended by a writer since the head was read: left to the next verify
         rows = conn.execution_options(yield_per=2000).execute(
-            select(audit_log).where(audit_log.c.crm == crm, audit_log.c.seq.is_not(None))
+            select(audit_log).where(audit_log.c.crm == crm, audit_log.c.seq.is_not(None),
+                                    audit_log.c.seq <= (beyond or head[0]))
             .order_by(audit_log.c.seq, audit_log.c.id))
         count, problem = _walk(crm, rows.mappings(), head)
     if problem is None and unchained is not None:
@@ -170,9 +176,14 @@ def verify_chain(engine: Engine, crm: str) -> ChainReport:
     return ChainReport(crm, count + (unchained is not None), problem)
 
 
-def _walk(crm: str, rows: Iterator[Mapping[str, Any]], head: Any) -> tuple[int, str | None]:
+def _head(conn, crm: str) -> tuple[int, str]:
+    row = conn.execute(select(audit_heads.c.seq, audit_heads.c.row_hash).where(audit_heads.c.crm == crm)).first()
+    return (int(row.seq), row.row_hash) if row is not None else (0, GENESIS_HASH)
+
+
+def _walk(crm: str, rows: Iterator[Mapping[str, Any]], head: tuple[int, str]) -> tuple[int, str | None]:
     expected, prev_hash, count = 1, GENESIS_HASH, 0
-    head_seq, head_hash = (head.seq, head.row_hash) if head is not None else (0, GENESIS_HASH)
+    head_seq, head_hash = head
     for row in rows:
         count += 1
         if row["seq"] == expected and row["prev_hash"] == prev_hash and audit_row_hash(prev_hash, row) == row["row_hash"]:

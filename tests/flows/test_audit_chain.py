@@ -144,3 +144,25 @@ def test_concurrent_threads_and_processes_keep_one_chain(database_url):
     assert distinct_prev == len(seqs)  # no two rows hang off the same predecessor: no fork
     assert verify_chain(engine, "hubspot").ok
     engine.dispose()
+
+
+def test_verify_while_a_run_appends_passes(database_url):
+    engine = store.make_engine(database_url)
+    _fill(engine)
+    done = threading.Event()
+
+    def append() -> None:
+        log = AuditLog(engine, "run-live", "sync_leads", "m", dry_run=False)
+        while not done.is_set():
+            log.record([AuditEntry("hubspot", str(i), "field_set", "f", None, i) for i in range(3)])
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        reports = [verify_chain(engine, "hubspot") for _ in range(15)]
+    finally:
+        done.set()
+        writer.join()
+    assert [r.problem for r in reports if not r.ok] == []
+    assert reports[-1].rows > 12 and verify_chain(engine, "hubspot").ok
+    engine.dispose()
