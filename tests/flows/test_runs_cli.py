@@ -184,3 +184,50 @@ def test_next_retry_is_the_crm_s_next_scheduled_sync(runs_with_failures):
         rows = failure_rows(runs_with_failures["engine"], "hubspot")
         client.delete_deployment(deployment)
     assert {row["next_retry"] for row in rows} == {f"{when:%Y-%m-%d %H:%M} UTC"}
+
+
+def test_a_run_whose_lock_is_taken_over_stops_and_is_recorded_failed(prefect_server, tmp_path, monkeypatch):
+    """The lock is taken over while the run's first write is slow: the heartbeat notices, the run
+    audits what it wrote, stops before sending its held tasks, and its history row says why."""
+    import threading
+    import time
+
+    from connectors import state
+    from flows.audit import read_audit
+    from flows.locks import LEASE_ENV, LockLost, read_lock
+    from leadflow import store
+
+    url = f"sqlite:///{tmp_path / 'lost.db'}"
+    monkeypatch.setenv(LEASE_ENV, "0.4")
+    engine = make_engine(url)
+    with start_sandbox(20, random_seed=5) as handle, environment(
+            {**sandbox_environment(handle), "LEADFLOW_DATABASE_URL": url, "LEADFLOW_HOME": str(tmp_path)}):
+        hubspot_setup(connector_from_env("hubspot"))
+        handle.set_faults("hubspot.contacts.batch_update:delay=1.5")
+        stop = threading.Event()
+
+        def take_over() -> None:  # once the first page's write is about to start (its leads in progress)
+            while not stop.is_set():
+                held = read_lock(engine, "hubspot")
+                if held is not None and state.pending_ids(engine, "hubspot", kind="in_progress"):
+                    with engine.begin() as conn:
+                        conn.execute(store.run_locks.update().values(holder="intruder", host="elsewhere", pid=1))
+                    return
+                time.sleep(0.02)
+
+        intruder = threading.Thread(target=take_over)
+        intruder.start()
+        try:
+            with pytest.raises(LockLost, match="lost its lock to run intruder"):
+                sync_leads("hubspot")
+        finally:
+            stop.set()
+            intruder.join()
+        tasks = [t for t in handle.dump_state(api="hubspot", object="tasks")["hubspot"]["tasks"]
+                 if t["properties"].get("leadflow_task_key")]
+        run = read_runs(engine, "hubspot")[0]
+    assert run["outcome"] == "failed" and run["error"].startswith("LockLost: hubspot: run ")
+    audited = {row["crm_id"] for row in read_audit(engine, run_id=run["run_id"], limit=10_000)}
+    assert len(audited) >= 15 and tasks == []  # the page's field writes are audited; held tasks never went out
+    assert state.pending_ids(engine, "hubspot")  # their leads wait for the next run that holds the lock
+    engine.dispose()
