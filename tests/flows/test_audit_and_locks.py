@@ -91,7 +91,7 @@ def _holder_process(url: str, lease_seconds: float) -> subprocess.Popen:
 def test_a_killed_holder_s_lock_is_taken_over_once_its_heartbeat_lapses(database_url):
     """A holder process renews its short lease while alive (the lock outlives the first lease), and
     once it is SIGKILLed the next run takes the lock as soon as the lease lapses: no manual step."""
-    lease = 2.0
+    lease = 3.0
     engine = store.make_engine(database_url)
     proc = _holder_process(database_url, lease)
     try:
@@ -126,10 +126,10 @@ def test_a_killed_holder_s_lock_is_taken_over_once_its_heartbeat_lapses(database
 
 def test_a_live_holder_s_lease_is_renewed_past_its_first_expiry(sqlite_url):
     engine = store.make_engine(sqlite_url)
-    lease = timedelta(seconds=0.6)
+    lease = timedelta(seconds=1.5)
     with locks.run_lock(engine, "salesforce", "long-run", lease=lease) as held:
         first = locks.read_lock(engine, "salesforce").expires_at
-        time.sleep(1.5)
+        time.sleep(3)
         held.check()
         assert locks.read_lock(engine, "salesforce").expires_at > first + lease
         with pytest.raises(locks.RunLocked, match="locked by run long-run"):

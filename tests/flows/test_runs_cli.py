@@ -198,12 +198,12 @@ def test_a_run_whose_lock_is_taken_over_stops_and_is_recorded_failed(prefect_ser
     from leadflow import store
 
     url = f"sqlite:///{tmp_path / 'lost.db'}"
-    monkeypatch.setenv(LEASE_ENV, "0.4")
+    monkeypatch.setenv(LEASE_ENV, "1")
     engine = make_engine(url)
     with start_sandbox(20, random_seed=5) as handle, environment(
             {**sandbox_environment(handle), "LEADFLOW_DATABASE_URL": url, "LEADFLOW_HOME": str(tmp_path)}):
         hubspot_setup(connector_from_env("hubspot"))
-        handle.set_faults("hubspot.contacts.batch_update:delay=1.5")
+        handle.set_faults("hubspot.contacts.batch_update:delay=2")
         stop = threading.Event()
 
         def take_over() -> None:  # once the first page's write is about to start (its leads in progress)
