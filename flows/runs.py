@@ -238,15 +238,18 @@ def window_text(since: datetime | None, until: datetime | None) -> str:
     return f"{start} → {end}"
 
 
-def publish_artifacts(engine: Engine, crm: str, run_id: str, history: int = 20) -> None:
-    """Prefect table artifacts: the CRM's latest runs and its failed and quarantined leads."""
+def publish_artifacts(engine: Engine, crm: str, run_id: str, history: int = 20, max_failures: int = 500) -> None:
+    """Prefect table artifacts: the CRM's latest runs and its failed and quarantined leads (the
+    ``max_failures`` seen last; ``leadflow failures`` lists them all)."""
     from prefect.artifacts import create_table_artifact
 
     create_table_artifact(key=f"leadflow-runs-{crm}", table=run_table(read_runs(engine, crm, limit=history)),
                           description=f"latest {history} leadflow runs on {crm}")
     failures = failure_table(failure_rows(engine, crm))
+    shown = f"{max_failures} of {len(failures)}" if len(failures) > max_failures else f"{len(failures)}"
     create_table_artifact(key=f"leadflow-failures-{crm}",
-                          table=failures or [{"crm": crm, "crm_id": "", "kind": "", "reason": "no failed or "
-                                              "quarantined lead", "attempts": 0, "first_seen": "", "last_seen": "",
-                                              "next_retry": ""}],
-                          description=f"failed and quarantined leads on {crm}, retried by the next run (run {run_id})")
+                          table=failures[:max_failures] or [{"crm": crm, "crm_id": "", "kind": "",
+                                                             "reason": "no failed or quarantined lead", "attempts": 0,
+                                                             "first_seen": "", "last_seen": "", "next_retry": ""}],
+                          description=f"{shown} failed and quarantined leads on {crm}, retried by the next run "
+                                      f"(run {run_id})")
