@@ -129,7 +129,7 @@ def audit(
     subject = "lead " + lead if lead else "run " + str(run_id) if run_id else (crm.value if crm else "all CRMs")
     table = Table(title=f"audit: {subject} ({page.showing()}, {'oldest' if oldest_first else 'newest'} first)")
     for column in ("at", "run", "flow", "crm", "lead", "action", "field", "old", "new", "model", "dry run"):
-        table.add_column(column, overflow="fold", no_wrap=column == "run")
+        table.add_column(column, overflow="fold", no_wrap=column == "run" and console.width >= 160)
     for row in page.rows:
         table.add_row(str(row["at"])[:19], row["run_id"], row["flow"], row["crm"], row["crm_id"], row["action"],
                       row["field"] or "", _short(row["old_value"]), _short(row["new_value"]),
@@ -170,7 +170,7 @@ def runs(
     columns = ("started", "run", "flow", "crm", "window", "outcome", "read", "changed", "tasks", "failed",
                "quarantined", "api calls", "duration", "dry run", "note")
     for column in columns:
-        table.add_column(column, overflow="fold", no_wrap=column == "run")
+        table.add_column(column, overflow="fold", no_wrap=column == "run" and console.width >= 160)
     for r in rows:
         table.add_row(r["started_at"][:19].replace("T", " "), r["run_id"], r["flow"], r["crm"], r["window"],
                       r["outcome"], str(r["read"]), str(r["changed"]), str(r["tasks_created"]), str(r["failed"]),

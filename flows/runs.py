@@ -220,7 +220,9 @@ def run_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Runs as plain rows for a table artifact or JSON."""
     return [{
         "run_id": r["run_id"], "flow": r["flow"], "crm": r["crm"], "dry_run": r["dry_run"],
-        "window": window_text(r["since"], r["until"]), "outcome": r["outcome"],
+        "window": window_text(r["since"], r["until"]),
+        "since": r["since"].isoformat() if r["since"] else None, "until": r["until"].isoformat() if r["until"] else None,
+        "outcome": r["outcome"],
         **{key: r[key] for key in COUNT_KEYS}, "started_at": r["started_at"].isoformat(),
         "duration_s": r["duration_s"], "error": r["error"] or r["stopped_early"] or "",
     } for r in rows]
