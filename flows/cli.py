@@ -1,4 +1,4 @@
-"""``leadflow sync | backfill | rescore | audit | demo``. Prefect and the clients load inside the commands."""
+"""``leadflow sync | backfill | rescore | audit | runs | failures | unlock | demo | bench``. Prefect and the clients load inside the commands."""
 
 from __future__ import annotations
 
@@ -83,33 +83,143 @@ def rescore(
     print_summary(rescore_flow(crm.value, dry_run))
 
 
-def audit(
-    lead: Optional[str] = typer.Option(None, "--lead", help="A lead's CRM id."),
-    run: Optional[str] = typer.Option(None, "--run", help="A run id (the Prefect flow run id)."),
-    crm: Optional[CrmChoice] = typer.Option(None),
-    limit: int = typer.Option(500),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Show the audit log for a lead or a run."""
-    from flows.audit import read_audit
+def _engine():
     from leadflow import settings
     from leadflow.store import engine_for
 
-    if not lead and not run:
-        raise typer.BadParameter("give --lead ID or --run RUN_ID")
-    rows = read_audit(engine_for(settings.database_url()), crm_id=lead, run_id=run,
-                      crm=crm.value if crm else None, limit=limit)
-    if as_json:
-        console.print_json(json.dumps(rows, default=str))
+    return engine_for(settings.database_url())
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def audit(
+    lead: Optional[str] = typer.Option(None, "--lead", help="A lead's CRM id."),
+    run: Optional[str] = typer.Option(None, "--run", help="A run id (the Prefect flow run id), or a unique prefix of one."),
+    crm: Optional[CrmChoice] = typer.Option(None),
+    limit: int = typer.Option(100, min=1, help="Rows per page."),
+    offset: int = typer.Option(0, min=0, help="Rows to skip (paging)."),
+    oldest_first: bool = typer.Option(False, "--oldest-first", help="Oldest rows first (default: newest first)."),
+    verify: bool = typer.Option(False, "--verify", help="Check the audit chain: exit 1 naming the first edited, "
+                                                        "inserted or deleted row."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show the audit log (newest first, paged), for a lead, a run or a CRM; or verify its hash chain."""
+    from flows.audit import AmbiguousRunId, page_audit, resolve_run_id
+
+    engine = _engine()
+    if verify:
+        _verify(engine, crm.value if crm else None, as_json)
         return
-    table = Table(title=f"audit: {'lead ' + lead if lead else 'run ' + str(run)} ({len(rows)} rows)")
-    for column in ("at", "run", "flow", "crm", "lead", "action", "field", "old", "new", "model"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(str(row["at"])[:19], row["run_id"][:8], row["flow"], row["crm"], row["crm_id"], row["action"],
+    run_id = None
+    if run:
+        try:
+            run_id = resolve_run_id(engine, run)
+        except AmbiguousRunId as exc:
+            _fail(str(exc))
+        if run_id is None:
+            _fail(f"no audit rows for a run id starting with {run!r}")
+    page = page_audit(engine, crm_id=lead, run_id=run_id, crm=crm.value if crm else None, limit=limit,
+                      offset=offset, newest_first=not oldest_first)
+    if as_json:
+        console.print_json(json.dumps({"total": page.total, "offset": offset, "rows": page.rows}, default=str))
+        return
+    subject = "lead " + lead if lead else "run " + str(run_id) if run_id else (crm.value if crm else "all CRMs")
+    table = Table(title=f"audit: {subject} ({page.showing()}, {'oldest' if oldest_first else 'newest'} first)")
+    for column in ("at", "run", "flow", "crm", "lead", "action", "field", "old", "new", "model", "dry run"):
+        table.add_column(column, overflow="fold", no_wrap=column == "run" and console.width >= 160)
+    for row in page.rows:
+        table.add_row(str(row["at"])[:19], row["run_id"], row["flow"], row["crm"], row["crm_id"], row["action"],
                       row["field"] or "", _short(row["old_value"]), _short(row["new_value"]),
-                      row["model_version"] or "")
+                      row["model_version"] or "", "yes" if row["dry_run"] else "")
     console.print(table)
+    console.print(page.showing() + (f"; next page: --offset {offset + len(page.rows)}"
+                                    if offset + len(page.rows) < page.total else ""))
+
+
+def _verify(engine, crm: Optional[str], as_json: bool) -> None:
+    from flows.audit import audited_crms, verify_chain
+
+    reports = [verify_chain(engine, name) for name in ([crm] if crm else audited_crms(engine))]
+    if as_json:
+        print(json.dumps([{"crm": r.crm, "rows": r.rows, "ok": r.ok, "problem": r.problem} for r in reports]))
+    else:
+        for report in reports:
+            typer.echo(report.problem if report.problem else f"{report.crm}: audit chain intact ({report.rows} rows)")
+        if not reports:
+            typer.echo("audit log is empty")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+def runs(
+    crm: Optional[CrmChoice] = typer.Option(None),
+    limit: int = typer.Option(20, min=1, help="How many of the latest runs."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run history, newest first: id, flow, CRM, window, outcome, counts, API calls, duration."""
+    from flows.runs import read_runs, run_table
+
+    rows = run_table(read_runs(_engine(), crm.value if crm else None, limit=limit))
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    table = Table(title=f"leadflow runs ({len(rows)}, newest first)")
+    columns = ("started", "run", "flow", "crm", "window", "outcome", "read", "changed", "tasks", "failed",
+               "quarantined", "api calls", "duration", "dry run", "note")
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column == "run" and console.width >= 160)
+    for r in rows:
+        table.add_row(r["started_at"][:19].replace("T", " "), r["run_id"], r["flow"], r["crm"], r["window"],
+                      r["outcome"], str(r["read"]), str(r["changed"]), str(r["tasks_created"]), str(r["failed"]),
+                      str(r["quarantined"]), str(r["api_calls"]), f"{r['duration_s']:.1f} s",
+                      "yes" if r["dry_run"] else "", r["error"])
+    console.print(table)
+
+
+def failures(
+    crm: Optional[CrmChoice] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Failed and quarantined leads (retried by the next run): id, kind, reason, attempts, next retry."""
+    from flows.runs import failure_rows, failure_table
+
+    rows = failure_table(failure_rows(_engine(), crm.value if crm else None))
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    if not rows:
+        typer.echo("no failed or quarantined leads")
+        return
+    table = Table(title=f"failed and quarantined leads ({len(rows)})")
+    for column in ("crm", "lead", "kind", "reason", "attempts", "first seen", "last seen", "next retry"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r["crm"], r["crm_id"], r["kind"], r["reason"], str(r["attempts"]),
+                      r["first_seen"][:19].replace("T", " "), r["last_seen"][:19].replace("T", " "), r["next_retry"])
+    console.print(table)
+
+
+def unlock(
+    crm: CrmChoice = typer.Option(..., help="The CRM whose run lock to release."),
+    yes: bool = typer.Option(False, "--yes", help="Release without asking."),
+) -> None:
+    """Release a CRM's run lock by hand (audited). Only for a holder known to be gone: a killed run's
+    lock is taken over by the next run once its lease lapses, without this."""
+    from flows.locks import read_lock, unlock as release_lock
+
+    engine = _engine()
+    current = read_lock(engine, crm.value)
+    if current is None:
+        typer.echo(f"{crm.value}: not locked")
+        return
+    typer.echo(f"{crm.value}: locked by {current.describe()}")
+    if not yes and not typer.confirm("Release it? A run that is still working would overlap the next one"):
+        _fail("not released", code=1)
+    released = release_lock(engine, crm.value)
+    typer.echo(f"{crm.value}: released the lock of {released.who()}" if released else f"{crm.value}: not locked")
 
 
 def _short(value: Optional[str], width: int = 40) -> str:
@@ -158,5 +268,8 @@ def register(app: typer.Typer) -> None:
     app.command()(backfill)
     app.command()(rescore)
     app.command()(audit)
+    app.command()(runs)
+    app.command()(failures)
+    app.command()(unlock)
     app.command()(demo)
     app.command()(bench)

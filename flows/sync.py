@@ -26,6 +26,7 @@ from prefect.utilities.annotations import quote
 
 from flows.audit import AuditLog
 from flows.locks import run_lock
+from flows.runs import recording_run
 from flows.pipeline import PageResult, RunContext, TaskCarry, merge_examples, process_page, send_held_tasks
 from flows.summary import RunSummary
 from leadflow import settings
@@ -104,11 +105,14 @@ def run_pipeline(
     ctx = _context(crm, flow_name, run_id, dry_run, engine)
     summary = RunSummary(crm=crm, flow=flow_name, run_id=run_id, dry_run=dry_run,
                          preview_path=str(ctx.preview_path) if ctx.preview_path else None)
-    with run_lock(engine, crm, holder=run_id, parent=parent_run_id), frozen_heap():
+    with recording_run(engine, summary, ctx.connector.api_usage) as run, \
+            run_lock(engine, crm, holder=run_id, parent=parent_run_id) as lease, frozen_heap():
+        ctx.audit.guard = lease.check
         watermark_object = ctx.connector.mapping.objects["lead"]
         if incremental:
             since = state.read_since(engine, crm, watermark_object)
         until = until or ctx.now
+        run.window(since, until)
         moves_watermark = incremental and not dry_run and limit is None
         logger.info("%s %s: window [%s, %s)%s", flow_name, crm, since or "beginning", until,
                     " (dry run)" if dry_run else "")
@@ -118,7 +122,7 @@ def run_pipeline(
                 # a partition shares the CRM with its siblings: their leads in progress are pending
                 # while they run, so only a run that holds the CRM alone retries pending leads
                 _retry_pending(ctx, summary, logger)
-            _run_pages(ctx, ctx.connector.iter_pages(since, until), summary, limit, progress, logger)
+            _run_pages(ctx, lease.guard(ctx.connector.iter_pages(since, until)), summary, limit, progress, logger)
             _send_held_tasks(ctx, summary)
         except StopRun as stop:
             summary.stopped_early = str(stop)

@@ -1,13 +1,17 @@
 """Sync state and audit log, on SQLAlchemy: an SQLite file by default, PostgreSQL in production.
 
 Tables are plain data keyed by (crm, ...). Each module that owns a table keeps its queries next to
-its logic (connectors/state.py, connectors/cache.py, flows/audit.py); this module only defines the
-schema and opens the engine.
+its logic (connectors/state.py, connectors/cache.py, flows/audit.py, flows/locks.py, flows/runs.py);
+this module defines the schema, the audit chain's hash rule, opens the engine and upgrades a store
+made by an earlier version (``upgrade_schema``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -17,6 +21,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -25,9 +30,15 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Connection,
+    bindparam,
     create_engine,
+    delete,
     event,
     insert,
+    inspect,
+    select,
+    text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -105,6 +116,8 @@ enrichment_cache = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
+# Append-only; tamper-evident: per CRM, ``seq`` numbers the rows 1, 2, 3, ... and ``row_hash`` is
+# ``audit_row_hash(prev_hash, row)``, where ``prev_hash`` is the previous row's ``row_hash``.
 audit_log = Table(
     "lf_audit_log",
     metadata,
@@ -121,8 +134,22 @@ audit_log = Table(
     Column("model_version", String(40), nullable=True),
     Column("reasons", JSON, nullable=True),
     Column("dry_run", Integer, nullable=False, default=0),
+    Column("seq", BigInteger, nullable=True),  # NULL only on a row not written by leadflow
+    Column("prev_hash", String(64), nullable=True),
+    Column("row_hash", String(64), nullable=True),
     Index("ix_lf_audit_lead", "crm", "crm_id"),
     Index("ix_lf_audit_run", "run_id"),
+    Index("ux_lf_audit_chain", "crm", "seq", unique=True),
+)
+
+# The end of each CRM's audit chain. Appends lock this row, so concurrent writers (page threads,
+# partitions in other processes) take turns and never fork the chain.
+audit_heads = Table(
+    "lf_audit_heads",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("row_hash", String(64), nullable=False),
 )
 
 run_locks = Table(
@@ -132,8 +159,86 @@ run_locks = Table(
     Column("holder", String(100), nullable=False),
     Column("acquired_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("host", String(255), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("renewed_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("crm", name="uq_lf_run_locks_crm"),
 )
+
+# One row per run (pipeline flows): what it did and how it ended; see flows/runs.py.
+runs = Table(
+    "lf_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("flow", String(60), nullable=False),
+    Column("crm", String(20), nullable=False),
+    Column("dry_run", Integer, nullable=False, default=0),
+    Column("since", DateTime(timezone=True), nullable=True),
+    Column("until", DateTime(timezone=True), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("outcome", String(20), nullable=False),  # success | partial | stopped_early | failed
+    Column("error", Text, nullable=True),  # failed runs: the error's kind (and our own one-line messages)
+    Column("stopped_early", Text, nullable=True),
+    Column("read", Integer, nullable=False, default=0),
+    Column("changed", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("stage_moves", Integer, nullable=False, default=0),
+    Column("tasks_created", Integer, nullable=False, default=0),
+    Column("tasks_closed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("quarantined", Integer, nullable=False, default=0),
+    Column("retried_pending", Integer, nullable=False, default=0),
+    Column("pages", Integer, nullable=False, default=0),
+    Column("api_calls", Integer, nullable=False, default=0),
+    Index("ix_lf_runs_crm_started", "crm", "started_at"),
+)
+
+
+# ------------------------------------------------------------------------ the audit chain
+
+GENESIS_HASH = "0" * 64
+def utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive value (SQLite hands stored datetimes back naive) is taken as UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+_canonical_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def canonical_time(value: datetime) -> str:
+    """A timestamp as the audit hash covers it: UTC, microseconds, ISO 8601."""
+    return (value if value.tzinfo is timezone.utc else utc(value)).isoformat(timespec="microseconds")
+
+
+def audit_row_hash(prev_hash: str, row: Mapping[str, Any], at_text: str | None = None) -> str:
+    """SHA-256 of the previous row's hash and a canonical text of ``row``'s values (as Python values,
+    not as a database renders them): ``at`` in UTC with microseconds, ``reasons`` as compact JSON,
+    ``dry_run`` as 0/1. The same row hashes the same on SQLite and PostgreSQL. Every column but
+    ``id`` is covered (a copied store may renumber ids; ``seq`` orders the chain). ``at_text``:
+    ``canonical_time(row["at"])``, when the caller has it already."""
+    canonical = _canonical_json([
+        prev_hash, row["crm"], int(row["seq"]), at_text or canonical_time(row["at"]), row["run_id"], row["flow"],
+        row["crm_id"], row["action"], row["field"], row["old_value"], row["new_value"], row["model_version"],
+        row["reasons"], int(bool(row["dry_run"]))])
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def lock_chain_head(conn: Connection, crm: str) -> tuple[int, str]:
+    """The CRM's chain head (last seq, its hash), locked until ``conn``'s transaction ends:
+    PostgreSQL ``SELECT ... FOR UPDATE`` on its ``lf_audit_heads`` row; on SQLite the INSERT that
+    makes sure the row exists takes the database's write lock first."""
+    make = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(make(audit_heads).values(crm=crm, seq=0, row_hash=GENESIS_HASH)
+                 .on_conflict_do_nothing(index_elements=["crm"]))
+    row = conn.execute(select(audit_heads.c.seq, audit_heads.c.row_hash)
+                       .where(audit_heads.c.crm == crm).with_for_update()).one()
+    return int(row.seq), row.row_hash
+
+
+def move_chain_head(conn: Connection, crm: str, seq: int, row_hash: str) -> None:
+    conn.execute(update(audit_heads).where(audit_heads.c.crm == crm).values(seq=seq, row_hash=row_hash))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -151,6 +256,7 @@ def make_engine(url: str | None = None) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
+    upgrade_schema(engine)
     return engine
 
 
@@ -158,6 +264,73 @@ def make_engine(url: str | None = None) -> Engine:
 def engine_for(url: str | None = None) -> Engine:
     """One shared engine per URL in this process."""
     return make_engine(url)
+
+
+# ------------------------------------------------------------------------ upgrades
+
+# Columns added to tables of the first release: ``metadata.create_all`` creates missing tables, never
+# missing columns of an existing table.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "lf_audit_log": ("seq", "prev_hash", "row_hash"),
+    "lf_run_locks": ("host", "pid", "renewed_at"),
+}
+
+
+def _missing_columns(conn_or_engine: Any) -> dict[str, list[str]]:
+    inspector = inspect(conn_or_engine)
+    missing = {}
+    for table, columns in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        if absent := [c for c in columns if c not in present]:
+            missing[table] = absent
+    return missing
+
+
+def upgrade_schema(engine: Engine) -> dict[str, list[str]]:
+    """Bring a store made by an earlier version up to this schema; returns the columns it added.
+
+    Adds the missing columns (``ALTER TABLE ... ADD COLUMN``) and the audit chain's unique index,
+    then chains the audit rows written before the chain existed: per CRM, in insertion order, as
+    if they had been appended now. That happens once, in the transaction that adds ``seq``; a row
+    inserted later without a chain position is reported by ``leadflow audit --verify``, never chained.
+    Concurrent upgrades take turns (PostgreSQL: an advisory lock; SQLite: the write lock).
+    """
+    if not _missing_columns(engine):
+        return {}
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(4711130)"))
+        else:  # a write first, so the transaction holds SQLite's write lock before it looks
+            conn.execute(update(audit_heads).where(audit_heads.c.crm.is_(None)).values(seq=0))
+        missing = _missing_columns(conn)
+        for table_name, columns in missing.items():
+            table = metadata.tables[table_name]
+            for name in columns:
+                column_type = table.c[name].type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {column_type}")
+        conn.exec_driver_sql("CREATE UNIQUE INDEX IF NOT EXISTS ux_lf_audit_chain ON lf_audit_log (crm, seq)")
+        if "seq" in missing.get("lf_audit_log", ()):
+            _chain_existing_audit_rows(conn)
+    return missing
+
+
+def _chain_existing_audit_rows(conn: Connection) -> None:
+    rows = conn.execute(select(audit_log).order_by(audit_log.c.crm, audit_log.c.id)).mappings().all()
+    heads: dict[str, tuple[int, str]] = {}
+    chained = []
+    for row in rows:
+        seq, prev = heads.get(row["crm"], (0, GENESIS_HASH))
+        values = {**row, "seq": seq + 1}
+        row_hash = audit_row_hash(prev, values)
+        chained.append({"row_id": row["id"], "seq": seq + 1, "prev_hash": prev, "row_hash": row_hash})
+        heads[row["crm"]] = (seq + 1, row_hash)
+    if chained:
+        conn.execute(update(audit_log).where(audit_log.c.id == bindparam("row_id"))
+                     .values(seq=bindparam("seq"), prev_hash=bindparam("prev_hash"), row_hash=bindparam("row_hash")),
+                     chained)
+    for crm, (seq, row_hash) in heads.items():
+        conn.execute(delete(audit_heads).where(audit_heads.c.crm == crm))
+        conn.execute(insert(audit_heads).values(crm=crm, seq=seq, row_hash=row_hash))
 
 
 # ------------------------------------------------------------------------ bulk inserts

@@ -53,3 +53,65 @@ def test_insert_many_writes_what_execute_would_and_upserts(database_url):
     assert {k: v.replace(tzinfo=v.tzinfo or timezone.utc) for k, v in values.items()} == {
         "hubspot": later, "salesforce": at}
     engine.dispose()
+
+
+def _previous_version_store(url: str) -> None:
+    """A store as the version before the audit chain and heartbeat locks made it."""
+    from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text, create_engine
+
+    old = MetaData()
+    Table("lf_audit_log", old,
+          Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+          Column("at", DateTime(timezone=True), nullable=False), Column("run_id", String(64), nullable=False),
+          Column("flow", String(60), nullable=False), Column("crm", String(20), nullable=False),
+          Column("crm_id", String(64), nullable=False), Column("action", String(30), nullable=False),
+          Column("field", String(120)), Column("old_value", Text), Column("new_value", Text),
+          Column("model_version", String(40)), Column("reasons", JSON), Column("dry_run", Integer, nullable=False),
+          Index("ix_lf_audit_lead", "crm", "crm_id"), Index("ix_lf_audit_run", "run_id"))
+    Table("lf_run_locks", old, Column("crm", String(20), primary_key=True),
+          Column("holder", String(100), nullable=False), Column("acquired_at", DateTime(timezone=True), nullable=False),
+          Column("expires_at", DateTime(timezone=True), nullable=False))
+    engine = create_engine(url)
+    old.create_all(engine)
+    at = datetime(2026, 11, 1, 9, 30, 0, 250000, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        for i, crm in enumerate(["hubspot", "salesforce", "hubspot", "hubspot"]):
+            conn.execute(old.tables["lf_audit_log"].insert().values(
+                at=at, run_id="old-run", flow="sync_leads", crm=crm, crm_id=f"L{i}", action="field_set",
+                field="score", old_value=None, new_value=str(i), model_version="m0",
+                reasons=["Fit 80"] if i % 2 == 0 else None, dry_run=0))
+        conn.execute(old.tables["lf_run_locks"].insert().values(
+            crm="salesforce", holder="old-holder", acquired_at=at, expires_at=at))
+    engine.dispose()
+
+
+def test_a_store_of_the_previous_version_is_upgraded_and_its_audit_rows_chained(database_url):
+    from flows.audit import AuditEntry, AuditLog, verify_chain
+    from flows.locks import acquire, read_lock
+    from flows.runs import read_runs, record_run
+
+    _previous_version_store(database_url)
+    engine = store.make_engine(database_url)
+    with engine.connect() as conn:
+        chained = conn.execute(select(store.audit_log.c.crm, store.audit_log.c.seq)
+                               .order_by(store.audit_log.c.id)).all()
+    assert [tuple(r) for r in chained] == [("hubspot", 1), ("salesforce", 1), ("hubspot", 2), ("hubspot", 3)]
+    assert verify_chain(engine, "hubspot").ok and verify_chain(engine, "salesforce").ok
+
+    AuditLog(engine, "new-run", "sync_leads", "m1", dry_run=False).record(
+        [AuditEntry("hubspot", "L9", "field_set", "score", None, 9)])
+    assert verify_chain(engine, "hubspot").rows == 4 and verify_chain(engine, "hubspot").ok
+    assert read_lock(engine, "salesforce").host is None  # the old lock row reads; its lapsed lease is taken over
+    acquire(engine, "salesforce", "new-holder")
+    record_run(engine, {"run_id": "r1", "flow": "sync_leads", "crm": "hubspot", "read": 3})
+    assert read_runs(engine)[0]["outcome"] == "success"
+    engine.dispose()
+
+    again = store.make_engine(database_url)  # the upgrade runs once: a later unchained row stays unchained
+    with again.begin() as conn:
+        conn.execute(insert(store.audit_log).values(
+            at=datetime.now(timezone.utc), run_id="forged", flow="sync_leads", crm="hubspot", crm_id="L1",
+            action="field_set", dry_run=0))
+    assert store.upgrade_schema(store.make_engine(database_url)) == {}
+    assert "was inserted" in verify_chain(again, "hubspot").problem
+    again.dispose()
