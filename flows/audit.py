@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from leadflow.redaction import PHI_FIELDS, REDACTED, shown_value  # noqa: F401 - re-exported
 from leadflow.store import (
     GENESIS_HASH,
     audit_heads,
@@ -32,13 +33,6 @@ from leadflow.store import (
     move_chain_head,
     utc,
 )
-
-# Canonical fields whose values may be health information: audited as "<redacted>".
-PHI_FIELDS = frozenset(
-    {"pain_point", "patient.service_requested", "patient.payer", "patient.zip", "patient.scheduling_ready"}
-)
-REDACTED = "<redacted: may contain health information>"
-
 
 @dataclass(frozen=True)
 class AuditEntry:
@@ -53,12 +47,8 @@ class AuditEntry:
 
 
 def redact_value(canonical_field: str, value: Any, patient: bool) -> Any:
-    """The value to audit: PHI-bearing fields and any free text on patient leads are redacted."""
-    if value in (None, ""):
-        return value
-    if canonical_field in PHI_FIELDS or (patient and canonical_field in {"reasons", "reasons_detail", "next_step"}):
-        return REDACTED
-    return value
+    """The value to audit (``leadflow.redaction.shown_value``, the one redaction rule)."""
+    return shown_value(canonical_field, value, patient)
 
 
 def _text(value: Any) -> str | None:

@@ -3,9 +3,10 @@ they come from different machines or bypass Prefect's concurrency limit (a CLI r
 
 The lock is a short lease (``LEADFLOW_LOCK_LEASE_SECONDS``, default 120 s) that a heartbeat thread
 renews every quarter lease while the run works. Another run takes the lock over at once when its
-holder is gone: the lease lapsed (the holder stopped renewing: killed, hung, cut off), or the holder
-is a Prefect flow run that the Prefect API reports in a final state (completed, failed, cancelled,
-crashed). A holder that is not a Prefect flow run, or one the API does not know (a CLI run's
+holder is gone: the lease lapsed (the holder stopped renewing: killed, hung, cut off), the holder
+ran on this host and its process has ended (a killed CLI run or worker subprocess: no need to wait
+out the lease), or the holder is a Prefect flow run that the Prefect API reports in a final state
+(completed, failed, cancelled, crashed). A holder that is not a Prefect flow run, or one the API does not know (a CLI run's
 temporary Prefect server), is judged by its heartbeat alone. ``Lease.check`` tells the run whether
 it still holds the lock; it is cheap (no database call) and raises ``LockLost`` once the heartbeat
 found the lock taken over, or could not renew it for most of a lease.
@@ -119,6 +120,34 @@ def prefect_run_is_over(holder: str) -> bool:
     return run.state is not None and run.state.type.value in FINAL_FLOW_RUN_STATES
 
 
+def _gone_reason(info: LockInfo, now: datetime, run_is_over: Callable[[str], bool]) -> str | None:
+    """Why the holder of ``info`` is gone, or None while it may be alive."""
+    if info.expires_at <= now:
+        return "lease lapsed"
+    if info.host == socket.gethostname() and info.pid and not process_alive(info.pid):
+        return f"process {info.pid} on this host has ended"
+    if run_is_over(info.holder):
+        return "its Prefect flow run is over"
+    return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (a zombie, killed and not yet reaped, is not)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _locked_message(info: LockInfo) -> str:
     return (f"{info.crm}: locked by {info.describe()}; if that run is gone for good, "
             f"`leadflow unlock --crm {info.crm}` releases it")
@@ -132,10 +161,10 @@ def acquire(engine: Engine, crm: str, holder: str, lease: timedelta | None = Non
     current = read_lock(engine, crm)
     now = _now()
     if current is not None and current.holder != holder:
-        if current.expires_at > now and not run_is_over(current.holder):
+        gone = _gone_reason(current, now, run_is_over)
+        if gone is None:
             raise RunLocked(_locked_message(current))
-        log.warning("%s: taking the lock over from %s (%s)", crm, current.who(),
-                    "lease lapsed" if current.expires_at <= now else "its Prefect flow run is over")
+        log.warning("%s: taking the lock over from %s (%s)", crm, current.who(), gone)
     with engine.begin() as conn:
         if current is not None:  # only the row seen: a contender that took it meanwhile keeps it
             conn.execute(delete(run_locks).where(run_locks.c.crm == crm, run_locks.c.holder == current.holder,

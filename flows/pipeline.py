@@ -337,10 +337,12 @@ def _dry_write(ctx: RunContext, plan: _Plan, tasks: list[TaskSpec]) -> WriteResu
 
 def _write(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec],
            supersede: dict[str, list[str]]) -> WriteResult:
+    _still_holds_the_lock(ctx)
     result = ctx.connector.write_updates(updates) if updates else WriteResult()
     tasks = [t for t in tasks if t.crm_id not in result.failed]
     supersede = {crm_id: refs for crm_id, refs in supersede.items() if crm_id not in result.failed}
     if tasks or supersede:
+        _still_holds_the_lock(ctx)
         task_result = ctx.connector.ensure_tasks(tasks, supersede)
         result.tasks_created.update(task_result.tasks_created)
         result.tasks_existing.update(task_result.tasks_existing)
@@ -348,6 +350,12 @@ def _write(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec],
         result.closed_for.update(task_result.closed_for)
         result.task_failures.update(task_result.task_failures)
     return result
+
+
+def _still_holds_the_lock(ctx: RunContext) -> None:
+    """Before each CRM write: raises ``LockLost`` when another run took this run's lock over."""
+    if ctx.audit.guard is not None:
+        ctx.audit.guard()
 
 
 def _record_state(ctx: RunContext, page: Page, updates: list[LeadUpdate], write: WriteResult,
