@@ -66,15 +66,17 @@ QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No start-up or progres
 
 def configure_run(crm: str, model: Optional[Path], mapping: Optional[Path]) -> None:
     """Point the run at ``--model`` / ``--mapping`` (through the settings the flow reads), then
-    validate the model, the mapping and the credentials: a bad file or a missing setting stops
-    here, before Prefect starts and before any CRM call (exit 2, file and key)."""
+    validate the model, the mapping, the credentials and Prefect's start-up limit: a bad file or a
+    missing setting stops here, before Prefect starts and before any CRM call (exit 2, file and key)."""
     import os
 
     from connectors.factory import hubspot_config_from_env, salesforce_config_from_env
     from leadflow import settings
+    from leadflow.prefect_env import check_startup_timeout
     from mappings import MappingError, load_mapping
     from scoring import load_model
 
+    check_startup_timeout()
     if model is not None:
         os.environ["LEADFLOW_MODEL"] = str(model.expanduser().resolve())
     if mapping is not None:
@@ -95,13 +97,9 @@ def run_flow(crm: str, call: Callable[[], dict[str, Any]], *, quiet: bool, as_js
     """Start Prefect (visibly), run ``call`` with page progress on stderr, print the summary and
     exit with the code of its outcome (0 success, 3 partial, 4 stopped early, 1 failed)."""
     from leadflow.errors import OUTCOME_EXIT_CODES
-    from leadflow.errors import debug_enabled
-    from leadflow.prefect_env import ensure_server, quiet_run_errors
     from leadflow.progress import listen
 
-    if not debug_enabled():
-        quiet_run_errors()
-    ensure_server(_say if not quiet else lambda line: None)
+    start_prefect(quiet)
     stop_listening = listen(_ProgressLines(window)) if not quiet else (lambda: None)
     try:
         summary = call()
@@ -111,20 +109,32 @@ def run_flow(crm: str, call: Callable[[], dict[str, Any]], *, quiet: bool, as_js
     raise typer.Exit(OUTCOME_EXIT_CODES.get(summary.get("outcome", "success"), 1))
 
 
+def start_prefect(quiet: bool = False) -> None:
+    """Prefect's run errors off the terminal (unless --debug: the one-line error says what failed),
+    and its temporary server started now, with a line saying so, unless PREFECT_API_URL is set."""
+    from leadflow.errors import debug_enabled
+    from leadflow.prefect_env import check_startup_timeout, ensure_server, quiet_run_errors
+
+    check_startup_timeout()
+    if not debug_enabled():
+        quiet_run_errors()
+    ensure_server(_say if not quiet else lambda line: None)
+
+
 def _say(line: str) -> None:
     err_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 class _ProgressLines:
-    """One stderr line per page on a terminal, one every ``PROGRESS_EVERY_PAGES_OFF_TTY`` pages
-    otherwise; for a window with both ends known (a backfill), the share of it read so far."""
+    """One stderr line per page on a terminal; otherwise the first page's and one every
+    ``PROGRESS_EVERY_PAGES_OFF_TTY`` pages; for a window with both ends known (a backfill), the share of it read so far."""
 
     def __init__(self, window: tuple[Optional[datetime], Optional[datetime]] | None):
         self.since, self.until = window or (None, None)
         self.every = 1 if err_console.is_terminal else PROGRESS_EVERY_PAGES_OFF_TTY
 
     def __call__(self, event) -> None:
-        if event.pages % self.every:
+        if event.pages % self.every and event.pages != 1:
             return
         line = f"{event.crm}: page {event.pages}, {event.leads:,} leads read"
         share = self.share(event.cursor)
@@ -244,9 +254,8 @@ def demo(
 
     Prefect's settings (start-up limit, no telemetry, quiet console) are leadflow.prefect_env's."""
     from flows.demo import run_demo
-    from leadflow.prefect_env import ensure_server
 
-    ensure_server(_say)
+    start_prefect()
     run_demo(reset=reset, leads=leads)
 
 
@@ -259,11 +268,15 @@ def bench(
     lookback: Optional[int] = typer.Option(None, help="Override the incremental lookback seconds (experiment)."),
     profile: Optional[str] = typer.Option(None, help="Write a pyinstrument profile of the backfill to this path."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    startup_repeat: int = typer.Option(5, "--startup-repeat",
+                                       help="Runs of `leadflow sync` per case for startup_to_first_request_s (0: skip)."),
 ) -> None:
-    """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS."""
+    """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS,
+    and the start-up to the first CRM request with and without a running Prefect server."""
     from leadflow.bench import bench as run_bench, render
 
-    result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile)
+    result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile,
+                       startup_repeat=startup_repeat)
     print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
 
 

@@ -227,6 +227,16 @@ def _unreachable_line(exc: BaseException) -> str:
             + (f": check {setting}" if setting else ""))
 
 
+def _bad_prefect_setting(exc: BaseException) -> bool:
+    return _named("ValidationError")(exc) and str(getattr(exc, "title", "")).endswith("Settings")
+
+
+def _prefect_setting_line(exc: BaseException) -> str:
+    first = exc.errors()[0]  # type: ignore[attr-defined]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"a Prefect setting is invalid: {exc.title}.{where}: {first.get('msg')}"  # type: ignore[attr-defined]
+
+
 def _quota_line(exc: BaseException) -> str:
     return f"stopped early: {exc} (the next run resumes)"
 
@@ -235,12 +245,15 @@ def _unexpected_line(exc: BaseException) -> str:
     from connectors.retry import error_message
 
     text = error_message(exc) if _status(exc) else f"{type(exc).__name__}: {exc}"
+    if _status(exc) and "PROPERTY_DOESNT_EXIST" in _codes(exc):
+        text += " (leadflow crm setup --crm hubspot creates leadflow's properties)"
     return f"{text} (run with --debug for the traceback)"
 
 
 RULES: tuple[Rule, ...] = (
     Rule(EXIT_BAD_INPUT, _named("MappingError", "ModelFileError"), str),
-    Rule(EXIT_BAD_INPUT, _named("MissingCredential", "SalesforceConfigError", "ConfigFileError"), str),
+    Rule(EXIT_BAD_INPUT, _named("MissingCredential", "SalesforceConfigError", "PrefectSettingError"), str),
+    Rule(EXIT_BAD_INPUT, _bad_prefect_setting, _prefect_setting_line),
     Rule(EXIT_PREFECT_START, _named("PrefectStartTimeout"), str),
     Rule(EXIT_PREFECT_START, lambda e: "Timed out while attempting to connect to ephemeral Prefect API" in str(e),
          lambda e: str(_prefect_timeout())),

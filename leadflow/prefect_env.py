@@ -47,11 +47,24 @@ QUIET_CONSOLE: dict[str, str] = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARN
 class PrefectStartTimeout(RuntimeError):
     """Prefect's temporary server did not answer within the start-up limit."""
 
-    def __init__(self, limit: float) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(
-            f"the temporary Prefect server did not start within {limit:g} s: raise "
+            f"the temporary Prefect server did not start within {limit} s: raise "
             f"{STARTUP_TIMEOUT_VARIABLE}, or set PREFECT_API_URL to a running Prefect server")
+
+
+class PrefectSettingError(ValueError):
+    """A Prefect setting leadflow depends on has a value Prefect would refuse."""
+
+
+def check_startup_timeout(environ: MutableMapping[str, str] = os.environ) -> None:
+    """The start-up limit must be whole seconds; checked before Prefect is imported (Prefect
+    itself would print a validation error on import and go on)."""
+    raw = environ.get(STARTUP_TIMEOUT_VARIABLE, "").strip()
+    if raw and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+        raise PrefectSettingError(f"{STARTUP_TIMEOUT_VARIABLE}={raw!r}: expected whole seconds, e.g. "
+                                  f"{DEFAULT_STARTUP_TIMEOUT_SECONDS}")
 
 
 def debug_requested(argv: list[str] | None = None, environ: MutableMapping[str, str] = os.environ) -> bool:
@@ -68,13 +81,11 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ, quiet: bool =
     return applied
 
 
-def startup_timeout(environ: MutableMapping[str, str] = os.environ) -> float:
-    """The start-up limit in seconds: the environment's, else leadflow's default."""
-    raw = environ.get(STARTUP_TIMEOUT_VARIABLE, "").strip()
-    try:
-        return float(raw) if raw else float(DEFAULT_STARTUP_TIMEOUT_SECONDS)
-    except ValueError:
-        return float(DEFAULT_STARTUP_TIMEOUT_SECONDS)
+def startup_timeout() -> int:
+    """The start-up limit in whole seconds, as Prefect reads it (environment or profile)."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    return int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
 
 
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
@@ -123,7 +134,7 @@ def ensure_server(say: Callable[[str], None]) -> float | None:
     say("starting a temporary Prefect server (set PREFECT_API_URL to use a running one)...")
     started = time.monotonic()
     try:
-        server.start(timeout=limit)  # type: ignore[arg-type]
+        server.start(timeout=limit)
     except RuntimeError as exc:
         if PREFECT_START_TIMEOUT_TEXT in str(exc):
             server.stop()  # Prefect leaves the slow server process running

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from leadflow.canonical import Lead, LeadKind
@@ -26,7 +27,7 @@ def run_explain(lead_file: Path, now_text: str | None, model_path: Path | None, 
         model = load_model(model_path)
         leads = _read_leads(lead_file)
     except (ModelFileError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return 2
     results = qualify_batch(leads, now, model)
     if as_json:
