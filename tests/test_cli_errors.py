@@ -96,6 +96,21 @@ def test_sync_with_a_wrong_hubspot_token_is_one_line_exit_6(prefect_server, run_
     assert_one_error_line(result, 6, "refused the credential HUBSPOT_ACCESS_TOKEN", "401 INVALID_AUTHENTICATION")
 
 
+def test_a_whole_sync_process_prints_one_line_for_a_wrong_token(prefect_server, run_env, tmp_path):
+    """In a process of its own (CliRunner cannot see what Prefect's log handlers print): the
+    complete output of a failed run is the one line, not Prefect's report of the flow's failure."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**_fresh_cli_env(tmp_path), **run_env, "HUBSPOT_ACCESS_TOKEN": SENTINEL,
+           "PREFECT_API_URL": PREFECT_API_URL.value()}
+    done = subprocess.run([sys.executable, "-m", "leadflow.cli", "sync", "--crm", "hubspot"], env=env, cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 6, done.stderr
+    assert _lines(done.stdout + done.stderr) == [
+        f"error: hubspot: {run_env['HUBSPOT_HOST']} refused the credential HUBSPOT_ACCESS_TOKEN "
+        "(401 INVALID_AUTHENTICATION)"]
+
+
 def test_debug_prints_the_traceback_but_never_the_token(run_env):
     os.environ["HUBSPOT_ACCESS_TOKEN"] = SENTINEL
     result = runner.invoke(app, ["--debug", "crm", "setup", "--crm", "hubspot"])
