@@ -279,14 +279,6 @@ def test_redaction_removes_credentials_of_every_shape(monkeypatch):
         "login failed for password hunter2-pw",
     ]
 
-
-def test_an_invalid_prefect_setting_is_bad_input(tmp_path):
-    env = _fresh_cli_env(tmp_path, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="soon")
-    done = subprocess.run([sys.executable, "-m", "leadflow.cli", "sync", "--crm", "hubspot", "--quiet"], env=env,
-                          cwd=str(ROOT), capture_output=True, text=True, timeout=180)
-    assert done.returncode == 2, done.stderr
-    assert _lines(done.stderr) == ["error: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS='soon': expected "
-                                   "whole seconds, e.g. 180"]
     for text in texts:
         assert "abc123" not in redact(text) and "hunter2-pw" not in redact(text), redact(text)
     assert redact("OAuth 2.0 authentication") == "OAuth 2.0 authentication"
