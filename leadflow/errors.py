@@ -237,7 +237,17 @@ def _prefect_setting_line(exc: BaseException) -> str:
     return f"a Prefect setting is invalid: {exc.title}.{where}: {first.get('msg')}"  # type: ignore[attr-defined]
 
 
-def _quota_line(exc: BaseException) -> str:
+def _quota_decision(exc: BaseException) -> BaseException | None:
+    """A CRM error that means the daily quota is spent (``connectors.retry.classify``), as QuotaExhausted."""
+    from connectors.retry import Action, QuotaExhausted, classify
+
+    if _status(exc) is None:
+        return None
+    decision = classify(exc)
+    return QuotaExhausted(decision.reason) if decision.action is Action.QUOTA else None
+
+
+def _quota_line(exc: BaseException | None) -> str:
     return f"stopped early: {exc} (the next run resumes)"
 
 
@@ -259,6 +269,7 @@ RULES: tuple[Rule, ...] = (
          lambda e: str(_prefect_timeout())),
     Rule(EXIT_LOCKED, _named("RunLocked"), str),
     Rule(EXIT_STOPPED_EARLY, _named("QuotaExhausted", "BudgetExhausted"), _quota_line),
+    Rule(EXIT_STOPPED_EARLY, lambda e: _quota_decision(e) is not None, lambda e: _quota_line(_quota_decision(e))),
     Rule(EXIT_CREDENTIAL_REFUSED, _credential_refused, _refused_line),
     Rule(EXIT_UNREACHABLE, _unreachable, _unreachable_line),
 )

@@ -111,6 +111,15 @@ def test_a_whole_sync_process_prints_one_line_for_a_wrong_token(prefect_server, 
         "(401 INVALID_AUTHENTICATION)"]
 
 
+def test_a_refused_salesforce_session_is_one_line_exit_6(prefect_server, run_env, monkeypatch, sandbox):
+    for name in ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SALESFORCE_SESSION_ID", SENTINEL)
+    for command in (["crm", "setup", "--crm", "salesforce"], ["sync", "--crm", "salesforce"]):
+        assert_one_error_line(runner.invoke(app, command), 6, "refused the credential SALESFORCE_SESSION_ID",
+                              "INVALID_SESSION_ID")
+
+
 def test_debug_prints_the_traceback_but_never_the_token(run_env):
     os.environ["HUBSPOT_ACCESS_TOKEN"] = SENTINEL
     result = runner.invoke(app, ["--debug", "crm", "setup", "--crm", "hubspot"])
@@ -264,6 +273,43 @@ def test_the_original_exception_is_classified_through_a_prefect_flow_and_task(pr
         wrapped = RuntimeError("wrapper")
         wrapped.__cause__ = caught.value
         assert describe(wrapped)[0] == code
+
+
+def _classified_examples() -> list[tuple[BaseException, int, str]]:
+    import requests
+    import urllib3
+    from hubspot.crm.contacts.exceptions import ApiException
+    from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceRefusedRequest
+
+    from connectors.retry import QuotaExhausted
+    from flows.locks import RunLocked
+    from leadflow.prefect_env import PrefectStartTimeout
+    from mappings import MappingError
+
+    scopes = ApiException(status=403, reason="Forbidden")
+    scopes.body = json.dumps({"category": "MISSING_SCOPES", "message": "missing scopes"})
+    pool = urllib3.HTTPConnectionPool("crm.example", 8443)
+    unreachable = requests.ConnectionError(urllib3.exceptions.MaxRetryError(pool, "/crm/v3", None))
+    limit = SalesforceRefusedRequest("https://x/services", 403, "Lead",
+                                     b'[{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]')
+    return [
+        (MappingError("m.yaml", "fields.x", "unknown canonical field 'x'"), 2, "m.yaml: fields.x"),
+        (scopes, 6, "HUBSPOT_ACCESS_TOKEN (403 MISSING_SCOPES)"),
+        (SalesforceAuthenticationFailed("INVALID_LOGIN", "Invalid username, password, security token"), 6,
+         "SALESFORCE_"),
+        (unreachable, 7, "cannot reach crm.example:8443"),
+        (RunLocked("hubspot: another leadflow run holds the lock"), 5, "hubspot: another"),
+        (QuotaExhausted("daily API limit reached: 429 DAILY"), 4, "the next run resumes"),
+        (PrefectStartTimeout(180), 8, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"),
+        (RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server."), 8, "did not start"),
+        (limit, 4, "REQUEST_LIMIT_EXCEEDED"),
+    ]
+
+
+def test_the_error_table():
+    for exc, code, fragment in _classified_examples():
+        got, line = describe(exc)
+        assert (got, fragment in line) == (code, True), (exc, line)
 
 
 # --- redaction -----------------------------------------------------------------------------------
