@@ -70,7 +70,7 @@ def configure_run(crm: str, model: Optional[Path], mapping: Optional[Path]) -> N
     missing setting stops here, before Prefect starts and before any CRM call (exit 2, file and key)."""
     import os
 
-    from connectors.factory import hubspot_config_from_env, salesforce_config_from_env
+    from connectors.factory import MissingCredential, hubspot_config_from_env, salesforce_config_from_env
     from leadflow import settings
     from leadflow.prefect_env import check_startup_timeout
     from mappings import MappingError, load_mapping
@@ -89,7 +89,12 @@ def configure_run(crm: str, model: Optional[Path], mapping: Optional[Path]) -> N
         loaded = load_mapping(mapping_file)
         if loaded.crm != crm:
             raise MappingError(mapping_file, "crm", f"this mapping is for {loaded.crm}, not {crm}")
-    (hubspot_config_from_env if crm == "hubspot" else salesforce_config_from_env)()
+    try:
+        (hubspot_config_from_env if crm == "hubspot" else salesforce_config_from_env)()
+    except MissingCredential:
+        raise
+    except ValueError as exc:  # a malformed LEADFLOW_* / SALESFORCE_* setting; the message names it
+        raise settings.SettingError(str(exc)) from None
 
 
 def run_flow(crm: str, call: Callable[[], dict[str, Any]], *, quiet: bool, as_json: bool,
@@ -127,7 +132,8 @@ def _say(line: str) -> None:
 
 class _ProgressLines:
     """One stderr line per page on a terminal; otherwise the first page's and one every
-    ``PROGRESS_EVERY_PAGES_OFF_TTY`` pages; for a window with both ends known (a backfill), the share of it read so far."""
+    ``PROGRESS_EVERY_PAGES_OFF_TTY`` pages. For a window with a known start (a backfill), the share
+    of it read so far."""
 
     def __init__(self, window: tuple[Optional[datetime], Optional[datetime]] | None):
         self.since, self.until = window or (None, None)

@@ -262,7 +262,8 @@ def _unexpected_line(exc: BaseException) -> str:
 
 RULES: tuple[Rule, ...] = (
     Rule(EXIT_BAD_INPUT, _named("MappingError", "ModelFileError"), str),
-    Rule(EXIT_BAD_INPUT, _named("MissingCredential", "SalesforceConfigError", "PrefectSettingError"), str),
+    Rule(EXIT_BAD_INPUT, _named("MissingCredential", "SalesforceConfigError", "PrefectSettingError", "SettingError"),
+         str),
     Rule(EXIT_BAD_INPUT, _bad_prefect_setting, _prefect_setting_line),
     Rule(EXIT_PREFECT_START, _named("PrefectStartTimeout"), str),
     Rule(EXIT_PREFECT_START, lambda e: "Timed out while attempting to connect to ephemeral Prefect API" in str(e),

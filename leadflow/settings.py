@@ -49,6 +49,10 @@ def redact_url(url: str) -> str:
 CRMS = ("hubspot", "salesforce")
 
 
+class SettingError(ValueError):
+    """An environment setting has a value leadflow cannot use; the message names the variable."""
+
+
 def model_path() -> Path | None:
     """LEADFLOW_MODEL: a qualification model file to use instead of scoring/default_model.yaml."""
     raw = os.environ.get("LEADFLOW_MODEL", "").strip()

@@ -209,6 +209,11 @@ def test_a_missing_credential_is_named_exit_2(run_env, monkeypatch):
     assert_one_error_line(runner.invoke(app, ["sync", "--crm", "hubspot"]), 2, "HUBSPOT_ACCESS_TOKEN is not set")
 
 
+def test_a_malformed_setting_is_named_exit_2(run_env, monkeypatch):
+    monkeypatch.setenv("LEADFLOW_HUBSPOT_RATE_LIMIT", "lots")
+    assert_one_error_line(runner.invoke(app, ["sync", "--crm", "hubspot"]), 2, "LEADFLOW_HUBSPOT_RATE_LIMIT='lots'")
+
+
 def test_bad_cli_input_is_one_line_exit_2(run_env):
     result = runner.invoke(app, ["backfill", "--crm", "hubspot", "--since", "last week", "--until", "2025-01-01"])
     assert_one_error_line(result, 2, "--since", "ISO-8601")
