@@ -100,19 +100,6 @@ def _named(*names: str) -> Callable[[BaseException], bool]:
     return lambda exc: any(cls.__name__ in names for cls in type(exc).__mro__)
 
 
-def _is(module_path: str, name: str) -> Callable[[BaseException], bool]:
-    def check(exc: BaseException) -> bool:
-        import importlib
-
-        try:
-            cls = getattr(importlib.import_module(module_path), name)
-        except (ImportError, AttributeError):
-            return False
-        return isinstance(exc, cls)
-
-    return check
-
-
 def _status(exc: BaseException) -> int | None:
     status = getattr(exc, "status", None)
     return status if isinstance(status, int) else None
