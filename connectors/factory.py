@@ -13,6 +13,9 @@ Secret block (``leadflow.secrets``). Secrets are held as ``SecretStr``: they nev
 logs or exceptions. A missing variable is a ``MissingCredential`` naming it and where it was looked for. An ``http://127.0.0.1:...`` Salesforce URL is
 reached through ``leadflow.http_session`` (simple-salesforce forces https otherwise).
 
+``LEADFLOW_MAPPING_HUBSPOT`` / ``LEADFLOW_MAPPING_SALESFORCE``: the mapping file to use instead of
+``mappings/<crm>.yaml``.
+
 Overrides: any config field (``max_calls``, ``daily_share``, ``page_size``, ``timeout``, ...) or
 connector argument (``retry``, ``meter``, ``mapping``, ``mark_reads``).
 ``LEADFLOW_SALESFORCE_BULK_THRESHOLD``: window reads of more leads use Bulk API 2.0 (``0`` or
@@ -244,6 +247,7 @@ def connector_from_env(crm: str, engine: Engine | None = None, **overrides: Any)
         from leadflow.store import engine_for
 
         engine = engine_for(settings.database_url())
+    overrides = _mapping_from_settings(crm, overrides)
     if crm == "hubspot":
         config_args, connector_args = _split(HubSpotConfig, overrides)
         return HubSpotConnector(hubspot_config_from_env(**config_args), engine, **connector_args)
@@ -251,6 +255,17 @@ def connector_from_env(crm: str, engine: Engine | None = None, **overrides: Any)
         config_args, connector_args = _split(SalesforceConfig, overrides)
         return SalesforceConnector(salesforce_config_from_env(**config_args), engine, **connector_args)
     raise ValueError(f"unknown CRM {crm!r}: expected 'hubspot' or 'salesforce'")
+
+
+def _mapping_from_settings(crm: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``mapping`` from ``LEADFLOW_MAPPING_<CRM>`` (``leadflow.settings.mapping_path``) unless overridden."""
+    from leadflow import settings
+    from mappings import load_mapping
+
+    path = settings.mapping_path(crm) if crm in settings.CRMS else None
+    if "mapping" in overrides or path is None:
+        return overrides
+    return {**overrides, "mapping": load_mapping(path)}
 
 
 def _attr(obj: Any, *names: str) -> Any:

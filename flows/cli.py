@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.summary import OUTCOME_TEXT
+
 console = Console()
+err_console = Console(stderr=True)
 
 
 class CrmChoice(StrEnum):
@@ -32,16 +37,122 @@ def _parse_time(value: Optional[str], name: str) -> Optional[datetime]:
 def print_summary(summary: dict[str, Any]) -> None:
     title = f"{summary['flow']} on {summary['crm']}" + (" (dry run)" if summary["dry_run"] else "")
     table = Table(title=title)
-    for column in ("read", "changed", "unchanged", "stage_moves", "tasks_created", "failed", "quarantined",
-                   "api_calls"):
+    for column in SUMMARY_COLUMNS:
         table.add_column(column.replace("_", " "), justify="right")
-    table.add_row(*(str(summary[c]) for c in ("read", "changed", "unchanged", "stage_moves", "tasks_created",
-                                                "failed", "quarantined", "api_calls")))
+    table.add_row(*(str(summary[c]) for c in SUMMARY_COLUMNS))
     console.print(table)
+    outcome = summary.get("outcome", "success")
+    console.print(f"[{OUTCOME_STYLE.get(outcome, 'bold')}]Outcome: {OUTCOME_TEXT.get(outcome, outcome)}[/]",
+                  highlight=False)
     if summary.get("stopped_early"):
-        console.print(f"[yellow]Stopped early:[/] {summary['stopped_early']} (state saved; the next run resumes)")
+        console.print(f"[yellow]Stopped early:[/] {summary['stopped_early']} (state saved; the next run resumes)",
+                      highlight=False, markup=True)
     if summary.get("preview_path"):
         console.print(f"Dry-run preview (nothing written): {summary['preview_path']}")
+
+
+SUMMARY_COLUMNS = ("read", "changed", "unchanged", "stage_moves", "tasks_created", "failed", "quarantined",
+                   "api_calls")
+OUTCOME_STYLE = {"success": "green", "partial": "yellow", "stopped_early": "yellow", "failed": "red"}
+PROGRESS_EVERY_PAGES_OFF_TTY = 10
+
+MODEL_OPTION = typer.Option(None, "--model", metavar="PATH",
+                            help="Qualification model file (default: $LEADFLOW_MODEL, else the shipped one).")
+MAPPING_OPTION = typer.Option(None, "--mapping", metavar="PATH",
+                              help="Field mapping file for --crm (default: $LEADFLOW_MAPPING_HUBSPOT or "
+                                   "$LEADFLOW_MAPPING_SALESFORCE, else mappings/<crm>.yaml).")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No start-up or progress lines on stderr.")
+
+
+def configure_run(crm: str, model: Optional[Path], mapping: Optional[Path]) -> None:
+    """Point the run at ``--model`` / ``--mapping`` (through the settings the flow reads), then
+    validate the model, the mapping, the credentials and Prefect's start-up limit: a bad file or a
+    missing setting stops here, before Prefect starts and before any CRM call (exit 2, file and key)."""
+    import os
+
+    from connectors.factory import MissingCredential, hubspot_config_from_env, salesforce_config_from_env
+    from leadflow import settings
+    from leadflow.prefect_env import check_startup_timeout
+    from mappings import MappingError, load_mapping
+    from scoring import load_model
+
+    check_startup_timeout()
+    if model is not None:
+        os.environ["LEADFLOW_MODEL"] = str(model.expanduser().resolve())
+    if mapping is not None:
+        os.environ[settings.mapping_variable(crm)] = str(mapping.expanduser().resolve())
+    load_model(settings.model_path())
+    mapping_file = settings.mapping_path(crm)
+    if mapping_file is not None:
+        if mapping_file.suffix not in (".yaml", ".yml"):
+            raise MappingError(mapping_file, "(file)", "a mapping file is YAML: its name ends in .yaml or .yml")
+        loaded = load_mapping(mapping_file)
+        if loaded.crm != crm:
+            raise MappingError(mapping_file, "crm", f"this mapping is for {loaded.crm}, not {crm}")
+    try:
+        (hubspot_config_from_env if crm == "hubspot" else salesforce_config_from_env)()
+    except MissingCredential:
+        raise
+    except ValueError as exc:  # a malformed LEADFLOW_* / SALESFORCE_* setting; the message names it
+        raise settings.SettingError(str(exc)) from None
+
+
+def run_flow(crm: str, call: Callable[[], dict[str, Any]], *, quiet: bool, as_json: bool,
+             window: tuple[Optional[datetime], Optional[datetime]] | None = None) -> None:
+    """Start Prefect (visibly), run ``call`` with page progress on stderr, print the summary and
+    exit with the code of its outcome (0 success, 3 partial, 4 stopped early, 1 failed)."""
+    from leadflow.errors import OUTCOME_EXIT_CODES
+    from leadflow.progress import listen
+
+    start_prefect(quiet)
+    stop_listening = listen(_ProgressLines(window)) if not quiet else (lambda: None)
+    try:
+        summary = call()
+    finally:
+        stop_listening()
+    console.print_json(json.dumps(summary, default=str)) if as_json else print_summary(summary)
+    raise typer.Exit(OUTCOME_EXIT_CODES.get(summary.get("outcome", "success"), 1))
+
+
+def start_prefect(quiet: bool = False) -> None:
+    """Prefect's run errors off the terminal (unless --debug: the one-line error says what failed),
+    and its temporary server started now, with a line saying so, unless PREFECT_API_URL is set."""
+    from leadflow.errors import debug_enabled
+    from leadflow.prefect_env import check_startup_timeout, ensure_server, quiet_run_errors
+
+    check_startup_timeout()
+    if not debug_enabled():
+        quiet_run_errors()
+    ensure_server(_say if not quiet else lambda line: None)
+
+
+def _say(line: str) -> None:
+    err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+class _ProgressLines:
+    """One stderr line per page on a terminal; otherwise the first page's and one every
+    ``PROGRESS_EVERY_PAGES_OFF_TTY`` pages. For a window with a known start (a backfill), the share
+    of it read so far."""
+
+    def __init__(self, window: tuple[Optional[datetime], Optional[datetime]] | None):
+        self.since, self.until = window or (None, None)
+        self.every = 1 if err_console.is_terminal else PROGRESS_EVERY_PAGES_OFF_TTY
+
+    def __call__(self, event) -> None:
+        if event.pages % self.every and event.pages != 1:
+            return
+        line = f"{event.crm}: page {event.pages}, {event.leads:,} leads read"
+        share = self.share(event.cursor)
+        _say(line + (f", {share:.0%} of the window" if share is not None else ""))
+
+    def share(self, cursor: Optional[datetime]) -> Optional[float]:
+        if cursor is None or self.since is None:
+            return None
+        until = self.until or datetime.now(timezone.utc)
+        if until <= self.since:
+            return None
+        return min(max((cursor - self.since) / (until - self.since), 0.0), 1.0)
 
 
 def sync(
@@ -51,12 +162,19 @@ def sync(
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute and report changes; write nothing."),
     limit: Optional[int] = typer.Option(None, help="Stop after about this many leads (testing)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    model: Optional[Path] = MODEL_OPTION,
+    mapping: Optional[Path] = MAPPING_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Pull changed leads, qualify them and write back (credentials from the environment)."""
+    """Pull changed leads, qualify them and write back (credentials from the environment).
+
+    Exit codes: 0 success, 3 partial, 4 stopped early, 1 failed (others: leadflow --help)."""
+    start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    configure_run(crm.value, model, mapping)
     from flows.sync import sync_leads
 
-    summary = sync_leads(crm.value, _parse_time(since, "--since"), _parse_time(until, "--until"), dry_run, limit)
-    console.print_json(json.dumps(summary, default=str)) if as_json else print_summary(summary)
+    run_flow(crm.value, lambda: sync_leads(crm.value, start, end, dry_run, limit), quiet=quiet, as_json=as_json,
+             window=(start, end) if start else None)
 
 
 def backfill(
@@ -65,22 +183,38 @@ def backfill(
     until: str = typer.Option(..., help="ISO-8601 end of the range (exclusive)."),
     dry_run: bool = typer.Option(False, "--dry-run"),
     as_json: bool = typer.Option(False, "--json"),
+    model: Optional[Path] = MODEL_OPTION,
+    mapping: Optional[Path] = MAPPING_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Re-qualify the leads modified in a date range; the incremental watermark stays where it is."""
+    """Re-qualify the leads modified in a date range; the incremental watermark stays where it is.
+
+    Exit codes: 0 success, 3 partial, 4 stopped early, 1 failed (others: leadflow --help)."""
+    start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    if end <= start:
+        raise typer.BadParameter(f"must be after --since ({since})", param_hint="--until")
+    configure_run(crm.value, model, mapping)
     from flows.sync import backfill as backfill_flow
 
-    summary = backfill_flow(crm.value, _parse_time(since, "--since"), _parse_time(until, "--until"), dry_run)
-    console.print_json(json.dumps(summary, default=str)) if as_json else print_summary(summary)
+    run_flow(crm.value, lambda: backfill_flow(crm.value, start, end, dry_run), quiet=quiet, as_json=as_json,
+             window=(start, end))
 
 
 def rescore(
     crm: CrmChoice = typer.Option(...),
     dry_run: bool = typer.Option(False, "--dry-run"),
+    as_json: bool = typer.Option(False, "--json"),
+    model: Optional[Path] = MODEL_OPTION,
+    mapping: Optional[Path] = MAPPING_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Re-qualify every lead after a model change."""
+    """Re-qualify every lead after a model change.
+
+    Exit codes: 0 success, 3 partial, 4 stopped early, 1 failed (others: leadflow --help)."""
+    configure_run(crm.value, model, mapping)
     from flows.sync import rescore as rescore_flow
 
-    print_summary(rescore_flow(crm.value, dry_run))
+    run_flow(crm.value, lambda: rescore_flow(crm.value, dry_run), quiet=quiet, as_json=as_json)
 
 
 def _engine():
@@ -232,16 +366,12 @@ def demo(
     reset: bool = typer.Option(False, "--reset", help="Forget the saved demo sandbox and state; start over."),
     leads: int = typer.Option(400, help="Leads per CRM on a fresh demo."),
 ) -> None:
-    """Run the pipeline end to end on the built-in sandbox (no server, no credentials needed)."""
-    import os
+    """Run the pipeline end to end on the built-in sandbox (no server, no credentials needed).
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-    os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100")
-    os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "200")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    Prefect's settings (start-up limit, no telemetry, quiet console) are leadflow.prefect_env's."""
     from flows.demo import run_demo
 
+    start_prefect()
     run_demo(reset=reset, leads=leads)
 
 
@@ -254,11 +384,15 @@ def bench(
     lookback: Optional[int] = typer.Option(None, help="Override the incremental lookback seconds (experiment)."),
     profile: Optional[str] = typer.Option(None, help="Write a pyinstrument profile of the backfill to this path."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    startup_repeat: int = typer.Option(5, "--startup-repeat",
+                                       help="Runs of `leadflow sync` per case for startup_to_first_request_s (0: skip)."),
 ) -> None:
-    """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS."""
+    """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS,
+    and the start-up to the first CRM request with and without a running Prefect server."""
     from leadflow.bench import bench as run_bench, render
 
-    result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile)
+    result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile,
+                       startup_repeat=startup_repeat)
     print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
 
 

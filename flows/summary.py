@@ -31,6 +31,13 @@ class Counts:
 REJECTED_SHOWN = 500  # failed or quarantined leads listed in a summary (all of them stay in lf_pending_leads)
 PREVIEW_SHOWN = 1000  # dry-run preview rows in the artifact (the CSV has every row)
 
+OUTCOME_TEXT = {
+    "success": "success",
+    "partial": "partial: some leads failed or were quarantined; they are retried by the next run",
+    "stopped_early": "stopped early; state is saved and the next run resumes",
+    "failed": "failed: no lead could be written",
+}
+
 
 @dataclass(kw_only=True)
 class RunSummary(Counts):
@@ -69,12 +76,25 @@ class RunSummary(Counts):
         self.by_segment.setdefault(segment, Counter())[stage] += 1
 
     @property
+    def outcome(self) -> str:
+        """``stopped_early`` (quota or budget; the next run resumes), ``failed`` (every lead read
+        failed to write), ``partial`` (some failed or were quarantined; retried next run), or
+        ``success``. The CLI's exit code follows it (``leadflow.errors.OUTCOME_EXIT_CODES``)."""
+        if self.stopped_early:
+            return "stopped_early"
+        if self.failed and self.failed >= self.read:
+            return "failed"
+        if self.failed or self.quarantined:
+            return "partial"
+        return "success"
+
+    @property
     def nothing_to_do(self) -> bool:
         return self.changed == 0 and self.tasks_created == 0 and self.failed == 0 and self.quarantined == 0
 
     def table(self) -> list[dict[str, Any]]:
         rows = [
-            ("read", self.read), ("changed", self.changed), ("unchanged", self.unchanged),
+            ("outcome", self.outcome), ("read", self.read), ("changed", self.changed), ("unchanged", self.unchanged),
             ("stage moves", self.stage_moves), ("tasks created", self.tasks_created),
             ("tasks closed", self.tasks_closed), ("failed (retried next run)", self.failed),
             ("quarantined", self.quarantined), ("pending retried", self.retried_pending),
@@ -86,6 +106,7 @@ class RunSummary(Counts):
     def markdown(self) -> str:
         stages = sorted(self.stages)
         lines = [f"# leadflow {self.flow} on {self.crm}{' (dry run)' if self.dry_run else ''}", ""]
+        lines += [f"**Outcome:** {OUTCOME_TEXT[self.outcome]}", ""]
         if self.stopped_early:
             lines += [f"**Stopped early:** {self.stopped_early}. State is saved; the next run resumes.", ""]
         for title, groups in (("source", self.by_source), ("segment", self.by_segment)):
@@ -101,6 +122,7 @@ class RunSummary(Counts):
     def as_dict(self) -> dict[str, Any]:
         return {
             "crm": self.crm, "flow": self.flow, "run_id": self.run_id, "dry_run": self.dry_run,
+            "outcome": self.outcome,
             **self.counts(), "retried_pending": self.retried_pending,
             "pages": self.pages, "stopped_early": self.stopped_early, "api_calls": self.api_calls,
             "api_remaining": self.api_remaining, "enrichment": self.enrichment, "stages": dict(self.stages),

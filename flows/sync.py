@@ -30,6 +30,7 @@ from flows.runs import recording_run
 from flows.pipeline import PageResult, RunContext, TaskCarry, merge_examples, process_page, send_held_tasks
 from flows.summary import RunSummary
 from leadflow import settings
+from leadflow.progress import page_done
 from leadflow.runtime import frozen_heap
 from leadflow.store import engine_for
 
@@ -68,7 +69,7 @@ def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> Ru
     from connectors.factory import connector_from_env
     from scoring import load_model
 
-    model = load_model()
+    model = load_model(settings.model_path())
     connector = connector_from_env(crm, engine=engine, mark_reads=not dry_run)
     preview = settings.DEFAULT_STATE_DIR / "previews" / f"{crm}-{run_id}.csv" if dry_run else None
     return RunContext(
@@ -193,6 +194,7 @@ def _settle(entry, summary: RunSummary, progress, logger) -> None:
         progress.update(result.cursor)
     logger.info("page %d: read %d, changed %d, tasks %d, failed %d, quarantined %d", summary.pages,
                 result.read, result.changed, result.tasks_created, result.failed, result.quarantined)
+    page_done(summary.crm, summary.pages, summary.read, result.cursor)
 
 
 def _add(summary: RunSummary, result: PageResult) -> None:

@@ -645,16 +645,26 @@ def render(result: dict[str, Any]) -> str:
                          f"{r['minimum_calls_with_echoes']['total']}, ratio {r['calls_over_minimum_with_echoes']}x")
         lines.append(f"  {'':<12} changed {s['changed']}, tasks {s['tasks_created']}, failed {s['failed']}, "
                      f"stopped early {s['stopped_early']}")
+    if result.get("startup_to_first_request_s"):
+        start = result["startup_to_first_request_s"]
+        lines.append(f"  start-up to first CRM request (median of {start['repeat']}): no Prefect server "
+                     f"{start['no_prefect_server']['median']} s, running Prefect server "
+                     f"{start['running_prefect_server']['median']} s")
     lines.append("  targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}" for k, v in result["targets"].items()))
     return "\n".join(lines)
 
 
 def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100, repeat: int = 1,
           random_seed: int = 42, lookback: int | None = None, profile: str | None = None,
-          keep: bool = False) -> dict[str, Any]:
+          keep: bool = False, startup_repeat: int = 5) -> dict[str, Any]:
     results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed, profile, lookback, keep)
                for _ in range(max(1, repeat))]
-    return aggregate(results)
+    out = aggregate(results)
+    if startup_repeat > 0:  # seconds from `leadflow sync` starting to its first CRM request (leadflow.startup_bench)
+        from leadflow.startup_bench import measure_startup
+
+        out["startup_to_first_request_s"] = measure_startup(crm, startup_repeat)
+    return out
 
 
 def _main(argv: list[str] | None = None) -> None:

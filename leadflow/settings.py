@@ -44,3 +44,27 @@ def redact_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - never let a malformed URL leak through an error message
         return "<unparseable database url>"
+
+
+CRMS = ("hubspot", "salesforce")
+
+
+class SettingError(ValueError):
+    """An environment setting has a value leadflow cannot use; the message names the variable."""
+
+
+def model_path() -> Path | None:
+    """LEADFLOW_MODEL: a qualification model file to use instead of scoring/default_model.yaml."""
+    raw = os.environ.get("LEADFLOW_MODEL", "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
+def mapping_variable(crm: str) -> str:
+    return f"LEADFLOW_MAPPING_{crm.upper()}"
+
+
+def mapping_path(crm: str) -> Path | None:
+    """LEADFLOW_MAPPING_HUBSPOT / LEADFLOW_MAPPING_SALESFORCE: a mapping file to use instead of
+    mappings/<crm>.yaml."""
+    raw = os.environ.get(mapping_variable(crm), "").strip()
+    return Path(raw).expanduser() if raw else None

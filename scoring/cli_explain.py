@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from leadflow.canonical import Lead
+from leadflow.canonical import Lead, LeadKind
 from scoring.engine import Qualification, qualify_batch
 from scoring.model import load_model
 from scoring.schema import ModelFileError
@@ -25,16 +27,37 @@ def run_explain(lead_file: Path, now_text: str | None, model_path: Path | None, 
         model = load_model(model_path)
         leads = _read_leads(lead_file)
     except (ModelFileError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return 2
     results = qualify_batch(leads, now, model)
     if as_json:
-        typer.echo(json.dumps([q.summary(now) for q in results], indent=2))
+        typer.echo(json.dumps([{**q.summary(now), "warnings": lead_warnings(lead)}
+                               for lead, q in zip(leads, results)], indent=2))
     else:
         out = Console()
-        for q in results:
+        for lead, q in zip(leads, results):
             _print_breakdown(out, q, now)
+            _print_warnings(out, lead_warnings(lead))
     return 0
+
+
+QUOTED_VALUE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def lead_warnings(lead: Lead) -> list[str]:
+    """The lead's warnings (unknown values read as other/unknown, unknown events dropped); a
+    patient lead's without the values, which may be the patient's own words."""
+    if lead.lead_kind is LeadKind.patient:
+        return [QUOTED_VALUE.sub("(value not shown: patient lead)", w) for w in lead.warnings]
+    return list(lead.warnings)
+
+
+def _print_warnings(console: Console, warnings: list[str]) -> None:
+    if not warnings:
+        return
+    console.print(f"[bold yellow]Warnings ({len(warnings)}):[/bold yellow] values leadflow did not recognise, read as shown")
+    for warning in warnings:
+        console.print(f"  ! {warning}", highlight=False, markup=False)
 
 
 def _parse_now(text: str | None) -> datetime:

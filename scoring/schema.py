@@ -39,6 +39,11 @@ PATIENT_CRITERIA: tuple[str, ...] = ("fit", "engagement")
 FIT_COMPONENTS: tuple[str, ...] = ("org_type", "specialty", "care_setting", "size", "geography", "ehr")
 SIZE_FIELDS = Literal["bed_count", "provider_count", "location_count", "employee_count", "annual_revenue"]
 TEMPLATE_FIELDS = frozenset({"reasons", "segment", "stage", "lead_score"})
+MAX_POINTS = 100
+"""Upper bound of a criterion weight and of a fit component's share. Both are points on the
+0-100 scale every score uses (the shipped weights of a segment sum to 100); the model turns them
+into shares of their sum, so one weight above 100 would swamp the rest (a weight of 300 made one
+criterion 81% of the score)."""
 
 
 
@@ -95,12 +100,12 @@ class Scales(_Strict):
 
 
 class FitComponents(_Strict):
-    org_type: float = Field(ge=0)
-    specialty: float = Field(ge=0)
-    care_setting: float = Field(ge=0)
-    size: float = Field(ge=0)
-    geography: float = Field(ge=0)
-    ehr: float = Field(ge=0)
+    org_type: float = Field(ge=0, le=MAX_POINTS)
+    specialty: float = Field(ge=0, le=MAX_POINTS)
+    care_setting: float = Field(ge=0, le=MAX_POINTS)
+    size: float = Field(ge=0, le=MAX_POINTS)
+    geography: float = Field(ge=0, le=MAX_POINTS)
+    ehr: float = Field(ge=0, le=MAX_POINTS)
 
     @model_validator(mode="after")
     def _some_weight(self) -> "FitComponents":
@@ -171,13 +176,13 @@ NextStepOverrides = _stage_map("NextStepOverrides", required=False)
 
 
 class Weights(_Strict):
-    fit: float = Field(default=0, ge=0)
-    need: float = Field(default=0, ge=0)
-    authority: float = Field(default=0, ge=0)
-    budget: float = Field(default=0, ge=0)
-    timeline: float = Field(default=0, ge=0)
-    compliance: float = Field(default=0, ge=0)
-    engagement: float = Field(default=0, ge=0)
+    fit: float = Field(default=0, ge=0, le=MAX_POINTS)
+    need: float = Field(default=0, ge=0, le=MAX_POINTS)
+    authority: float = Field(default=0, ge=0, le=MAX_POINTS)
+    budget: float = Field(default=0, ge=0, le=MAX_POINTS)
+    timeline: float = Field(default=0, ge=0, le=MAX_POINTS)
+    compliance: float = Field(default=0, ge=0, le=MAX_POINTS)
+    engagement: float = Field(default=0, ge=0, le=MAX_POINTS)
 
     @model_validator(mode="after")
     def _some_weight(self) -> "Weights":

@@ -1,0 +1,116 @@
+"""Start-up cost of a pipeline command: seconds from ``leadflow sync`` starting to its first CRM
+request, with no Prefect server (the command starts a temporary one) and with a running one
+(``PREFECT_API_URL``). Part of ``leadflow bench`` (``startup_to_first_request_s``).
+
+Each case runs the real command, ``leadflow sync --crm CRM --dry-run --quiet``, ``repeat`` times in
+a fresh process against one sandbox process; the first request's time is read from the sandbox's
+request log (wall clock, same machine). Both cases keep their ``PREFECT_HOME`` across repeats, as a
+user's machine does, so the temporary server's first start (with its database migrations) is one
+of the measurements and the median is the usual start.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_LEADS = 50
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _base_env(handle: Any, workdir: Path) -> dict[str, str]:
+    from flows.demo import sandbox_environment
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and not k.startswith("LEADFLOW_")}
+    env.update(sandbox_environment(handle))
+    env.update({"LEADFLOW_HOME": str(workdir / "home"), "LEADFLOW_DATABASE_URL": f"sqlite:///{workdir / 'state.db'}",
+                "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1", "LEADFLOW_HUBSPOT_RATE_LIMIT": "off",
+                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)})
+    return env
+
+
+def _first_request_after(handle: Any, crm: str, started: float) -> float | None:
+    times = [row["at"] for row in handle.requests() if row["endpoint"].startswith(crm + ".") and row["at"] >= started]
+    return round(min(times) - started, 2) if times else None
+
+
+def time_to_first_request(handle: Any, crm: str, env: dict[str, str]) -> float | None:
+    """One ``leadflow sync --dry-run`` in a new process; seconds until the sandbox saw its first CRM call."""
+    handle.reset_stats()
+    started = time.time()
+    done = subprocess.run([sys.executable, "-m", "leadflow.cli", "sync", "--crm", crm, "--dry-run", "--quiet"],
+                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode not in (0, 3):
+        raise RuntimeError(f"leadflow sync exited {done.returncode}: {done.stderr[-2000:]}")
+    return _first_request_after(handle, crm, started)
+
+
+def _prefect_server(env: dict[str, str], port: int) -> subprocess.Popen:
+    import httpx
+
+    process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server start exited {process.returncode}")
+        time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError("prefect server start did not answer within 300 s")
+
+
+def _summary(values: list[float | None]) -> dict[str, Any]:
+    known = [v for v in values if v is not None]
+    return {"median": round(statistics.median(known), 2) if known else None, "all": values}
+
+
+def measure_startup(crm: str, repeat: int = 5) -> dict[str, Any]:
+    """``{"no_prefect_server": {"median", "all"}, "running_prefect_server": {...}}`` in seconds."""
+    from connectors.factory import connector_from_env
+    from flows.demo import environment
+    from sandbox.server import start_sandbox_process
+
+    with tempfile.TemporaryDirectory(prefix="leadflow-startup-") as tmp, \
+            start_sandbox_process(SEED_LEADS, random_seed=1) as handle:
+        workdir = Path(tmp)
+        env = _base_env(handle, workdir)
+        if crm == "hubspot":
+            from connectors.setup import hubspot_setup
+
+            with environment({k: v for k, v in env.items() if k.startswith(("HUBSPOT_", "LEADFLOW_"))}):
+                hubspot_setup(connector_from_env("hubspot"))
+        ephemeral = {**env, "PREFECT_HOME": str(workdir / "prefect-ephemeral")}
+        no_server = [time_to_first_request(handle, crm, ephemeral) for _ in range(repeat)]
+        port = _free_port()
+        server_env = {**env, "PREFECT_HOME": str(workdir / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        server = _prefect_server(server_env, port)
+        try:
+            client_env = {**server_env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+            running = [time_to_first_request(handle, crm, client_env) for _ in range(repeat)]
+        finally:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(5)
+    return {"no_prefect_server": _summary(no_server), "running_prefect_server": _summary(running), "repeat": repeat,
+            "command": f"leadflow sync --crm {crm} --dry-run --quiet"}
