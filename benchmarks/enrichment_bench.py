@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connectors.enrichment import build_waterfall  # noqa: E402
-from leadflow import store  # noqa: E402
+from state import schema as store  # noqa: E402
 from leadflow.canonical import Lead  # noqa: E402
 from sandbox.nppes import NppesRegistry  # noqa: E402
 

@@ -117,7 +117,7 @@ def repair_tasks(
     import uuid
 
     from connectors.retry import error_message
-    from flows.audit import AuditEntry, AuditLog
+    from state.audit import AuditEntry, AuditLog
 
     conn = _connector(crm)
     audit = AuditLog(conn.engine, run_id=f"repair-tasks-{uuid.uuid4()}", flow="repair-tasks", model_version=None,

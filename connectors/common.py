@@ -33,12 +33,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, select
 
-from connectors import state
+from state import leads as state
 from connectors.base import Page, Quarantined, TaskSpec, WriteResult
 from connectors.convert import convert_record, current_values
 from connectors.ratelimit import CallMeter
 from connectors.retry import Action, RetryPolicy, classify, error_message
-from leadflow.store import task_keys as task_keys_table
+from state.schema import task_keys as task_keys_table
 from mappings import CrmMapping
 from scoring.tasks import lead_of_task_key
 

@@ -24,75 +24,30 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import yaml
 from sqlalchemy import Engine
 
-from connectors.cache import DEFAULT_MISS_TTL, DEFAULT_TTL, EnrichmentCache, as_utc
+from connectors.enrichment_base import (  # noqa: F401 - the providers' contract, re-exported
+    ENRICHABLE_FIELDS,
+    EnrichmentProvider,
+    Findings,
+    Lookup,
+    LookupKey,
+)
+from state.cache import DEFAULT_MISS_TTL, DEFAULT_TTL, EnrichmentCache, as_utc
 from leadflow.canonical import CareSetting, Lead, LeadKind, OrgKind, OrgType, coerce_enum
-from leadflow.store import engine_for
+from state.schema import engine_for
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("enrichment.yaml")
-ENRICHABLE_FIELDS: frozenset[str] = frozenset({
-    "org_type", "org_kind", "specialty", "care_setting", "provider_count", "bed_count", "location_count",
-    "state", "country", "npi", "company_name", "company_domain", "ehr_vendor", "city", "ccn",
-})
-
-
 class FieldPolicy(StrEnum):
     fill_blank = "fill_blank"  # only when the lead has no value yet
     higher_confidence = "higher_confidence"  # also over an earlier provider's value of lower confidence
     overwrite = "overwrite"  # always, even over the CRM's value
     never = "never"
-
-
-@dataclass(frozen=True)
-class LookupKey:
-    """One lookup a provider can make; leads with equal ``cache_key`` share one lookup."""
-
-    cache_key: str
-    query: Mapping[str, str]
-    label: str  # for notes, e.g. "'Northside Clinic' in GA" or "NPI 1234567890"
-
-
-@dataclass(frozen=True)
-class Lookup:
-    status: Literal["found", "miss", "error"]
-    payload: dict[str, Any] | None = None
-    confidence: float = 0.0
-    note: str | None = None
-    fetched_at: datetime | None = None
-    cached: bool = False
-    aliases: tuple[str, ...] = ()  # other keys that lead to the same record (cached as exact hits)
-
-
-@dataclass(frozen=True)
-class Findings:
-    """What a provider derives from one found payload."""
-
-    fields: dict[str, Any]
-    source_key: str
-    contact_hint: dict[str, str] | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-
-
-class EnrichmentProvider(Protocol):
-    name: str  # cache namespace and provenance, e.g. "nppes"
-    label: str  # for notes, e.g. "NPPES"
-    cacheable: bool
-    fillable: frozenset[str]
-    key_requirement: str  # for notes, e.g. "an NPI, or company name and state"
-
-    def lookup_keys(self, lead: Lead) -> list[LookupKey]: ...
-
-    async def fetch_many(self, keys: Sequence[LookupKey]) -> dict[str, Lookup]: ...
-
-    def findings(self, payload: dict[str, Any]) -> Findings: ...
-
-    def stats(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -390,7 +345,7 @@ def build_waterfall(
 ) -> Waterfall:
     """A waterfall from the YAML config (default connectors/enrichment.yaml) and the environment.
 
-    ``engine`` is the state store for the cache (default: ``leadflow.store.engine_for()``);
+    ``engine`` is the state store for the cache (default: ``state.schema.engine_for()``);
     ``nppes_url`` overrides LEADFLOW_NPPES_URL.
     """
     config = load_config(config_path)

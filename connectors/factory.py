@@ -244,7 +244,7 @@ def connector_from_env(crm: str, engine: Engine | None = None, **overrides: Any)
     """The connector for ``crm`` ("hubspot" | "salesforce"), configured from the environment."""
     if engine is None:
         from leadflow import settings
-        from leadflow.store import engine_for
+        from state.schema import engine_for
 
         engine = engine_for(settings.database_url())
     overrides = _mapping_from_settings(crm, overrides)

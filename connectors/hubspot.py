@@ -37,7 +37,7 @@ from hubspot import HubSpot
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from connectors import state
+from state import leads as state
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, KeyedTask, chunked
 from connectors.convert import parse_datetime

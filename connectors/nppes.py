@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from connectors.enrichment import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
+from connectors.enrichment_base import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
 from connectors.industry import normalize_industry
 from connectors.retry import RetryPolicy, is_retryable
 from connectors.taxonomy import Taxonomy, classify, federal_kind_of_name, load_nucc_descriptions

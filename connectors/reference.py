@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors.enrichment import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
+from connectors.enrichment_base import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
 from connectors.nppes import PLACEHOLDERS, STATE_CODES, name_forms, normalize_name, state_code
 from connectors.taxonomy import KIND_CARE_SETTING
 from leadflow.canonical import CareSetting, Lead, OrgKind, OrgType, coerce_enum

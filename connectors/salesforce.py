@@ -55,7 +55,7 @@ from simple_salesforce import Salesforce, format_soql
 from simple_salesforce.util import exception_handler
 from sqlalchemy import Engine
 
-from connectors import state
+from state import leads as state
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, KeyedTask, chunked
 from connectors.convert import parse_datetime

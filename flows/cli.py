@@ -1,4 +1,4 @@
-"""``leadflow sync | backfill | rescore | audit | runs | failures | unlock | demo | bench``. Prefect and the clients load inside the commands."""
+"""``leadflow sync | backfill | rescore | audit | runs | failures | unlock | demo``. Prefect and the clients load inside the commands."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.summary import OUTCOME_TEXT
+from flows.summary import OUTCOME_TEXT, print_summary  # noqa: F401 - print_summary re-exported
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,26 +34,6 @@ def _parse_time(value: Optional[str], name: str) -> Optional[datetime]:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    title = f"{summary['flow']} on {summary['crm']}" + (" (dry run)" if summary["dry_run"] else "")
-    table = Table(title=title)
-    for column in SUMMARY_COLUMNS:
-        table.add_column(column.replace("_", " "), justify="right")
-    table.add_row(*(str(summary[c]) for c in SUMMARY_COLUMNS))
-    console.print(table)
-    outcome = summary.get("outcome", "success")
-    console.print(f"[{OUTCOME_STYLE.get(outcome, 'bold')}]Outcome: {OUTCOME_TEXT.get(outcome, outcome)}[/]",
-                  highlight=False)
-    if summary.get("stopped_early"):
-        console.print(f"[yellow]Stopped early:[/] {summary['stopped_early']} (state saved; the next run resumes)",
-                      highlight=False, markup=True)
-    if summary.get("preview_path"):
-        console.print(f"Dry-run preview (nothing written): {summary['preview_path']}")
-
-
-SUMMARY_COLUMNS = ("read", "changed", "unchanged", "stage_moves", "tasks_created", "failed", "quarantined",
-                   "api_calls")
-OUTCOME_STYLE = {"success": "green", "partial": "yellow", "stopped_early": "yellow", "failed": "red"}
 PROGRESS_EVERY_PAGES_OFF_TTY = 10
 
 MODEL_OPTION = typer.Option(None, "--model", metavar="PATH",
@@ -219,7 +199,7 @@ def rescore(
 
 def _engine():
     from leadflow import settings
-    from leadflow.store import engine_for
+    from state.schema import engine_for
 
     return engine_for(settings.database_url())
 
@@ -241,7 +221,7 @@ def audit(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show the audit log (newest first, paged), for a lead, a run or a CRM; or verify its hash chain."""
-    from flows.audit import AmbiguousRunId, page_audit, resolve_run_id
+    from state.audit import AmbiguousRunId, page_audit, resolve_run_id
 
     engine = _engine()
     if verify:
@@ -274,7 +254,7 @@ def audit(
 
 
 def _verify(engine, crm: Optional[str], as_json: bool) -> None:
-    from flows.audit import audited_crms, verify_chain
+    from state.audit import audited_crms, verify_chain
 
     reports = [verify_chain(engine, name) for name in ([crm] if crm else audited_crms(engine))]
     if as_json:
@@ -342,7 +322,7 @@ def unlock(
 ) -> None:
     """Release a CRM's run lock by hand (audited). Only for a holder known to be gone: a killed run's
     lock is taken over by the next run once its lease lapses, without this."""
-    from flows.locks import read_lock, unlock as release_lock
+    from state.locks import read_lock, unlock as release_lock
 
     engine = _engine()
     current = read_lock(engine, crm.value)
@@ -375,27 +355,6 @@ def demo(
     run_demo(reset=reset, leads=leads)
 
 
-def bench(
-    crm: CrmChoice = typer.Option(..., help="Which CRM to benchmark."),
-    leads: int = typer.Option(10_000, help="Leads to seed the sandbox with."),
-    rate_limit: Optional[str] = typer.Option(None, "--rate-limit", help="Sandbox rate-limit SPEC, e.g. hubspot=190/10s."),
-    changed: int = typer.Option(100, help="Leads changed through the real client before the incremental run."),
-    repeat: int = typer.Option(1, help="Measurements (each in a fresh process); medians are reported."),
-    lookback: Optional[int] = typer.Option(None, help="Override the incremental lookback seconds (experiment)."),
-    profile: Optional[str] = typer.Option(None, help="Write a pyinstrument profile of the backfill to this path."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    startup_repeat: int = typer.Option(5, "--startup-repeat",
-                                       help="Runs of `leadflow sync` per case for startup_to_first_request_s (0: skip)."),
-) -> None:
-    """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS,
-    and the start-up to the first CRM request with and without a running Prefect server."""
-    from leadflow.bench import bench as run_bench, render
-
-    result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile,
-                       startup_repeat=startup_repeat)
-    print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
-
-
 def register(app: typer.Typer) -> None:
     """Add the pipeline commands to the top-level app."""
     app.command()(sync)
@@ -406,4 +365,3 @@ def register(app: typer.Typer) -> None:
     app.command()(failures)
     app.command()(unlock)
     app.command()(demo)
-    app.command()(bench)

@@ -9,11 +9,8 @@ and shows an incremental run with nothing to do. ``--reset`` starts over.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from leadflow import settings
+from sandbox.environment import environment, sandbox_environment  # noqa: F401 - the demo's, re-exported
 
 console = Console()
 DEMO_LEADS = 400
@@ -29,35 +27,6 @@ DEMO_SEED = 7
 
 def demo_dir() -> Path:
     return settings.DEFAULT_STATE_DIR / "demo"
-
-
-def sandbox_environment(handle: Any) -> dict[str, str]:
-    """The environment variables that point leadflow's connectors at a running sandbox."""
-    creds = handle.salesforce
-    return {
-        "HUBSPOT_ACCESS_TOKEN": handle.hubspot_token,
-        "HUBSPOT_HOST": handle.url,
-        "SALESFORCE_INSTANCE_URL": handle.url,
-        "SALESFORCE_SESSION_ID": creds.session_id,
-        "SALESFORCE_USERNAME": creds.username,
-        "SALESFORCE_PASSWORD": creds.password,
-        "SALESFORCE_DOMAIN": handle.url,  # where a re-login goes when the session expires
-        "LEADFLOW_NPPES_URL": handle.nppes_url,
-    }
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def snapshot(handle: Any) -> dict[str, Any]:
@@ -141,7 +110,7 @@ def _anchor_ms(first_run: bool) -> int | None:
 
 
 def _print_run(summary: dict[str, Any], first_run: bool) -> None:
-    from flows.cli import print_summary
+    from flows.summary import print_summary
 
     print_summary(summary)
     if summary["read"] == 0 or (not first_run and summary["changed"] == 0 and summary["tasks_created"] == 0):

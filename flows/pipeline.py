@@ -19,12 +19,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors import state
+from state import leads as state
 from connectors.base import CrmConnector, FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from connectors.convert import values_equal
 from connectors.writeback import STAMP_FIELDS, plan_update
-from flows.audit import AuditEntry, AuditLog
-from flows.orgs import known_members
+from state.audit import AuditEntry, AuditLog
+from state.orgs import known_members
 from flows.summary import Counts
 from leadflow.canonical import Lead, LeadKind
 from leadflow.redaction import REDACTED, shown_value

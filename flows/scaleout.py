@@ -19,10 +19,10 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
-from flows.locks import run_lock
+from state.locks import run_lock
 from flows.sync import CrmName, _run_id
 from leadflow import settings
-from leadflow.store import engine_for
+from state.schema import engine_for
 
 PARTITION_DEPLOYMENT = "backfill-leads/backfill-partition"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

@@ -145,3 +145,30 @@ class RunSummary(Counts):
         if total > shown:
             lines += ["", f"... and {total - shown} more."]
         return "\n".join(lines)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """A run summary (``RunSummary.as_dict()``) as the CLI prints it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    title = f"{summary['flow']} on {summary['crm']}" + (" (dry run)" if summary["dry_run"] else "")
+    table = Table(title=title)
+    for column in SUMMARY_COLUMNS:
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_row(*(str(summary[c]) for c in SUMMARY_COLUMNS))
+    console.print(table)
+    outcome = summary.get("outcome", "success")
+    console.print(f"[{OUTCOME_STYLE.get(outcome, 'bold')}]Outcome: {OUTCOME_TEXT.get(outcome, outcome)}[/]",
+                  highlight=False)
+    if summary.get("stopped_early"):
+        console.print(f"[yellow]Stopped early:[/] {summary['stopped_early']} (state saved; the next run resumes)",
+                      highlight=False, markup=True)
+    if summary.get("preview_path"):
+        console.print(f"Dry-run preview (nothing written): {summary['preview_path']}")
+
+
+SUMMARY_COLUMNS = ("read", "changed", "unchanged", "stage_moves", "tasks_created", "failed", "quarantined",
+                   "api_calls")
+OUTCOME_STYLE = {"success": "green", "partial": "yellow", "stopped_early": "yellow", "failed": "red"}

@@ -24,15 +24,15 @@ from prefect.artifacts import (
 )
 from prefect.utilities.annotations import quote
 
-from flows.audit import AuditLog
-from flows.locks import run_lock
+from state.audit import AuditLog
+from state.locks import run_lock
 from flows.runs import recording_run
 from flows.pipeline import PageResult, RunContext, TaskCarry, merge_examples, process_page, send_held_tasks
 from flows.summary import RunSummary
 from leadflow import settings
 from leadflow.progress import page_done
 from leadflow.runtime import frozen_heap
-from leadflow.store import engine_for
+from state.schema import engine_for
 
 CrmName = Literal["hubspot", "salesforce"]
 MAX_PAGES_IN_FLIGHT = 2
@@ -98,7 +98,7 @@ def run_pipeline(
     parent_run_id: str | None = None,
 ) -> RunSummary:
     """Read, qualify and write every page in the window; the shared body of the three flows."""
-    from connectors import state
+    from state import leads as state
 
     logger = get_run_logger()
     engine = engine_for(settings.database_url())
@@ -130,7 +130,7 @@ def run_pipeline(
             logger.warning("%s: stopped early: %s", crm, stop)
         if moves_watermark and summary.stopped_early is None:
             # Only a completed run moves it: that also marks every read of this run as processed
-            # (connectors.state.skippable). A stopped or crashed run re-reads from the old mark.
+            # (state.leads.skippable). A stopped or crashed run re-reads from the old mark.
             state.set_watermark(engine, crm, watermark_object, until)
         if progress:
             progress.finish()
@@ -140,7 +140,7 @@ def run_pipeline(
 
 
 def _retry_pending(ctx: RunContext, summary: RunSummary, logger) -> None:
-    from connectors import state
+    from state import leads as state
 
     ids = state.pending_ids(ctx.engine, ctx.crm)
     if not ids:

@@ -37,9 +37,10 @@ def main(
 
 
 def _register() -> None:
+    from benchmarks.cli import register as register_bench
     from connectors.cli import crm_app
     from flows.cli import register as register_flows
-    from leadflow.state_cli import state_app
+    from state.cli import state_app
     from sandbox.cli import sandbox_app
     from scoring.cli import register as register_scoring
 
@@ -48,6 +49,7 @@ def _register() -> None:
     app.add_typer(state_app, name="state", help="Move the state store and audit log to another database.")
     register_scoring(app)
     register_flows(app)
+    register_bench(app)
 
 
 _register()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from leadflow.canonical import Lead, LeadKind
+from leadflow.canonical import Lead
 from scoring.engine import Qualification, qualify_batch
 from scoring.model import load_model
 from scoring.schema import ModelFileError
@@ -41,14 +40,9 @@ def run_explain(lead_file: Path, now_text: str | None, model_path: Path | None, 
     return 0
 
 
-QUOTED_VALUE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
-
-
 def lead_warnings(lead: Lead) -> list[str]:
-    """The lead's warnings (unknown values read as other/unknown, unknown events dropped); a
-    patient lead's without the values, which may be the patient's own words."""
-    if lead.lead_kind is LeadKind.patient:
-        return [QUOTED_VALUE.sub("(value not shown: patient lead)", w) for w in lead.warnings]
+    """The lead's warnings (unknown values read as other/unknown, unknown events dropped). On a
+    patient lead they describe a value and never quote it (``leadflow.redaction.unknown_value``)."""
     return list(lead.warnings)
 
 

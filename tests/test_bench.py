@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leadflow.bench import minimum_calls, run_in_fresh_process
+from benchmarks.bench import minimum_calls, run_in_fresh_process
 
 
 def test_minimum_hubspot_backfill_counts_pages_companies_writes_and_task_batches():

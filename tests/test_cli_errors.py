@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from connectors.factory import connector_from_env
 from connectors.setup import hubspot_setup
-from flows.demo import environment, sandbox_environment
+from sandbox.environment import environment, sandbox_environment
 from leadflow.cli import app
 from leadflow.errors import describe, redact
 from sandbox import start_sandbox
@@ -247,9 +247,9 @@ def test_a_run_with_a_quarantined_lead_exits_3_and_the_next_clean_run_0(prefect_
 
 
 def test_a_lock_held_by_another_run_is_one_line_exit_5(prefect_server, hubspot_ready):
-    from flows.locks import acquire
+    from state.locks import acquire
     from leadflow import settings
-    from leadflow.store import engine_for
+    from state.schema import engine_for
 
     acquire(engine_for(settings.database_url()), "hubspot", holder="someone-else")
     assert_one_error_line(runner.invoke(app, ["sync", "--crm", "hubspot"]), 5, "hubspot")
@@ -258,7 +258,7 @@ def test_a_lock_held_by_another_run_is_one_line_exit_5(prefect_server, hubspot_r
 def test_the_original_exception_is_classified_through_a_prefect_flow_and_task(prefect_server):
     from prefect import flow, task
 
-    from flows.locks import RunLocked
+    from state.locks import RunLocked
     from mappings import MappingError
 
     @task(retries=0, persist_result=False)
@@ -287,7 +287,7 @@ def _classified_examples() -> list[tuple[BaseException, int, str]]:
     from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceRefusedRequest
 
     from connectors.retry import QuotaExhausted
-    from flows.locks import RunLocked
+    from state.locks import RunLocked
     from leadflow.prefect_env import PrefectStartTimeout
     from mappings import MappingError
 

@@ -1,8 +1,8 @@
-"""``leadflow bench`` reports the start-up to the first CRM request (leadflow.startup_bench)."""
+"""``leadflow bench`` reports the start-up to the first CRM request (benchmarks.startup)."""
 
 from __future__ import annotations
 
-from leadflow import bench, startup_bench
+from benchmarks import bench, startup_bench
 
 
 def test_bench_adds_and_renders_startup_to_first_request(monkeypatch):

@@ -6,10 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, insert, select
+
+from state.audit import AuditEntry, AuditLog, verify_chain
+from state.runs import record_run
 from typer.testing import CliRunner
 
-from leadflow import store
-from leadflow.state_copy import StateCopyError, copied_tables, copy_state
+from state import schema as store
+from state.copy import StateCopyError, copied_tables, copy_state
 
 T0 = datetime(2026, 11, 27, 9, 30, tzinfo=timezone.utc)
 
@@ -42,6 +45,9 @@ def _fill(url: str, audit_rows: int = 5) -> None:
              "new_value": str(i), "model_version": "m1", "reasons": ["fit: health system"], "dry_run": 0}
             for i in range(audit_rows)])
         conn.execute(store.audit_log.delete().where(store.audit_log.c.id == 2))  # a gap: ids are copied, not renumbered
+    AuditLog(engine, run_id="run-2", flow="sync-leads", model_version="m1", dry_run=False).record(
+        [AuditEntry("hubspot", "101", "field_set", "leadflow_lead_score", None, "70")])  # a hash-chained CRM
+    record_run(engine, {"run_id": "run-2", "flow": "sync_leads", "crm": "hubspot", "read": 1, "changed": 1})
     engine.dispose()
 
 
@@ -65,14 +71,15 @@ def test_every_table_moves_from_sqlite_to_postgres_unchanged(sqlite_url, postgre
     before, after = _contents(sqlite_url), _contents(postgres_url)
     assert after == before
     assert all(before[t.name] for t in copied_tables()), "every table has rows to copy"
-    assert [row[0] for row in after["lf_audit_log"]] == [1, 3, 4, 5]
-    assert report.rows["lf_audit_log"] == 4 and report.total == sum(len(rows) for rows in before.values())
+    assert [row[0] for row in after["lf_audit_log"]] == [1, 3, 4, 5, 6]
+    assert report.rows["lf_audit_log"] == 5 and report.total == sum(len(rows) for rows in before.values())
     engine = store.make_engine(postgres_url)
     with engine.begin() as conn:  # the id sequence continues after the copied ids
         new_id = conn.execute(insert(store.audit_log).values(
             at=T0, run_id="run-2", flow="sync-leads", crm="salesforce", crm_id="00Q9", action="field_set",
             dry_run=0).returning(store.audit_log.c.id)).scalar_one()
-    assert new_id == 6
+    assert new_id == 7
+    assert verify_chain(engine, "hubspot").ok  # the chain and its head came along
     engine.dispose()
 
 
@@ -106,7 +113,7 @@ def test_the_cli_copies_and_names_the_target_without_its_password(sqlite_url, po
     runner = CliRunner()
     done = runner.invoke(app, ["state", "copy", "--to", postgres_url])
     assert done.exit_code == 0, done.output
-    assert "lf_audit_log: 4 row(s)" in done.output and "counts verified" in done.output
+    assert "lf_audit_log: 5 row(s)" in done.output and "counts verified" in done.output
     again = runner.invoke(app, ["state", "copy", "--to", postgres_url])
     assert again.exit_code == 2 and again.output.count("\n") == 1 and "use --force" in again.output
     failed = runner.invoke(app, ["state", "copy", "--to", "postgresql+psycopg://lf:hunter2-SECRET@127.0.0.1:1/x"])

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import insert, select
 
-from leadflow import store
+from state import schema as store
 
 
 def test_schema_creates_and_round_trips(database_url):
@@ -86,8 +86,8 @@ def _previous_version_store(url: str) -> None:
 
 
 def test_a_store_of_the_previous_version_is_upgraded_and_its_audit_rows_chained(database_url):
-    from flows.audit import AuditEntry, AuditLog, verify_chain
-    from flows.locks import acquire, read_lock
+    from state.audit import AuditEntry, AuditLog, verify_chain
+    from state.locks import acquire, read_lock
     from flows.runs import read_runs, record_run
 
     _previous_version_store(database_url)

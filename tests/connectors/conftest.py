@@ -19,7 +19,7 @@ def sandbox() -> Iterator[Any]:
 
 @pytest.fixture()
 def engine(sqlite_url):
-    from leadflow.store import make_engine
+    from state.schema import make_engine
 
     eng = make_engine(sqlite_url)
     yield eng

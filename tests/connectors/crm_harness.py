@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from connectors import state
+from state import leads as state
 from connectors.retry import RetryPolicy
 from connectors.base import TaskSpec, WriteResult
 from connectors.writeback import plan_update

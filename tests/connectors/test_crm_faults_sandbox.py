@@ -7,7 +7,7 @@ import pytest
 from crm_harness import fast_retry
 from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, seed_salesforce
 
-from connectors import state
+from state import leads as state
 from connectors.factory import connector_for_sandbox
 from connectors.ratelimit import BudgetExhausted
 from connectors.retry import QuotaExhausted

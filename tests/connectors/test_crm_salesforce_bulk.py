@@ -285,7 +285,7 @@ def test_bulk_threshold_from_the_environment(monkeypatch):
 
 
 def test_bench_minimum_counts_the_bulk_read_above_the_threshold():
-    from leadflow.bench import minimum_calls
+    from benchmarks.bench import minimum_calls
 
     assert minimum_calls("salesforce", "backfill", {"leads": 10_000})["read"] == 5  # at the threshold: REST
     assert minimum_calls("salesforce", "backfill", {"leads": 50_000})["read"] == 1 + 1 + 1 + 5
@@ -294,10 +294,10 @@ def test_bench_minimum_counts_the_bulk_read_above_the_threshold():
 
 @pytest.mark.prefect
 def test_flows_backfill_and_sync_through_bulk(prefect_server, tmp_path):
-    from connectors import state
-    from flows.demo import environment, sandbox_environment
+    from state import leads as state
+    from sandbox.environment import environment, sandbox_environment
     from flows.sync import backfill, sync_leads
-    from leadflow.store import make_engine
+    from state.schema import make_engine
 
     with start_sandbox(0) as sandbox:
         seeded = seed_salesforce(sandbox, 2_300)

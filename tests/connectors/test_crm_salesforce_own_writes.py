@@ -139,7 +139,7 @@ def test_a_reps_edit_after_leadflows_write_is_read_and_requalified(sandbox, engi
 
 
 def test_pending_leads_are_reread_by_id_whoever_modified_them(sandbox, engine):
-    from connectors import state
+    from state import leads as state
 
     ids = seed_salesforce(sandbox, 5)
     run_sync(connector(sandbox, engine, skip_own_writes=True), engine)
@@ -224,7 +224,7 @@ def test_the_bulk_job_carries_the_same_filter(sandbox, engine, monkeypatch):
 
 
 def test_the_bench_minimum_counts_the_userinfo_call(monkeypatch):
-    from leadflow.bench import minimum_calls
+    from benchmarks.bench import minimum_calls
 
     assert minimum_calls("salesforce", "no_change", {}) == {"read": 1, "total": 1}
     monkeypatch.setenv("LEADFLOW_SALESFORCE_SKIP_OWN_WRITES", "1")

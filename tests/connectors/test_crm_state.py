@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from connectors import state
+from state import leads as state
 from connectors.base import FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from leadflow.canonical import Lead
-from leadflow.store import make_engine
+from state.schema import make_engine
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

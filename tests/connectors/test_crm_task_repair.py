@@ -8,11 +8,11 @@ import pytest
 from crm_harness import org_create, sandbox_state, seed_hubspot, seed_salesforce
 from typer.testing import CliRunner
 
-from connectors import state
+from state import leads as state
 from connectors.factory import connector_for_sandbox
 from connectors.setup import hubspot_setup, salesforce_setup
-from flows.audit import read_audit
-from leadflow.store import make_engine
+from state.audit import read_audit
+from state.schema import make_engine
 from sandbox.store import now_ms
 
 

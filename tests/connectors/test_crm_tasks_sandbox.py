@@ -14,11 +14,11 @@ from crm_harness import fast_retry
 from crm_harness import run_sync, sandbox_state, seed_hubspot, seed_salesforce
 from sqlalchemy import delete
 
-from connectors import state
+from state import leads as state
 from connectors.base import TaskSpec
 from connectors.factory import connector_for_sandbox
 from connectors.setup import hubspot_setup
-from leadflow.store import task_keys
+from state.schema import task_keys
 
 UPSERT = {"hubspot": "hubspot.tasks.batch_upsert", "salesforce": "salesforce.composite.upsert"}
 

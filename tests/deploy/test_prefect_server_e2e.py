@@ -14,9 +14,9 @@ import httpx
 import pytest
 from hubspot.crm.contacts import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
 
-from flows.audit import read_audit
-from flows.demo import environment, sandbox_environment
-from leadflow.store import make_engine
+from state.audit import read_audit
+from sandbox.environment import environment, sandbox_environment
+from state.schema import make_engine
 from sandbox import start_sandbox
 from deploy_support import PROJECT_ROOT, prefect_cli, prefect_server, workers
 

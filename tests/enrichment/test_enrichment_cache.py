@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event, func, select
 
-from connectors.cache import MAX_KEY_LENGTH, EnrichmentCache, storage_key
-from leadflow import store
+from state.cache import MAX_KEY_LENGTH, EnrichmentCache, storage_key
+from state import schema as store
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from enrichment_support import NPPES_TEST_URL, make_lead
 
-from connectors.cache import EnrichmentCache
+from state.cache import EnrichmentCache
 from connectors.enrichment import DEFAULT_CONFIG_PATH, Waterfall, build_waterfall
 from connectors.industry import IndustryConfigError, IndustryProvider, normalize_industry
-from leadflow import store
+from state import schema as store
 from leadflow.canonical import CareSetting, LeadKind, OrgType, PatientInquiry
 from mappings import load_mapping
 

@@ -11,10 +11,10 @@ import pytest
 import respx
 from enrichment_support import NPPES_TEST_URL, all_fixture_records, fixture_registry, make_lead, quiet_provider, registry_answer
 
-from connectors.cache import EnrichmentCache
+from state.cache import EnrichmentCache
 from connectors.enrichment import LookupKey, Waterfall, build_waterfall
 from connectors.reference import ReferenceFileProvider
-from leadflow import store
+from state import schema as store
 from leadflow.canonical import CareSetting, LeadKind, OrgType, PatientInquiry
 from sandbox.nppes import NppesRegistry
 

@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
-from flows import locks
-from flows.audit import REDACTED, AuditEntry, AuditLog, read_audit, redact_value
-from leadflow import store
+from state import locks
+from state.audit import REDACTED, AuditEntry, AuditLog, read_audit, redact_value
+from state import schema as store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HOLDER_SCRIPT = """
 import sys, time
-from flows.locks import run_lock
-from leadflow.store import make_engine
+from state.locks import run_lock
+from state.schema import make_engine
 with run_lock(make_engine(sys.argv[1]), "hubspot", "cli-run-7"):
     print("held", flush=True)
     time.sleep(600)
@@ -218,7 +218,7 @@ def test_a_partition_stops_when_its_parent_loses_the_lock(sqlite_url):
 
 
 def test_unlock_asks_then_releases_and_audits(sqlite_url, monkeypatch):
-    from flows.audit import verify_chain
+    from state.audit import verify_chain
     from leadflow.cli import app
 
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", sqlite_url)

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import delete, func, insert, select, update
 
-from flows.audit import AuditEntry, AuditLog, audited_crms, verify_chain
-from leadflow import store
+from state.audit import AuditEntry, AuditLog, audited_crms, verify_chain
+from state import schema as store
 
 AT = datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=timezone.utc)
 

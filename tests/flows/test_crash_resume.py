@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors import state
+from state import leads as state
 from connectors.factory import connector_from_env
 from connectors.setup import hubspot_setup
-from flows.audit import read_audit
-from flows.demo import environment, sandbox_environment
-from leadflow.store import make_engine
+from state.audit import read_audit
+from sandbox.environment import environment, sandbox_environment
+from state.schema import make_engine
 from sandbox import start_sandbox
 
 pytestmark = pytest.mark.prefect

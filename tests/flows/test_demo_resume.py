@@ -9,7 +9,7 @@ def test_a_resumed_demo_portal_needs_no_setup(tmp_path):
     from connectors.factory import connector_for_sandbox
     from connectors.setup import hubspot_setup
     from flows.demo import restore_schema, snapshot
-    from leadflow.store import make_engine
+    from state.schema import make_engine
     from sandbox import start_sandbox
 
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")

@@ -16,10 +16,10 @@ import pytest
 from connectors import factory
 from connectors.retry import RetryPolicy
 from connectors.setup import hubspot_setup
-from flows.audit import read_audit
-from flows.demo import environment, sandbox_environment
+from state.audit import read_audit
+from sandbox.environment import environment, sandbox_environment
 from flows.sync import sync_leads
-from leadflow.store import make_engine
+from state.schema import make_engine
 from sandbox import start_sandbox
 
 pytestmark = pytest.mark.prefect

@@ -1,6 +1,6 @@
 from leadflow.canonical import Lead
-from leadflow.store import make_engine
-from flows.orgs import known_members
+from state.schema import make_engine
+from state.orgs import known_members
 
 
 def lead(crm_id: str, title: str, company: str = "c1") -> Lead:

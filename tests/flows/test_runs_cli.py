@@ -10,12 +10,12 @@ from typer.testing import CliRunner
 
 from connectors.factory import connector_from_env
 from connectors.setup import hubspot_setup
-from flows.demo import environment, sandbox_environment
-from flows.locks import RunLocked, acquire, release
+from sandbox.environment import environment, sandbox_environment
+from state.locks import RunLocked, acquire, release
 from flows.runs import outcome_of, read_runs
 from flows.sync import sync_leads
 from leadflow.cli import app
-from leadflow.store import make_engine
+from state.schema import make_engine
 from sandbox import start_sandbox
 
 pytestmark = pytest.mark.prefect
@@ -113,7 +113,7 @@ def test_audit_takes_a_run_id_prefix_pages_and_shows_dry_runs(runs_with_failures
 
 
 def test_an_ambiguous_run_id_prefix_says_so_in_one_line(runs_with_failures):
-    from flows.audit import AuditEntry, AuditLog
+    from state.audit import AuditEntry, AuditLog
 
     r = runs_with_failures
     for run_id in ("cli-run-aa1", "cli-run-aa2"):
@@ -129,7 +129,7 @@ def test_an_ambiguous_run_id_prefix_says_so_in_one_line(runs_with_failures):
 def test_audit_verify_passes_on_the_runs_log_and_fails_on_an_edit(runs_with_failures):
     from sqlalchemy import select, update
 
-    from leadflow import store
+    from state import schema as store
 
     r = runs_with_failures
     intact = _cli(r["env"], "audit", "--verify", "--crm", "hubspot")
@@ -192,10 +192,10 @@ def test_a_run_whose_lock_is_taken_over_stops_and_is_recorded_failed(prefect_ser
     import threading
     import time
 
-    from connectors import state
-    from flows.audit import read_audit
-    from flows.locks import LEASE_ENV, LockLost, read_lock
-    from leadflow import store
+    from state import leads as state
+    from state.audit import read_audit
+    from state.locks import LEASE_ENV, LockLost, read_lock
+    from state import schema as store
 
     url = f"sqlite:///{tmp_path / 'lost.db'}"
     monkeypatch.setenv(LEASE_ENV, "1")

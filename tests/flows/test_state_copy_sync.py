@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.demo import environment, sandbox_environment
+from sandbox.environment import environment, sandbox_environment
 from flows.sync import sync_leads
-from leadflow.state_copy import copy_state
+from state.copy import copy_state
 from sandbox import start_sandbox
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from hubspot.crm.contacts import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
 
-from connectors import state
+from state import leads as state
 from connectors.factory import connector_from_env
 from connectors.setup import hubspot_setup
-from flows.audit import read_audit
-from flows.demo import environment, sandbox_environment
+from state.audit import read_audit
+from sandbox.environment import environment, sandbox_environment
 from flows.sync import backfill, sync_leads
-from leadflow.store import make_engine
+from state.schema import make_engine
 from sandbox import start_sandbox
 
 pytestmark = pytest.mark.prefect
@@ -254,7 +254,7 @@ def test_a_partition_leaves_pending_leads_to_a_run_that_holds_the_crm_alone(pref
     a partition must not take them (it would write them twice); the next plain run does."""
     from datetime import datetime, timedelta, timezone
 
-    from flows.locks import acquire, release
+    from state.locks import acquire, release
 
     url = f"sqlite:///{tmp_path / 'part.db'}"
     with start_sandbox(10, random_seed=9) as handle, environment(_run_env(handle, url, tmp_path)):

@@ -10,11 +10,11 @@ from collections import Counter
 import pytest
 
 from connectors.setup import hubspot_setup
-from flows.audit import read_audit
-from flows.demo import environment, sandbox_environment
+from state.audit import read_audit
+from sandbox.environment import environment, sandbox_environment
 from flows.pipeline import process_page, send_held_tasks
 from flows.sync import _context
-from leadflow.store import make_engine
+from state.schema import make_engine
 from sandbox import start_sandbox
 
 UPSERT = {"hubspot": "hubspot.tasks.batch_upsert", "salesforce": "salesforce.composite.upsert"}

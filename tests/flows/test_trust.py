@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from hubspot.crm.contacts import BatchReadInputSimplePublicObjectId, SimplePublicObjectId, SimplePublicObjectInput
 
-from connectors import state
+from state import leads as state
 from connectors.setup import hubspot_setup
 from connectors.factory import connector_from_env
 from flows import pipeline
-from flows.audit import read_audit
-from flows.demo import environment, sandbox_environment
+from state.audit import read_audit
+from sandbox.environment import environment, sandbox_environment
 from flows.sync import sync_leads
-from leadflow.store import make_engine
+from state.schema import make_engine
 from sandbox import start_sandbox
 
 pytestmark = pytest.mark.prefect

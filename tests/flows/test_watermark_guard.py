@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from connectors import state
-from flows.demo import environment, sandbox_environment
+from state import leads as state
+from sandbox.environment import environment, sandbox_environment
 from flows.sync import sync_leads
-from leadflow.store import make_engine
+from state.schema import make_engine
 from sandbox import start_sandbox
 
 pytestmark = pytest.mark.prefect

@@ -1,7 +1,7 @@
 """``leadflow bench``: throughput, API efficiency and memory of ``sync_leads`` against the sandbox.
 
 One measurement (``measure``) runs in a fresh Python process (the CLI re-executes itself with
-``python -m leadflow.bench``), so every size starts from a clean heap and Prefect is configured
+``python -m benchmarks.bench``), so every size starts from a clean heap and Prefect is configured
 before it is imported. In that process:
 
 1. the sandbox starts in its own process (``start_sandbox_process``), seeded with N leads per CRM,
@@ -423,7 +423,7 @@ def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, change
     if lookback is not None:
         settings.LOOKBACK_SECONDS = lookback
 
-    from flows.demo import environment, sandbox_environment
+    from sandbox.environment import environment, sandbox_environment
     from sandbox.server import start_sandbox_process
 
     result: dict[str, Any] = {
@@ -580,7 +580,7 @@ def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: 
                          profile: str | None = None, lookback: int | None = None, keep: bool = False,
                          timeout: float | None = None) -> dict[str, Any]:
     """``measure`` in a new interpreter (clean heap, Prefect configured before import)."""
-    args = [sys.executable, "-m", "leadflow.bench", "--crm", crm, "--leads", str(leads), "--changed", str(changed),
+    args = [sys.executable, "-m", "benchmarks.bench", "--crm", crm, "--leads", str(leads), "--changed", str(changed),
             "--random-seed", str(random_seed)]
     if rate_limit:
         args += ["--rate-limit", rate_limit]
@@ -660,8 +660,8 @@ def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 10
     results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed, profile, lookback, keep)
                for _ in range(max(1, repeat))]
     out = aggregate(results)
-    if startup_repeat > 0:  # seconds from `leadflow sync` starting to its first CRM request (leadflow.startup_bench)
-        from leadflow.startup_bench import measure_startup
+    if startup_repeat > 0:  # seconds from `leadflow sync` starting to its first CRM request (benchmarks.startup)
+        from benchmarks.startup import measure_startup
 
         out["startup_to_first_request_s"] = measure_startup(crm, startup_repeat)
     return out

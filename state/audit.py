@@ -6,7 +6,7 @@ carry patient health information are replaced by a marker before they reach this
 (see ``redact_value``), and credentials never pass through here.
 
 Each CRM's rows form a hash chain: row ``seq`` n carries ``row_hash`` = SHA-256 over its values and
-row n-1's hash (``leadflow.store.audit_row_hash``). Appends lock the CRM's chain head, so concurrent
+row n-1's hash (``state.schema.audit_row_hash``). Appends lock the CRM's chain head, so concurrent
 writers take turns. ``verify_chain`` finds the first edited, inserted or deleted row.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from leadflow.redaction import PHI_FIELDS, REDACTED, shown_value  # noqa: F401 - re-exported
-from leadflow.store import (
+from state.schema import (
     GENESIS_HASH,
     audit_heads,
     audit_log,

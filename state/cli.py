@@ -21,7 +21,7 @@ def copy(
     from sqlalchemy.exc import SQLAlchemyError
 
     from leadflow import settings
-    from leadflow.state_copy import StateCopyError, copy_state, safe_url
+    from state.copy import StateCopyError, copy_state, safe_url
 
     source = source or settings.database_url()
     try:

@@ -30,7 +30,7 @@ from typing import TypeVar
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from leadflow.store import run_locks, utc
+from state.schema import run_locks, utc
 
 log = logging.getLogger("leadflow.locks")
 
@@ -209,7 +209,7 @@ def unlock(engine: Engine, crm: str, audit: bool = True) -> LockInfo | None:
     with engine.begin() as conn:
         conn.execute(delete(run_locks).where(run_locks.c.crm == crm, run_locks.c.holder == current.holder))
     if audit:
-        from flows.audit import AuditEntry, AuditLog
+        from state.audit import AuditEntry, AuditLog
 
         by = f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
         AuditLog(engine, run_id=f"unlock-{uuid.uuid4()}", flow="unlock", model_version=None, dry_run=False).record(

@@ -1,4 +1,4 @@
-"""Sync state of the CRM connectors, on the tables of leadflow/store.py (SQLite or PostgreSQL).
+"""Sync state of the CRM connectors, on the tables of state/schema.py (SQLite or PostgreSQL).
 
 - watermarks: per (crm, object); reads start ``LOOKBACK_SECONDS`` before it (late commits);
 - written values: what leadflow last wrote to each field (``never_over_manual``), plus one
@@ -21,9 +21,9 @@ from sqlalchemy import Engine, and_, delete, select, update
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.convert import stored_text
 from leadflow import settings
-from leadflow.store import insert_many, pending_leads, task_keys, watermarks
+from state.schema import insert_many, pending_leads, task_keys, watermarks
 from scoring.tasks import lead_of_task_key
-from leadflow.store import written_values as written_table
+from state.schema import written_values as written_table
 
 SEEN_FIELD = "__seen__"
 _CHUNK = 500  # ids per IN (...) - well under SQLite's and PostgreSQL's parameter limits

@@ -1,9 +1,9 @@
-"""Sync state and audit log, on SQLAlchemy: an SQLite file by default, PostgreSQL in production.
+"""The state store's schema, on SQLAlchemy: an SQLite file by default, PostgreSQL in production.
 
-Tables are plain data keyed by (crm, ...). Each module that owns a table keeps its queries next to
-its logic (connectors/state.py, connectors/cache.py, flows/audit.py, flows/locks.py, flows/runs.py);
-this module defines the schema, the audit chain's hash rule, opens the engine and upgrades a store
-made by an earlier version (``upgrade_schema``).
+Tables are plain data keyed by (crm, ...); their queries live beside this module in the ``state``
+package (``leads``, ``cache``, ``audit``, ``locks``, ``orgs``, ``runs``). This module defines the
+schema and the audit chain's hash rule, opens the engine, bulk-inserts, and upgrades a store made
+by an earlier version (``upgrade_schema``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 
 def _base_env(handle: Any, workdir: Path) -> dict[str, str]:
-    from flows.demo import sandbox_environment
+    from sandbox.environment import sandbox_environment
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and not k.startswith("LEADFLOW_")}
     env.update(sandbox_environment(handle))
@@ -85,7 +85,7 @@ def _summary(values: list[float | None]) -> dict[str, Any]:
 def measure_startup(crm: str, repeat: int = 5) -> dict[str, Any]:
     """``{"no_prefect_server": {"median", "all"}, "running_prefect_server": {...}}`` in seconds."""
     from connectors.factory import connector_from_env
-    from flows.demo import environment
+    from sandbox.environment import environment
     from sandbox.server import start_sandbox_process
 
     with tempfile.TemporaryDirectory(prefix="leadflow-startup-") as tmp, \

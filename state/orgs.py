@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine, select
 
-from connectors.state import upsert
+from state.leads import upsert
 from leadflow.canonical import Lead
-from leadflow.store import org_members
+from state.schema import org_members
 from scoring import OrgMember, member_of
 
 _CHUNK = 500

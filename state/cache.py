@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, delete, null, select
 
-from leadflow.store import enrichment_cache
+from state.schema import enrichment_cache
 
 DEFAULT_TTL = timedelta(days=30)
 DEFAULT_MISS_TTL = timedelta(days=3)

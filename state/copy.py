@@ -5,7 +5,7 @@ to another): the watermarks, the values leadflow last wrote (with the ``__seen__
 keys, pending leads, organization members, the enrichment cache and the audit log move together,
 so the first run on the new store changes nothing in the CRM that the old store would not have.
 
-Every table of ``leadflow.store.metadata`` is copied generically, column by column (the columns
+Every table of ``state.schema.metadata`` is copied generically, column by column (the columns
 both databases have; a column only the target has takes its default), in primary-key order and in
 batches; ids are copied as they are (the audit log keeps its ids and order), and PostgreSQL
 sequences are moved past the copied ids. Run locks (``lf_run_locks``) are not copied: a copy
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, DateTime, Engine, Table, delete, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
-from leadflow import store
+from state import schema as store
 
 SKIPPED_TABLES = frozenset({store.run_locks.name})
 DEFAULT_BATCH = 2_000
