@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks import bench, startup_bench
+from benchmarks import bench
+from benchmarks import startup as startup_bench
 
 
 def test_bench_adds_and_renders_startup_to_first_request(monkeypatch):

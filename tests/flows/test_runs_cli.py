@@ -12,7 +12,7 @@ from connectors.factory import connector_from_env
 from connectors.setup import hubspot_setup
 from sandbox.environment import environment, sandbox_environment
 from state.locks import RunLocked, acquire, release
-from flows.runs import outcome_of, read_runs
+from state.runs import outcome_of, read_runs
 from flows.sync import sync_leads
 from leadflow.cli import app
 from state.schema import make_engine
