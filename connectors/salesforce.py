@@ -6,7 +6,7 @@ Streams, one small class each:
 - ``SoqlPager``: ``SELECT <mapped fields> FROM Lead WHERE SystemModstamp >= since AND
   SystemModstamp < until ORDER BY SystemModstamp, Id``, following ``nextRecordsUrl`` (2,000 a
   batch), split into pages of ``page_size`` for the flow. Every value in every SOQL statement is
-  bound with ``simple_salesforce.format_soql`` (quoted and escaped); field and object names come
+  bound with ``simple_salesforce.format_soql`` or its ``quote_soql_value`` (quoted and escaped); field and object names come
   from the validated mapping and are checked against an allow-list pattern.
 - ``BulkQuery``: a window whose first REST response says ``totalSize > bulk_threshold`` keeps that
   first batch and reads the rest with one Bulk API 2.0 query job (same SELECT and WHERE, no
@@ -19,6 +19,13 @@ Streams, one small class each:
   per-record ``UNABLE_TO_LOCK_ROW`` is retried in a follow-up batch, other per-record errors are
   returned as failures naming the record and the fields.
 - tasks: ``Task`` records with ``WhoId``, looked up by ``Leadflow_Task_Key__c IN (...)``.
+- native signals (``signals: native``): the lead's activities come with the lead query itself, as
+  parent-to-child subqueries (``(SELECT Id, CompletedDateTime, ... FROM Tasks WHERE TaskSubtype =
+  'Call' AND Status = 'Completed')``, ``Events``, ``CampaignMembers`` with ``Campaign.Type`` and
+  ``Campaign.Name``): no extra call. Bulk API 2.0 takes no subqueries, so a bulk page reads them
+  with one ``SELECT ... FROM Task WHERE WhoId IN (...)`` per child object and 200 leads. Outcome
+  fields of the converted opportunity are child-to-parent relationship fields of the lead
+  (``ConvertedOpportunity.StageName``), read in the same query (REST and bulk).
 
 Own writes (``skip_own_writes``, off by default): leadflow's write-back bumps ``SystemModstamp``,
 so the next window re-reads every lead it wrote ("echoes"; a collection update returns no
@@ -50,21 +57,24 @@ from typing import Any
 import requests
 from pydantic import SecretStr
 from simple_salesforce import Salesforce, format_soql
+from simple_salesforce.format import quote_soql_value
 from simple_salesforce.util import exception_handler
 from sqlalchemy import Engine
 
 from connectors import state
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, chunked
-from connectors.convert import parse_datetime
+from connectors.convert import activity_event, is_blank, parse_datetime
+from connectors.outcomes import record_outcomes
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
-from mappings import CrmMapping, load_mapping
+from mappings import ActivityMapping, CrmMapping, load_mapping
 
 log = logging.getLogger("leadflow.connectors.salesforce")
 
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+FIELD_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*){0,4}$")  # Field or Rel.Field
 USER_ID = re.compile(r"^005[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
 PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
 LOCK_RETRY_ROUNDS = 3
@@ -119,6 +129,84 @@ def _name(value: str) -> str:
     if not API_NAME.match(value):
         raise SalesforceConfigError(f"not a Salesforce API name: {value!r}")
     return value
+
+
+def _path(value: str) -> str:
+    """A field name or a child-to-parent relationship path (``ConvertedOpportunity.StageName``)."""
+    if not FIELD_PATH.match(value):
+        raise SalesforceConfigError(f"not a Salesforce field path: {value!r}")
+    return value
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """A REST record with its parent relationships as dotted keys (``{"Campaign": {"Type": ...}}``
+    -> ``{"Campaign.Type": ...}``, a null parent -> nothing); child subquery results (dicts with
+    ``records``) and ``attributes`` are left out."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "attributes":
+            continue
+        if isinstance(value, dict):
+            if "records" in value:
+                continue
+            for sub_key, sub_value in flatten(value).items():
+                out[f"{key}.{sub_key}"] = sub_value
+            continue
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class ChildQuery:
+    """The activities of one child relationship of the lead (``Tasks``, ``Events``, ``CampaignMembers``)."""
+
+    relationship: str
+    object: str
+    link_field: str
+    fields: tuple[str, ...]
+    where: tuple[tuple[str, tuple[str, ...]], ...]  # conditions every activity of this relationship shares
+    activities: tuple[ActivityMapping, ...]
+
+    def condition(self) -> str:
+        """The shared conditions, every value quoted and escaped (``quote_soql_value``)."""
+        parts = []
+        for name, values in self.where:
+            if len(values) == 1 and values[0].lower() in ("true", "false"):
+                parts.append(f"{name} = {quote_soql_value(values[0].lower() == 'true')}")
+            else:
+                parts.append(f"{name} IN {quote_soql_value(list(values))}")
+        return " AND ".join(parts)
+
+    def subquery(self) -> str:
+        clause = self.condition()
+        where = f" WHERE {clause}" if clause else ""
+        return f"(SELECT {', '.join(self.fields)} FROM {self.relationship}{where})"
+
+    def by_leads(self, lead_ids: list[str]) -> str:
+        clause = self.condition()
+        extra = f" AND {clause}" if clause else ""
+        return (f"SELECT {', '.join(self.fields)} FROM {self.object} "
+                f"WHERE {self.link_field} IN {quote_soql_value(lead_ids)}{extra}")
+
+
+def child_queries(activities: list[ActivityMapping]) -> list[ChildQuery]:
+    """One ``ChildQuery`` per relationship, its fields and shared conditions from the mapping."""
+    groups: dict[str, list[ActivityMapping]] = {}
+    for activity in activities:
+        if not activity.relationship or not activity.link_field:
+            raise SalesforceConfigError(f"native activity {activity.object}/{activity.event}: "
+                                        "relationship and link_field are required on Salesforce")
+        groups.setdefault(activity.relationship, []).append(activity)
+    out = []
+    for relationship, group in groups.items():
+        first = group[0]
+        shared = [(name, tuple(values)) for name, values in first.where.items()
+                  if all(a.where.get(name) == values for a in group)]
+        names = {"Id", first.link_field} | {a.time_field for a in group} | {f for a in group for f in a.where}
+        names |= {a.campaign_field for a in group if a.campaign_field}
+        out.append(ChildQuery(_name(relationship), _name(first.object), _name(first.link_field),
+                              tuple(_path(n) for n in sorted(names)), tuple(shared), tuple(group)))
+    return out
 
 
 def checked_user_id(value: str, source: str) -> str:
@@ -305,7 +393,7 @@ def field_kinds(mapping: CrmMapping) -> dict[str, str]:
     """CRM field -> value type (``bool``, ``number``, ``datetime``, ...) of every field a read fetches."""
     kinds = {fm.field: fm.type for fm in mapping.fields.values()}
     kinds[mapping.modified_field] = "datetime"
-    for event in mapping.events.values():
+    for event in mapping.property_events().values():
         kinds[event.field] = "datetime"
         if event.count_field:
             kinds[event.count_field] = "number"
@@ -334,7 +422,9 @@ class SalesforceConnector(CrmConnectorBase):
         fetched = (set(mapping.crm_fields("lead")) | set(mapping.crm_fields("company")) | {"Id"}) - write_only
         # write-only fields are not read back (a second long-text field would cut query batches
         # from 2,000 rows to 200); plan_update compares them with what leadflow last wrote
-        self.fields = [_name(f) for f in sorted(fetched)]
+        self.fields = [_path(f) for f in sorted(fetched)]
+        self.children = child_queries(mapping.activities())
+        self._subqueries = [child.subquery() for child in self.children]
         self.field_kinds = field_kinds(mapping)
         self.modified = _name(mapping.modified_field)
         self.task_key = _name(mapping.tasks.key_field)
@@ -382,8 +472,12 @@ class SalesforceConnector(CrmConnectorBase):
         return get_raw(sf, url, "userinfo", self.config.timeout).json()
 
     # reads ----------------------------------------------------------------------------------------
-    def _select(self) -> str:
-        return f"SELECT {', '.join(self.fields)} FROM {self.lead_type}"
+    def _select(self, with_children: bool = True) -> str:
+        """The lead SELECT; ``with_children``: with the activity subqueries (REST only)."""
+        items = list(self.fields)
+        if with_children:
+            items += self._subqueries
+        return f"SELECT {', '.join(items)} FROM {self.lead_type}"
 
     def window_soql(self, since: datetime | None, until: datetime | None, ordered: bool = True) -> str:
         """The window's SOQL; ``ordered=False`` for a Bulk API 2.0 job (no ORDER BY there). With
@@ -401,7 +495,8 @@ class SalesforceConnector(CrmConnectorBase):
             args.append(self.own_user_id())
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         order = f" ORDER BY {self.modified}, Id" if ordered else ""
-        return format_soql(f"{self._select()}{clause}{order}", *args)
+        select = self._select(with_children=ordered).replace("{", "{{").replace("}", "}}")
+        return format_soql(f"{select}{clause}{order}", *args)
 
     def iter_pages(self, since: datetime | None, until: datetime | None) -> Iterator[Page]:
         """The window by REST paging; above ``bulk_threshold`` leads, the first REST batch and then
@@ -417,8 +512,8 @@ class SalesforceConnector(CrmConnectorBase):
         yield from self._window_pages([batch])
         read = {str(r["Id"]) for r in batch}
         bulk = BulkQuery(self).batches(self.window_soql(since, until, ordered=False))
-        yield from self._window_pages(([r for r in rows if str(r["Id"]) not in read] for rows in bulk),
-                                      in_id_order=True)
+        fresh = ([r for r in rows if str(r["Id"]) not in read] for rows in bulk)
+        yield from self._window_pages(_regrouped(fresh, self.config.page_size), in_id_order=True)
 
     def _bulk_worth_it(self, first: dict[str, Any]) -> bool:
         threshold = self.config.bulk_threshold
@@ -427,7 +522,7 @@ class SalesforceConnector(CrmConnectorBase):
     def _window_pages(self, batches: Iterable[list[dict[str, Any]]], in_id_order: bool = False) -> Iterator[Page]:
         for batch in batches:
             for records in chunked(batch, self.config.page_size):
-                page = self._page(records, skip_unchanged=True)
+                page = self._page(records, skip_unchanged=True, children_inline=not in_id_order)
                 if page is None:
                     continue
                 if in_id_order:
@@ -437,7 +532,8 @@ class SalesforceConnector(CrmConnectorBase):
     def fetch_by_ids(self, ids: list[str]) -> Iterator[Page]:
         """Leads by id (``Id IN (...)`` via format_soql); ids that no longer exist leave pending."""
         for chunk in chunked([str(i) for i in ids], self.config.id_batch):
-            soql = format_soql(f"{self._select()} WHERE Id IN {{}} ORDER BY {self.modified}, Id", chunk)
+            select = self._select().replace("{", "{{").replace("}", "}}")
+            soql = format_soql(f"{select} WHERE Id IN {{}} ORDER BY {self.modified}, Id", chunk)
             records = [r for batch in SoqlPager(self).batches(soql) for r in batch]
             found = {str(r["Id"]) for r in records}
             missing = [i for i in chunk if i not in found and i[:15] not in {f[:15] for f in found}]
@@ -448,7 +544,7 @@ class SalesforceConnector(CrmConnectorBase):
                 page.cursor = None
                 yield page
 
-    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool) -> Page | None:
+    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool, children_inline: bool = True) -> Page | None:
         modified = {str(r["Id"]): parse_datetime(r.get(self.modified)) for r in records}
         cursor = max((m for m in modified.values() if m), default=None)
         if skip_unchanged:
@@ -456,13 +552,68 @@ class SalesforceConnector(CrmConnectorBase):
             records = [r for r in records if str(r["Id"]) not in unchanged]
         if not records:
             return None
+        native = self._native(records, children_inline)
         page = Page(leads=[], cursor=cursor)
         for record in records:
             rid = str(record["Id"])
-            props = {k: v for k, v in record.items() if k != "attributes"}
-            self._add_record(page, rid, props)
+            self._add_record(page, rid, flatten(record), native=native.get(rid))
         self._mark_read(page)
+        if self.mark_reads:
+            record_outcomes(self.engine, self.crm, page.leads)
         return page
+
+    # native activities ----------------------------------------------------------------------------
+    def _native(self, records: list[dict[str, Any]], inline: bool) -> dict[str, dict[str, Any]]:
+        """lead id -> {"events", "campaign"} from its child activity records."""
+        if not self.children:
+            return {}
+        rows: dict[str, list[tuple[ChildQuery, dict[str, Any]]]] = {}
+        for child in self.children:
+            for lead_id, child_row in (self._inline_children(child, records) if inline
+                                       else self._queried_children(child, records)):
+                rows.setdefault(lead_id, []).append((child, child_row))
+        now = datetime.now(timezone.utc)
+        out: dict[str, dict[str, Any]] = {}
+        for lead_id, items in rows.items():
+            events, campaigns = [], []
+            for child, row in items:
+                for activity in child.activities:
+                    event = activity_event(self.crm, activity, str(row.get("Id")), row, now)
+                    if event is None:
+                        continue
+                    events.append(event)
+                    if activity.campaign_field and row.get(activity.campaign_field):
+                        campaigns.append((event["at"], str(row[activity.campaign_field])))
+            out[lead_id] = {"events": events, "campaign": max(campaigns)[1] if campaigns else None}
+        return out
+
+    def _inline_children(self, child: ChildQuery, records: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(lead id, flat child record) from the subquery results on each lead record; a child
+        result with more rows than one response holds is followed with queryMore."""
+        for record in records:
+            result = record.get(child.relationship)
+            if not result:
+                continue
+            for batch in SoqlPager(self).follow(result):
+                for row in batch:
+                    yield str(record["Id"]), flatten(row)
+
+    def _queried_children(self, child: ChildQuery, records: list[dict[str, Any]]
+                          ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(lead id, flat child record), one query per ``id_batch`` leads (pages read by Bulk API);
+        only leads whose gate field is set when every activity of the relationship has one."""
+        lead_ids = [str(r["Id"]) for r in records]
+        gates = {a.gate_field for a in child.activities}
+        if None not in gates:
+            open_ids = {str(r["Id"]) for r in records if any(not is_blank(r.get(g)) for g in gates)}
+            lead_ids = [i for i in lead_ids if i in open_ids]
+        wanted = {i[:15]: i for i in lead_ids}
+        for chunk in chunked(lead_ids, self.config.id_batch):
+            for batch in SoqlPager(self).batches(child.by_leads(chunk)):
+                for row in batch:
+                    lead_id = wanted.get(str(row.get(child.link_field) or "")[:15])
+                    if lead_id is not None:
+                        yield lead_id, flatten(row)
 
     # writes ---------------------------------------------------------------------------------------
     def _collection(self, method: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -565,6 +716,19 @@ class SalesforceConnector(CrmConnectorBase):
     def describe(self, sobject: str) -> dict[str, Any]:
         name = _name(sobject)
         return self._sf_call("describe", lambda sf: getattr(sf, name).describe())
+
+
+def _regrouped(batches: Iterable[list[dict[str, Any]]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Bulk result sets as full pages of ``size`` rows (the last may be smaller): a page's
+    follow-up reads (campaign responses per 200 leads) then go out in full batches."""
+    pending: list[dict[str, Any]] = []
+    for batch in batches:
+        pending.extend(batch)
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
 
 
 def _utc(moment: datetime, ceil: bool = False) -> datetime:
