@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from connectors import state
 from connectors.base import CrmConnector, FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
+from connectors.outcomes import StageMove, record_stage_moves
 from connectors.writeback import plan_update
 from flows.audit import AuditEntry, AuditLog, redact_value
 from flows.orgs import known_members
@@ -131,6 +132,7 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     result.tasks_created, result.tasks_closed = len(write.tasks_created), len(write.tasks_closed)
     held = {t.crm_id for t in tasks} - {t.crm_id for t in send}
     _record_state(ctx, page, updates, write, quarantined, keep_pending=held)
+    _record_stage_moves(ctx, updates, write, by_id)
     _finish_carried(ctx, [t for t in send if t.crm_id not in by_id], write)
     _audit(ctx, updates, send, write, quarantined, by_id, provenance)
     result.examples = _examples(by_id, limit=len(EXAMPLE_ORDER))
@@ -217,6 +219,20 @@ def _record_state(ctx: RunContext, page: Page, updates: list[LeadUpdate], write:
     state.commit_page(ctx.engine, ctx.crm, ctx.connector.mapping.objects["lead"], page, updates, write,
                       advance=False, keep_pending=keep_pending)
     state.mark_pending(ctx.engine, ctx.crm, _task_failures_by_lead(write), kind="write_failed")
+
+
+def _record_stage_moves(ctx: RunContext, updates: list[LeadUpdate], write: WriteResult,
+                        by_id: dict[str, tuple[Lead, Any]]) -> None:
+    """The stage writes that landed, appended to leadflow's stage history (connectors/outcomes.py)."""
+    if ctx.dry_run:
+        return
+    moves = []
+    for update in updates:
+        if update.crm_id in write.failed or not any(c.canonical == "stage" for c in update.changes):
+            continue
+        _lead, q = by_id[update.crm_id]
+        moves.append(StageMove(update.crm_id, q.stage.value, q.previous_stage.value if q.previous_stage else None))
+    record_stage_moves(ctx.engine, ctx.crm, moves, ctx.now, getattr(ctx.audit, "run_id", None))
 
 
 def _task_failures_by_lead(write: WriteResult) -> dict[str, str]:

@@ -29,12 +29,30 @@ def run_explain(lead_file: Path, now_text: str | None, model_path: Path | None, 
         return 2
     results = qualify_batch(leads, now, model)
     if as_json:
-        typer.echo(json.dumps([q.summary(now) for q in results], indent=2))
+        typer.echo(json.dumps([dict(q.summary(now), events=_event_rows(lead)) for lead, q in zip(leads, results)],
+                              indent=2))
     else:
         out = Console()
-        for q in results:
+        for lead, q in zip(leads, results):
             _print_breakdown(out, q, now)
+            _print_events(out, lead, now)
     return 0
+
+
+def _event_rows(lead: Lead) -> list[dict[str, str]]:
+    """Each event with where it came from (the CRM object and record, or the field), newest first."""
+    return [{"type": e.type.value, "at": e.at.isoformat(), "from": e.origin or "(not recorded)"}
+            for e in sorted(lead.events, key=lambda e: e.at, reverse=True)]
+
+
+def _print_events(console: Console, lead: Lead, now: datetime) -> None:
+    if not lead.events:
+        return
+    table = Table("event", "when", "days ago", "from", show_lines=False)
+    for row, event in zip(_event_rows(lead), sorted(lead.events, key=lambda e: e.at, reverse=True)):
+        table.add_row(row["type"], row["at"], f"{(now - event.at).total_seconds() / 86400:.0f}", row["from"])
+    console.print("[bold]Events:[/bold]")
+    console.print(table)
 
 
 def _parse_now(text: str | None) -> datetime:
