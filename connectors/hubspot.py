@@ -10,14 +10,15 @@ Streams, one small class each:
   ``lastmodifieddate GT t``. So any number of records sharing one timestamp is read exactly once,
   never in a loop, at the cost of re-reading the few records at ``t`` once per 10,000.
 - ``ListPager``: full backfills (since=None) use the list endpoint (100 a page, no cap, no search
-  rate limit, company ids inline).
+  rate limit, the ids of associated companies - and calls, meetings, deals - inline).
 - ``CompanyResolver``: each page's primary companies via the v4 associations batch read and the
   companies batch read, 100 ids per call.
 - ``ActivityReader`` (``signals: native``): each page's calls and meetings (and, with ``deals:``,
   deals) via the v4 associations batch read ``contacts -> calls|meetings|deals`` and the objects'
   batch reads, 100 ids per call, for the contacts whose gate property says there is something to
   read (``notes_last_contacted`` for activities, ``num_associated_deals`` for deals): a page of
-  contacts nobody contacted costs no extra call. Each matching call or meeting is an event at its
+  contacts nobody contacted costs no extra call; a list backfill has the associated ids inline,
+  so it makes no association call either. Each matching call or meeting is an event at its
   own time; the most advanced deal is the lead's opportunity outcome.
 
 Every call goes through ``CrmConnectorBase._call``: client-side limiter (190/10 s; search 5/s),
@@ -261,13 +262,15 @@ class SearchPager:
 class ListPager:
     """The list endpoint (full backfill): 100 a page, id order, company ids inline."""
 
-    def __init__(self, transport: HubSpotTransport, object_type: str, properties: list[str]):
+    def __init__(self, transport: HubSpotTransport, object_type: str, properties: list[str],
+                 associations: list[str] | None = None):
         self.t, self.object_type, self.properties = transport, object_type, properties
+        self.associations = associations or ["companies"]
 
     def pages(self) -> Iterator[list[dict[str, Any]]]:
         after: str | None = None
         while True:
-            data = self.t.list_page(self.object_type, self.properties, after, associations=["companies"])
+            data = self.t.list_page(self.object_type, self.properties, after, associations=self.associations)
             if data.get("results"):
                 yield data["results"]
             after = ((data.get("paging") or {}).get("next") or {}).get("after")
@@ -352,8 +355,18 @@ class ActivityReader:
         self.t, self.lead_type, self.batch = transport, lead_type, batch
         self.activities, self.deals = activities, deals
 
-    def read(self, records: list[dict[str, Any]], now: datetime | None = None) -> dict[str, dict[str, Any]]:
+    @property
+    def object_types(self) -> list[str]:
+        """The object types read, for the list endpoint's inline ``associations``."""
+        names = list(dict.fromkeys(a.object for a in self.activities))
+        return names + ([self.deals.object] if self.deals is not None else [])
+
+    def read(self, records: list[dict[str, Any]], now: datetime | None = None,
+             inline: dict[str, dict[str, list[str]]] | None = None) -> dict[str, dict[str, Any]]:
+        """``inline``: object type -> contact id -> associated ids, as the list endpoint returned
+        them (no association call then)."""
         now = now or datetime.now(timezone.utc)
+        inline = inline or {}
         out: dict[str, dict[str, Any]] = {}
         by_object: dict[str, list[ActivityMapping]] = {}
         for activity in self.activities:
@@ -363,7 +376,7 @@ class ActivityReader:
             ids = [str(r["id"]) for r in records
                    if any(_gate_open(r.get("properties") or {}, g) for g in gates)]
             props = sorted({a.time_field for a in activities} | {f for a in activities for f in a.where})
-            for contact_id, rows in self._linked_records(object_type, ids, props).items():
+            for contact_id, rows in self._linked_records(object_type, ids, props, inline.get(object_type)).items():
                 events = out.setdefault(contact_id, {}).setdefault("events", [])
                 for row_id, row in rows:
                     for activity in activities:
@@ -372,16 +385,22 @@ class ActivityReader:
                             events.append(event)
         if self.deals is not None:
             ids = [str(r["id"]) for r in records if _gate_open(r.get("properties") or {}, self.deals.gate_field)]
-            for contact_id, rows in self._linked_records(self.deals.object, ids, self.deals.properties()).items():
+            rows_by_contact = self._linked_records(self.deals.object, ids, self.deals.properties(),
+                                                   inline.get(self.deals.object))
+            for contact_id, rows in rows_by_contact.items():
                 outcome = deal_outcome(self.deals, rows)
                 if outcome:
                     out.setdefault(contact_id, {})["outcome"] = outcome
         return out
 
-    def _linked_records(self, object_type: str, contact_ids: list[str], properties: list[str]
-                        ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-        """contact id -> [(record id, properties)] of the associated ``object_type`` records."""
+    def _linked_records(self, object_type: str, contact_ids: list[str], properties: list[str],
+                        inline: dict[str, list[str]] | None = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        """contact id -> [(record id, properties)] of the associated ``object_type`` records
+        (``inline``: the associations the list endpoint returned, instead of association calls)."""
         links: dict[str, list[str]] = {}
+        if inline is not None:
+            links = {c: inline[c] for c in contact_ids if inline.get(c)}
+            contact_ids = []
         for chunk in chunked(contact_ids, self.batch):
             data = self.t.associations(self.lead_type, object_type, chunk, endpoint=f"associations.{object_type}.batch_read")
             for row in data.get("results") or []:
@@ -396,6 +415,18 @@ class ActivityReader:
 
 
 # ------------------------------------------------------------------------------------------ connector
+
+
+def _inline_links(records: list[dict[str, Any]], object_types: list[str]) -> dict[str, dict[str, list[str]]]:
+    """object type -> contact id -> ids of the associated records the list endpoint returned inline."""
+    out: dict[str, dict[str, list[str]]] = {t: {} for t in object_types}
+    for record in records:
+        associations = record.get("associations") or {}
+        for object_type in object_types:
+            rows = (associations.get(object_type) or {}).get("results") or []
+            if rows:
+                out[object_type][str(record["id"])] = list(dict.fromkeys(str(row["id"]) for row in rows))
+    return out
 
 
 def _grouped(pages: Iterator[list[dict[str, Any]]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -458,7 +489,8 @@ class HubSpotConnector(CrmConnectorBase):
                 yield page
 
     def _list_backfill(self, until: datetime | None) -> Iterator[Page]:
-        pager = ListPager(self.transport, self.lead_type, self.lead_props)
+        pager = ListPager(self.transport, self.lead_type, self.lead_props,
+                          [self.company_type] + self.activity_reader.object_types)
         limit = _ms(until, ceil=True) if until else None
         for records in _grouped(pager.pages(), self.config.leads_per_page):
             if limit is not None:
@@ -469,7 +501,8 @@ class HubSpotConnector(CrmConnectorBase):
                 primary = [l for l in links if "unlabeled" not in str(l.get("type", ""))] or links
                 if primary:
                     inline[str(r["id"])] = str(primary[0]["id"])
-            page = self._page(records, skip_unchanged=False, company_ids=inline)
+            page = self._page(records, skip_unchanged=False, company_ids=inline,
+                              native_links=_inline_links(records, self.activity_reader.object_types))
             if page is not None:
                 page.cursor = None  # id order: no watermark candidate until the end
                 yield page
@@ -495,8 +528,8 @@ class HubSpotConnector(CrmConnectorBase):
                 page.cursor = None  # out of window: never a watermark candidate
                 yield page
 
-    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool,
-              company_ids: dict[str, str] | None = None) -> Page | None:
+    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool, company_ids: dict[str, str] | None = None,
+              native_links: dict[str, dict[str, list[str]]] | None = None) -> Page | None:
         if skip_unchanged and records:
             modified = {str(r["id"]): parse_datetime(r["properties"].get(self.mapping.modified_field) or r.get("updatedAt"))
                         for r in records}
@@ -512,7 +545,7 @@ class HubSpotConnector(CrmConnectorBase):
         if company_ids is None:
             company_ids = self.resolver.company_ids(ids) if self.company_props else {}
         companies = self.resolver.companies(set(company_ids.values())) if company_ids else {}
-        native = self.activity_reader.read(records)
+        native = self.activity_reader.read(records, inline=native_links)
         page = Page(leads=[], cursor=cursor)
         for record in records:
             rid = str(record["id"])

@@ -48,9 +48,11 @@ def _event_rows(lead: Lead) -> list[dict[str, str]]:
 def _print_events(console: Console, lead: Lead, now: datetime) -> None:
     if not lead.events:
         return
-    table = Table("event", "when", "days ago", "from", show_lines=False)
+    table = Table("event", "when (UTC)", "days ago", show_lines=False)
+    table.add_column("from", no_wrap=True)
     for row, event in zip(_event_rows(lead), sorted(lead.events, key=lambda e: e.at, reverse=True)):
-        table.add_row(row["type"], row["at"], f"{(now - event.at).total_seconds() / 86400:.0f}", row["from"])
+        when = event.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        table.add_row(row["type"], when, f"{(now - event.at).total_seconds() / 86400:.0f}", row["from"])
     console.print("[bold]Events:[/bold]")
     console.print(table)
 

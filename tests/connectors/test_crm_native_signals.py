@@ -4,6 +4,7 @@ time, with its origin), outcomes stored per lead, and the mapping-only switch to
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from crm_harness import calls, fast_retry, org_create, sandbox_state
 from connectors.factory import connector_for_sandbox
 from connectors.outcomes import StageMove, funnel, record_stage_moves
 from leadflow.canonical import Lead, Source
-from mappings import MAPPINGS_DIR, load_mapping
+from mappings import MAPPINGS_DIR, MappingError, load_mapping, parse_mapping
 from sandbox.store import iso_z, now_ms
 from scoring import load_model
 from scoring.engagement import engagement
@@ -171,8 +172,8 @@ def test_hubspot_page_without_contacted_contacts_makes_no_extra_call(sandbox, en
 def test_hubspot_switch_to_custom_date_fields(sandbox, engine, tmp_path):
     portal = sandbox_state(sandbox).hubspot
     client = sandbox.hubspot_client()
-    last_call = iso_z(now_ms() - 3 * DAY)
-    contact = _contact(portal, {"last_call_completed_at": now_ms() - 3 * DAY, "hs_analytics_source": "REFERRALS"})
+    called = now_ms() - 3 * DAY
+    contact = _contact(portal, {"last_call_completed_at": called, "hs_analytics_source": "REFERRALS"})
     _hubspot_activity(client, "calls", contact, {"hs_timestamp": iso_z(now_ms() - DAY), "hs_call_status": "COMPLETED"})
     native = _by_id(_window(connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry())))[contact]
     assert [e.origin.split(" ")[1] for e in native.events] == ["calls"]
@@ -180,7 +181,7 @@ def test_hubspot_switch_to_custom_date_fields(sandbox, engine, tmp_path):
     conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry(), mapping=mapping, mark_reads=False)
     fields = _by_id(_window(conn))[contact]
     assert [(e.type.value, e.origin, e.at) for e in fields.events] == [
-        ("call_completed", "hubspot contacts.last_call_completed_at", datetime.fromisoformat(last_call))]
+        ("call_completed", "hubspot contacts.last_call_completed_at", datetime.fromisoformat(iso_z(called)))]
     assert not any(name.startswith("associations.calls") for name in calls_by_endpoint(conn))
 
 
@@ -265,8 +266,6 @@ def test_salesforce_bulk_window_reads_the_same_activities(sandbox, engine, sales
                                                 mark_reads=False)))
     bulk_conn = connector_for_sandbox(sandbox, "salesforce", engine, retry=fast_retry(), mark_reads=False,
                                       bulk_threshold=1, bulk_poll_interval=0.001)
-    sf_module_query_more = bulk_conn.config.page_size
-    assert sf_module_query_more  # the page size the bulk rows are regrouped to
     org = sandbox_state(sandbox).salesforce
     for _ in range(2_000):  # a window above one REST batch: the rest comes by Bulk API 2.0
         org_create(org, "Lead", {"LastName": "Filler", "Company": "Filler Clinic", "Status": "Open - Not Contacted"})
@@ -308,3 +307,34 @@ def test_stage_history_and_outcomes_make_one_journey(engine):
     journey = funnel(engine, "salesforce")["00Q1"]
     assert list(journey.stages) == ["inquiry", "mql", "sql"]
     assert journey.stages["mql"] == start + timedelta(days=3) and journey.furthest == "sql"
+
+
+# ------------------------------------------------------------------------------------------ mapping, explain
+
+
+def test_a_native_activity_with_an_unknown_event_names_the_key():
+    raw = yaml.safe_load((MAPPINGS_DIR / "hubspot.yaml").read_text())
+    raw["native"]["activities"][1]["event"] = "meeting_booked"
+    with pytest.raises(MappingError) as err:
+        parse_mapping(raw, "hubspot.yaml")
+    assert err.value.key == "native.activities.1.event" and "meeting_booked" in err.value.problem
+
+
+def test_explain_shows_where_each_event_came_from(tmp_path, capsys):
+    from scoring.cli_explain import run_explain
+
+    lead = {"crm": "salesforce", "crm_id": "00Q1", "company_name": "Mercy Health", "job_title": "CIO",
+            "events": [{"type": "call_completed", "at": "2026-11-20T15:00:00Z", "origin": "salesforce Task 00T5g01"},
+                       {"type": "webinar_attended", "at": "2026-11-10T00:00:00Z",
+                        "origin": "salesforce CampaignMember 00v5g01"},
+                       {"type": "form_fill", "at": "2026-11-01T00:00:00Z"}]}
+    path = tmp_path / "lead.json"
+    path.write_text(json.dumps(lead))
+    assert run_explain(path, "2026-11-27T12:00:00Z", None, as_json=True) == 0
+    events = json.loads(capsys.readouterr().out)[0]["events"]
+    assert [(e["type"], e["from"]) for e in events] == [
+        ("call_completed", "salesforce Task 00T5g01"), ("webinar_attended", "salesforce CampaignMember 00v5g01"),
+        ("form_fill", "(not recorded)")]
+    assert run_explain(path, "2026-11-27T12:00:00Z", None, as_json=False) == 0
+    text = capsys.readouterr().out
+    assert "salesforce Task 00T5g01" in text and "salesforce CampaignMember 00v5g01" in text
