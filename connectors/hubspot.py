@@ -468,8 +468,7 @@ class HubSpotConnector(CrmConnectorBase):
         self.company_props = mapping.crm_fields("company")
         self.resolver = CompanyResolver(self.transport, self.lead_type, self.company_type, self.company_props,
                                         config.batch_size, config.company_cache_size)
-        self.activity_reader = ActivityReader(self.transport, self.lead_type, mapping.activities(),
-                                              mapping.deals if mapping.signals == "native" else None,
+        self.activity_reader = ActivityReader(self.transport, self.lead_type, mapping.activities(), mapping.deals,
                                               config.batch_size)
 
     def __repr__(self) -> str:

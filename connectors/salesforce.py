@@ -609,11 +609,14 @@ class SalesforceConnector(CrmConnectorBase):
             lead_ids = [i for i in lead_ids if i in open_ids]
         wanted = {i[:15]: i for i in lead_ids}
         for chunk in chunked(lead_ids, self.config.id_batch):
-            for batch in SoqlPager(self).batches(child.by_leads(chunk)):
-                for row in batch:
-                    lead_id = wanted.get(str(row.get(child.link_field) or "")[:15])
-                    if lead_id is not None:
-                        yield lead_id, flatten(row)
+            for row in self._child_rows(child, chunk):
+                lead_id = wanted.get(str(row.get(child.link_field) or "")[:15])
+                if lead_id is not None:
+                    yield lead_id, flatten(row)
+
+    def _child_rows(self, child: ChildQuery, lead_ids: list[str]) -> list[dict[str, Any]]:
+        """The child records of up to ``id_batch`` leads: one query (and its queryMore pages)."""
+        return [row for batch in SoqlPager(self).batches(child.by_leads(lead_ids)) for row in batch]
 
     # writes ---------------------------------------------------------------------------------------
     def _collection(self, method: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

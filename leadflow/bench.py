@@ -66,6 +66,10 @@ RUNS = ("backfill", "incremental", "no_change")
 # ---------------------------------------------------------------------------------- the minimum
 
 
+NATIVE_HUBSPOT_OBJECTS = ("calls", "meetings", "deals")
+NATIVE_SALESFORCE_OBJECTS = ("Task", "Event", "CampaignMember")
+
+
 def _ceil(count: int, size: int) -> int:
     return math.ceil(count / size) if count > 0 else 0
 
@@ -88,6 +92,12 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
             out["read"] = max(1, _ceil(read, HUBSPOT_SEARCH_PAGE))
             out["associations"] = _ceil(leads, HUBSPOT_BATCH)  # search results carry no associations
         out["company_read"] = _ceil(work.get("companies", 0), HUBSPOT_BATCH)
+        # native signals: the associated calls, meetings and deals (the list backfill has their ids
+        # inline; a search window asks the v4 associations of the contacts whose gate is open)
+        for kind in NATIVE_HUBSPOT_OBJECTS:
+            if run != "backfill":
+                out[f"{kind}_associations"] = _ceil(work.get(f"{kind}_contacts", 0), HUBSPOT_BATCH)
+            out[f"{kind}_read"] = _ceil(work.get(kind, 0), HUBSPOT_BATCH)
         out["lead_write"] = _ceil(work.get("lead_writes", 0), HUBSPOT_BATCH)
         out["company_write"] = _ceil(work.get("company_writes", 0), HUBSPOT_BATCH)
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), HUBSPOT_SEARCH_IN_VALUES)
@@ -103,6 +113,8 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
             out["read"] = 3 + _ceil(read - batch, work.get("bulk_max_records") or defaults.bulk_max_records)
         else:
             out["read"] = max(1, _ceil(read, batch))
+        for kind in NATIVE_SALESFORCE_OBJECTS:  # bulk rows' activities, per 200 leads (REST: subqueries)
+            out[f"{kind}_query"] = _ceil(work.get(f"{kind}_leads", 0), SALESFORCE_IN_IDS)
         out["lead_write"] = _ceil(work.get("lead_writes", 0), SALESFORCE_COLLECTION)
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), SALESFORCE_IN_IDS)
         out["task_create"] = _ceil(work.get("tasks_created", 0), SALESFORCE_COLLECTION)
@@ -179,6 +191,13 @@ class WorkRecorder:
 
         transport.batch_read, transport.batch_update = hs_batch_read, hs_batch_update
         transport.batch_create, transport.search = hs_batch_create, hs_search
+        associations = transport.associations
+
+        def hs_associations(self, from_type, to_type, ids, endpoint="associations.batch_read"):
+            rec.add(f"contacts:{to_type}", ids)
+            return associations(self, from_type, to_type, ids, endpoint=endpoint)
+
+        transport.associations = hs_associations
 
         connector = salesforce.SalesforceConnector
         collection, find_tasks = connector._collection, connector._find_tasks
@@ -197,6 +216,13 @@ class WorkRecorder:
             return find_tasks(self, keys)
 
         connector._collection, connector._find_tasks = sf_collection, sf_find_tasks
+        child_rows = connector._child_rows
+
+        def sf_child_rows(self, child, lead_ids):
+            rec.add(f"children:{child.object}", lead_ids)
+            return child_rows(self, child, lead_ids)
+
+        connector._child_rows = sf_child_rows
 
 
 def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, changed: int) -> dict[str, int]:
@@ -214,6 +240,8 @@ def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, cha
             "task_lookups": recorded.get("lookup:tasks", 0),
             "tasks_created": recorded.get("create:tasks", 0),
             "tasks_closed": recorded.get("write:tasks", 0),
+            **{kind: recorded.get(f"read:{kind}", 0) for kind in NATIVE_HUBSPOT_OBJECTS},
+            **{f"{kind}_contacts": recorded.get(f"contacts:{kind}", 0) for kind in NATIVE_HUBSPOT_OBJECTS},
         }
     return {
         "leads": leads,
@@ -221,6 +249,7 @@ def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, cha
         "task_lookups": recorded.get("lookup:tasks", 0),
         "tasks_created": recorded.get("create:Task", 0),
         "tasks_closed": recorded.get("write:Task", 0),
+        **{f"{kind}_leads": recorded.get(f"children:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
     }
 
 

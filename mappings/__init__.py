@@ -10,7 +10,7 @@ Engagement comes from one of two sources, chosen by ``signals`` (a mapping-only 
 one a workflow fills); ``native`` reads ``native:`` - the date properties the CRM keeps itself,
 form conversions (with their names), and activity objects (calls, meetings, campaign responses),
 each occurrence an event at its own time. ``deals`` (HubSpot) names the deal properties read as
-the lead's outcome.
+the lead's outcome (with either ``signals``).
 """
 
 from __future__ import annotations

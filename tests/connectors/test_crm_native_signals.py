@@ -312,6 +312,16 @@ def test_stage_history_and_outcomes_make_one_journey(engine):
 # ------------------------------------------------------------------------------------------ mapping, explain
 
 
+def test_one_form_submission_is_one_form_fill():
+    from connectors.convert import record_to_lead
+
+    props = {"lastmodifieddate": "2026-11-02T00:00:00Z", "num_conversion_events": "1",
+             "first_conversion_date": "2026-11-01T10:00:00Z", "first_conversion_event_name": "Ebook: EHR guide",
+             "recent_conversion_date": "2026-11-01T10:00:00Z", "recent_conversion_event_name": "Ebook: EHR guide"}
+    lead = record_to_lead(load_mapping("hubspot"), "42", props)
+    assert sorted(e.type.value for e in lead.events) == ["content_download", "form_fill"]
+
+
 def test_a_native_activity_with_an_unknown_event_names_the_key():
     raw = yaml.safe_load((MAPPINGS_DIR / "hubspot.yaml").read_text())
     raw["native"]["activities"][1]["event"] = "meeting_booked"
@@ -338,3 +348,21 @@ def test_explain_shows_where_each_event_came_from(tmp_path, capsys):
     assert run_explain(path, "2026-11-27T12:00:00Z", None, as_json=False) == 0
     text = capsys.readouterr().out
     assert "salesforce Task 00T5g01" in text and "salesforce CampaignMember 00v5g01" in text
+
+
+def test_outcomes_round_trip_on_sqlite_and_postgresql(database_url):
+    from connectors.outcomes import record_outcomes
+    from leadflow.store import make_engine
+
+    engine = make_engine(database_url)
+    won = Lead(crm="hubspot", crm_id="7", outcome={
+        "lifecycle_stage": "customer", "became_mql_at": "2026-09-01T00:00:00Z", "converted": True,
+        "opportunity_id": "30000001", "opportunity_won": True, "opportunity_closed": True,
+        "opportunity_amount": 120000.5, "opportunity_close_date": "2026-11-01"})
+    assert record_outcomes(engine, "hubspot", [won, Lead(crm="hubspot", crm_id="8")]) == 1
+    assert record_outcomes(engine, "hubspot", [won.model_copy(update={"outcome": won.outcome.model_copy(
+        update={"opportunity_amount": 99000.0})})]) == 1  # upserted, not duplicated
+    journey = funnel(engine, "hubspot")["7"]
+    assert journey.furthest == "won" and journey.amount == 99000.0 and journey.closed_at == date(2026, 11, 1)
+    assert journey.crm_stage_dates == {"mql": "2026-09-01T00:00:00+00:00"} and list(funnel(engine, "hubspot")) == ["7"]
+    engine.dispose()
