@@ -22,8 +22,11 @@ Streams, one small class each:
 - native signals (``signals: native``): the lead's activities come with the lead query itself, as
   parent-to-child subqueries (``(SELECT Id, CompletedDateTime, ... FROM Tasks WHERE TaskSubtype =
   'Call' AND Status = 'Completed')``, ``Events``, ``CampaignMembers`` with ``Campaign.Type`` and
-  ``Campaign.Name``): no extra call. Bulk API 2.0 takes no subqueries, so a bulk page reads them
-  with one ``SELECT ... FROM Task WHERE WhoId IN (...)`` per child object and 200 leads. Outcome
+  ``Campaign.Name``): no extra call. Bulk API 2.0 takes no subqueries, so for the bulk rows the
+  campaign responses come from one semi-join query for the whole window (``SELECT ... FROM
+  CampaignMember WHERE LeadId IN (SELECT Id FROM Lead WHERE <window>) AND HasResponded = true``),
+  and calls and meetings from one ``SELECT ... FROM Task WHERE WhoId IN (...)`` per child object and
+  200 leads that have a ``LastActivityDate``. Outcome
   fields of the converted opportunity are child-to-parent relationship fields of the lead
   (``ConvertedOpportunity.StageName``), read in the same query (REST and bulk).
 
@@ -181,6 +184,12 @@ class ChildQuery:
         clause = self.condition()
         where = f" WHERE {clause}" if clause else ""
         return f"(SELECT {', '.join(self.fields)} FROM {self.relationship}{where})"
+
+    def by_semi_join(self, leads: str) -> str:
+        """The children of the leads ``leads`` (a ``SELECT Id FROM Lead ...``) selects."""
+        clause = self.condition()
+        extra = f" AND {clause}" if clause else ""
+        return f"SELECT {', '.join(self.fields)} FROM {self.object} WHERE {self.link_field} IN ({leads}){extra}"
 
     def by_leads(self, lead_ids: list[str]) -> str:
         clause = self.condition()
@@ -479,9 +488,11 @@ class SalesforceConnector(CrmConnectorBase):
             items += self._subqueries
         return f"SELECT {', '.join(items)} FROM {self.lead_type}"
 
-    def window_soql(self, since: datetime | None, until: datetime | None, ordered: bool = True) -> str:
+    def window_soql(self, since: datetime | None, until: datetime | None, ordered: bool = True,
+                    select: str | None = None) -> str:
         """The window's SOQL; ``ordered=False`` for a Bulk API 2.0 job (no ORDER BY there). With
-        ``skip_own_writes``, leads last modified by the integration user are left out."""
+        ``skip_own_writes``, leads last modified by the integration user are left out. ``select``
+        replaces the SELECT (``SELECT Id FROM Lead``, for a semi-join)."""
         where: list[str] = []
         args: list[Any] = []
         if since is not None:
@@ -495,7 +506,7 @@ class SalesforceConnector(CrmConnectorBase):
             args.append(self.own_user_id())
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         order = f" ORDER BY {self.modified}, Id" if ordered else ""
-        select = self._select(with_children=ordered).replace("{", "{{").replace("}", "}}")
+        select = (select or self._select(with_children=ordered)).replace("{", "{{").replace("}", "}}")
         return format_soql(f"{select}{clause}{order}", *args)
 
     def iter_pages(self, since: datetime | None, until: datetime | None) -> Iterator[Page]:
@@ -513,16 +524,20 @@ class SalesforceConnector(CrmConnectorBase):
         read = {str(r["Id"]) for r in batch}
         bulk = BulkQuery(self).batches(self.window_soql(since, until, ordered=False))
         fresh = ([r for r in rows if str(r["Id"]) not in read] for rows in bulk)
-        yield from self._window_pages(_regrouped(fresh, self.config.page_size), in_id_order=True)
+        prefetched = self._window_children(since, until)
+        yield from self._window_pages(_regrouped(fresh, self.config.page_size), in_id_order=True,
+                                      prefetched=prefetched)
 
     def _bulk_worth_it(self, first: dict[str, Any]) -> bool:
         threshold = self.config.bulk_threshold
         return bool(threshold) and not first.get("done", True) and int(first.get("totalSize") or 0) > threshold
 
-    def _window_pages(self, batches: Iterable[list[dict[str, Any]]], in_id_order: bool = False) -> Iterator[Page]:
+    def _window_pages(self, batches: Iterable[list[dict[str, Any]]], in_id_order: bool = False,
+                      prefetched: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> Iterator[Page]:
         for batch in batches:
             for records in chunked(batch, self.config.page_size):
-                page = self._page(records, skip_unchanged=True, children_inline=not in_id_order)
+                page = self._page(records, skip_unchanged=True, children_inline=not in_id_order,
+                                  prefetched=prefetched)
                 if page is None:
                     continue
                 if in_id_order:
@@ -544,7 +559,8 @@ class SalesforceConnector(CrmConnectorBase):
                 page.cursor = None
                 yield page
 
-    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool, children_inline: bool = True) -> Page | None:
+    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool, children_inline: bool = True,
+              prefetched: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> Page | None:
         modified = {str(r["Id"]): parse_datetime(r.get(self.modified)) for r in records}
         cursor = max((m for m in modified.values() if m), default=None)
         if skip_unchanged:
@@ -552,7 +568,7 @@ class SalesforceConnector(CrmConnectorBase):
             records = [r for r in records if str(r["Id"]) not in unchanged]
         if not records:
             return None
-        native = self._native(records, children_inline)
+        native = self._native(records, children_inline, prefetched or {})
         page = Page(leads=[], cursor=cursor)
         for record in records:
             rid = str(record["Id"])
@@ -563,14 +579,22 @@ class SalesforceConnector(CrmConnectorBase):
         return page
 
     # native activities ----------------------------------------------------------------------------
-    def _native(self, records: list[dict[str, Any]], inline: bool) -> dict[str, dict[str, Any]]:
-        """lead id -> {"events", "campaign"} from its child activity records."""
+    def _native(self, records: list[dict[str, Any]], inline: bool,
+                prefetched: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+        """lead id -> {"events", "campaign"} from its child activity records (subquery results on
+        the records, the window's prefetched rows, or queries by lead id)."""
         if not self.children:
             return {}
         rows: dict[str, list[tuple[ChildQuery, dict[str, Any]]]] = {}
         for child in self.children:
-            for lead_id, child_row in (self._inline_children(child, records) if inline
-                                       else self._queried_children(child, records)):
+            if inline:
+                found: Iterable[tuple[str, dict[str, Any]]] = self._inline_children(child, records)
+            elif child.relationship in prefetched:
+                known = prefetched[child.relationship]
+                found = ((str(r["Id"]), row) for r in records for row in known.get(str(r["Id"])[:15], []))
+            else:
+                found = self._queried_children(child, records)
+            for lead_id, child_row in found:
                 rows.setdefault(lead_id, []).append((child, child_row))
         now = datetime.now(timezone.utc)
         out: dict[str, dict[str, Any]] = {}
@@ -585,6 +609,22 @@ class SalesforceConnector(CrmConnectorBase):
                     if activity.campaign_field and row.get(activity.campaign_field):
                         campaigns.append((event["at"], str(row[activity.campaign_field])))
             out[lead_id] = {"events": events, "campaign": max(campaigns)[1] if campaigns else None}
+        return out
+
+    def _window_children(self, since: datetime | None, until: datetime | None
+                         ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """relationship -> lead id (15 characters) -> flat child records, for the child objects with
+        no gate field (campaign responses): one semi-join query for the whole bulk window
+        (``LeadId IN (SELECT Id FROM Lead WHERE <window>)``), instead of one per 200 leads; the
+        rows held are the window's matching children only (responded members)."""
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        leads = self.window_soql(since, until, ordered=False, select=f"SELECT Id FROM {self.lead_type}")
+        for child in self.children:
+            if any(a.gate_field for a in child.activities):
+                continue
+            by_lead = out.setdefault(child.relationship, {})
+            for row in self._child_rows(child, leads=leads):
+                by_lead.setdefault(str(row.get(child.link_field) or "")[:15], []).append(flatten(row))
         return out
 
     def _inline_children(self, child: ChildQuery, records: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -614,9 +654,12 @@ class SalesforceConnector(CrmConnectorBase):
                 if lead_id is not None:
                     yield lead_id, flatten(row)
 
-    def _child_rows(self, child: ChildQuery, lead_ids: list[str]) -> list[dict[str, Any]]:
-        """The child records of up to ``id_batch`` leads: one query (and its queryMore pages)."""
-        return [row for batch in SoqlPager(self).batches(child.by_leads(lead_ids)) for row in batch]
+    def _child_rows(self, child: ChildQuery, lead_ids: list[str] | None = None,
+                    leads: str | None = None) -> list[dict[str, Any]]:
+        """The child records of up to ``id_batch`` leads, or of the leads a ``SELECT Id FROM Lead``
+        query selects (a semi-join): one query and its queryMore pages."""
+        soql = child.by_leads(lead_ids or []) if leads is None else child.by_semi_join(leads)
+        return [row for batch in SoqlPager(self).batches(soql) for row in batch]
 
     # writes ---------------------------------------------------------------------------------------
     def _collection(self, method: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

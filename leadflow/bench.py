@@ -113,8 +113,9 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
             out["read"] = 3 + _ceil(read - batch, work.get("bulk_max_records") or defaults.bulk_max_records)
         else:
             out["read"] = max(1, _ceil(read, batch))
-        for kind in NATIVE_SALESFORCE_OBJECTS:  # bulk rows' activities, per 200 leads (REST: subqueries)
-            out[f"{kind}_query"] = _ceil(work.get(f"{kind}_leads", 0), SALESFORCE_IN_IDS)
+        for kind in NATIVE_SALESFORCE_OBJECTS:  # bulk rows' activities (REST: subqueries, no call)
+            per_window = max(1, _ceil(work.get(f"{kind}_window_rows", 0), batch)) if work.get(f"{kind}_windows") else 0
+            out[f"{kind}_query"] = _ceil(work.get(f"{kind}_leads", 0), SALESFORCE_IN_IDS) + per_window
         out["lead_write"] = _ceil(work.get("lead_writes", 0), SALESFORCE_COLLECTION)
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), SALESFORCE_IN_IDS)
         out["task_create"] = _ceil(work.get("tasks_created", 0), SALESFORCE_COLLECTION)
@@ -218,9 +219,14 @@ class WorkRecorder:
         connector._collection, connector._find_tasks = sf_collection, sf_find_tasks
         child_rows = connector._child_rows
 
-        def sf_child_rows(self, child, lead_ids):
-            rec.add(f"children:{child.object}", lead_ids)
-            return child_rows(self, child, lead_ids)
+        def sf_child_rows(self, child, lead_ids=None, leads=None):
+            rows = child_rows(self, child, lead_ids, leads)
+            if leads is None:
+                rec.add(f"children:{child.object}", lead_ids or [])
+            else:  # one semi-join for the window: its rows, and the window itself
+                rec.add(f"window:{child.object}", [leads])
+                rec.add(f"window_rows:{child.object}", [row.get("Id") for row in rows])
+            return rows
 
         connector._child_rows = sf_child_rows
 
@@ -250,6 +256,8 @@ def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, cha
         "tasks_created": recorded.get("create:Task", 0),
         "tasks_closed": recorded.get("write:Task", 0),
         **{f"{kind}_leads": recorded.get(f"children:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
+        **{f"{kind}_windows": recorded.get(f"window:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
+        **{f"{kind}_window_rows": recorded.get(f"window_rows:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
     }
 
 

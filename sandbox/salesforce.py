@@ -3,7 +3,7 @@ describe, sObject Collections, single-record CRUD and limits.
 
 Objects: Lead and Task, plus the activity and outcome objects leadflow reads - Event (meetings),
 Campaign, CampaignMember (a lead's campaign responses) and Opportunity (a converted lead's).
-Queries may name child-to-parent fields (``CampaignMember.Campaign.Type``,
+Queries may hold semi-joins (``LeadId IN (SELECT Id FROM Lead WHERE ...)``) and name child-to-parent fields (``CampaignMember.Campaign.Type``,
 ``Lead.ConvertedOpportunity.StageName``; ``PARENTS``) - rendered nested as Salesforce does, null
 when the lookup is empty - and parent-to-child subqueries of a lead (``Tasks``, ``Events``,
 ``CampaignMembers``; ``CHILDREN``), rendered ``{totalSize, done, records}`` or null when there are
@@ -634,6 +634,7 @@ class SalesforceApi:
             obj = self._sobject_for_query(parsed)
             soql.check_and_bind(parsed, self.org.lower[obj])
             children = [self._bind_child(obj, sub) for sub in parsed.subqueries]
+            self._resolve_semi_joins(parsed)
         except soql.SoqlError as exc:
             raise SalesforceError(400, exc.code, exc.message) from None
         ids = self._run(obj, parsed)
@@ -646,6 +647,19 @@ class SalesforceApi:
         if len(long_text) >= 2:
             batch = min(batch, 200)
         return self._page(ctx, version, obj, fields, ids, 0, batch, children=children)
+
+    def _resolve_semi_joins(self, parsed: soql.Query) -> None:
+        """Each ``f IN (SELECT Id FROM T WHERE ...)``: the inner query runs, and the condition becomes
+        ``f IN (its ids)``. As in Salesforce, the inner query selects exactly one Id or reference field."""
+        for node in soql.semi_joins(parsed.where):
+            inner = node.value
+            inner_obj = self._sobject_for_query(inner)
+            soql.check_and_bind(inner, self.org.lower[inner_obj])
+            if len(inner.fields) != 1 or self.org.field_type(inner_obj, inner.fields[0]) not in ("id", "reference"):
+                raise soql.SoqlError("MALFORMED_QUERY", soql._located(
+                    parsed.soql, node.pos, "Semi join sub-selects can only select one Id or reference field"))
+            ids = self._run(inner_obj, inner)
+            node.op, node.value = "IN", [self.org.value(inner_obj, i, inner.fields[0]) for i in ids]
 
     def _bind_child(self, obj: str, sub: soql.Query) -> tuple[str, str, str, soql.Query]:
         """(relationship, child object, link field, bound subquery) of a parent-to-child subquery."""

@@ -5,7 +5,8 @@ Supported: ``SELECT f1, f2 | COUNT() FROM Object [WHERE cond] [ORDER BY f [ASC|D
 caller's field types) and the field list may hold parent-to-child subqueries
 ``(SELECT f1, f2 FROM ChildRelationship [WHERE cond] [ORDER BY ...] [LIMIT n])``, one level deep;
 ``cond`` combines ``f op literal`` (``= != <> < <= > >=``),
-``f [NOT] IN (literals)``, ``f LIKE 'pattern'`` with AND / OR / NOT and parentheses. As in
+``f [NOT] IN (literals)``, the semi-join ``f IN (SELECT Id FROM Object WHERE cond)`` (the caller
+runs the inner query: ``semi_joins``), ``f LIKE 'pattern'`` with AND / OR / NOT and parentheses. As in
 Salesforce, AND and OR may not be mixed at one level without parentheses. Literals: quoted
 strings with SOQL escapes, numbers, ``true``/``false``, ``null``, unquoted datetimes
 (``2024-01-01T00:00:00Z``, ``.000Z``, ``+01:00``) and dates (``2024-01-01``).
@@ -301,6 +302,9 @@ class _Parser:
             self.fail(token=name)
         negate = self.keyword("not")
         if self.keyword("in"):
+            if not negate and self.peek().text == "(" and self.tokens[self.i + 1].text.lower() == "select":
+                self.next()
+                return Comparison(name.text, "IN_SELECT", self.parse(nested=True), name.pos)
             return Comparison(name.text, "NOT_IN" if negate else "IN", self.value_list(), name.pos)
         if negate:
             self.fail()
@@ -391,6 +395,8 @@ def _bind_condition(query: Query, node: Any, types: dict[str, tuple[str, str]]) 
         return
     api_name, sf_type = _resolve(query, node.field, node.pos, types)
     node.field = api_name
+    if node.op == "IN_SELECT":
+        return  # the inner query is bound and run by the caller (semi_joins)
     literals = node.value if isinstance(node.value, list) else [node.value]
     converted = []
     for literal in literals:
@@ -501,6 +507,15 @@ def _equal(actual: Any, value: Any, is_text: bool) -> bool:
     if isinstance(value, date) and isinstance(actual, str):
         return actual[:10] == value.isoformat()
     return actual == value
+
+
+def semi_joins(node: Any) -> list[Comparison]:
+    """The ``f IN (SELECT ...)`` comparisons of a condition (the caller replaces each by ``IN``)."""
+    if node is None:
+        return []
+    if isinstance(node, BoolOp):
+        return [found for item in node.items for found in semi_joins(item)]
+    return [node] if node.op == "IN_SELECT" else []
 
 
 def modstamp_range(node: Any, field_name: str) -> tuple[int | None, bool, int | None, bool]:

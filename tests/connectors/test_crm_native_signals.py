@@ -272,8 +272,15 @@ def test_salesforce_bulk_window_reads_the_same_activities(sandbox, engine, sales
     for name in ("call", "meeting", "webinar"):  # bump ours past the fillers: they land in the bulk job
         org.tables["Lead"].touch(ids[name], now_ms() + 1_000)
     sandbox.reset_stats()
+    sent: list[str] = []
+    child_rows = bulk_conn._child_rows
+    bulk_conn._child_rows = lambda child, lead_ids=None, leads=None: (
+        sent.append(child.by_semi_join(leads) if leads else child.by_leads(lead_ids)), child_rows(child, lead_ids, leads))[1]
     bulk = _by_id(_window(bulk_conn))
     assert "salesforce.bulk2.query_create" in calls(sandbox, "salesforce.")
+    semi = [q for q in sent if "FROM CampaignMember" in q]
+    assert len(semi) == 1 and "LeadId IN (SELECT Id FROM Lead WHERE SystemModstamp >= " in semi[0]
+    assert sum("FROM Task" in q for q in sent) == 1  # the one bulk lead with a LastActivityDate and a call
     for name in ("call", "meeting", "webinar"):
         assert [(e.type, e.origin) for e in bulk[ids[name]].events] == \
             [(e.type, e.origin) for e in rest[ids[name]].events], name
