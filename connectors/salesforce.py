@@ -515,7 +515,7 @@ class SalesforceConnector(CrmConnectorBase):
         pager = SoqlPager(self)
         first = pager.first(self.window_soql(since, until))
         if not self._bulk_worth_it(first):
-            yield from self._window_pages(pager.follow(first))
+            yield from self._window_pages(_regrouped(pager.follow(first), self.config.page_size))
             return
         batch = first.get("records") or []
         log.info("salesforce: %d leads in the window (bulk_threshold %d): %d by REST, the rest by Bulk API 2.0",
@@ -765,8 +765,9 @@ class SalesforceConnector(CrmConnectorBase):
 
 
 def _regrouped(batches: Iterable[list[dict[str, Any]]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Bulk result sets as full pages of ``size`` rows (the last may be smaller): a page's
-    follow-up reads (campaign responses per 200 leads) then go out in full batches."""
+    """Query batches or bulk result sets as full pages of ``size`` rows (the last may be smaller):
+    a page's writes and follow-up reads then go out in full batches (a REST batch with activity
+    subqueries holds fewer than 2,000 leads: their child records count toward its size)."""
     pending: list[dict[str, Any]] = []
     for batch in batches:
         pending.extend(batch)

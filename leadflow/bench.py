@@ -111,8 +111,8 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
         threshold = work.get("bulk_threshold", defaults.bulk_threshold)
         if threshold and read > threshold and read > batch:  # first REST batch, job create, one poll, result sets
             out["read"] = 3 + _ceil(read - batch, work.get("bulk_max_records") or defaults.bulk_max_records)
-        else:
-            out["read"] = max(1, _ceil(read, batch))
+        else:  # subquery results (native activities) count toward the batch size
+            out["read"] = max(1, _ceil(read + work.get("inline_children", 0), batch))
         for kind in NATIVE_SALESFORCE_OBJECTS:  # bulk rows' activities (REST: subqueries, no call)
             per_window = max(1, _ceil(work.get(f"{kind}_window_rows", 0), batch)) if work.get(f"{kind}_windows") else 0
             out[f"{kind}_query"] = _ceil(work.get(f"{kind}_leads", 0), SALESFORCE_IN_IDS) + per_window
@@ -229,6 +229,14 @@ class WorkRecorder:
             return rows
 
         connector._child_rows = sf_child_rows
+        inline_children = connector._inline_children
+
+        def sf_inline_children(self, child, records):
+            for lead_id, row in inline_children(self, child, records):
+                rec.add("inline_children", [f"{child.object}:{row.get('Id')}"])
+                yield lead_id, row
+
+        connector._inline_children = sf_inline_children
 
 
 def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, changed: int) -> dict[str, int]:
@@ -255,6 +263,7 @@ def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, cha
         "task_lookups": recorded.get("lookup:tasks", 0),
         "tasks_created": recorded.get("create:Task", 0),
         "tasks_closed": recorded.get("write:Task", 0),
+        "inline_children": recorded.get("inline_children", 0),
         **{f"{kind}_leads": recorded.get(f"children:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
         **{f"{kind}_windows": recorded.get(f"window:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
         **{f"{kind}_window_rows": recorded.get(f"window_rows:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},

@@ -7,7 +7,8 @@ Queries may hold semi-joins (``LeadId IN (SELECT Id FROM Lead WHERE ...)``) and 
 ``Lead.ConvertedOpportunity.StageName``; ``PARENTS``) - rendered nested as Salesforce does, null
 when the lookup is empty - and parent-to-child subqueries of a lead (``Tasks``, ``Events``,
 ``CampaignMembers``; ``CHILDREN``), rendered ``{totalSize, done, records}`` or null when there are
-none. Bulk API 2.0 query jobs refuse subqueries.
+none; child records count toward the query batch size, as in Salesforce. Bulk API 2.0 query jobs
+refuse subqueries.
 
 Field values are stored typed (str, float, bool; datetimes as epoch ms ints) and rendered as
 Salesforce does (``2024-01-05T12:34:56.000+0000``). ``Id``, ``CreatedDate``,
@@ -661,6 +662,23 @@ class SalesforceApi:
             ids = self._run(inner_obj, inner)
             node.op, node.value = "IN", [self.org.value(inner_obj, i, inner.fields[0]) for i in ids]
 
+    def _with_children(self, version: str, ids: list[str], offset: int, batch: int, render: Callable[[str], Any],
+                       children: list[Any]) -> tuple[list[dict[str, Any]], int]:
+        """Parent records from ``offset`` with their subquery results, as many as fit in ``batch``
+        records: child records count toward the batch size, as in Salesforce (at least one parent)."""
+        records: list[dict[str, Any]] = []
+        used = 0
+        for record_id in ids[offset:offset + batch]:
+            record = render(record_id)
+            for child in children:
+                record[child[0]] = self._children(version, record_id, child)
+            weight = 1 + sum(len((record[child[0]] or {}).get("records") or []) for child in children)
+            if records and used + weight > batch:
+                break
+            records.append(record)
+            used += weight
+        return records, len(records)
+
     def _bind_child(self, obj: str, sub: soql.Query) -> tuple[str, str, str, soql.Query]:
         """(relationship, child object, link field, bound subquery) of a parent-to-child subquery."""
         for (parent, relationship), (child, link) in CHILDREN.items():
@@ -766,13 +784,12 @@ class SalesforceApi:
 
     def _page(self, ctx: Ctx, version: str, obj: str, fields: list[str], ids: list[str], offset: int,
               batch: int, locator: str | None = None, children: list[Any] | None = None) -> Response:
-        chunk = ids[offset:offset + batch]
         render = self.org.renderer(obj, fields, version)
-        records = [render(i) for i in chunk]
-        for record, record_id in zip(records, chunk):
-            for child in children or []:
-                record[child[0]] = self._children(version, record_id, child)
-        body: dict[str, Any] = {"totalSize": len(ids), "done": offset + batch >= len(ids)}
+        if children:
+            records, size = self._with_children(version, ids, offset, batch, render, children)
+        else:
+            records, size = [render(i) for i in ids[offset:offset + batch]], batch
+        body: dict[str, Any] = {"totalSize": len(ids), "done": offset + size >= len(ids)}
         if not body["done"]:
             if locator is None:
                 locator = f"0r8{next(self.org._cursor_ids):012d}AAA"
@@ -780,7 +797,7 @@ class SalesforceApi:
                                              "children": children or []}
                 while len(self.org.cursors) > 500:
                     self.org.cursors.popitem(last=False)
-            body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{offset + batch}"
+            body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{offset + size}"  # after its parents
         body["records"] = records
         return json_response(body)
 
