@@ -22,7 +22,8 @@ Streams, one small class each:
 - native signals (``signals: native``): the lead's activities come with the lead query itself, as
   parent-to-child subqueries (``(SELECT Id, CompletedDateTime, ... FROM Tasks WHERE TaskSubtype =
   'Call' AND Status = 'Completed')``, ``Events``, ``CampaignMembers`` with ``Campaign.Type`` and
-  ``Campaign.Name``): no extra call. Bulk API 2.0 takes no subqueries, so for the bulk rows the
+  ``Campaign.Name``): no call of their own, though their records count toward the query's
+  batches of 2,000 (REST batches are regrouped into full pages). Bulk API 2.0 takes no subqueries, so for the bulk rows the
   campaign responses come from one semi-join query for the whole window (``SELECT ... FROM
   CampaignMember WHERE LeadId IN (SELECT Id FROM Lead WHERE <window>) AND HasResponded = true``),
   and calls and meetings from one ``SELECT ... FROM Task WHERE WhoId IN (...)`` per child object and
