@@ -2,8 +2,8 @@
 
 ``load_mapping("hubspot")`` reads ``mappings/hubspot.yaml`` (or any path) and validates it: an
 unknown canonical field, a duplicate CRM target, a missing required output, a value map naming a
-value the canonical field does not have, or two canonical values sharing one CRM value are each a
-``MappingError`` naming the file and the key.
+value the canonical field does not have, two canonical values sharing one CRM value, or a YAML key
+given twice are each a ``MappingError`` naming the file and the key.
 
 Engagement comes from one of two sources, chosen by ``signals`` (a mapping-only switch):
 ``fields`` reads ``events:`` (each event type's latest occurrence in a date field, usually a custom
@@ -313,6 +313,24 @@ def load_mapping(crm_or_path: str | Path) -> CrmMapping:
     return _load_cached(str(path.resolve()), path.stat().st_mtime if path.exists() else 0.0)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one
+    silently: a second ``signals:`` would switch engagement without a word)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 @lru_cache(maxsize=16)
 def _load_cached(path: str, _mtime: float) -> CrmMapping:
     try:
@@ -320,7 +338,7 @@ def _load_cached(path: str, _mtime: float) -> CrmMapping:
     except FileNotFoundError:
         raise MappingError(path, "(file)", "no such mapping file") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise MappingError(path, "(yaml)", f"not valid YAML: {exc}") from None
     return parse_mapping(raw, path)

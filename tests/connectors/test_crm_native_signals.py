@@ -337,6 +337,15 @@ def test_a_native_activity_with_an_unknown_event_names_the_key():
     assert err.value.key == "native.activities.1.event" and "meeting_booked" in err.value.problem
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_switch(tmp_path):
+    text = (MAPPINGS_DIR / "salesforce.yaml").read_text().replace("signals: native", "signals: native\nsignals: fields")
+    path = tmp_path / "salesforce.yaml"
+    path.write_text(text)
+    with pytest.raises(MappingError) as err:
+        load_mapping(path)
+    assert err.value.key == "(yaml)" and "duplicate key 'signals'" in err.value.problem
+
+
 def test_explain_shows_where_each_event_came_from(tmp_path, capsys):
     from scoring.cli_explain import run_explain
 
