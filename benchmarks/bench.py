@@ -66,6 +66,10 @@ RUNS = ("backfill", "incremental", "no_change")
 # ---------------------------------------------------------------------------------- the minimum
 
 
+NATIVE_HUBSPOT_OBJECTS = ("calls", "meetings", "deals")
+NATIVE_SALESFORCE_OBJECTS = ("Task", "Event", "CampaignMember")
+
+
 def _ceil(count: int, size: int) -> int:
     return math.ceil(count / size) if count > 0 else 0
 
@@ -88,6 +92,12 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
             out["read"] = max(1, _ceil(read, HUBSPOT_SEARCH_PAGE))
             out["associations"] = _ceil(leads, HUBSPOT_BATCH)  # search results carry no associations
         out["company_read"] = _ceil(work.get("companies", 0), HUBSPOT_BATCH)
+        # native signals: the associated calls, meetings and deals (the list backfill has their ids
+        # inline; a search window asks the v4 associations of the contacts whose gate is open)
+        for kind in NATIVE_HUBSPOT_OBJECTS:
+            if run != "backfill":
+                out[f"{kind}_associations"] = _ceil(work.get(f"{kind}_contacts", 0), HUBSPOT_BATCH)
+            out[f"{kind}_read"] = _ceil(work.get(kind, 0), HUBSPOT_BATCH)
         out["lead_write"] = _ceil(work.get("lead_writes", 0), HUBSPOT_BATCH)
         out["company_write"] = _ceil(work.get("company_writes", 0), HUBSPOT_BATCH)
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), HUBSPOT_SEARCH_IN_VALUES)
@@ -104,8 +114,11 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
         threshold = work.get("bulk_threshold", defaults.bulk_threshold)
         if threshold and read > threshold and read > batch:  # first REST batch, job create, one poll, result sets
             out["read"] = 3 + _ceil(read - batch, work.get("bulk_max_records") or defaults.bulk_max_records)
-        else:
-            out["read"] = max(1, _ceil(read, batch))
+        else:  # subquery results (native activities) count toward the batch size
+            out["read"] = max(1, _ceil(read + work.get("inline_children", 0), batch))
+        for kind in NATIVE_SALESFORCE_OBJECTS:  # bulk rows' activities (REST: subqueries, no call)
+            per_window = max(1, _ceil(work.get(f"{kind}_window_rows", 0), batch)) if work.get(f"{kind}_windows") else 0
+            out[f"{kind}_query"] = _ceil(work.get(f"{kind}_leads", 0), SALESFORCE_IN_IDS) + per_window
         out["lead_write"] = _ceil(work.get("lead_writes", 0), SALESFORCE_COLLECTION)
         out["task_lookup"] = _ceil(work.get("task_lookups", 0), SALESFORCE_IN_IDS)
         out["task_create"] = _ceil(work.get("tasks_created", 0), SALESFORCE_COLLECTION)
@@ -194,6 +207,13 @@ class WorkRecorder:
             return batch_upsert(self, object_type, inputs)
 
         transport.batch_read_by, transport.batch_upsert = hs_batch_read_by, hs_batch_upsert
+        associations = transport.associations
+
+        def hs_associations(self, from_type, to_type, ids, endpoint="associations.batch_read"):
+            rec.add(f"contacts:{to_type}", ids)
+            return associations(self, from_type, to_type, ids, endpoint=endpoint)
+
+        transport.associations = hs_associations
 
         connector = salesforce.SalesforceConnector
         collection, find_tasks = connector._collection, connector._find_tasks
@@ -219,6 +239,27 @@ class WorkRecorder:
             return upsert_collection(self, records)
 
         connector._upsert_collection = sf_upsert_collection
+
+        child_rows = connector._child_rows
+
+        def sf_child_rows(self, child, lead_ids=None, leads=None):
+            rows = child_rows(self, child, lead_ids, leads)
+            if leads is None:
+                rec.add(f"children:{child.object}", lead_ids or [])
+            else:  # one semi-join for the window: its rows, and the window itself
+                rec.add(f"window:{child.object}", [leads])
+                rec.add(f"window_rows:{child.object}", [row.get("Id") for row in rows])
+            return rows
+
+        connector._child_rows = sf_child_rows
+        inline_children = connector._inline_children
+
+        def sf_inline_children(self, child, records):
+            for lead_id, row in inline_children(self, child, records):
+                rec.add("inline_children", [f"{child.object}:{row.get('Id')}"])
+                yield lead_id, row
+
+        connector._inline_children = sf_inline_children
 
         for cls in (hubspot.HubSpotConnector, salesforce.SalesforceConnector):
             cls.read_current = _recording_read_current(rec, cls.read_current)
@@ -251,6 +292,8 @@ def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, cha
             "tasks_closed": recorded.get("write:tasks", 0),
             "compare_leads": recorded.get("compare:lead", 0),
             "compare_companies": recorded.get("compare:company", 0),
+            **{kind: recorded.get(f"read:{kind}", 0) for kind in NATIVE_HUBSPOT_OBJECTS},
+            **{f"{kind}_contacts": recorded.get(f"contacts:{kind}", 0) for kind in NATIVE_HUBSPOT_OBJECTS},
         }
     return {
         "leads": leads,
@@ -259,6 +302,10 @@ def work_for(crm: str, run: str, recorded: dict[str, int], total_leads: int, cha
         "tasks_created": recorded.get("create:Task", 0),
         "tasks_closed": recorded.get("write:Task", 0),
         "compare_leads": recorded.get("compare:lead", 0),
+        "inline_children": recorded.get("inline_children", 0),
+        **{f"{kind}_leads": recorded.get(f"children:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
+        **{f"{kind}_windows": recorded.get(f"window:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
+        **{f"{kind}_window_rows": recorded.get(f"window_rows:{kind}", 0) for kind in NATIVE_SALESFORCE_OBJECTS},
     }
 
 

@@ -114,9 +114,10 @@ class CrmConnectorBase:
         return state.skippable(self.engine, self.crm, self.watermark_object, modified)
 
     def _add_record(self, page: Page, crm_id: str, props: dict[str, Any], company: dict[str, Any] | None = None,
-                    company_id: str | None = None) -> None:
-        """The record as a lead on ``page`` (with the CRM's current values), or quarantined with its reason."""
-        converted = convert_record(self.mapping, crm_id, props, company, company_id)
+                    company_id: str | None = None, native: dict[str, Any] | None = None) -> None:
+        """The record as a lead on ``page`` (with the CRM's current values), or quarantined with its
+        reason; ``native``: what was read for it from other CRM objects (``convert.record_to_lead``)."""
+        converted = convert_record(self.mapping, crm_id, props, company, company_id, native)
         if isinstance(converted, Quarantined):
             page.quarantined.append(converted)
             return

@@ -9,10 +9,15 @@ Types: HubSpot sends every value as a string (numbers, ``"true"``/``"false"``, d
 or epoch milliseconds); Salesforce sends JSON numbers/bools and ISO datetimes. Both go through
 the same parsers.
 
-Events: each ``events:`` entry is the latest occurrence of one event type. It becomes one event at
-that time; when the CRM keeps a count property as well, it becomes ``min(count, EVENT_COUNT_CAP)``
+Events: each date-field entry (``events:`` with ``signals: fields``, ``native.properties`` with
+``signals: native``) is the latest occurrence of one event type. It becomes one event at that
+time; when the CRM keeps a count property as well, it becomes ``min(count, EVENT_COUNT_CAP)``
 events at that same time (the CRM keeps no earlier timestamps, so every occurrence is dated at the
-latest one; the cap keeps a contact with 400 visits from dominating engagement scoring).
+latest one; the cap keeps a contact with 400 visits from dominating engagement scoring). With
+``signals: native``, each conversion (HubSpot's first and most recent form submission) is a
+``form_fill`` at its own date, plus the event types its name names (``native.conversion_events``),
+and the connector adds one event per activity record it read (``activity_event``). Every event
+carries its ``origin``: the CRM object and field or record id it came from.
 
 Write: ``to_crm_value`` renders a canonical value in the CRM's form (value maps, numbers, bools,
 ISO datetimes, ``max_length`` truncation; ``reasons_detail`` is the full text of ``reasons``);
@@ -31,7 +36,7 @@ from pydantic import ValidationError
 from connectors.base import Quarantined
 from leadflow.canonical import Lead, LeadKind, coerce_enum
 from leadflow.redaction import describe, problem
-from mappings import ENUM_OF_FIELD, CrmMapping, FieldMapping
+from mappings import ENUM_OF_FIELD, ActivityMapping, CrmMapping, FieldMapping
 
 EVENT_COUNT_CAP = 3
 REASONS_SEPARATOR = "; "
@@ -197,12 +202,15 @@ def record_to_lead(
     props: dict[str, Any],
     company: dict[str, Any] | None = None,
     company_id: str | None = None,
+    native: dict[str, Any] | None = None,
 ) -> Lead:
-    """Build a Lead from CRM properties; raises ``ConvertError`` naming the record and field."""
+    """Build a Lead from CRM properties; raises ``ConvertError`` naming the record and field.
+    ``native``: what the connector read from other CRM objects for this lead - ``events`` (from
+    ``activity_event``), ``outcome`` (canonical outcome fields) and ``campaign``."""
     crm = mapping.crm
     data: dict[str, Any] = {"crm": crm, "crm_id": str(crm_id)}
     warnings: list[str] = []
-    nested: dict[str, dict[str, Any]] = {"discovery": {}, "patient": {}}
+    nested: dict[str, dict[str, Any]] = {"discovery": {}, "patient": {}, "outcome": {}}
     for name, fm in _fields(mapping)[0].items():
         source = _source_props(mapping, fm, props, company)
         if source is None or fm.field not in source:
@@ -222,6 +230,12 @@ def record_to_lead(
         data["discovery"] = nested["discovery"]
     if nested["patient"]:
         data["patient"] = nested["patient"]
+    native = native or {}
+    nested["outcome"].update({k: v for k, v in (native.get("outcome") or {}).items() if v is not None})
+    if nested["outcome"]:
+        data["outcome"] = nested["outcome"]
+    if native.get("campaign") and not data.get("campaign"):
+        data["campaign"] = native["campaign"]
     if "lead_kind" in data and coerce_enum(LeadKind, data["lead_kind"]) is None:
         warnings.append(f"lead_kind: unknown value {describe(data['lead_kind'])} read as b2b")
         data["lead_kind"] = LeadKind.b2b
@@ -229,7 +243,9 @@ def record_to_lead(
         data["crm_company_id"] = str(company_id)
     try:
         data["modified_at"] = parse_datetime(props.get(mapping.modified_field))
-        data["events"] = read_events(mapping, props, str(crm_id))
+        events = read_events(mapping, props, str(crm_id)) + list(native.get("events") or [])
+        events.sort(key=lambda e: e["at"])
+        data["events"] = events
     except _FieldProblem as problem:
         raise ConvertError(crm, crm_id, mapping.modified_field, str(problem)) from None
     except ConvertError:
@@ -253,14 +269,17 @@ def _crm_field_of(mapping: CrmMapping, loc: str) -> str | None:
 
 
 def read_events(mapping: CrmMapping, props: dict[str, Any], crm_id: str = "?") -> list[dict[str, Any]]:
+    """The events held on the lead record itself: date fields (per ``signals``) and conversions."""
     events: list[dict[str, Any]] = []
-    for event_type, em in mapping.events.items():
+    lead_object = mapping.objects["lead"]
+    for event_type, em in mapping.property_events().items():
         try:
             at = parse_datetime(props.get(em.field))
         except _FieldProblem as problem:
             raise ConvertError(mapping.crm, crm_id, em.field, str(problem)) from None
         if at is None:
             continue
+        origin = f"{mapping.crm} {lead_object}.{em.field}"
         count = 1
         if em.count_field:
             try:
@@ -269,9 +288,61 @@ def read_events(mapping: CrmMapping, props: dict[str, Any], crm_id: str = "?") -
                 raw_count = None
             if raw_count is not None:
                 count = max(1, min(int(raw_count), EVENT_COUNT_CAP))
-        events.extend({"type": event_type, "at": at} for _ in range(count))
+        events.extend({"type": event_type, "at": at, "origin": origin} for _ in range(count))
+    events.extend(_conversion_events(mapping, props, crm_id))
     events.sort(key=lambda e: e["at"])
     return events
+
+
+def _conversion_events(mapping: CrmMapping, props: dict[str, Any], crm_id: str) -> list[dict[str, Any]]:
+    """A ``form_fill`` per distinct conversion time, plus the event types its name names."""
+    events: list[dict[str, Any]] = []
+    seen: set[datetime] = set()
+    lead_object = mapping.objects["lead"]
+    for conversion in mapping.conversions():
+        try:
+            at = parse_datetime(props.get(conversion.time_field))
+        except _FieldProblem as problem:
+            raise ConvertError(mapping.crm, crm_id, conversion.time_field, str(problem)) from None
+        if at is None or at in seen:
+            continue
+        seen.add(at)
+        origin = f"{mapping.crm} {lead_object}.{conversion.time_field}"
+        events.append({"type": "form_fill", "at": at, "origin": origin})
+        name = str(props.get(conversion.name_field) or "").lower() if conversion.name_field else ""
+        for event_type, words in mapping.native.conversion_events.items():
+            if name and any(word.lower() in name for word in words):
+                events.append({"type": event_type, "at": at, "origin": origin})
+    return events
+
+
+def _plain_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value).strip().lower()
+
+
+def activity_matches(activity: ActivityMapping, record: dict[str, Any]) -> bool:
+    """Whether an activity record passes the mapping's ``where`` (case-insensitive, every field)."""
+    for name, accepted in activity.where.items():
+        if _plain_text(record.get(name)) not in {_plain_text(v) for v in accepted}:
+            return False
+    return True
+
+
+def activity_event(crm: str, activity: ActivityMapping, record_id: str, record: dict[str, Any],
+                   now: datetime) -> dict[str, Any] | None:
+    """One activity record (flat field -> value) as an event, or None: it does not match ``where``,
+    has no (valid) time, or lies after ``now`` (a meeting not yet held)."""
+    if not activity_matches(activity, record):
+        return None
+    try:
+        at = parse_datetime(record.get(activity.time_field))
+    except _FieldProblem:
+        return None
+    if at is None or at > now:
+        return None
+    return {"type": activity.event, "at": at, "origin": f"{crm} {activity.object} {record_id}"}
 
 
 def convert_record(
@@ -280,10 +351,11 @@ def convert_record(
     props: dict[str, Any],
     company: dict[str, Any] | None = None,
     company_id: str | None = None,
+    native: dict[str, Any] | None = None,
 ) -> Lead | Quarantined:
     """``record_to_lead``, or a ``Quarantined`` with the reason; never raises for bad data."""
     try:
-        return record_to_lead(mapping, crm_id, props, company, company_id)
+        return record_to_lead(mapping, crm_id, props, company, company_id, native)
     except ConvertError as exc:
         return Quarantined(crm_id=str(crm_id), reason=str(exc), field=exc.field)
 

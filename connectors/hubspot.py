@@ -10,9 +10,16 @@ Streams, one small class each:
   ``lastmodifieddate GT t``. So any number of records sharing one timestamp is read exactly once,
   never in a loop, at the cost of re-reading the few records at ``t`` once per 10,000.
 - ``ListPager``: full backfills (since=None) use the list endpoint (100 a page, no cap, no search
-  rate limit, company ids inline).
+  rate limit, the ids of associated companies - and calls, meetings, deals - inline).
 - ``CompanyResolver``: each page's primary companies via the v4 associations batch read and the
   companies batch read, 100 ids per call.
+- ``ActivityReader`` (``signals: native``): each page's calls and meetings (and, with ``deals:``,
+  deals) via the v4 associations batch read ``contacts -> calls|meetings|deals`` and the objects'
+  batch reads, 100 ids per call, for the contacts whose gate property says there is something to
+  read (``notes_last_contacted`` for activities, ``num_associated_deals`` for deals): a page of
+  contacts nobody contacted costs no extra call; a list backfill has the associated ids inline,
+  so it makes no association call either. Each matching call or meeting is an event at its
+  own time; the most advanced deal is the lead's opportunity outcome.
 
 Every call goes through ``CrmConnectorBase._call``: client-side limiter (190/10 s; search 5/s),
 per-run budget, retries (connectors/retry.py), and counts by endpoint. The client's own urllib3
@@ -40,16 +47,18 @@ from sqlalchemy import Engine
 from state import leads as state
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, KeyedTask, chunked
-from connectors.convert import parse_datetime
+from connectors.convert import activity_event, is_blank, parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter, SlidingWindowLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
 from leadflow.redaction import without_values
-from mappings import CrmMapping, load_mapping
+from mappings import ActivityMapping, CrmMapping, DealMapping, load_mapping
+from state.outcomes import deal_outcome, record_outcomes
 
 log = logging.getLogger("leadflow.connectors.hubspot")
 
 PRIMARY_CONTACT_TO_COMPANY = 1
+ENGAGEMENT_OBJECTS = frozenset({"tasks", "calls", "meetings"})  # under crm.objects in hubspot-api-client
 TASK_TO_CONTACT = 204
 PRIORITY = {"high": "HIGH", "normal": "MEDIUM", "low": "LOW"}
 
@@ -124,7 +133,10 @@ class HubSpotTransport:
         ApiClient (and urllib3 pool) on every access, which would cost a connect per call."""
         key = (object_type, kind)
         if key not in self._apis:
-            group = self.client.crm.objects.tasks if object_type == "tasks" else getattr(self.client.crm, object_type)
+            if object_type in ENGAGEMENT_OBJECTS:
+                group = getattr(self.client.crm.objects, object_type)
+            else:
+                group = getattr(self.client.crm, object_type)
             self._apis[key] = getattr(group, kind)
         return self._apis[key]
 
@@ -168,11 +180,12 @@ class HubSpotTransport:
             kwargs["associations"] = associations
         return self.call(f"{object_type}.list", self._api(object_type, "basic_api").get_page, **kwargs)
 
-    def associations(self, from_type: str, to_type: str, ids: list[str]) -> dict[str, Any]:
+    def associations(self, from_type: str, to_type: str, ids: list[str],
+                     endpoint: str = "associations.batch_read") -> dict[str, Any]:
         if "associations" not in self._apis:
             self._apis["associations"] = self.client.crm.associations.v4.batch_api
         body = {"inputs": [{"id": i} for i in ids]}
-        return self.call("associations.batch_read", self._apis["associations"].get_page, from_type, to_type, body)
+        return self.call(endpoint, self._apis["associations"].get_page, from_type, to_type, body)
 
     @property
     def properties_api(self) -> Any:
@@ -267,13 +280,15 @@ class SearchPager:
 class ListPager:
     """The list endpoint (full backfill): 100 a page, id order, company ids inline."""
 
-    def __init__(self, transport: HubSpotTransport, object_type: str, properties: list[str]):
+    def __init__(self, transport: HubSpotTransport, object_type: str, properties: list[str],
+                 associations: list[str] | None = None):
         self.t, self.object_type, self.properties = transport, object_type, properties
+        self.associations = associations or ["companies"]
 
     def pages(self) -> Iterator[list[dict[str, Any]]]:
         after: str | None = None
         while True:
-            data = self.t.list_page(self.object_type, self.properties, after, associations=["companies"])
+            data = self.t.list_page(self.object_type, self.properties, after, associations=self.associations)
             if data.get("results"):
                 yield data["results"]
             after = ((data.get("paging") or {}).get("next") or {}).get("after")
@@ -342,7 +357,94 @@ class CompanyResolver:
                 self._cache.popitem(last=False)
 
 
+def _gate_open(props: dict[str, Any], gate_field: str | None) -> bool:
+    """Whether a contact may have records to read: no gate, or the gate property set and not zero."""
+    if gate_field is None:
+        return True
+    value = props.get(gate_field)
+    return not is_blank(value) and str(value).strip() not in ("0", "0.0", "false")
+
+
+class ActivityReader:
+    """contact id -> {"events": [...], "outcome": {...}} from associated calls, meetings and deals."""
+
+    def __init__(self, transport: HubSpotTransport, lead_type: str, activities: list[ActivityMapping],
+                 deals: DealMapping | None, batch: int):
+        self.t, self.lead_type, self.batch = transport, lead_type, batch
+        self.activities, self.deals = activities, deals
+
+    @property
+    def object_types(self) -> list[str]:
+        """The object types read, for the list endpoint's inline ``associations``."""
+        names = list(dict.fromkeys(a.object for a in self.activities))
+        return names + ([self.deals.object] if self.deals is not None else [])
+
+    def read(self, records: list[dict[str, Any]], now: datetime | None = None,
+             inline: dict[str, dict[str, list[str]]] | None = None) -> dict[str, dict[str, Any]]:
+        """``inline``: object type -> contact id -> associated ids, as the list endpoint returned
+        them (no association call then)."""
+        now = now or datetime.now(timezone.utc)
+        inline = inline or {}
+        out: dict[str, dict[str, Any]] = {}
+        by_object: dict[str, list[ActivityMapping]] = {}
+        for activity in self.activities:
+            by_object.setdefault(activity.object, []).append(activity)
+        for object_type, activities in by_object.items():
+            gates = {a.gate_field for a in activities}
+            ids = [str(r["id"]) for r in records
+                   if any(_gate_open(r.get("properties") or {}, g) for g in gates)]
+            props = sorted({a.time_field for a in activities} | {f for a in activities for f in a.where})
+            for contact_id, rows in self._linked_records(object_type, ids, props, inline.get(object_type)).items():
+                events = out.setdefault(contact_id, {}).setdefault("events", [])
+                for row_id, row in rows:
+                    for activity in activities:
+                        event = activity_event("hubspot", activity, row_id, row, now)
+                        if event is not None:
+                            events.append(event)
+        if self.deals is not None:
+            ids = [str(r["id"]) for r in records if _gate_open(r.get("properties") or {}, self.deals.gate_field)]
+            rows_by_contact = self._linked_records(self.deals.object, ids, self.deals.properties(),
+                                                   inline.get(self.deals.object))
+            for contact_id, rows in rows_by_contact.items():
+                outcome = deal_outcome(self.deals, rows)
+                if outcome:
+                    out.setdefault(contact_id, {})["outcome"] = outcome
+        return out
+
+    def _linked_records(self, object_type: str, contact_ids: list[str], properties: list[str],
+                        inline: dict[str, list[str]] | None = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        """contact id -> [(record id, properties)] of the associated ``object_type`` records
+        (``inline``: the associations the list endpoint returned, instead of association calls)."""
+        links: dict[str, list[str]] = {}
+        if inline is not None:
+            links = {c: inline[c] for c in contact_ids if inline.get(c)}
+            contact_ids = []
+        for chunk in chunked(contact_ids, self.batch):
+            data = self.t.associations(self.lead_type, object_type, chunk, endpoint=f"associations.{object_type}.batch_read")
+            for row in data.get("results") or []:
+                links[str(row["from"]["id"])] = [str(link["toObjectId"]) for link in row.get("to") or []]
+        wanted = sorted({i for ids in links.values() for i in ids}, key=int)
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in chunked(wanted, self.batch):
+            data = self.t.batch_read(object_type, chunk, properties)
+            for record in data.get("results") or []:
+                found[str(record["id"])] = record.get("properties") or {}
+        return {contact: [(i, found[i]) for i in ids if i in found] for contact, ids in links.items()}
+
+
 # ------------------------------------------------------------------------------------------ connector
+
+
+def _inline_links(records: list[dict[str, Any]], object_types: list[str]) -> dict[str, dict[str, list[str]]]:
+    """object type -> contact id -> ids of the associated records the list endpoint returned inline."""
+    out: dict[str, dict[str, list[str]]] = {t: {} for t in object_types}
+    for record in records:
+        associations = record.get("associations") or {}
+        for object_type in object_types:
+            rows = (associations.get(object_type) or {}).get("results") or []
+            if rows:
+                out[object_type][str(record["id"])] = list(dict.fromkeys(str(row["id"]) for row in rows))
+    return out
 
 
 def _grouped(pages: Iterator[list[dict[str, Any]]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -384,6 +486,8 @@ class HubSpotConnector(CrmConnectorBase):
         self.company_props = mapping.crm_fields("company")
         self.resolver = CompanyResolver(self.transport, self.lead_type, self.company_type, self.company_props,
                                         config.batch_size, config.company_cache_size)
+        self.activity_reader = ActivityReader(self.transport, self.lead_type, mapping.activities(), mapping.deals,
+                                              config.batch_size)
 
     def __repr__(self) -> str:
         return f"HubSpotConnector(host={self.config.host!r})"
@@ -402,7 +506,8 @@ class HubSpotConnector(CrmConnectorBase):
                 yield page
 
     def _list_backfill(self, until: datetime | None) -> Iterator[Page]:
-        pager = ListPager(self.transport, self.lead_type, self.lead_props)
+        pager = ListPager(self.transport, self.lead_type, self.lead_props,
+                          [self.company_type] + self.activity_reader.object_types)
         limit = _ms(until, ceil=True) if until else None
         for records in _grouped(pager.pages(), self.config.leads_per_page):
             if limit is not None:
@@ -413,7 +518,8 @@ class HubSpotConnector(CrmConnectorBase):
                 primary = [l for l in links if "unlabeled" not in str(l.get("type", ""))] or links
                 if primary:
                     inline[str(r["id"])] = str(primary[0]["id"])
-            page = self._page(records, skip_unchanged=False, company_ids=inline)
+            page = self._page(records, skip_unchanged=False, company_ids=inline,
+                              native_links=_inline_links(records, self.activity_reader.object_types))
             if page is not None:
                 page.cursor = None  # id order: no watermark candidate until the end
                 yield page
@@ -439,8 +545,8 @@ class HubSpotConnector(CrmConnectorBase):
                 page.cursor = None  # out of window: never a watermark candidate
                 yield page
 
-    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool,
-              company_ids: dict[str, str] | None = None) -> Page | None:
+    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool, company_ids: dict[str, str] | None = None,
+              native_links: dict[str, dict[str, list[str]]] | None = None) -> Page | None:
         if skip_unchanged and records:
             modified = {str(r["id"]): parse_datetime(r["properties"].get(self.mapping.modified_field) or r.get("updatedAt"))
                         for r in records}
@@ -456,14 +562,17 @@ class HubSpotConnector(CrmConnectorBase):
         if company_ids is None:
             company_ids = self.resolver.company_ids(ids) if self.company_props else {}
         companies = self.resolver.companies(set(company_ids.values())) if company_ids else {}
+        native = self.activity_reader.read(records, inline=native_links)
         page = Page(leads=[], cursor=cursor)
         for record in records:
             rid = str(record["id"])
             props = record.get("properties") or {}
             company_id = company_ids.get(rid)
             company = companies.get(company_id) if company_id else None
-            self._add_record(page, rid, props, company, company_id)
+            self._add_record(page, rid, props, company, company_id, native.get(rid))
         self._mark_read(page)
+        if self.mark_reads:
+            record_outcomes(self.engine, self.crm, page.leads)
         return page
 
     # writes -----------------------------------------------------------------------------------

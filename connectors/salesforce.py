@@ -6,7 +6,7 @@ Streams, one small class each:
 - ``SoqlPager``: ``SELECT <mapped fields> FROM Lead WHERE SystemModstamp >= since AND
   SystemModstamp < until ORDER BY SystemModstamp, Id``, following ``nextRecordsUrl`` (2,000 a
   batch), split into pages of ``page_size`` for the flow. Every value in every SOQL statement is
-  bound with ``simple_salesforce.format_soql`` (quoted and escaped); field and object names come
+  bound with ``simple_salesforce.format_soql`` or its ``quote_soql_value`` (quoted and escaped); field and object names come
   from the validated mapping and are checked against an allow-list pattern.
 - ``BulkQuery``: a window whose first REST response says ``totalSize > bulk_threshold`` keeps that
   first batch and reads the rest with one Bulk API 2.0 query job (same SELECT and WHERE, no
@@ -21,6 +21,17 @@ Streams, one small class each:
 - tasks: ``Task`` records with ``WhoId``, looked up by ``Leadflow_Task_Key__c IN (...)`` and written by
   the sObject Collections upsert on that External ID + Unique field
   (``PATCH composite/sobjects/Task/Leadflow_Task_Key__c``, 200 records, ``allOrNone=false``).
+- native signals (``signals: native``): the lead's activities come with the lead query itself, as
+  parent-to-child subqueries (``(SELECT Id, CompletedDateTime, ... FROM Tasks WHERE TaskSubtype =
+  'Call' AND Status = 'Completed')``, ``Events``, ``CampaignMembers`` with ``Campaign.Type`` and
+  ``Campaign.Name``): no call of their own, though their records count toward the query's
+  batches of 2,000 (REST batches are regrouped into full pages). Bulk API 2.0 takes no subqueries, so for the bulk rows the
+  campaign responses come from one semi-join query for the whole window (``SELECT ... FROM
+  CampaignMember WHERE LeadId IN (SELECT Id FROM Lead WHERE <window>) AND HasResponded = true``),
+  and calls and meetings from one ``SELECT ... FROM Task WHERE WhoId IN (...)`` per child object and
+  200 leads that have a ``LastActivityDate``. Outcome
+  fields of the converted opportunity are child-to-parent relationship fields of the lead
+  (``ConvertedOpportunity.StageName``), read in the same query (REST and bulk).
 
 Own writes (``skip_own_writes``, off by default): leadflow's write-back bumps ``SystemModstamp``,
 so the next window re-reads every lead it wrote ("echoes"; a collection update returns no
@@ -52,23 +63,26 @@ from typing import Any
 import requests
 from pydantic import SecretStr
 from simple_salesforce import Salesforce, format_soql
+from simple_salesforce.format import quote_soql_value
 from simple_salesforce.util import exception_handler
 from sqlalchemy import Engine
 
 from state import leads as state
+from state.outcomes import record_outcomes
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.common import CrmConnectorBase, KeyedTask, chunked
-from connectors.convert import parse_datetime
+from connectors.convert import activity_event, is_blank, parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
 from connectors.retry import RECORD_RETRY_ROUNDS, Action, RetryPolicy, classify, error_message, is_request_error
 from connectors.salesforce_login import client_credentials_login, login_base_url, password_login
 from leadflow import settings
 from leadflow.redaction import without_values
-from mappings import CrmMapping, load_mapping
+from mappings import ActivityMapping, CrmMapping, load_mapping
 
 log = logging.getLogger("leadflow.connectors.salesforce")
 
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+FIELD_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*){0,4}$")  # Field or Rel.Field
 USER_ID = re.compile(r"^005[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
 PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
 BULK_POLL_CAP = 10.0  # seconds between two polls of a Bulk API 2.0 job, at most
@@ -122,6 +136,90 @@ def _name(value: str) -> str:
     if not API_NAME.match(value):
         raise SalesforceConfigError(f"not a Salesforce API name: {value!r}")
     return value
+
+
+def _path(value: str) -> str:
+    """A field name or a child-to-parent relationship path (``ConvertedOpportunity.StageName``)."""
+    if not FIELD_PATH.match(value):
+        raise SalesforceConfigError(f"not a Salesforce field path: {value!r}")
+    return value
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """A REST record with its parent relationships as dotted keys (``{"Campaign": {"Type": ...}}``
+    -> ``{"Campaign.Type": ...}``, a null parent -> nothing); child subquery results (dicts with
+    ``records``) and ``attributes`` are left out."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "attributes":
+            continue
+        if isinstance(value, dict):
+            if "records" in value:
+                continue
+            for sub_key, sub_value in flatten(value).items():
+                out[f"{key}.{sub_key}"] = sub_value
+            continue
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class ChildQuery:
+    """The activities of one child relationship of the lead (``Tasks``, ``Events``, ``CampaignMembers``)."""
+
+    relationship: str
+    object: str
+    link_field: str
+    fields: tuple[str, ...]
+    where: tuple[tuple[str, tuple[str, ...]], ...]  # conditions every activity of this relationship shares
+    activities: tuple[ActivityMapping, ...]
+
+    def condition(self) -> str:
+        """The shared conditions, every value quoted and escaped (``quote_soql_value``)."""
+        parts = []
+        for name, values in self.where:
+            if len(values) == 1 and values[0].lower() in ("true", "false"):
+                parts.append(f"{name} = {quote_soql_value(values[0].lower() == 'true')}")
+            else:
+                parts.append(f"{name} IN {quote_soql_value(list(values))}")
+        return " AND ".join(parts)
+
+    def subquery(self) -> str:
+        clause = self.condition()
+        where = f" WHERE {clause}" if clause else ""
+        return f"(SELECT {', '.join(self.fields)} FROM {self.relationship}{where})"
+
+    def by_semi_join(self, leads: str) -> str:
+        """The children of the leads ``leads`` (a ``SELECT Id FROM Lead ...``) selects."""
+        clause = self.condition()
+        extra = f" AND {clause}" if clause else ""
+        return f"SELECT {', '.join(self.fields)} FROM {self.object} WHERE {self.link_field} IN ({leads}){extra}"
+
+    def by_leads(self, lead_ids: list[str]) -> str:
+        clause = self.condition()
+        extra = f" AND {clause}" if clause else ""
+        return (f"SELECT {', '.join(self.fields)} FROM {self.object} "
+                f"WHERE {self.link_field} IN {quote_soql_value(lead_ids)}{extra}")
+
+
+def child_queries(activities: list[ActivityMapping]) -> list[ChildQuery]:
+    """One ``ChildQuery`` per relationship, its fields and shared conditions from the mapping."""
+    groups: dict[str, list[ActivityMapping]] = {}
+    for activity in activities:
+        if not activity.relationship or not activity.link_field:
+            raise SalesforceConfigError(f"native activity {activity.object}/{activity.event}: "
+                                        "relationship and link_field are required on Salesforce")
+        groups.setdefault(activity.relationship, []).append(activity)
+    out = []
+    for relationship, group in groups.items():
+        first = group[0]
+        shared = [(name, tuple(values)) for name, values in first.where.items()
+                  if all(a.where.get(name) == values for a in group)]
+        names = {"Id", first.link_field} | {a.time_field for a in group} | {f for a in group for f in a.where}
+        names |= {a.campaign_field for a in group if a.campaign_field}
+        out.append(ChildQuery(_name(relationship), _name(first.object), _name(first.link_field),
+                              tuple(_path(n) for n in sorted(names)), tuple(shared), tuple(group)))
+    return out
 
 
 def checked_user_id(value: str, source: str) -> str:
@@ -301,7 +399,7 @@ def field_kinds(mapping: CrmMapping) -> dict[str, str]:
     """CRM field -> value type (``bool``, ``number``, ``datetime``, ...) of every field a read fetches."""
     kinds = {fm.field: fm.type for fm in mapping.fields.values()}
     kinds[mapping.modified_field] = "datetime"
-    for event in mapping.events.values():
+    for event in mapping.property_events().values():
         kinds[event.field] = "datetime"
         if event.count_field:
             kinds[event.count_field] = "number"
@@ -329,7 +427,9 @@ class SalesforceConnector(CrmConnectorBase):
         fetched = (set(mapping.crm_fields("lead")) | set(mapping.crm_fields("company")) | {"Id"}) - write_only
         # write-only fields are not read back (a second long-text field would cut query batches
         # from 2,000 rows to 200); plan_update compares them with what leadflow last wrote
-        self.fields = [_name(f) for f in sorted(fetched)]
+        self.fields = [_path(f) for f in sorted(fetched)]
+        self.children = child_queries(mapping.activities())
+        self._subqueries = [child.subquery() for child in self.children]
         self.field_kinds = field_kinds(mapping)
         self.modified = _name(mapping.modified_field)
         self.task_key = _name(mapping.tasks.key_field)
@@ -377,12 +477,18 @@ class SalesforceConnector(CrmConnectorBase):
         return get_raw(sf, url, "userinfo", self.config.timeout).json()
 
     # reads ----------------------------------------------------------------------------------------
-    def _select(self) -> str:
-        return f"SELECT {', '.join(self.fields)} FROM {self.lead_type}"
+    def _select(self, with_children: bool = True) -> str:
+        """The lead SELECT; ``with_children``: with the activity subqueries (REST only)."""
+        items = list(self.fields)
+        if with_children:
+            items += self._subqueries
+        return f"SELECT {', '.join(items)} FROM {self.lead_type}"
 
-    def window_soql(self, since: datetime | None, until: datetime | None, ordered: bool = True) -> str:
+    def window_soql(self, since: datetime | None, until: datetime | None, ordered: bool = True,
+                    select: str | None = None) -> str:
         """The window's SOQL; ``ordered=False`` for a Bulk API 2.0 job (no ORDER BY there). With
-        ``skip_own_writes``, leads last modified by the integration user are left out."""
+        ``skip_own_writes``, leads last modified by the integration user are left out. ``select``
+        replaces the SELECT (``SELECT Id FROM Lead``, for a semi-join)."""
         where: list[str] = []
         args: list[Any] = []
         if since is not None:
@@ -396,7 +502,8 @@ class SalesforceConnector(CrmConnectorBase):
             args.append(self.own_user_id())
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         order = f" ORDER BY {self.modified}, Id" if ordered else ""
-        return format_soql(f"{self._select()}{clause}{order}", *args)
+        select = (select or self._select(with_children=ordered)).replace("{", "{{").replace("}", "}}")
+        return format_soql(f"{select}{clause}{order}", *args)
 
     def iter_pages(self, since: datetime | None, until: datetime | None) -> Iterator[Page]:
         """The window by REST paging; above ``bulk_threshold`` leads, the first REST batch and then
@@ -404,7 +511,7 @@ class SalesforceConnector(CrmConnectorBase):
         pager = SoqlPager(self)
         first = pager.first(self.window_soql(since, until))
         if not self._bulk_worth_it(first):
-            yield from self._window_pages(pager.follow(first))
+            yield from self._window_pages(_regrouped(pager.follow(first), self.config.page_size))
             return
         batch = first.get("records") or []
         log.info("salesforce: %d leads in the window (bulk_threshold %d): %d by REST, the rest by Bulk API 2.0",
@@ -412,17 +519,21 @@ class SalesforceConnector(CrmConnectorBase):
         yield from self._window_pages([batch])
         read = {str(r["Id"]) for r in batch}
         bulk = BulkQuery(self).batches(self.window_soql(since, until, ordered=False))
-        yield from self._window_pages(([r for r in rows if str(r["Id"]) not in read] for rows in bulk),
-                                      in_id_order=True)
+        fresh = ([r for r in rows if str(r["Id"]) not in read] for rows in bulk)
+        prefetched = self._window_children(since, until)
+        yield from self._window_pages(_regrouped(fresh, self.config.page_size), in_id_order=True,
+                                      prefetched=prefetched)
 
     def _bulk_worth_it(self, first: dict[str, Any]) -> bool:
         threshold = self.config.bulk_threshold
         return bool(threshold) and not first.get("done", True) and int(first.get("totalSize") or 0) > threshold
 
-    def _window_pages(self, batches: Iterable[list[dict[str, Any]]], in_id_order: bool = False) -> Iterator[Page]:
+    def _window_pages(self, batches: Iterable[list[dict[str, Any]]], in_id_order: bool = False,
+                      prefetched: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> Iterator[Page]:
         for batch in batches:
             for records in chunked(batch, self.config.page_size):
-                page = self._page(records, skip_unchanged=True)
+                page = self._page(records, skip_unchanged=True, children_inline=not in_id_order,
+                                  prefetched=prefetched)
                 if page is None:
                     continue
                 if in_id_order:
@@ -432,7 +543,8 @@ class SalesforceConnector(CrmConnectorBase):
     def fetch_by_ids(self, ids: list[str]) -> Iterator[Page]:
         """Leads by id (``Id IN (...)`` via format_soql); ids that no longer exist leave pending."""
         for chunk in chunked([str(i) for i in ids], self.config.id_batch):
-            soql = format_soql(f"{self._select()} WHERE Id IN {{}} ORDER BY {self.modified}, Id", chunk)
+            select = self._select().replace("{", "{{").replace("}", "}}")
+            soql = format_soql(f"{select} WHERE Id IN {{}} ORDER BY {self.modified}, Id", chunk)
             records = [r for batch in SoqlPager(self).batches(soql) for r in batch]
             found = {str(r["Id"]) for r in records}
             missing = [i for i in chunk if i not in found and i[:15] not in {f[:15] for f in found}]
@@ -443,7 +555,8 @@ class SalesforceConnector(CrmConnectorBase):
                 page.cursor = None
                 yield page
 
-    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool) -> Page | None:
+    def _page(self, records: list[dict[str, Any]], skip_unchanged: bool, children_inline: bool = True,
+              prefetched: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> Page | None:
         modified = {str(r["Id"]): parse_datetime(r.get(self.modified)) for r in records}
         cursor = max((m for m in modified.values() if m), default=None)
         if skip_unchanged:
@@ -451,13 +564,98 @@ class SalesforceConnector(CrmConnectorBase):
             records = [r for r in records if str(r["Id"]) not in unchanged]
         if not records:
             return None
+        native = self._native(records, children_inline, prefetched or {})
         page = Page(leads=[], cursor=cursor)
         for record in records:
             rid = str(record["Id"])
-            props = {k: v for k, v in record.items() if k != "attributes"}
-            self._add_record(page, rid, props)
+            self._add_record(page, rid, flatten(record), native=native.get(rid))
         self._mark_read(page)
+        if self.mark_reads:
+            record_outcomes(self.engine, self.crm, page.leads)
         return page
+
+    # native activities ----------------------------------------------------------------------------
+    def _native(self, records: list[dict[str, Any]], inline: bool,
+                prefetched: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+        """lead id -> {"events", "campaign"} from its child activity records (subquery results on
+        the records, the window's prefetched rows, or queries by lead id)."""
+        if not self.children:
+            return {}
+        rows: dict[str, list[tuple[ChildQuery, dict[str, Any]]]] = {}
+        for child in self.children:
+            if inline:
+                found: Iterable[tuple[str, dict[str, Any]]] = self._inline_children(child, records)
+            elif child.relationship in prefetched:
+                known = prefetched[child.relationship]
+                found = ((str(r["Id"]), row) for r in records for row in known.get(str(r["Id"])[:15], []))
+            else:
+                found = self._queried_children(child, records)
+            for lead_id, child_row in found:
+                rows.setdefault(lead_id, []).append((child, child_row))
+        now = datetime.now(timezone.utc)
+        out: dict[str, dict[str, Any]] = {}
+        for lead_id, items in rows.items():
+            events, campaigns = [], []
+            for child, row in items:
+                for activity in child.activities:
+                    event = activity_event(self.crm, activity, str(row.get("Id")), row, now)
+                    if event is None:
+                        continue
+                    events.append(event)
+                    if activity.campaign_field and row.get(activity.campaign_field):
+                        campaigns.append((event["at"], str(row[activity.campaign_field])))
+            out[lead_id] = {"events": events, "campaign": max(campaigns)[1] if campaigns else None}
+        return out
+
+    def _window_children(self, since: datetime | None, until: datetime | None
+                         ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """relationship -> lead id (15 characters) -> flat child records, for the child objects with
+        no gate field (campaign responses): one semi-join query for the whole bulk window
+        (``LeadId IN (SELECT Id FROM Lead WHERE <window>)``), instead of one per 200 leads; the
+        rows held are the window's matching children only (responded members)."""
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        leads = self.window_soql(since, until, ordered=False, select=f"SELECT Id FROM {self.lead_type}")
+        for child in self.children:
+            if any(a.gate_field for a in child.activities):
+                continue
+            by_lead = out.setdefault(child.relationship, {})
+            for row in self._child_rows(child, leads=leads):
+                by_lead.setdefault(str(row.get(child.link_field) or "")[:15], []).append(flatten(row))
+        return out
+
+    def _inline_children(self, child: ChildQuery, records: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(lead id, flat child record) from the subquery results on each lead record; a child
+        result with more rows than one response holds is followed with queryMore."""
+        for record in records:
+            result = record.get(child.relationship)
+            if not result:
+                continue
+            for batch in SoqlPager(self).follow(result):
+                for row in batch:
+                    yield str(record["Id"]), flatten(row)
+
+    def _queried_children(self, child: ChildQuery, records: list[dict[str, Any]]
+                          ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(lead id, flat child record), one query per ``id_batch`` leads (pages read by Bulk API);
+        only leads whose gate field is set when every activity of the relationship has one."""
+        lead_ids = [str(r["Id"]) for r in records]
+        gates = {a.gate_field for a in child.activities}
+        if None not in gates:
+            open_ids = {str(r["Id"]) for r in records if any(not is_blank(r.get(g)) for g in gates)}
+            lead_ids = [i for i in lead_ids if i in open_ids]
+        wanted = {i[:15]: i for i in lead_ids}
+        for chunk in chunked(lead_ids, self.config.id_batch):
+            for row in self._child_rows(child, chunk):
+                lead_id = wanted.get(str(row.get(child.link_field) or "")[:15])
+                if lead_id is not None:
+                    yield lead_id, flatten(row)
+
+    def _child_rows(self, child: ChildQuery, lead_ids: list[str] | None = None,
+                    leads: str | None = None) -> list[dict[str, Any]]:
+        """The child records of up to ``id_batch`` leads, or of the leads a ``SELECT Id FROM Lead``
+        query selects (a semi-join): one query and its queryMore pages."""
+        soql = child.by_leads(lead_ids or []) if leads is None else child.by_semi_join(leads)
+        return [row for batch in SoqlPager(self).batches(soql) for row in batch]
 
     # writes ---------------------------------------------------------------------------------------
     def _collection(self, method: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -627,6 +825,20 @@ class SalesforceConnector(CrmConnectorBase):
 def _sent_values(record: dict[str, Any]) -> dict[str, Any]:
     """The field values of a record sent in a collection (not its type or id)."""
     return {k: v for k, v in record.items() if k not in ("attributes", "id")}
+
+
+def _regrouped(batches: Iterable[list[dict[str, Any]]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Query batches or bulk result sets as full pages of ``size`` rows (the last may be smaller):
+    a page's writes and follow-up reads then go out in full batches (a REST batch with activity
+    subqueries holds fewer than 2,000 leads: their child records count toward its size)."""
+    pending: list[dict[str, Any]] = []
+    for batch in batches:
+        pending.extend(batch)
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
 
 
 def _utc(moment: datetime, ceil: bool = False) -> datetime:

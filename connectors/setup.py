@@ -165,6 +165,8 @@ def salesforce_setup(conn: SalesforceConnector) -> SetupReport:
     mapping = conn.mapping
     wanted: dict[str, list[tuple[str, FieldMapping]]] = {}
     for name, fm in mapping.fields.items():
+        if "." in fm.field:
+            continue  # a relationship path (ConvertedOpportunity.StageName): a standard field of another object
         wanted.setdefault(mapping.objects[fm.object], []).append((name, fm))
     for event in mapping.events.values():
         wanted.setdefault(mapping.objects["lead"], []).append(("event", FieldMapping(field=event.field, type="datetime")))

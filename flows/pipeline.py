@@ -25,6 +25,7 @@ from connectors.convert import values_equal
 from connectors.writeback import STAMP_FIELDS, plan_update
 from state.audit import AuditEntry, AuditLog
 from state.orgs import known_members
+from state.outcomes import StageMove, record_stage_moves
 from flows.summary import Counts
 from leadflow.canonical import Lead, LeadKind
 from leadflow.redaction import REDACTED, shown_value
@@ -165,6 +166,7 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     held = {t.crm_id for t in tasks} - {t.crm_id for t in send}
     _audit_outcome(ctx, plan.updates, send, write, quarantined)
     _record_state(ctx, page, plan.updates, write, quarantined, keep_pending=held)
+    _record_stage_moves(ctx, plan.updates, write, plan.by_id)
     _finish_carried(ctx, [t for t in send if t.crm_id not in plan.by_id], write)
     result.examples = _examples(plan.by_id, limit=len(EXAMPLE_ORDER))
     return result
@@ -368,6 +370,20 @@ def _record_state(ctx: RunContext, page: Page, updates: list[LeadUpdate], write:
     state.commit_page(ctx.engine, ctx.crm, ctx.connector.mapping.objects["lead"], page, updates, write,
                       advance=False, keep_pending=keep_pending)
     state.mark_pending(ctx.engine, ctx.crm, _task_failures_by_lead(write), kind="write_failed")
+
+
+def _record_stage_moves(ctx: RunContext, updates: list[LeadUpdate], write: WriteResult,
+                        by_id: dict[str, tuple[Lead, Any]]) -> None:
+    """The stage writes that landed, appended to leadflow's stage history (state/outcomes.py)."""
+    if ctx.dry_run:
+        return
+    moves = []
+    for update in updates:
+        if update.crm_id in write.failed or not any(c.canonical == "stage" for c in update.changes):
+            continue
+        _lead, q = by_id[update.crm_id]
+        moves.append(StageMove(update.crm_id, q.stage.value, q.previous_stage.value if q.previous_stage else None))
+    record_stage_moves(ctx.engine, ctx.crm, moves, ctx.now, getattr(ctx.audit, "run_id", None))
 
 
 def _task_failures_by_lead(write: WriteResult) -> dict[str, str]:

@@ -11,11 +11,11 @@ quotes the value only on a B2B lead (``leadflow.redaction.unknown_value``).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from leadflow.redaction import unknown_value
 from leadflow.titles import decision_role_from_title
@@ -126,6 +126,8 @@ class EventType(StrEnum):
     site_return_visit = "site_return_visit"
     email_click = "email_click"
     call_completed = "call_completed"
+    meeting_held = "meeting_held"
+    conference_attended = "conference_attended"
 
 
 class Stage(StrEnum):
@@ -156,6 +158,7 @@ _LENIENT_FIELDS: dict[str, type[StrEnum]] = {
     "org_kind": OrgKind,
     "care_setting": CareSetting,
     "source": Source,
+    "latest_source": Source,
     "budget_status": BudgetStatus,
     "timeline": Timeline,
     "decision_role": DecisionRole,
@@ -191,15 +194,56 @@ class Discovery(BaseModel):
 
 
 class Event(BaseModel):
+    """One engagement event. ``origin`` says where it was read: the CRM object and record id
+    (``hubspot calls 901``, ``salesforce CampaignMember 00v...``) or property
+    (``hubspot contacts.recent_conversion_date``); ids and field names only, never text."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: EventType
     at: datetime
+    origin: str | None = None
 
     @field_validator("at")
     @classmethod
     def _aware(cls, at: datetime) -> datetime:
         return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_origin(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("origin") is None:
+            data.pop("origin", None)
+        return data
+
+
+class Outcome(BaseModel):
+    """What happened to the lead in the CRM after qualification (read-only; never written back):
+    the CRM's own lead status and lifecycle stage with its dates, conversion, and the opportunity
+    (Salesforce: the converted opportunity; HubSpot: the most advanced associated deal)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lead_status: str | None = None
+    lifecycle_stage: str | None = None
+    became_lead_at: datetime | None = None
+    became_mql_at: datetime | None = None
+    became_sql_at: datetime | None = None
+    became_opportunity_at: datetime | None = None
+    became_customer_at: datetime | None = None
+    converted: bool | None = None
+    converted_at: datetime | None = None
+    opportunity_id: str | None = None
+    opportunity_stage: str | None = None
+    opportunity_closed: bool | None = None
+    opportunity_won: bool | None = None
+    opportunity_amount: float | None = None
+    opportunity_created_at: datetime | None = None
+    opportunity_close_date: date | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return all(value is None for value in self.__dict__.values())
 
 
 class PatientInquiry(BaseModel):
@@ -250,6 +294,9 @@ class Lead(BaseModel):
 
     # channel
     source: Source = Source.other
+    latest_source: Source | None = None
+    source_detail: str | None = None  # the CRM's drill-down (HubSpot hs_analytics_source_data_1)
+    campaign: str | None = None  # campaign or keyword (HubSpot source_data_2; Salesforce campaign name)
 
     # declared inputs
     pain_point: str | None = None
@@ -269,6 +316,7 @@ class Lead(BaseModel):
     manual_stage: Stage | None = None
 
     patient: PatientInquiry | None = None
+    outcome: Outcome | None = None
 
     # outputs
     fit_score: int | None = Field(default=None, ge=0, le=100)
@@ -341,9 +389,10 @@ def _known_events(events: list[Any], warnings: list[str]) -> list[Any]:
 
 
 CANONICAL_FIELDS: frozenset[str] = frozenset(
-    [name for name in Lead.model_fields if name not in {"discovery", "patient", "events", "warnings"}]
+    [name for name in Lead.model_fields if name not in {"discovery", "patient", "outcome", "events", "warnings"}]
     + [f"discovery.{name}" for name in Discovery.model_fields]
     + [f"patient.{name}" for name in PatientInquiry.model_fields]
+    + [f"outcome.{name}" for name in Outcome.model_fields]
 )
 """Every canonical field a mapping may name (nested ones dotted)."""
 

@@ -2,8 +2,15 @@
 
 ``load_mapping("hubspot")`` reads ``mappings/hubspot.yaml`` (or any path) and validates it: an
 unknown canonical field, a duplicate CRM target, a missing required output, a value map naming a
-value the canonical field does not have, or two canonical values sharing one CRM value are each a
-``MappingError`` naming the file and the key.
+value the canonical field does not have, two canonical values sharing one CRM value, or a YAML key
+given twice are each a ``MappingError`` naming the file and the key.
+
+Engagement comes from one of two sources, chosen by ``signals`` (a mapping-only switch):
+``fields`` reads ``events:`` (each event type's latest occurrence in a date field, usually a custom
+one a workflow fills); ``native`` reads ``native:`` - the date properties the CRM keeps itself,
+form conversions (with their names), and activity objects (calls, meetings, campaign responses),
+each occurrence an event at its own time. ``deals`` (HubSpot) names the deal properties read as
+the lead's outcome (with either ``signals``).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ ENUM_OF_FIELD: dict[str, type[StrEnum]] = {
     "org_type": OrgType,
     "care_setting": CareSetting,
     "source": Source,
+    "latest_source": Source,
     "budget_status": BudgetStatus,
     "timeline": Timeline,
     "decision_role": DecisionRole,
@@ -98,6 +106,61 @@ class EventMapping(BaseModel):
     count_field: str | None = Field(default=None, description="number of occurrences, if the CRM keeps one")
 
 
+class ConversionMapping(BaseModel):
+    """A conversion (form submission) the CRM dates on the lead, e.g. HubSpot's first and most
+    recent conversion; its name decides extra event types (``native.conversion_events``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    time_field: str = Field(min_length=1)
+    name_field: str | None = None
+
+
+class ActivityMapping(BaseModel):
+    """One CRM activity object read as events: each record matching ``where`` is one ``event`` at
+    its ``time_field``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    object: str = Field(min_length=1, description="HubSpot: calls | meetings; Salesforce: Task | Event | CampaignMember")
+    event: str
+    time_field: str = Field(min_length=1)
+    where: dict[str, list[str]] = Field(default_factory=dict, description="field -> accepted values (all must hold)")
+    gate_field: str | None = Field(default=None, description="read only for leads with this field set (and not zero)")
+    relationship: str | None = Field(default=None, description="Salesforce: the Lead's child relationship")
+    link_field: str | None = Field(default=None, description="Salesforce: the child's field naming the lead")
+    campaign_field: str | None = Field(default=None, description="a campaign name field: sets the lead's campaign")
+
+
+class NativeSignals(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    properties: dict[str, EventMapping] = Field(default_factory=dict)
+    conversions: list[ConversionMapping] = Field(default_factory=list)
+    conversion_events: dict[str, list[str]] = Field(
+        default_factory=dict, description="event type -> words: a conversion whose name has one is also that event")
+    activities: list[ActivityMapping] = Field(default_factory=list)
+
+
+class DealMapping(BaseModel):
+    """HubSpot deals associated with the contact, read as the lead's opportunity outcome."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    object: str = "deals"
+    gate_field: str | None = "num_associated_deals"
+    stage_field: str = "dealstage"
+    closed_field: str = "hs_is_closed"
+    won_field: str = "hs_is_closed_won"
+    amount_field: str = "amount"
+    close_date_field: str = "closedate"
+    created_field: str = "createdate"
+
+    def properties(self) -> list[str]:
+        return sorted({self.stage_field, self.closed_field, self.won_field, self.amount_field,
+                       self.close_date_field, self.created_field})
+
+
 class TaskMapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -113,7 +176,10 @@ class CrmMapping(BaseModel):
     modified_field: str
     property_group: str | None = None
     fields: dict[str, FieldMapping]
+    signals: Literal["fields", "native"] = "fields"
     events: dict[str, EventMapping] = Field(default_factory=dict)
+    native: NativeSignals = Field(default_factory=NativeSignals)
+    deals: DealMapping | None = None
     tasks: TaskMapping
 
     @model_validator(mode="after")
@@ -134,11 +200,31 @@ class CrmMapping(BaseModel):
         for name in self.events:
             if name not in EventType.__members__:
                 raise _KeyProblem(f"events.{name}", f"unknown event type {name!r}")
+        for key, name in self._native_event_names():
+            if name not in EventType.__members__:
+                raise _KeyProblem(key, f"unknown event type {name!r}")
         for name in sorted(REQUIRED_OUTPUTS):
             mapping = self.fields.get(name)
             if mapping is None or not mapping.writes:
                 raise _KeyProblem(f"fields.{name}", "required output is not mapped for writing")
         return self
+
+    def _native_event_names(self) -> list[tuple[str, str]]:
+        names = [(f"native.properties.{n}", n) for n in self.native.properties]
+        names += [(f"native.conversion_events.{n}", n) for n in self.native.conversion_events]
+        names += [(f"native.activities.{i}.event", a.event) for i, a in enumerate(self.native.activities)]
+        return names
+
+    def property_events(self) -> dict[str, EventMapping]:
+        """The event date fields read from the lead record itself, per ``signals``."""
+        return self.events if self.signals == "fields" else self.native.properties
+
+    def activities(self) -> list[ActivityMapping]:
+        """Activity objects read as events (``signals: native`` only)."""
+        return list(self.native.activities) if self.signals == "native" else []
+
+    def conversions(self) -> list[ConversionMapping]:
+        return list(self.native.conversions) if self.signals == "native" else []
 
     def readable(self) -> dict[str, FieldMapping]:
         return self._readable
@@ -160,10 +246,15 @@ class CrmMapping(BaseModel):
         names = {m.field for m in self.fields.values() if m.object == obj}
         if obj == "lead":
             names.add(self.modified_field)
-            for event in self.events.values():
+            for event in self.property_events().values():
                 names.add(event.field)
                 if event.count_field:
                     names.add(event.count_field)
+            for conversion in self.conversions():
+                names.update(n for n in (conversion.time_field, conversion.name_field) if n)
+            names.update(a.gate_field for a in self.activities() if a.gate_field)
+            if self.deals is not None and self.deals.gate_field:
+                names.add(self.deals.gate_field)
         return sorted(names)
 
 
@@ -222,6 +313,24 @@ def load_mapping(crm_or_path: str | Path) -> CrmMapping:
     return _load_cached(str(path.resolve()), path.stat().st_mtime if path.exists() else 0.0)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one
+    silently: a second ``signals:`` would switch engagement without a word)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 @lru_cache(maxsize=16)
 def _load_cached(path: str, _mtime: float) -> CrmMapping:
     try:
@@ -229,7 +338,7 @@ def _load_cached(path: str, _mtime: float) -> CrmMapping:
     except FileNotFoundError:
         raise MappingError(path, "(file)", "no such mapping file") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise MappingError(path, "(yaml)", f"not valid YAML: {exc}") from None
     return parse_mapping(raw, path)

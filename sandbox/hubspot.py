@@ -1,5 +1,13 @@
 """HubSpot CRM v3 (objects, search, batch, properties) and v4 associations, as a stateful portal.
 
+Objects: contacts, companies, tasks, and the activity and outcome objects leadflow reads - calls
+(``0-48``), meetings (``0-47``) and deals (``0-3``), with HubSpot's default association types
+(contact_to_call 193 / call_to_contact 194, contact_to_meeting_event 199 / 200, contact_to_deal 4 /
+deal_to_contact 3). As in HubSpot, some properties are calculated: a deal's ``hs_is_closed`` and
+``hs_is_closed_won`` follow its ``dealstage``; a contact's ``num_associated_deals`` counts its deals
+and ``notes_last_contacted`` is the latest ``hs_timestamp`` of its calls and meetings, and logging
+one of those (or a deal) on a contact touches the contact's ``lastmodifieddate``.
+
 Paths, bodies, status codes and headers follow the real API (see /work/shared/notes/crm-apis.md
 section 1). Property values are strings on the wire; datetime properties are stored as epoch ms
 (ints) and rendered ISO-8601 (``2024-01-05T12:34:56.789Z``). The modification time, creation
@@ -18,18 +26,28 @@ from starlette.responses import Response
 from sandbox.http import BadJson, Ctx, json_response
 from sandbox.store import IdColumn, Table, iso_z, now_ms, parse_datetime_ms
 
-OBJECT_TYPES = ("contacts", "companies", "tasks")
-TYPE_IDS = {"0-1": "contacts", "0-2": "companies", "0-27": "tasks", "contact": "contacts",
-            "company": "companies", "task": "tasks"}
-SINGULAR = {"contacts": "contact", "companies": "company", "tasks": "task"}
-MODIFIED_PROPS = {"contacts": "lastmodifieddate", "companies": "hs_lastmodifieddate", "tasks": "hs_lastmodifieddate"}
-CREATED_PROPS = {"contacts": "createdate", "companies": "createdate", "tasks": "hs_createdate"}
+OBJECT_TYPES = ("contacts", "companies", "tasks", "calls", "meetings", "deals")
+TYPE_IDS = {"0-1": "contacts", "0-2": "companies", "0-27": "tasks", "0-48": "calls", "0-47": "meetings",
+            "0-3": "deals", "contact": "contacts", "company": "companies", "task": "tasks", "call": "calls",
+            "meeting": "meetings", "meeting_event": "meetings", "deal": "deals"}
+SINGULAR = {"contacts": "contact", "companies": "company", "tasks": "task", "calls": "call", "meetings": "meeting",
+            "deals": "deal"}
+MODIFIED_PROPS = {"contacts": "lastmodifieddate", "companies": "hs_lastmodifieddate", "tasks": "hs_lastmodifieddate",
+                  "calls": "hs_lastmodifieddate", "meetings": "hs_lastmodifieddate", "deals": "hs_lastmodifieddate"}
+CREATED_PROPS = {"contacts": "createdate", "companies": "createdate", "tasks": "hs_createdate",
+                 "calls": "hs_createdate", "meetings": "hs_createdate", "deals": "createdate"}
+ACTIVITY_TYPES = ("calls", "meetings")
+CLOSED_STAGES = {"closedwon": True, "closedlost": False}  # the default sales pipeline's closed stages
 VIRTUAL_MODIFIED = frozenset({"lastmodifieddate", "hs_lastmodifieddate"})
 VIRTUAL_CREATED = frozenset({"createdate", "hs_createdate"})
 DEFAULT_PROPERTIES = {
     "contacts": ["createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"],
     "companies": ["createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"],
     "tasks": ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
+    "calls": ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
+    "meetings": ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
+    "deals": ["amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate", "hs_object_id",
+              "pipeline"],
 }
 # HubSpot's default company property ``industry`` is an enumeration of LinkedIn-style codes (about 150 in a
 # real portal); the ones the seed writes and a few neighbours.
@@ -45,7 +63,8 @@ INDUSTRIES: tuple[tuple[str, str], ...] = (
     ("PHARMACEUTICALS", "Pharmaceuticals"), ("RESEARCH", "Research"), ("RETAIL", "Retail"),
     ("VENTURE_CAPITAL_PRIVATE_EQUITY", "Venture Capital & Private Equity"),
 )
-ID_START = {"contacts": 10_001, "companies": 5_000_001, "tasks": 90_000_000_001}
+ID_START = {"contacts": 10_001, "companies": 5_000_001, "tasks": 90_000_000_001, "calls": 60_000_000_001,
+            "meetings": 70_000_000_001, "deals": 30_000_001}
 
 # (from, to) -> (primary or only type id, extra "unlabeled" type id or None, label of the first)
 ASSOCIATION_TYPES: dict[tuple[str, str], tuple[int, int | None, str | None]] = {
@@ -55,15 +74,23 @@ ASSOCIATION_TYPES: dict[tuple[str, str], tuple[int, int | None, str | None]] = {
     ("contacts", "tasks"): (203, None, None),
     ("tasks", "companies"): (192, None, None),
     ("companies", "tasks"): (191, None, None),
+    ("contacts", "calls"): (193, None, None),
+    ("calls", "contacts"): (194, None, None),
+    ("contacts", "meetings"): (199, None, None),
+    ("meetings", "contacts"): (200, None, None),
+    ("contacts", "deals"): (4, None, None),
+    ("deals", "contacts"): (3, None, None),
 }
 ASSOCIATION_NAMES = {
     1: "contact_to_company", 279: "contact_to_company_unlabeled", 2: "company_to_contact",
     280: "company_to_contact_unlabeled", 204: "task_to_contact", 203: "contact_to_task",
-    192: "task_to_company", 191: "company_to_task",
+    192: "task_to_company", 191: "company_to_task", 193: "contact_to_call", 194: "call_to_contact",
+    199: "contact_to_meeting_event", 200: "meeting_event_to_contact", 4: "contact_to_deal", 3: "deal_to_contact",
 }
 
 SEARCHABLE = {"contacts": ("firstname", "lastname", "email", "phone", "company"),
-              "companies": ("name", "domain", "phone"), "tasks": ("hs_task_subject", "hs_task_body")}
+              "companies": ("name", "domain", "phone"), "tasks": ("hs_task_subject", "hs_task_body"),
+              "calls": ("hs_call_title",), "meetings": ("hs_meeting_title",), "deals": ("dealname",)}
 SEARCH_MAX_LIMIT = 200
 SEARCH_RESULT_CAP = 10_000
 BATCH_LIMIT = 100
@@ -89,11 +116,31 @@ def _prop(name: str, label: str, type_: str, field_type: str, group: str, option
 
 
 _BOOL_OPTIONS = (("true", "Yes"), ("false", "No"))
+# hs_analytics_source / hs_latest_source options (HubSpot's Original Source)
+ANALYTICS_SOURCES = (("ORGANIC_SEARCH", "Organic Search"), ("PAID_SEARCH", "Paid Search"),
+                     ("EMAIL_MARKETING", "Email Marketing"), ("SOCIAL_MEDIA", "Organic Social"),
+                     ("REFERRALS", "Referrals"), ("OTHER_CAMPAIGNS", "Other Campaigns"),
+                     ("DIRECT_TRAFFIC", "Direct Traffic"), ("OFFLINE", "Offline Sources"),
+                     ("PAID_SOCIAL", "Paid Social"), ("AI_REFERRALS", "AI Referrals"))
+LEAD_STATUSES = tuple((v, v.replace("_", " ").title()) for v in (
+    "NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED", "ATTEMPTED_TO_CONTACT", "CONNECTED", "BAD_TIMING"))
+LIFECYCLE_STAGES = (("subscriber", "Subscriber"), ("lead", "Lead"), ("marketingqualifiedlead", "Marketing Qualified Lead"),
+                    ("salesqualifiedlead", "Sales Qualified Lead"), ("opportunity", "Opportunity"),
+                    ("customer", "Customer"), ("evangelist", "Evangelist"))
+CALL_STATUSES = tuple((v, v.replace("_", " ").title()) for v in (
+    "BUSY", "CALLING_CRM_USER", "CANCELED", "COMPLETED", "CONNECTING", "FAILED", "IN_PROGRESS", "MISSED",
+    "NO_ANSWER", "QUEUED", "RINGING"))
+MEETING_OUTCOMES = tuple((v, v.replace("_", " ").title()) for v in (
+    "SCHEDULED", "COMPLETED", "RESCHEDULED", "NO_SHOW", "CANCELED"))
+DEAL_STAGES = (("appointmentscheduled", "Appointment Scheduled"), ("qualifiedtobuy", "Qualified To Buy"),
+               ("presentationscheduled", "Presentation Scheduled"), ("decisionmakerboughtin", "Decision Maker Bought-In"),
+               ("contractsent", "Contract Sent"), ("closedwon", "Closed Won"), ("closedlost", "Closed Lost"))
 
 
 def standard_properties() -> dict[str, dict[str, dict[str, Any]]]:
     """HubSpot's built-in properties that leadflow touches, per object type."""
-    info = {"contacts": "contactinformation", "companies": "companyinformation", "tasks": "task"}
+    info = {"contacts": "contactinformation", "companies": "companyinformation", "tasks": "task",
+            "calls": "callinformation", "meetings": "meetinginformation", "deals": "dealinformation"}
     text = lambda obj, name, label: _prop(name, label, "string", "text", info[obj])  # noqa: E731
     stamp = lambda obj, name, label, ro=True: _prop(name, label, "datetime", "date", info[obj], read_only=ro)  # noqa: E731
     number = lambda obj, name, label, ro=False: _prop(name, label, "number", "number", info[obj], read_only=ro)  # noqa: E731
@@ -116,6 +163,26 @@ def standard_properties() -> dict[str, dict[str, dict[str, Any]]]:
         stamp("contacts", "hs_email_last_click_date", "Last marketing email click date"),
         stamp("contacts", "recent_conversion_date", "Recent Conversion Date"),
         number("contacts", "num_conversion_events", "Number of Form Submissions", ro=True),
+        stamp("contacts", "first_conversion_date", "First Conversion Date"),
+        _prop("first_conversion_event_name", "First Conversion", "string", "text", "contactinformation",
+              read_only=True),
+        _prop("recent_conversion_event_name", "Recent Conversion", "string", "text", "contactinformation",
+              read_only=True),
+        _prop("hs_analytics_source", "Original Source", "enumeration", "select", "analyticsinformation",
+              ANALYTICS_SOURCES, read_only=True),
+        _prop("hs_analytics_source_data_1", "Original Source Drill-Down 1", "string", "text", "analyticsinformation",
+              read_only=True),
+        _prop("hs_analytics_source_data_2", "Original Source Drill-Down 2", "string", "text", "analyticsinformation",
+              read_only=True),
+        _prop("hs_latest_source", "Latest Source", "enumeration", "select", "analyticsinformation",
+              ANALYTICS_SOURCES, read_only=True),
+        _prop("hs_latest_source_data_1", "Latest Source Drill-Down 1", "string", "text", "analyticsinformation",
+              read_only=True),
+        _prop("hs_lead_status", "Lead Status", "enumeration", "radio", "contactinformation", LEAD_STATUSES),
+        *[stamp("contacts", f"hs_lifecyclestage_{stage}_date", f"Became a {label} Date")
+          for stage, label in LIFECYCLE_STAGES],
+        stamp("contacts", "notes_last_contacted", "Last Contacted"),
+        number("contacts", "num_associated_deals", "Number of Associated Deals", ro=True),
     ]
     companies = [
         text("companies", "name", "Company name"), text("companies", "domain", "Company Domain Name"),
@@ -145,8 +212,44 @@ def standard_properties() -> dict[str, dict[str, dict[str, Any]]]:
         stamp("tasks", "hs_lastmodifieddate", "Last Modified Date"),
         number("tasks", "hs_object_id", "Record ID", ro=True),
     ]
+    calls = [
+        _prop("hs_timestamp", "Activity date", "datetime", "date", "callinformation"),
+        text("calls", "hs_call_title", "Call Title"), _prop("hs_call_body", "Call notes", "string", "html", "callinformation"),
+        _prop("hs_call_status", "Call status", "enumeration", "select", "callinformation", CALL_STATUSES),
+        _prop("hs_call_disposition", "Call outcome", "string", "select", "callinformation"),
+        _prop("hs_call_direction", "Call direction", "enumeration", "select", "callinformation",
+              [("INBOUND", "Inbound"), ("OUTBOUND", "Outbound")]),
+        number("calls", "hs_call_duration", "Call duration"),
+        stamp("calls", "hs_createdate", "Created at"), stamp("calls", "hs_lastmodifieddate", "Last Modified Date"),
+        number("calls", "hs_object_id", "Record ID", ro=True),
+    ]
+    meetings = [
+        _prop("hs_timestamp", "Activity date", "datetime", "date", "meetinginformation"),
+        text("meetings", "hs_meeting_title", "Meeting name"),
+        _prop("hs_meeting_body", "Meeting description", "string", "html", "meetinginformation"),
+        _prop("hs_meeting_start_time", "Start Time", "datetime", "date", "meetinginformation"),
+        _prop("hs_meeting_end_time", "End Time", "datetime", "date", "meetinginformation"),
+        _prop("hs_meeting_outcome", "Meeting outcome", "enumeration", "select", "meetinginformation", MEETING_OUTCOMES),
+        stamp("meetings", "hs_createdate", "Created at"),
+        stamp("meetings", "hs_lastmodifieddate", "Last Modified Date"),
+        number("meetings", "hs_object_id", "Record ID", ro=True),
+    ]
+    deals = [
+        text("deals", "dealname", "Deal Name"),
+        _prop("pipeline", "Pipeline", "enumeration", "select", "dealinformation", [("default", "Sales Pipeline")]),
+        _prop("dealstage", "Deal Stage", "enumeration", "radio", "dealinformation", DEAL_STAGES),
+        number("deals", "amount", "Amount"),
+        _prop("closedate", "Close Date", "datetime", "date", "dealinformation"),
+        _prop("hs_is_closed", "Is Deal Closed?", "bool", "booleancheckbox", "dealinformation", _BOOL_OPTIONS,
+              read_only=True),
+        _prop("hs_is_closed_won", "Is Closed Won", "bool", "booleancheckbox", "dealinformation", _BOOL_OPTIONS,
+              read_only=True),
+        stamp("deals", "createdate", "Create Date"), stamp("deals", "hs_lastmodifieddate", "Last Modified Date"),
+        number("deals", "hs_object_id", "Record ID", ro=True),
+    ]
     return {name: {p["name"]: p for p in props}
-            for name, props in (("contacts", contacts), ("companies", companies), ("tasks", tasks))}
+            for name, props in (("contacts", contacts), ("companies", companies), ("tasks", tasks),
+                                ("calls", calls), ("meetings", meetings), ("deals", deals))}
 
 
 def standard_groups() -> dict[str, dict[str, dict[str, Any]]]:
@@ -159,7 +262,13 @@ def standard_groups() -> dict[str, dict[str, dict[str, Any]]]:
                      "analyticsinformation": group("analyticsinformation", "Web analytics history", 2)},
         "companies": {"companyinformation": group("companyinformation", "Company information", 0)},
         "tasks": {"task": group("task", "Task information", 0)},
+        "calls": {"callinformation": group("callinformation", "Call information", 0)},
+        "meetings": {"meetinginformation": group("meetinginformation", "Meeting information", 0)},
+        "deals": {"dealinformation": group("dealinformation", "Deal information", 0)},
     }
+
+
+_NOT_CALCULATED = object()
 
 
 class HubSpotError(Exception):
@@ -248,10 +357,31 @@ class HubSpotPortal:
             return iso_z(table.created[record_id])
         if name == "hs_object_id":
             return record_id
+        calculated = self._calculated(object_type, record_id, record, name)
+        if calculated is not _NOT_CALCULATED:
+            return calculated
         raw = record.get(name)
         if raw is None:
             return None
         return iso_z(raw) if type(raw) is int else raw
+
+    def _calculated(self, object_type: str, record_id: str, record: dict[str, Any], name: str) -> Any:
+        """HubSpot's calculated properties (module docstring), or ``_NOT_CALCULATED``."""
+        if object_type == "deals" and name in ("hs_is_closed", "hs_is_closed_won"):
+            stage = record.get("dealstage")
+            won = CLOSED_STAGES.get(stage)
+            closed = stage in CLOSED_STAGES
+            return ("true" if closed else "false") if name == "hs_is_closed" else ("true" if won else "false")
+        if object_type == "contacts" and name == "num_associated_deals":
+            count = len(self.associated("contacts", record_id, "deals"))
+            return str(count) if count else None
+        if object_type == "contacts" and name == "notes_last_contacted":
+            stamps = [self.tables[kind].records[i].get("hs_timestamp") for kind in ACTIVITY_TYPES
+                      for i in self.associated("contacts", record_id, kind) if i in self.tables[kind]]
+            stamps = [s for s in stamps if type(s) is int]
+            if stamps:
+                return iso_z(max(stamps))
+        return _NOT_CALCULATED
 
     def render(self, object_type: str, record_id: str, names: Iterable[str] | None) -> dict[str, Any]:
         table = self.tables[object_type]
@@ -569,6 +699,8 @@ class HubSpotApi:
             for spec in association.get("types") or []:
                 to_type = self._association_target(obj, int(spec.get("associationTypeId", 0)))
                 self.portal.associate(obj, record_id, to_type, to_id, int(spec["associationTypeId"]))
+                if obj in ACTIVITY_TYPES + ("deals",) and to_type == "contacts":
+                    self.portal.tables["contacts"].touch(to_id, now_ms())  # its Last Contacted / deal count
         return record_id
 
     def _association_target(self, obj: str, type_id: int) -> str:

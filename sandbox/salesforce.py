@@ -1,6 +1,15 @@
 """Salesforce REST (v31.0+) as a stateful org: OAuth and SOAP login, SOQL query/queryMore,
 describe, sObject Collections, single-record CRUD and limits.
 
+Objects: Lead and Task, plus the activity and outcome objects leadflow reads - Event (meetings),
+Campaign, CampaignMember (a lead's campaign responses) and Opportunity (a converted lead's).
+Queries may hold semi-joins (``LeadId IN (SELECT Id FROM Lead WHERE ...)``) and name child-to-parent fields (``CampaignMember.Campaign.Type``,
+``Lead.ConvertedOpportunity.StageName``; ``PARENTS``) - rendered nested as Salesforce does, null
+when the lookup is empty - and parent-to-child subqueries of a lead (``Tasks``, ``Events``,
+``CampaignMembers``; ``CHILDREN``), rendered ``{totalSize, done, records}`` or null when there are
+none; child records count toward the query batch size, as in Salesforce. Bulk API 2.0 query jobs
+refuse subqueries.
+
 Field values are stored typed (str, float, bool; datetimes as epoch ms ints) and rendered as
 Salesforce does (``2024-01-05T12:34:56.000+0000``). ``Id``, ``CreatedDate``,
 ``LastModifiedDate`` and ``SystemModstamp`` are kept by the table. Error bodies are JSON arrays
@@ -39,7 +48,15 @@ USER_ID = "0055g00000BxYZaAAN"  # the integration user (the sandbox credentials)
 REP_USER_ID = "0055g00000BxYZbAAN"
 REP_SESSION_ID = "sandbox-rep-session"
 AUDIT_FIELDS = ("CreatedById", "LastModifiedById")
-KEY_PREFIX = {"Lead": "00Q", "Task": "00T"}
+KEY_PREFIX = {"Lead": "00Q", "Task": "00T", "Event": "00U", "Campaign": "701", "CampaignMember": "00v",
+              "Opportunity": "006"}
+# (object, relationship name) -> (lookup field, parent object): child-to-parent paths
+PARENTS = {("Lead", "ConvertedOpportunity"): ("ConvertedOpportunityId", "Opportunity"),
+           ("CampaignMember", "Campaign"): ("CampaignId", "Campaign"),
+           ("CampaignMember", "Lead"): ("LeadId", "Lead")}
+# (object, child relationship name) -> (child object, the child's field naming the parent)
+CHILDREN = {("Lead", "Tasks"): ("Task", "WhoId"), ("Lead", "Events"): ("Event", "WhoId"),
+            ("Lead", "CampaignMembers"): ("CampaignMember", "LeadId")}
 VIRTUAL = {"Id", "CreatedDate", "LastModifiedDate", "SystemModstamp"}
 TEXT_TYPES = frozenset({"string", "picklist", "email", "url", "phone", "textarea", "combobox"})
 QUERY_BATCH = 2000
@@ -157,6 +174,11 @@ INDUSTRIES = ("Agriculture", "Apparel", "Banking", "Biotechnology", "Chemicals",
 LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted")
 TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
 TASK_PRIORITIES = ("High", "Normal", "Low")
+CAMPAIGN_TYPES = ("Advertisement", "Banner Ads", "Conference", "Direct Mail", "Email", "Partners",
+                  "Public Relations", "Referral Program", "Telemarketing", "Trade Show", "Webinar", "Other")
+MEMBER_STATUSES = ("Planned", "Sent", "Received", "Registered", "Attended", "Responded")
+OPPORTUNITY_STAGES = ("Prospecting", "Qualification", "Needs Analysis", "Value Proposition", "Id. Decision Makers",
+                      "Perception Analysis", "Proposal/Price Quote", "Negotiation/Review", "Closed Won", "Closed Lost")
 
 
 def build_schema(mapping: CrmMapping) -> dict[str, dict[str, Field]]:
@@ -172,11 +194,17 @@ def build_schema(mapping: CrmMapping) -> dict[str, dict[str, Field]]:
         _std("NumberOfEmployees", "int", "Employees"), _std("AnnualRevenue", "currency", "Annual Revenue"),
         _std("Status", "picklist", "Status", 255, picklist=LEAD_STATUSES, nillable=False),
         _std("IsConverted", "boolean", "Converted", updateable=False, nillable=False),
+        _std("ConvertedDate", "date", "Converted Date", updateable=False),
+        _std("ConvertedOpportunityId", "reference", "Converted Opportunity ID", 18, updateable=False,
+             reference_to=("Opportunity",)),
+        _std("LastActivityDate", "date", "Last Activity", updateable=False, createable=False),
         _std("LeadSource", "picklist", "Lead Source", 255),
     ]
     fields = {f.name: f for f in lead}
     for name, item in mapping.fields.items():
         field_name = item.field
+        if "." in field_name:
+            continue  # a relationship path: the parent object's field
         if field_name in fields:
             if field_name == "LeadSource" and item.values:
                 values = list(item.values.values()) + list((item.read_aliases or {}).keys())
@@ -197,12 +225,49 @@ def build_schema(mapping: CrmMapping) -> dict[str, dict[str, Field]]:
         _std("IsClosed", "boolean", "Closed", updateable=False, createable=False, nillable=False),
         _std("TaskSubtype", "picklist", "Task Subtype", 255, picklist=("Task", "Email", "Call"), updateable=False),
         _std("Type", "picklist", "Type", 255, picklist=("Call", "Email", "Meeting", "Other")),
+        _std("CompletedDateTime", "datetime", "Completed Date/Time", updateable=False, createable=False),
     ]
     task_fields = {f.name: f for f in task}
     task_key = _custom_field(mapping.tasks.key_field, "string", None, 255)
     task_key.external_id = task_key.unique = task_key.case_sensitive = True  # as `leadflow crm setup` asks
     task_fields[mapping.tasks.key_field] = task_key
-    return {"Lead": fields, "Task": task_fields}
+    return {"Lead": fields, "Task": task_fields, **_activity_and_outcome_schema()}
+
+
+def _activity_and_outcome_schema() -> dict[str, dict[str, Field]]:
+    event = _system_fields() + [
+        _std("WhoId", "reference", "Name ID", 18, reference_to=("Contact", "Lead")),
+        _std("WhatId", "reference", "Related To ID", 18, reference_to=("Account", "Opportunity")),
+        _std("Subject", "combobox", "Subject", 255), _std("StartDateTime", "datetime", "Start Date Time"),
+        _std("EndDateTime", "datetime", "End Date Time"), _std("ActivityDateTime", "datetime", "Due Date Time"),
+        _std("DurationInMinutes", "int", "Duration"),
+        _std("EventSubtype", "picklist", "Event Subtype", 255, picklist=("Event",), updateable=False),
+    ]
+    campaign = _system_fields() + [
+        _std("Name", "string", "Name", 80, nillable=False),
+        _std("Type", "picklist", "Type", 255, picklist=CAMPAIGN_TYPES),
+        _std("Status", "picklist", "Status", 255, picklist=("Planned", "In Progress", "Completed", "Aborted")),
+        _std("StartDate", "date", "Start Date"), _std("EndDate", "date", "End Date"),
+        _std("IsActive", "boolean", "Active"),
+    ]
+    member = _system_fields() + [
+        _std("CampaignId", "reference", "Campaign ID", 18, nillable=False, reference_to=("Campaign",)),
+        _std("LeadId", "reference", "Lead ID", 18, reference_to=("Lead",)),
+        _std("ContactId", "reference", "Contact ID", 18, reference_to=("Contact",)),
+        _std("Status", "picklist", "Status", 255, picklist=MEMBER_STATUSES),
+        _std("HasResponded", "boolean", "Responded", updateable=False, createable=False, nillable=False),
+        _std("FirstRespondedDate", "date", "First Responded Date", updateable=False, createable=False),
+    ]
+    opportunity = _system_fields() + [
+        _std("Name", "string", "Name", 120, nillable=False),
+        _std("StageName", "picklist", "Stage", 255, picklist=OPPORTUNITY_STAGES, nillable=False),
+        _std("IsClosed", "boolean", "Closed", updateable=False, createable=False, nillable=False),
+        _std("IsWon", "boolean", "Won", updateable=False, createable=False, nillable=False),
+        _std("Amount", "currency", "Amount"), _std("CloseDate", "date", "Close Date", nillable=False),
+        _std("LeadSource", "picklist", "Lead Source", 255),
+    ]
+    return {name: {f.name: f for f in fields} for name, fields in (
+        ("Event", event), ("Campaign", campaign), ("CampaignMember", member), ("Opportunity", opportunity))}
 
 
 def _custom_field(name: str, kind: str, values: dict[str, str] | None, max_length: int | None) -> Field:
@@ -300,8 +365,12 @@ class SalesforceOrg:
         self.tables: dict[str, Table] = {name: OrgTable(name, str) for name in self.schema}
         self.lower = {name: {f.lower(): (f, spec.type) for f, spec in fields.items()}
                       for name, fields in self.schema.items()}
-        self.text_fields = {name: frozenset(f for f, spec in fields.items() if spec.type in TEXT_TYPES)
-                            for name, fields in self.schema.items()}
+        for (obj, relationship), (_, parent) in PARENTS.items():
+            for name, spec in self.schema[parent].items():
+                path = f"{relationship}.{name}"
+                self.lower[obj][path.lower()] = (path, spec.type)
+        self.text_fields = {name: frozenset(api for api, kind in self.lower[name].values() if kind in TEXT_TYPES)
+                            for name in self.schema}
         self.sessions = Sessions(session_id)
         self.cursors: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -341,8 +410,20 @@ class SalesforceOrg:
     def reserve_ids_after_load(self, obj: str) -> None:
         self._ids[obj] = itertools.count(len(self.tables[obj]) + 1)
 
+    def parent_of(self, obj: str, record_id: str, relationship: str) -> tuple[str, str] | None:
+        """(parent object, parent id) of a child-to-parent relationship, or None when the lookup is empty."""
+        lookup, parent = PARENTS[(obj, relationship)]
+        parent_id = self.tables[obj].records[record_id].get(lookup)
+        if not parent_id or parent_id not in self.tables[parent]:
+            return None
+        return parent, parent_id
+
     def value(self, obj: str, record_id: str, name: str) -> Any:
         table = self.tables[obj]
+        if "." in name:
+            relationship, _, rest = name.partition(".")
+            found = self.parent_of(obj, record_id, relationship)
+            return None if found is None else self.value(found[0], found[1], rest)
         if name == "Id":
             return record_id
         if name == "CreatedDate":
@@ -350,6 +431,9 @@ class SalesforceOrg:
         if name in ("LastModifiedDate", "SystemModstamp"):
             return table.modified[record_id]
         return table.records[record_id].get(name)
+
+    def field_type(self, obj: str, name: str) -> str:
+        return self.lower[obj][name.lower()][1]
 
     def render_value(self, obj: str, name: str, value: Any) -> Any:
         spec = self.schema[obj][name]
@@ -367,7 +451,12 @@ class SalesforceOrg:
         table = self.tables[obj]
         records, created, modified = table.records, table.created, table.modified
         plan = []
+        parents: dict[str, list[str]] = {}
         for name in fields:
+            if "." in name:
+                relationship, _, rest = name.partition(".")
+                parents.setdefault(relationship, []).append(rest)
+                continue
             spec = self.schema[obj][name]
             if name == "Id":
                 plan.append((name, 0))
@@ -400,6 +489,9 @@ class SalesforceOrg:
                     out[name] = bool(record.get(name, False))
                 else:
                     out[name] = iso_sf(created[record_id])
+            for relationship, names in parents.items():
+                found = self.parent_of(obj, record_id, relationship)
+                out[relationship] = None if found is None else self.render(found[0], found[1], names, version)
             return out
 
         return render
@@ -550,6 +642,8 @@ class SalesforceApi:
             parsed = soql.parse(text)
             obj = self._sobject_for_query(parsed)
             soql.check_and_bind(parsed, self.org.lower[obj])
+            children = [self._bind_child(obj, sub) for sub in parsed.subqueries]
+            self._resolve_semi_joins(parsed)
         except soql.SoqlError as exc:
             raise SalesforceError(400, exc.code, exc.message) from None
         ids = self._run(obj, parsed)
@@ -557,11 +651,67 @@ class SalesforceApi:
             return json_response({"totalSize": len(ids), "done": True, "records": []})
         fields = parsed.fields
         batch = self._batch_size(ctx)
-        long_text = [f for f in fields if self.org.schema[obj][f].type == "textarea" and self.org.schema[obj][f].custom
-                     and self.org.schema[obj][f].length > 255]
+        long_text = [f for f in fields if "." not in f and self.org.schema[obj][f].type == "textarea"
+                     and self.org.schema[obj][f].custom and self.org.schema[obj][f].length > 255]
         if len(long_text) >= 2:
             batch = min(batch, 200)
-        return self._page(ctx, version, obj, fields, ids, 0, batch)
+        return self._page(ctx, version, obj, fields, ids, 0, batch, children=children)
+
+    def _resolve_semi_joins(self, parsed: soql.Query) -> None:
+        """Each ``f IN (SELECT Id FROM T WHERE ...)``: the inner query runs, and the condition becomes
+        ``f IN (its ids)``. As in Salesforce, the inner query selects exactly one Id or reference field."""
+        for node in soql.semi_joins(parsed.where):
+            inner = node.value
+            inner_obj = self._sobject_for_query(inner)
+            soql.check_and_bind(inner, self.org.lower[inner_obj])
+            if len(inner.fields) != 1 or self.org.field_type(inner_obj, inner.fields[0]) not in ("id", "reference"):
+                raise soql.SoqlError("MALFORMED_QUERY", soql._located(
+                    parsed.soql, node.pos, "Semi join sub-selects can only select one Id or reference field"))
+            ids = self._run(inner_obj, inner)
+            node.op, node.value = "IN", [self.org.value(inner_obj, i, inner.fields[0]) for i in ids]
+
+    def _with_children(self, version: str, ids: list[str], offset: int, batch: int, render: Callable[[str], Any],
+                       children: list[Any]) -> tuple[list[dict[str, Any]], int]:
+        """Parent records from ``offset`` with their subquery results, as many as fit in ``batch``
+        records: child records count toward the batch size, as in Salesforce (at least one parent)."""
+        records: list[dict[str, Any]] = []
+        used = 0
+        for record_id in ids[offset:offset + batch]:
+            record = render(record_id)
+            for child in children:
+                record[child[0]] = self._children(version, record_id, child)
+            weight = 1 + sum(len((record[child[0]] or {}).get("records") or []) for child in children)
+            if records and used + weight > batch:
+                break
+            records.append(record)
+            used += weight
+        return records, len(records)
+
+    def _bind_child(self, obj: str, sub: soql.Query) -> tuple[str, str, str, soql.Query]:
+        """(relationship, child object, link field, bound subquery) of a parent-to-child subquery."""
+        for (parent, relationship), (child, link) in CHILDREN.items():
+            if parent == obj and relationship.lower() == sub.sobject.lower():
+                soql.check_and_bind(sub, self.org.lower[child])
+                return relationship, child, link, sub
+        raise soql.SoqlError("INVALID_TYPE", soql._located(
+            sub.soql, sub.sobject_pos, f"Didn't understand relationship '{sub.sobject}' in FROM part of query call. "
+            "If you are attempting to use a custom relationship, be sure to append the '__r' after the custom "
+            "relationship name. Please reference your WSDL or the describe call for the appropriate names."))
+
+    def _children(self, version: str, parent_id: str, child: tuple[str, str, str, soql.Query]) -> dict[str, Any] | None:
+        """One parent's subquery result: ``{totalSize, done, records}``, or None when it has none."""
+        _, obj, link, sub = child
+        ids = sorted(self.org.tables[obj].lookup(link, parent_id))
+        if sub.where is not None:
+            view = _RecordView(self.org, obj)
+            ids = [i for i in ids if soql.matches(sub.where, view.at(i), self.org.text_fields[obj])]
+        ids = self._order(obj, ids, sub.order_by, "id")
+        if sub.limit is not None:
+            ids = ids[:sub.limit]
+        if not ids:
+            return None
+        render = self.org.renderer(obj, sub.fields, version)
+        return {"totalSize": len(ids), "done": True, "records": [render(i) for i in ids]}
 
     def _sobject_for_query(self, parsed: soql.Query) -> str:
         for name in self.org.schema:
@@ -641,18 +791,21 @@ class SalesforceApi:
         return ids
 
     def _page(self, ctx: Ctx, version: str, obj: str, fields: list[str], ids: list[str], offset: int,
-              batch: int, locator: str | None = None) -> Response:
-        chunk = ids[offset:offset + batch]
+              batch: int, locator: str | None = None, children: list[Any] | None = None) -> Response:
         render = self.org.renderer(obj, fields, version)
-        records = [render(i) for i in chunk]
-        body: dict[str, Any] = {"totalSize": len(ids), "done": offset + batch >= len(ids)}
+        if children:
+            records, size = self._with_children(version, ids, offset, batch, render, children)
+        else:
+            records, size = [render(i) for i in ids[offset:offset + batch]], batch
+        body: dict[str, Any] = {"totalSize": len(ids), "done": offset + size >= len(ids)}
         if not body["done"]:
             if locator is None:
                 locator = f"0r8{next(self.org._cursor_ids):012d}AAA"
-                self.org.cursors[locator] = {"obj": obj, "fields": fields, "ids": ids, "batch": batch}
+                self.org.cursors[locator] = {"obj": obj, "fields": fields, "ids": ids, "batch": batch,
+                                             "children": children or []}
                 while len(self.org.cursors) > 500:
                     self.org.cursors.popitem(last=False)
-            body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{offset + batch}"
+            body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{offset + size}"  # after its parents
         body["records"] = records
         return json_response(body)
 
@@ -666,7 +819,8 @@ class SalesforceApi:
         offset = int(offset_text)
         if offset >= len(cursor["ids"]):
             raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        return self._page(ctx, version, cursor["obj"], cursor["fields"], cursor["ids"], offset, cursor["batch"], locator)
+        return self._page(ctx, version, cursor["obj"], cursor["fields"], cursor["ids"], offset, cursor["batch"], locator,
+                          cursor.get("children"))
 
     # -- Bulk API 2.0 query jobs ---------------------------------------------------------------
     def bulk_create(self, ctx: Ctx) -> Response:
@@ -1148,7 +1302,8 @@ _DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET"
 def _bulk_unsupported_clause(parsed: soql.Query) -> str | None:
     """The first clause Bulk API 2.0 refuses in a query job (results come in Id order instead)."""
     for clause, present in (("ORDER BY", bool(parsed.order_by)), ("LIMIT", parsed.limit is not None),
-                            ("OFFSET", parsed.offset is not None)):
+                            ("OFFSET", parsed.offset is not None), ("A nested (parent-to-child) query",
+                                                                      bool(parsed.subqueries))):
         if present:
             return clause
     return None
@@ -1171,8 +1326,17 @@ def _csv(org: SalesforceOrg, obj: str, fields: list[str], ids: list[str], delimi
     render = org.renderer(obj, fields, "v59.0")
     for record_id in ids:
         row = render(record_id)
-        writer.writerow([_csv_value(org.schema[obj][name].type, row[name]) for name in fields])
+        writer.writerow([_csv_value(org.field_type(obj, name), _dotted(row, name)) for name in fields])
     return out.getvalue()
+
+
+def _dotted(row: dict[str, Any], name: str) -> Any:
+    """A rendered value by field path (``Campaign.Type`` from the nested parent record)."""
+    for part in name.split("."):
+        if not isinstance(row, dict):
+            return None
+        row = row.get(part)
+    return row
 
 
 def _csv_value(kind: str, value: Any) -> str:
@@ -1207,6 +1371,7 @@ class _RecordView:
     """A record with its virtual fields, for WHERE evaluation, without copying it."""
 
     def __init__(self, org: SalesforceOrg, obj: str):
+        self.org, self.obj = org, obj
         self.table = org.tables[obj]
         self.booleans = frozenset(name for name, spec in org.schema[obj].items() if spec.type == "boolean")
         self.record_id = ""
@@ -1217,6 +1382,9 @@ class _RecordView:
         return self
 
     def get(self, name: str, default: Any = None) -> Any:
+        if "." in name:
+            value = self.org.value(self.obj, self.record_id, name)
+            return False if value is None and self.org.field_type(self.obj, name) == "boolean" else value
         if name == "Id":
             return self.record_id
         if name in ("SystemModstamp", "LastModifiedDate"):

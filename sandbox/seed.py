@@ -7,11 +7,16 @@ one state). CRM field names and picklist values come from ``mappings/*.yaml``. T
 relative to ``anchor_ms`` (default: today's midnight UTC), so the same seed and anchor give the
 same data.
 
+Each lead also gets a history (``Generator._history``, its own random stream): Original Source,
+calls, meetings, campaign responses, form conversions, lifecycle dates and a won, lost or open
+deal, whose rates depend on the lead's traits (``lead_traits``; sandbox/README.md "Histories").
+
 ``load(sandbox, data)`` loads the raw form (the ``--seed FILE`` format)::
 
     {"hubspot": {"contacts": [{"id", "properties", "companies": [ids]}], "companies": [...],
-                 "tasks": [{"id", "properties", "contacts": [ids]}]},
-     "salesforce": {"Lead": [{"Id", ...fields, "CreatedDate"?, "SystemModstamp"?}], "Task": [...]},
+                 "tasks" | "calls" | "meetings" | "deals": [{"id", "properties", "contacts": [ids]}]},
+     "salesforce": {"Lead": [{"Id", ...fields, "CreatedDate"?, "SystemModstamp"?}], "Task": [...],
+                    "Event": [...], "Campaign": [...], "CampaignMember": [...], "Opportunity": [...]},
      "nppes": [NPPES result records]}
 
 Datetime values may be ISO strings, epoch-ms strings or (generated data) epoch-ms ints. Seeded
@@ -27,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from leadflow.titles import decision_role_from_title
 from mappings import CrmMapping, load_mapping
 from sandbox.hubspot import MODIFIED_PROPS, CREATED_PROPS, HubSpotPortal, _prop
 from sandbox.salesforce import SalesforceOrg, sf_id
@@ -170,6 +176,39 @@ HOSPITAL_BEDS = {"critical_access": [25], "childrens": [120, 250, 400], "psychia
 TYPED_ABBREVIATIONS = [("Medical Center", "Med Ctr", 0.45), ("Hospital", "Hosp", 0.3), ("Regional", "Reg", 0.2),
                        ("Memorial", "Mem", 0.15), ("Center", "Ctr", 0.2), ("Health System", "Hlth System", 0.1)]
 TYPED_PARENTHETICALS = ["(Main Campus)", "(Downtown)", "(formerly {city} General)"]
+# HubSpot's Original Source (hs_analytics_source, drill-down 1, drill-down 2) for a seeded channel
+HUBSPOT_ORIGINAL_SOURCE = {
+    "web_form": ("DIRECT_TRAFFIC", "", ""), "demo_request": ("ORGANIC_SEARCH", "google", ""),
+    "phone": ("OFFLINE", "CRM_UI", ""), "paid_search": ("PAID_SEARCH", "google", "ehr scheduling software"),
+    "paid_social": ("PAID_SOCIAL", "linkedin", "Patient access 2026"), "referral": ("REFERRALS", "himss.org", ""),
+    "conference": ("OFFLINE", "IMPORT", "HIMSS 2026 booth scans"),
+    "webinar": ("EMAIL_MARKETING", "Webinar invite", "Patient access webinar"),
+    "organic": ("ORGANIC_SEARCH", "google", ""), "partner": ("REFERRALS", "partner.example", ""),
+    "list_import": ("OFFLINE", "IMPORT", "Purchased list 2026"), "other": ("OTHER_CAMPAIGNS", "", ""),
+}
+ORGANIC_VARIANTS = ("SOCIAL_MEDIA", "AI_REFERRALS")
+# Salesforce campaigns: (key, Campaign.Name, Campaign.Type)
+CAMPAIGNS = (("webinar", "Webinar: Patient access in 2026", "Webinar"), ("conference", "HIMSS 2026", "Conference"),
+             ("trade_show", "AHA Leadership Summit 2026", "Trade Show"), ("email", "Q3 nurture email", "Email"))
+DEAL_SIZE = {"health_system": (250_000, 900_000), "hospital": (80_000, 300_000),
+             "physician_practice": (12_000, 60_000), "clinic": (15_000, 50_000), "payer": (150_000, 500_000),
+             "pharma": (100_000, 400_000), "digital_health": (20_000, 120_000), "post_acute": (10_000, 40_000)}
+FIT = {"health_system": 1.0, "hospital": 1.0, "physician_practice": 0.9, "clinic": 0.8, "payer": 0.5,
+       "pharma": 0.4, "digital_health": 0.5, "post_acute": 0.4, "noise": 0.0, "patient": 0.0}
+CHANNEL = {"referral": 1.0, "demo_request": 1.0, "partner": 0.9, "phone": 0.8, "webinar": 0.6, "conference": 0.6,
+           "web_form": 0.4, "organic": 0.4, "paid_search": 0.25, "paid_social": 0.2, "list_import": 0.05,
+           "other": 0.1}
+AUTHORITY = {"decision_maker": 1.0, "influencer": 0.5, "user": 0.1, "unknown": 0.2}
+READINESS = {"ready": 1.0, "in_progress": 0.5, "not_started": 0.1}
+
+
+def lead_traits(lead: dict[str, Any]) -> dict[str, float]:
+    """The known traits (0-1) a seeded lead's history rates depend on: fit (segment), authority
+    (title), channel (source) and compliance readiness (security review and BAA)."""
+    role = lead.get("decision_role") or decision_role_from_title(lead.get("title"))
+    readiness = [READINESS.get(lead.get(name) or "", 0.0) for name in ("security_review", "baa_status")]
+    return {"fit": FIT.get(lead["segment"], 0.0), "authority": AUTHORITY.get(role, 0.2),
+            "channel": CHANNEL.get(lead["source"], 0.1), "compliance": sum(readiness) / 2}
 
 
 @dataclass
@@ -481,6 +520,8 @@ class Generator:
                 self.orgs[segment].append(self._org(key, segment))
         self._noise_nppes(max(3, self.n // 20))
         leads = [self._lead(i, segment) for i, segment in enumerate(segments)]
+        for index, lead in enumerate(leads):
+            lead["history"] = self._history(index, lead)
         return SeedData(self._hubspot(leads), self._salesforce(leads), self.nppes)
 
     def _noise_nppes(self, count: int) -> None:
@@ -535,6 +576,53 @@ class Generator:
                 events[name] = (at, rng.randint(1, 12))
         return events
 
+    # -- histories: activities, campaign responses, conversions, deals ---------------------------
+    def _history(self, index: int, lead: dict[str, Any]) -> dict[str, Any]:
+        """What the CRM recorded about the lead, from its own random stream (seed and lead index, so
+        adding it left every other generated value unchanged); rates follow the lead's traits
+        (sandbox/README.md, "Histories")."""
+        rng = random.Random(f"{self.seed}:history:{index}")
+        traits = lead_traits(lead)
+        created, events = lead["created"], lead["events"]
+        history: dict[str, Any] = {"calls": [], "meetings": [], "campaigns": [], "conversions": [], "deal": None}
+        if "call_completed" in events:
+            at, count = events["call_completed"]
+            history["calls"] = sorted([at] + [created + int((at - created) * rng.random())
+                                              for _ in range(min(count, 4) - 1)])
+        if rng.random() < 0.3 and lead["lead_kind"] == "b2b":
+            history["missed_calls"] = [created + int((self.anchor - created) * rng.random())]
+        if "webinar_attended" in events:
+            history["campaigns"].append(("webinar", events["webinar_attended"][0], True))
+        if lead["source"] == "conference":
+            history["campaigns"].append((rng.choice(["conference", "trade_show"]), created, True))
+        if lead["lead_kind"] == "b2b" and rng.random() < 0.25:
+            history["campaigns"].append(("email", created + int((self.anchor - created) * rng.random()), False))
+        for name, label in (("form_fill", "Contact us"), ("demo_request", "Demo request"),
+                            ("content_download", "Ebook: The patient access playbook")):
+            if name in events:
+                history["conversions"].append((events[name][0], label))
+        history["conversions"].sort()
+        p_meeting = 0.03 + 0.25 * traits["fit"] + 0.15 * traits["authority"] + 0.12 * traits["channel"]
+        if lead["lead_kind"] == "b2b" and rng.random() < p_meeting * (1.0 if events else 0.3):
+            start = created + int((self.anchor - created) * (0.3 + 0.7 * rng.random()))
+            history["meetings"].append((start, "COMPLETED" if rng.random() < 0.85 else "NO_SHOW"))
+        held = [m for m in history["meetings"] if m[1] == "COMPLETED"]
+        p_opportunity = 0.3 + 0.2 * traits["fit"] + 0.2 * traits["authority"]
+        if held and rng.random() < p_opportunity:
+            opened = held[0][0] + rng.randint(1, 10) * DAY_MS
+            if opened < self.anchor:
+                history["deal"] = self._deal(rng, lead, traits, opened)
+        return history
+
+    def _deal(self, rng: random.Random, lead: dict[str, Any], traits: dict[str, float], opened: int) -> dict[str, Any]:
+        p_won = 0.15 + 0.3 * traits["compliance"] + 0.15 * traits["fit"] + 0.1 * traits["channel"]
+        low, high = DEAL_SIZE.get(lead["segment"], (10_000, 50_000))
+        deal = {"opened": opened, "amount": float(rng.randrange(low, high, 500)), "stage": "open",
+                "close": opened + rng.randint(30, 120) * DAY_MS}
+        if deal["close"] < self.anchor:
+            deal["stage"] = "won" if rng.random() < p_won else "lost"
+        return deal
+
     # -- rendering per CRM ----------------------------------------------------------------------
     def _hubspot(self, leads: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         mapping = self.hs
@@ -542,6 +630,7 @@ class Generator:
         value_of = {name: (m.values or {}) for name, m in mapping.fields.items()}
         companies: dict[int, dict[str, Any]] = {}
         contacts, tasks = [], []
+        native: dict[str, list[dict[str, Any]]] = {"calls": [], "meetings": [], "deals": []}
         for index, lead in enumerate(leads):
             contact_id = str(10_001 + index)
             props: dict[str, Any] = {}
@@ -558,6 +647,7 @@ class Generator:
                         props[event.count_field] = str(count)
             props[MODIFIED_PROPS["contacts"]] = lead["modified"]
             props[CREATED_PROPS["contacts"]] = lead["created"]
+            self._hubspot_history(index, contact_id, lead, props, field_of, native)
             org: Org | None = lead.get("org")
             company_ids = []
             if org is not None:
@@ -573,7 +663,57 @@ class Generator:
                     "hs_task_status": self.rng.choice(["NOT_STARTED", "COMPLETED"]), "hs_task_priority": "MEDIUM",
                     "hs_task_type": "CALL", "hs_timestamp": due, "hs_createdate": lead["modified"],
                     "hs_lastmodifieddate": lead["modified"]}})
-        return {"contacts": contacts, "companies": list(companies.values()), "tasks": tasks}
+        return {"contacts": contacts, "companies": list(companies.values()), "tasks": tasks, **native}
+
+    def _hubspot_history(self, index: int, contact_id: str, lead: dict[str, Any], props: dict[str, Any],
+                         field_of: dict[str, str], native: dict[str, list[dict[str, Any]]]) -> None:
+        """Original Source, conversions, lifecycle stage dates and the contact's calls, meetings and deal."""
+        rng = random.Random(f"{self.seed}:hubspot-source:{index}")
+        history = lead["history"]
+        source, detail, campaign = HUBSPOT_ORIGINAL_SOURCE[lead["source"]]
+        if source == "ORGANIC_SEARCH" and lead["source"] == "organic" and rng.random() < 0.25:
+            source, detail = rng.choice(ORGANIC_VARIANTS), ""
+        props[field_of["source"]] = source
+        props[field_of["latest_source"]] = source if rng.random() < 0.7 else "DIRECT_TRAFFIC"
+        _put(props, field_of["source_detail"], detail)
+        _put(props, field_of["campaign"], campaign)
+        conversions = history["conversions"]
+        if conversions:
+            props["first_conversion_date"], props["first_conversion_event_name"] = conversions[0]
+            props["recent_conversion_date"], props["recent_conversion_event_name"] = conversions[-1]
+            props["num_conversion_events"] = str(max(len(conversions), int(props.get("num_conversion_events") or 0)))
+        stages = {"lead": lead["created"]}
+        activity = sorted(at for at, _ in lead["events"].values())
+        if activity:
+            stages["marketingqualifiedlead"] = activity[0]
+        for at in history["calls"]:
+            native["calls"].append(_hubspot_call(len(native["calls"]), contact_id, at, "COMPLETED"))
+        for at in history.get("missed_calls", []):
+            native["calls"].append(_hubspot_call(len(native["calls"]), contact_id, at, "NO_ANSWER"))
+        for start, outcome in history["meetings"]:
+            native["meetings"].append({"id": str(70_000_000_001 + len(native["meetings"])), "contacts": [contact_id],
+                                       "properties": {"hs_timestamp": start, "hs_meeting_start_time": start,
+                                                      "hs_meeting_end_time": start + 1_800_000,
+                                                      "hs_meeting_title": "Intro meeting",
+                                                      "hs_meeting_outcome": outcome, "hs_createdate": start,
+                                                      "hs_lastmodifieddate": start}})
+            if outcome == "COMPLETED":
+                stages.setdefault("salesqualifiedlead", start)
+        deal = history["deal"]
+        if deal:
+            stage = {"won": "closedwon", "lost": "closedlost"}.get(deal["stage"], "presentationscheduled")
+            native["deals"].append({"id": str(30_000_001 + len(native["deals"])), "contacts": [contact_id],
+                                    "properties": {"dealname": f"{lead.get('org').name if lead.get('org') else 'Deal'}",
+                                                   "pipeline": "default", "dealstage": stage, "amount": str(deal["amount"]),
+                                                   "closedate": deal["close"], "createdate": deal["opened"],
+                                                   "hs_lastmodifieddate": min(deal["close"], self.anchor)}})
+            stages["opportunity"] = deal["opened"]
+            if deal["stage"] == "won":
+                stages["customer"] = deal["close"]
+        for stage, at in stages.items():
+            props[f"hs_lifecyclestage_{stage}_date"] = at
+        props["lifecyclestage"] = max(stages, key=lambda name: stages[name])
+        props["hs_lead_status"] = _lead_status(lead, history)
 
     def _company(self, company_id: str, org: Org, created: int, field_of: dict[str, str]) -> dict[str, Any]:
         props: dict[str, Any] = {field_of["company_name"]: org.crm_name, field_of["company_domain"]: org.domain,
@@ -621,6 +761,7 @@ class Generator:
         value_of = {name: (m.values or {}) for name, m in mapping.fields.items()}
         aliases = [alias for alias, canonical in (mapping.fields["source"].read_aliases or {}).items()]
         rows, tasks = [], []
+        native: dict[str, list[dict[str, Any]]] = {"Task": [], "Event": [], "CampaignMember": [], "Opportunity": []}
         for index, lead in enumerate(leads):
             record: dict[str, Any] = {"Id": sf_id("00Q", index + 1)}
             _put(record, field_of["email"], lead.get("email"))
@@ -658,13 +799,83 @@ class Generator:
             record["Status"] = "Open - Not Contacted"
             record["CreatedDate"] = lead["created"]
             record["SystemModstamp"] = lead["modified"]
+            self._salesforce_history(record, lead, native)
             rows.append(record)
             if self.rng.random() < 0.05:
                 tasks.append({"Id": sf_id("00T", len(tasks) + 1), "WhoId": record["Id"], "Subject": "Follow up",
                               "Status": self.rng.choice(["Not Started", "Completed"]), "Priority": "Normal",
                               "ActivityDate": _date(lead["modified"] + 3 * DAY_MS), "CreatedDate": lead["modified"],
                               "SystemModstamp": lead["modified"]})
-        return {"Lead": rows, "Task": tasks}
+        for offset, task in enumerate(native.pop("Task")):
+            task["Id"] = sf_id("00T", len(tasks) + 1 + offset)
+            tasks.append(task)
+        campaigns = [{"Id": sf_id("701", i + 1), "Name": name, "Type": kind, "Status": "Completed", "IsActive": True,
+                      "StartDate": _date(self.anchor - 200 * DAY_MS)} for i, (_, name, kind) in enumerate(CAMPAIGNS)]
+        return {"Lead": rows, "Task": tasks, "Campaign": campaigns, **native}
+
+    def _salesforce_history(self, record: dict[str, Any], lead: dict[str, Any],
+                            native: dict[str, list[dict[str, Any]]]) -> None:
+        """The lead's completed call Tasks, held meeting Events, campaign memberships, conversion and
+        opportunity; its Status and LastActivityDate follow them."""
+        history, lead_id = lead["history"], record["Id"]
+        dates = []
+        for at in history["calls"]:
+            native["Task"].append({"WhoId": lead_id, "Subject": "Call", "TaskSubtype": "Call", "Type": "Call",
+                                   "Status": "Completed", "Priority": "Normal", "ActivityDate": _date(at),
+                                   "CompletedDateTime": at, "CreatedDate": at, "SystemModstamp": at})
+            dates.append(at)
+        for start, outcome in history["meetings"]:
+            if outcome != "COMPLETED":
+                continue
+            native["Event"].append({"Id": sf_id("00U", len(native["Event"]) + 1), "WhoId": lead_id,
+                                    "Subject": "Intro meeting", "StartDateTime": start, "EndDateTime": start + 1_800_000,
+                                    "ActivityDateTime": start, "DurationInMinutes": 30, "CreatedDate": start,
+                                    "SystemModstamp": start})
+            dates.append(start)
+        keys = [key for key, _, _ in CAMPAIGNS]
+        for key, at, responded in history["campaigns"]:
+            member: dict[str, Any] = {"Id": sf_id("00v", len(native["CampaignMember"]) + 1),
+                                      "CampaignId": sf_id("701", keys.index(key) + 1), "LeadId": lead_id,
+                                      "Status": "Attended" if responded else "Sent", "HasResponded": responded,
+                                      "CreatedDate": lead["created"], "SystemModstamp": at}
+            if responded:
+                member["FirstRespondedDate"] = _date(at)
+            native["CampaignMember"].append(member)
+        if dates:
+            record["LastActivityDate"] = _date(max(dates))
+            record["Status"] = "Working - Contacted"
+        deal = history["deal"]
+        if deal:
+            opportunity_id = sf_id("006", len(native["Opportunity"]) + 1)
+            stage = {"won": "Closed Won", "lost": "Closed Lost"}.get(deal["stage"], "Proposal/Price Quote")
+            native["Opportunity"].append({
+                "Id": opportunity_id, "Name": record.get("Company") or "Opportunity", "StageName": stage,
+                "IsClosed": deal["stage"] != "open", "IsWon": deal["stage"] == "won", "Amount": deal["amount"],
+                "CloseDate": _date(deal["close"]), "LeadSource": record.get("LeadSource"),
+                "CreatedDate": deal["opened"], "SystemModstamp": min(deal["close"], self.anchor)})
+            record.update(IsConverted=True, ConvertedDate=_date(deal["opened"]), ConvertedOpportunityId=opportunity_id,
+                          Status="Closed - Converted")
+        elif _lead_status(lead, history) == "UNQUALIFIED":
+            record["Status"] = "Closed - Not Converted"
+
+
+def _hubspot_call(number: int, contact_id: str, at: int, status: str) -> dict[str, Any]:
+    return {"id": str(60_000_000_001 + number), "contacts": [contact_id],
+            "properties": {"hs_timestamp": at, "hs_call_status": status, "hs_call_direction": "OUTBOUND",
+                           "hs_call_title": "Discovery call", "hs_createdate": at, "hs_lastmodifieddate": at}}
+
+
+def _lead_status(lead: dict[str, Any], history: dict[str, Any]) -> str:
+    """HubSpot's hs_lead_status for a seeded history."""
+    if history["deal"]:
+        return "OPEN_DEAL" if history["deal"]["stage"] == "open" else "CONNECTED"
+    if any(outcome == "COMPLETED" for _, outcome in history["meetings"]):
+        return "CONNECTED"
+    if lead["segment"] == "noise":
+        return "UNQUALIFIED"
+    if history["calls"] or history.get("missed_calls"):
+        return "ATTEMPTED_TO_CONTACT"
+    return "NEW"
 
 
 NOT_DECLARED = frozenset({"lead_kind", "source", "manual_stage", "stage", "org_type", "care_setting"})
@@ -704,13 +915,19 @@ def from_json(raw: dict[str, Any]) -> SeedData:
 # ---- loading into a sandbox ---------------------------------------------------------------------
 
 
+def customer_owned(item: Any) -> bool:
+    """A property the customer keeps (leadflow reads it, or fills it only when blank), as opposed to
+    leadflow's own outputs (``leadflow_*``), which ``leadflow crm setup`` creates."""
+    return item.direction == "read" or (item.policy == "if_blank" and not item.field.startswith("leadflow_"))
+
+
 def input_properties(mapping: CrmMapping) -> dict[str, list[dict[str, Any]]]:
-    """HubSpot custom property definitions for what the mapping reads (direction ``read``) and its
-    event fields; outputs (``write``/``read_write``) are left for ``leadflow crm setup``."""
+    """HubSpot custom property definitions for the properties the customer keeps
+    (``customer_owned``) and the event fields; leadflow's outputs are left for ``leadflow crm setup``."""
     groups = {"lead": ("contacts", "contactinformation"), "company": ("companies", "companyinformation")}
     out: dict[str, list[dict[str, Any]]] = {"contacts": [], "companies": []}
     for name, item in mapping.fields.items():
-        if item.direction != "read":
+        if not customer_owned(item):
             continue
         obj, group = groups[item.object]
         out[obj].append(_hubspot_property(item.field, item.type, item.values, group))
@@ -749,7 +966,7 @@ def load(sandbox: Any, data: SeedData) -> None:
 
 def _load_hubspot(portal: HubSpotPortal, raw: dict[str, list[dict[str, Any]]]) -> None:
     now = now_ms()
-    for obj in ("companies", "contacts", "tasks"):
+    for obj in ("companies", "contacts", "tasks", "calls", "meetings", "deals"):
         rows = []
         datetime_props = {name for name, prop in portal.properties[obj].items() if prop["type"] in ("datetime", "date")}
         for item in raw.get(obj) or []:
@@ -778,6 +995,10 @@ def _load_hubspot(portal: HubSpotPortal, raw: dict[str, list[dict[str, Any]]]) -
     for item in raw.get("tasks") or []:
         for contact_id in item.get("contacts") or []:
             portal.associate("tasks", str(item["id"]), "contacts", str(contact_id), 204)
+    for obj, type_id in (("calls", 194), ("meetings", 200), ("deals", 3)):
+        for item in raw.get(obj) or []:
+            for contact_id in item.get("contacts") or []:
+                portal.associate(obj, str(item["id"]), "contacts", str(contact_id), type_id)
 
 
 def _pop_time(props: dict[str, Any], names: Iterable[str], default: int) -> int:
@@ -791,7 +1012,7 @@ def _pop_time(props: dict[str, Any], names: Iterable[str], default: int) -> int:
 
 def _load_salesforce(org: SalesforceOrg, raw: dict[str, list[dict[str, Any]]]) -> None:
     now = now_ms()
-    for obj in ("Lead", "Task"):
+    for obj in ("Opportunity", "Campaign", "Lead", "Task", "Event", "CampaignMember"):
         schema = org.schema[obj]
         rows = []
         for item in raw.get(obj) or []:

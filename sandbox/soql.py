@@ -1,8 +1,12 @@
 """The SOQL subset leadflow issues, parsed strictly: anything else is an error, never a guess.
 
 Supported: ``SELECT f1, f2 | COUNT() FROM Object [WHERE cond] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], ...]
-[LIMIT n] [OFFSET n]`` where ``cond`` combines ``f op literal`` (``= != <> < <= > >=``),
-``f [NOT] IN (literals)``, ``f LIKE 'pattern'`` with AND / OR / NOT and parentheses. As in
+[LIMIT n] [OFFSET n]``; a field may be a child-to-parent path (``Campaign.Type``, resolved by the
+caller's field types) and the field list may hold parent-to-child subqueries
+``(SELECT f1, f2 FROM ChildRelationship [WHERE cond] [ORDER BY ...] [LIMIT n])``, one level deep;
+``cond`` combines ``f op literal`` (``= != <> < <= > >=``),
+``f [NOT] IN (literals)``, the semi-join ``f IN (SELECT Id FROM Object WHERE cond)`` (the caller
+runs the inner query: ``semi_joins``), ``f LIKE 'pattern'`` with AND / OR / NOT and parentheses. As in
 Salesforce, AND and OR may not be mixed at one level without parentheses. Literals: quoted
 strings with SOQL escapes, numbers, ``true``/``false``, ``null``, unquoted datetimes
 (``2024-01-01T00:00:00Z``, ``.000Z``, ``+01:00``) and dates (``2024-01-01``).
@@ -150,6 +154,8 @@ class Query:
     limit: int | None = None
     offset: int | None = None
     count_only: bool = False
+    subqueries: list["Query"] = field(default_factory=list)  # parent-to-child: sobject is the relationship
+    sobject_pos: int = 0
 
 
 class _Parser:
@@ -185,14 +191,15 @@ class _Parser:
             message = f"{message}, {expectation}"
         raise _malformed(self.soql, token.pos, message)
 
-    def parse(self) -> Query:
+    def parse(self, nested: bool = False) -> Query:
         self.expect_keyword("select")
-        fields, positions, count_only = self.field_list()
+        fields, positions, count_only, subqueries = self.field_list(nested)
         self.expect_keyword("from")
         obj = self.next()
         if obj.kind != "word" or obj.text.lower() in KEYWORDS:
             self.fail(token=obj)
-        query = Query(self.soql, fields, positions, obj.text, count_only=count_only)
+        query = Query(self.soql, fields, positions, obj.text, count_only=count_only, subqueries=subqueries,
+                      sobject_pos=obj.pos)
         if self.keyword("where"):
             query.where = self.condition()
         if self.keyword("order"):
@@ -202,17 +209,28 @@ class _Parser:
             query.limit = self.integer()
         if self.keyword("offset"):
             query.offset = self.integer()
-        if self.peek().kind != "eof":
+        if nested:
+            if self.peek().text != ")":
+                self.fail()
+            self.next()
+        elif self.peek().kind != "eof":
             self.fail()
         return query
 
-    def field_list(self) -> tuple[list[str], list[int], bool]:
-        fields, positions = [], []
+    def field_list(self, nested: bool = False) -> tuple[list[str], list[int], bool, list[Query]]:
+        fields, positions, subqueries = [], [], []
         first = self.peek()
         if first.kind == "word" and first.text.lower() == "count()":
             self.next()
-            return [], [], True
+            return [], [], True, []
         while True:
+            if self.peek().text == "(" and not nested:
+                self.next()
+                subqueries.append(self.parse(nested=True))
+                if self.peek().text != ",":
+                    return fields, positions, False, subqueries
+                self.next()
+                continue
             token = self.next()
             if token.kind != "word" or token.text.lower() in KEYWORDS:
                 self.fail(token=token)
@@ -221,7 +239,7 @@ class _Parser:
             fields.append(token.text)
             positions.append(token.pos)
             if self.peek().text != ",":
-                return fields, positions, False
+                return fields, positions, False, subqueries
             self.next()
 
     def integer(self) -> int:
@@ -284,6 +302,9 @@ class _Parser:
             self.fail(token=name)
         negate = self.keyword("not")
         if self.keyword("in"):
+            if not negate and self.peek().text == "(" and self.tokens[self.i + 1].text.lower() == "select":
+                self.next()
+                return Comparison(name.text, "IN_SELECT", self.parse(nested=True), name.pos)
             return Comparison(name.text, "NOT_IN" if negate else "IN", self.value_list(), name.pos)
         if negate:
             self.fail()
@@ -353,10 +374,10 @@ def check_and_bind(query: Query, types: dict[str, tuple[str, str]]) -> None:
 
 
 def _resolve(query: Query, name: str, pos: int, types: dict[str, tuple[str, str]]) -> tuple[str, str]:
-    if "." in name:
+    if "." in name and name.lower() not in types:
         raise SoqlError("INVALID_FIELD", _located(
             query.soql, pos, f"Didn't understand relationship '{name.split('.')[0]}' in field path. "
-            "The sandbox supports no relationship queries."))
+            "The sandbox knows only the relationships leadflow reads."))
     found = types.get(name.lower())
     if found is None:
         raise SoqlError("INVALID_FIELD", _located(
@@ -374,6 +395,8 @@ def _bind_condition(query: Query, node: Any, types: dict[str, tuple[str, str]]) 
         return
     api_name, sf_type = _resolve(query, node.field, node.pos, types)
     node.field = api_name
+    if node.op == "IN_SELECT":
+        return  # the inner query is bound and run by the caller (semi_joins)
     literals = node.value if isinstance(node.value, list) else [node.value]
     converted = []
     for literal in literals:
@@ -484,6 +507,15 @@ def _equal(actual: Any, value: Any, is_text: bool) -> bool:
     if isinstance(value, date) and isinstance(actual, str):
         return actual[:10] == value.isoformat()
     return actual == value
+
+
+def semi_joins(node: Any) -> list[Comparison]:
+    """The ``f IN (SELECT ...)`` comparisons of a condition (the caller replaces each by ``IN``)."""
+    if node is None:
+        return []
+    if isinstance(node, BoolOp):
+        return [found for item in node.items for found in semi_joins(item)]
+    return [node] if node.op == "IN_SELECT" else []
 
 
 def modstamp_range(node: Any, field_name: str) -> tuple[int | None, bool, int | None, bool]:

@@ -30,13 +30,14 @@ def run_explain(lead_file: Path, now_text: str | None, model_path: Path | None, 
         return 2
     results = qualify_batch(leads, now, model)
     if as_json:
-        typer.echo(json.dumps([{**q.summary(now), "warnings": lead_warnings(lead)}
+        typer.echo(json.dumps([{**q.summary(now), "warnings": lead_warnings(lead), "events": _event_rows(lead)}
                                for lead, q in zip(leads, results)], indent=2))
     else:
         out = Console()
         for lead, q in zip(leads, results):
             _print_breakdown(out, q, now)
             _print_warnings(out, lead_warnings(lead))
+            _print_events(out, lead, now)
     return 0
 
 
@@ -52,6 +53,24 @@ def _print_warnings(console: Console, warnings: list[str]) -> None:
     console.print(f"[bold yellow]Warnings ({len(warnings)}):[/bold yellow] values leadflow did not recognise, read as shown")
     for warning in warnings:
         console.print(f"  ! {warning}", highlight=False, markup=False)
+
+
+def _event_rows(lead: Lead) -> list[dict[str, str]]:
+    """Each event with where it came from (the CRM object and record, or the field), newest first."""
+    return [{"type": e.type.value, "at": e.at.isoformat(), "from": e.origin or "(not recorded)"}
+            for e in sorted(lead.events, key=lambda e: e.at, reverse=True)]
+
+
+def _print_events(console: Console, lead: Lead, now: datetime) -> None:
+    if not lead.events:
+        return
+    table = Table("event", "when (UTC)", "days ago", show_lines=False)
+    table.add_column("from", no_wrap=True)
+    for row, event in zip(_event_rows(lead), sorted(lead.events, key=lambda e: e.at, reverse=True)):
+        when = event.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        table.add_row(row["type"], when, f"{(now - event.at).total_seconds() / 86400:.0f}", row["from"])
+    console.print("[bold]Events:[/bold]")
+    console.print(table)
 
 
 def _parse_now(text: str | None) -> datetime:

@@ -15,6 +15,8 @@ _LN2 = math.log(2.0)
 _EVENT_WORDS = {
     "demo_request": "requested a demo",
     "call_completed": "completed a call",
+    "meeting_held": "met with sales",
+    "conference_attended": "visited us at a conference",
     "pricing_page_view": "viewed pricing",
     "implementation_page_view": "viewed implementation pages",
     "solution_page_view": "viewed solution pages",

@@ -19,6 +19,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Date,
     DateTime,
     Engine,
     Float,
@@ -150,6 +151,42 @@ audit_heads = Table(
     Column("crm", String(20), primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("row_hash", String(64), nullable=False),
+)
+
+# What happened to each lead in the CRM (state/outcomes.py): lead status, lifecycle stage
+# dates, conversion and opportunity, as last read.
+outcomes = Table(
+    "lf_outcomes",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("crm_id", String(64), primary_key=True),
+    Column("lead_status", String(120), nullable=True),
+    Column("lifecycle_stage", String(120), nullable=True),
+    Column("stage_dates", JSON, nullable=True),  # lead/mql/sql/opportunity/customer -> ISO time
+    Column("converted", Integer, nullable=True),
+    Column("converted_at", DateTime(timezone=True), nullable=True),
+    Column("opportunity_id", String(64), nullable=True),
+    Column("opportunity_stage", String(120), nullable=True),
+    Column("opportunity_closed", Integer, nullable=True),
+    Column("opportunity_won", Integer, nullable=True),
+    Column("opportunity_amount", Float, nullable=True),
+    Column("opportunity_created_at", DateTime(timezone=True), nullable=True),
+    Column("opportunity_close_date", Date, nullable=True),
+    Column("read_at", DateTime(timezone=True), nullable=False),
+)
+
+# leadflow's own stage moves, appended when a run writes a new stage (state/outcomes.py).
+stage_history = Table(
+    "lf_stage_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("crm", String(20), nullable=False),
+    Column("crm_id", String(64), nullable=False),
+    Column("stage", String(40), nullable=False),
+    Column("previous_stage", String(40), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("run_id", String(64), nullable=True),
+    Index("ix_lf_stage_history_lead", "crm", "crm_id"),
 )
 
 run_locks = Table(

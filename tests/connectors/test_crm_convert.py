@@ -21,15 +21,16 @@ from mappings import load_mapping
 
 HS = load_mapping("hubspot")
 SF = load_mapping("salesforce")
+SF_FIELDS = SF.model_copy(update={"signals": "fields"})  # engagement from the custom date fields
 
 
 def hs_props(**extra):
     props = {
         "email": "ann@example.org", "firstname": "Ann", "lastname": "Lee", "jobtitle": "CIO",
-        "lastmodifieddate": "2026-01-02T03:04:05.678Z", "lead_source": "Demo Request",
+        "lastmodifieddate": "2026-01-02T03:04:05.678Z", "hs_analytics_source": "REFERRALS",
         "leadflow_lead_score": "42", "discovery_need_confirmed": "true", "zip": "02139",
         "hs_analytics_last_visit_timestamp": "1767225600000", "hs_analytics_num_visits": "17",
-        "demo_requested_at": "2026-01-01T00:00:00Z",
+        "recent_conversion_date": "2026-01-01T00:00:00Z", "recent_conversion_event_name": "Demo request form",
     }
     props.update(extra)
     return props
@@ -40,7 +41,7 @@ def test_hubspot_record_types_and_company():
     lead = record_to_lead(HS, "101", hs_props(), company, "9001")
     assert lead.crm == "hubspot" and lead.crm_id == "101" and lead.crm_company_id == "9001"
     assert lead.lead_score == 42 and lead.bed_count == 350
-    assert lead.source is Source.demo_request
+    assert lead.source is Source.referral
     assert lead.org_type is OrgType.health_system
     assert lead.discovery.need_confirmed is True
     assert lead.patient is not None and lead.patient.zip == "02139"
@@ -56,7 +57,7 @@ def test_salesforce_record_json_types_aliases_and_picklists():
            "Lead_Score__c": 77.0, "Need_Confirmed__c": True, "Manual_Stage__c": "SQL",
            "SystemModstamp": "2026-01-02T03:04:05.000+0000", "Visit_Count__c": 1.0,
            "Last_Visit_At__c": "2026-01-01T10:00:00.000+0000", "Care_Setting__c": "Post-Acute"}
-    lead = record_to_lead(SF, "00Q1", rec)
+    lead = record_to_lead(SF_FIELDS, "00Q1", rec)
     assert lead.source is Source.referral  # read alias
     assert lead.org_type is OrgType.physician_practice
     assert lead.care_setting.value == "post_acute"
@@ -75,12 +76,12 @@ def test_out_of_range_is_quarantined_with_record_and_field():
 def test_not_a_number_and_bad_datetime_are_quarantined():
     bad = convert_record(SF, "00Q9", {"Bed_Count__c": "lots", "SystemModstamp": "2026-01-01T00:00:00Z"})
     assert isinstance(bad, Quarantined) and "Bed_Count__c" in bad.reason and "00Q9" in bad.reason
-    bad = convert_record(HS, "7", hs_props(demo_requested_at="yesterday"))
-    assert isinstance(bad, Quarantined) and bad.reason.startswith("hubspot:7: demo_requested_at:")
+    bad = convert_record(HS, "7", hs_props(recent_conversion_date="yesterday"))
+    assert isinstance(bad, Quarantined) and bad.reason.startswith("hubspot:7: recent_conversion_date:")
 
 
 def test_unknown_enum_values_degrade_with_warnings():
-    lead = record_to_lead(HS, "5", hs_props(lead_source="Carrier Pigeon", leadflow_lead_kind="martian"))
+    lead = record_to_lead(HS, "5", hs_props(hs_analytics_source="CARRIER_PIGEON", leadflow_lead_kind="martian"))
     assert lead.source is Source.other
     assert any("source" in w for w in lead.warnings) and any("lead_kind" in w for w in lead.warnings)
 

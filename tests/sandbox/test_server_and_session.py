@@ -62,7 +62,7 @@ def test_loopback_session_rewrites_only_to_loopback():
 
 
 def test_unknown_routes_answer_in_each_api_shape(sandbox_server):
-    hubspot = httpx.get(f"{sandbox_server.url}/crm/v3/objects/deals", headers={"Authorization": "Bearer sandbox-token"})
+    hubspot = httpx.get(f"{sandbox_server.url}/crm/v3/objects/tickets", headers={"Authorization": "Bearer sandbox-token"})
     assert hubspot.status_code == 404 and hubspot.json()["status"] == "error"
     salesforce = httpx.get(f"{sandbox_server.url}/services/data/v59.0/sobjects/Account/describe",
                            headers={"Authorization": "Bearer sandbox-session"})
