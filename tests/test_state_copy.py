@@ -48,6 +48,12 @@ def _fill(url: str, audit_rows: int = 5) -> None:
     AuditLog(engine, run_id="run-2", flow="sync-leads", model_version="m1", dry_run=False).record(
         [AuditEntry("hubspot", "101", "field_set", "leadflow_lead_score", None, "70")])  # a hash-chained CRM
     record_run(engine, {"run_id": "run-2", "flow": "sync_leads", "crm": "hubspot", "read": 1, "changed": 1})
+    with engine.begin() as conn:
+        conn.execute(insert(store.outcomes), [{"crm": "salesforce", "crm_id": "00Q1", "lead_status": "Working",
+                                               "converted": 1, "converted_at": T0, "opportunity_won": 1,
+                                               "opportunity_amount": 125000.0, "read_at": T0}])
+        conn.execute(insert(store.stage_history), [{"crm": "salesforce", "crm_id": "00Q1", "stage": "mql",
+                                                    "previous_stage": "inquiry", "at": T0, "run_id": "run-1"}])
     engine.dispose()
 
 
