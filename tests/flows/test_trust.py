@@ -147,18 +147,24 @@ def test_a_failed_field_write_keeps_its_lead_pending_though_its_task_was_held(pr
 
 
 def test_a_lead_retried_by_id_is_not_processed_again_by_the_window_read(prefect_server, tmp_path):
+    """A full read (rescore: HubSpot's list endpoint, no skipping) returns the leads the run already
+    retried by id: each is processed once - counted once, one outcome row, no second task request."""
+    from flows.sync import rescore
+
     with start_sandbox(20, random_seed=5) as handle, environment(_env(handle, tmp_path, "r.db")):
+        hubspot_setup(connector_from_env("hubspot"))
         engine = make_engine(_env(handle, tmp_path, "r.db")["LEADFLOW_DATABASE_URL"])
-        ids = [r["Id"] for r in handle.salesforce_client().query("SELECT Id FROM Lead ORDER BY Id")["records"]]
-        state.mark_pending(engine, "salesforce", {i: "salesforce: earlier failure" for i in ids}, kind="write_failed")
-        summary = sync_leads("salesforce")
+        assert sync_leads("hubspot")["failed"] == 0
+        ids = [c["id"] for c in handle.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"]]
+        state.mark_pending(engine, "hubspot", {i: "hubspot: earlier failure" for i in ids}, kind="write_failed")
+        summary = rescore("hubspot")
         assert summary["retried_pending"] == len(ids)
-        assert sum(summary["stages"].values()) == len(ids) and summary["unchanged"] == 0  # each counted once
+        assert sum(summary["stages"].values()) == len(ids) and summary["read"] == len(ids)  # each counted once
         rows = read_audit(engine, run_id=summary["run_id"], limit=10_000)
-        for action in ("task_requested", "task_created", "write_applied"):
+        for action in ("task_requested", "task_created", "write_applied", "stage_move"):
             per_lead = [r["crm_id"] for r in rows if r["action"] == action]
-            assert per_lead and len(per_lead) == len(set(per_lead)), action
-        assert summary["tasks_created"] == len([r for r in rows if r["action"] == "task_created"])
+            assert len(per_lead) == len(set(per_lead)), action
+        assert state.pending_details(engine, "hubspot") == {}
 
 
 class _Died(BaseException):
