@@ -68,15 +68,7 @@ def check(crm: str = CRM_OPTION) -> None:
     from connectors.setup import check as run_check
 
     conn = _connector(crm)
-    try:
-        result = run_check(conn)
-    except Exception as exc:  # noqa: BLE001 - report, never a traceback with request details
-        from connectors.retry import error_message
-        from connectors.salesforce_login import SalesforceDomainError, SalesforceLoginRefused
-
-        reason = str(exc) if isinstance(exc, (SalesforceLoginRefused, SalesforceDomainError)) else error_message(exc)
-        typer.echo(f"{crm}: check failed: {reason}", err=True)
-        raise typer.Exit(1) from None
+    result = run_check(conn)  # a refused credential or unreachable host: one line and its exit code (leadflow.errors)
     typer.echo(json.dumps(result, indent=2, default=str))
     daily = result["daily_api"]
     if daily["limit"] is not None:

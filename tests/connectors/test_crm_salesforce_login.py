@@ -98,7 +98,8 @@ def test_crm_check_prints_the_refusal_as_one_line(sandbox, monkeypatch, tmp_path
     _login_env(monkeypatch, sandbox, "password")
     monkeypatch.setenv("SALESFORCE_PASSWORD", "wrong-Pa55word")
     result = CliRunner().invoke(app, ["crm", "check", "--crm", "salesforce"])
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [
-        f"salesforce: check failed: Salesforce refused the login for user {sandbox.credentials.username}: INVALID_LOGIN"]
+    assert result.exit_code == 6  # the CLI's one error table: a refused credential
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: salesforce: ") and "refused the credential SALESFORCE_USERNAME" in line
+    assert line.endswith("(INVALID_LOGIN)")
     assert "wrong-Pa55word" not in result.output
