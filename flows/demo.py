@@ -26,7 +26,7 @@ DEMO_SEED = 7
 
 
 def demo_dir() -> Path:
-    return settings.DEFAULT_STATE_DIR / "demo"
+    return settings.state_dir() / "demo"
 
 
 def snapshot(handle: Any) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> Ru
 
     model = load_model(settings.model_path())
     connector = connector_from_env(crm, engine=engine, mark_reads=not dry_run)
-    preview = settings.DEFAULT_STATE_DIR / "previews" / f"{crm}-{run_id}.csv" if dry_run else None
+    preview = settings.state_dir() / "previews" / f"{crm}-{run_id}.csv" if dry_run else None
     return RunContext(
         crm=crm,
         connector=connector,

@@ -1,12 +1,12 @@
-"""Constants and environment-driven settings. Secrets are read here and nowhere else."""
+"""Constants and environment-driven settings, each read when it is used (a test or a command that
+sets a variable later is obeyed). Credentials are read by leadflow/secrets.py and the connectors' factory."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-DEFAULT_STATE_DIR = Path(os.environ.get("LEADFLOW_HOME", ".leadflow"))
-DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_STATE_DIR / 'leadflow.db'}"
+DEFAULT_HOME = ".leadflow"
 DEFAULT_NPPES_URL = "https://npiregistry.cms.hhs.gov/api/"
 
 HUBSPOT_BATCH_SIZE = 100
@@ -18,13 +18,19 @@ SALESFORCE_BULK_THRESHOLD = 10_000  # window reads of more leads use Bulk API 2.
 LOOKBACK_SECONDS = 300
 
 
+def state_dir() -> Path:
+    """LEADFLOW_HOME (default ./.leadflow), read when asked: the SQLite file, previews, the demo."""
+    return Path(os.environ.get("LEADFLOW_HOME") or DEFAULT_HOME)
+
+
 def database_url() -> str:
     """LEADFLOW_DATABASE_URL, or an SQLite file under LEADFLOW_HOME (default ./.leadflow)."""
     url = os.environ.get("LEADFLOW_DATABASE_URL")
     if url:
         return url
-    DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
-    return DEFAULT_DATABASE_URL
+    home = state_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'leadflow.db'}"
 
 
 def freeze_heap_during_runs() -> bool:
