@@ -153,7 +153,7 @@ _FALLBACK: dict[type[StrEnum], StrEnum | None] = {
     Readiness: Readiness.unknown,
 }
 
-_LENIENT_FIELDS: dict[str, type[StrEnum]] = {
+LENIENT_ENUM_FIELDS: dict[str, type[StrEnum]] = {
     "org_type": OrgType,
     "org_kind": OrgKind,
     "care_setting": CareSetting,
@@ -167,6 +167,11 @@ _LENIENT_FIELDS: dict[str, type[StrEnum]] = {
     "privacy_review": Readiness,
     "implementation_staffing": Readiness,
 }
+"""Enumerated fields whose unknown values degrade to their fallback with a warning."""
+
+ENUM_FIELDS: dict[str, type[StrEnum]] = {**LENIENT_ENUM_FIELDS, "lead_kind": LeadKind, "manual_stage": Stage,
+                                         "stage": Stage}
+"""Every enumerated canonical field and its enum: the one table (mappings validate value maps by it)."""
 
 
 def coerce_enum(enum: type[StrEnum], value: Any) -> StrEnum | None:
@@ -340,7 +345,7 @@ class Lead(BaseModel):
         data = dict(data)
         warnings = list(data.get("warnings") or [])
         patient = str(data.get("lead_kind") or "").strip().lower() == "patient"
-        for name, enum in _LENIENT_FIELDS.items():
+        for name, enum in LENIENT_ENUM_FIELDS.items():
             raw = data.get(name)
             if raw is None or raw == "":
                 data.pop(name, None)

@@ -15,7 +15,6 @@ the lead's outcome (with either ``signals``).
 
 from __future__ import annotations
 
-from enum import StrEnum
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -23,38 +22,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from leadflow.canonical import (
-    CANONICAL_FIELDS,
-    BudgetStatus,
-    CareSetting,
-    DecisionRole,
-    EventType,
-    LeadKind,
-    OrgType,
-    Readiness,
-    Source,
-    Stage,
-    Timeline,
-)
+from leadflow.canonical import CANONICAL_FIELDS, ENUM_FIELDS, EventType
 
 MAPPINGS_DIR = Path(__file__).parent
 
-ENUM_OF_FIELD: dict[str, type[StrEnum]] = {
-    "lead_kind": LeadKind,
-    "org_type": OrgType,
-    "care_setting": CareSetting,
-    "source": Source,
-    "latest_source": Source,
-    "budget_status": BudgetStatus,
-    "timeline": Timeline,
-    "decision_role": DecisionRole,
-    "security_review": Readiness,
-    "baa_status": Readiness,
-    "privacy_review": Readiness,
-    "implementation_staffing": Readiness,
-    "manual_stage": Stage,
-    "stage": Stage,
-}
+ENUM_OF_FIELD = ENUM_FIELDS  # the canonical model's one table of enumerated fields
 
 DERIVED_OUTPUTS = frozenset({"reasons_detail"})
 """Write-only renderings of an output: ``reasons_detail`` is ``reasons`` in full, for a long text field."""
