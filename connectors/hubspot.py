@@ -202,7 +202,7 @@ class SearchPager:
 
     def __init__(self, transport: HubSpotTransport, object_type: str, modified_prop: str, properties: list[str],
                  page_size: int, cap: int):
-        self.t, self.object_type, self.mod = transport, object_type, modified_prop
+        self.transport, self.object_type, self.modified_prop = transport, object_type, modified_prop
         self.properties, self.page_size, self.cap = properties, page_size, cap
 
     def _search(self, filters: list[dict[str, Any]], sort: str, after: int) -> dict[str, Any]:
@@ -214,21 +214,21 @@ class SearchPager:
         }
         if after:
             body["after"] = str(after)
-        return self.t.search(self.object_type, body)
+        return self.transport.search(self.object_type, body)
 
     def pages(self, since: datetime | None, until: datetime | None) -> Iterator[list[dict[str, Any]]]:
-        upper = [{"propertyName": self.mod, "operator": "LT", "value": str(_ms(until, ceil=True))}] if until else []
+        upper = [{"propertyName": self.modified_prop, "operator": "LT", "value": str(_ms(until, ceil=True))}] if until else []
         lower_ms, lower_op = (_ms(since), "GTE") if since else (0, "GTE")
         boundary_ts: int | None = None
         boundary_ids: set[str] = set()
         while True:
-            filters = [{"propertyName": self.mod, "operator": lower_op, "value": str(lower_ms)}] + upper
+            filters = [{"propertyName": self.modified_prop, "operator": lower_op, "value": str(lower_ms)}] + upper
             after, exhausted = 0, False
             while True:
-                data = self._search(filters, self.mod, after)
+                data = self._search(filters, self.modified_prop, after)
                 fresh = []
                 for record in data.get("results") or []:
-                    ts = _record_ms(record, self.mod)
+                    ts = _record_ms(record, self.modified_prop)
                     if ts != boundary_ts:
                         boundary_ts, boundary_ids = ts, set()
                     if record["id"] in boundary_ids:
@@ -256,7 +256,7 @@ class SearchPager:
         last_id = 0
         while True:
             filters = [
-                {"propertyName": self.mod, "operator": "EQ", "value": str(ts)},
+                {"propertyName": self.modified_prop, "operator": "EQ", "value": str(ts)},
                 {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)},
             ]
             after = 0
@@ -282,13 +282,13 @@ class ListPager:
 
     def __init__(self, transport: HubSpotTransport, object_type: str, properties: list[str],
                  associations: list[str] | None = None):
-        self.t, self.object_type, self.properties = transport, object_type, properties
+        self.transport, self.object_type, self.properties = transport, object_type, properties
         self.associations = associations or ["companies"]
 
     def pages(self) -> Iterator[list[dict[str, Any]]]:
         after: str | None = None
         while True:
-            data = self.t.list_page(self.object_type, self.properties, after, associations=self.associations)
+            data = self.transport.list_page(self.object_type, self.properties, after, associations=self.associations)
             if data.get("results"):
                 yield data["results"]
             after = ((data.get("paging") or {}).get("next") or {}).get("after")
@@ -301,7 +301,7 @@ class CompanyResolver:
 
     def __init__(self, transport: HubSpotTransport, lead_type: str, company_type: str, properties: list[str],
                  batch: int, cache_size: int = 20_000):
-        self.t, self.lead_type, self.company_type = transport, lead_type, company_type
+        self.transport, self.lead_type, self.company_type = transport, lead_type, company_type
         self.properties, self.batch = properties, batch
         self.cache_size = cache_size
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -310,7 +310,7 @@ class CompanyResolver:
     def company_ids(self, contact_ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for chunk in chunked(contact_ids, self.batch):
-            data = self.t.associations(self.lead_type, self.company_type, chunk)
+            data = self.transport.associations(self.lead_type, self.company_type, chunk)
             for row in data.get("results") or []:
                 links = row.get("to") or []
                 if not links:
@@ -334,7 +334,7 @@ class CompanyResolver:
                     out[company_id] = dict(self._cache[company_id])
         missing = sorted(set(company_ids) - set(out))
         for chunk in chunked(missing, self.batch):
-            data = self.t.batch_read(self.company_type, chunk, self.properties)
+            data = self.transport.batch_read(self.company_type, chunk, self.properties)
             for record in data.get("results") or []:
                 out[str(record["id"])] = record.get("properties") or {}
                 self._remember(str(record["id"]), dict(out[str(record["id"])]))
@@ -370,7 +370,7 @@ class ActivityReader:
 
     def __init__(self, transport: HubSpotTransport, lead_type: str, activities: list[ActivityMapping],
                  deals: DealMapping | None, batch: int):
-        self.t, self.lead_type, self.batch = transport, lead_type, batch
+        self.transport, self.lead_type, self.batch = transport, lead_type, batch
         self.activities, self.deals = activities, deals
 
     @property
@@ -420,13 +420,13 @@ class ActivityReader:
             links = {c: inline[c] for c in contact_ids if inline.get(c)}
             contact_ids = []
         for chunk in chunked(contact_ids, self.batch):
-            data = self.t.associations(self.lead_type, object_type, chunk, endpoint=f"associations.{object_type}.batch_read")
+            data = self.transport.associations(self.lead_type, object_type, chunk, endpoint=f"associations.{object_type}.batch_read")
             for row in data.get("results") or []:
                 links[str(row["from"]["id"])] = [str(link["toObjectId"]) for link in row.get("to") or []]
         wanted = sorted({i for ids in links.values() for i in ids}, key=int)
         found: dict[str, dict[str, Any]] = {}
         for chunk in chunked(wanted, self.batch):
-            data = self.t.batch_read(object_type, chunk, properties)
+            data = self.transport.batch_read(object_type, chunk, properties)
             for record in data.get("results") or []:
                 found[str(record["id"])] = record.get("properties") or {}
         return {contact: [(i, found[i]) for i in ids if i in found] for contact, ids in links.items()}

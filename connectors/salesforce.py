@@ -270,14 +270,14 @@ class SoqlPager:
     """Raw record batches of one SOQL query, following nextRecordsUrl."""
 
     def __init__(self, connector: "SalesforceConnector"):
-        self.c = connector
+        self.connector = connector
 
     def batches(self, soql: str) -> Iterator[list[dict[str, Any]]]:
         return self.follow(self.first(soql))
 
     def first(self, soql: str) -> dict[str, Any]:
         """The query's first response (``totalSize``, ``done``, the first batch, ``nextRecordsUrl``)."""
-        return self.c._sf_call("query", lambda sf: sf.query(soql, timeout=self.c.config.timeout))
+        return self.connector._sf_call("query", lambda sf: sf.query(soql, timeout=self.connector.config.timeout))
 
     def follow(self, data: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
         """The batch of ``data``, then every batch after it."""
@@ -288,8 +288,8 @@ class SoqlPager:
             if data.get("done", True) or not data.get("nextRecordsUrl"):
                 return
             next_url = data["nextRecordsUrl"]
-            data = self.c._sf_call(
-                "query_more", lambda sf: sf.query_more(next_url, identifier_is_url=True, timeout=self.c.config.timeout)
+            data = self.connector._sf_call(
+                "query_more", lambda sf: sf.query_more(next_url, identifier_is_url=True, timeout=self.connector.config.timeout)
             )
 
 
@@ -297,7 +297,7 @@ class BulkQuery:
     """Raw record batches of one Bulk API 2.0 query job (one batch per results request)."""
 
     def __init__(self, connector: "SalesforceConnector"):
-        self.c = connector
+        self.connector = connector
 
     def batches(self, soql: str) -> Iterator[list[dict[str, Any]]]:
         job_id = self._create(soql)
@@ -307,18 +307,18 @@ class BulkQuery:
     def _create(self, soql: str) -> str:
         body = {"operation": "query", "query": soql, "contentType": "CSV", "columnDelimiter": "COMMA",
                 "lineEnding": "LF"}
-        job = self.c._sf_call("bulk.create", lambda sf: sf.restful("jobs/query", method="POST", json=body,
-                                                                     timeout=self.c.config.timeout))
+        job = self.connector._sf_call("bulk.create", lambda sf: sf.restful("jobs/query", method="POST", json=body,
+                                                                     timeout=self.connector.config.timeout))
         log.info("salesforce: Bulk API 2.0 query job %s created", job["id"])
         return str(job["id"])
 
     def _poll(self, job_id: str) -> dict[str, Any]:
-        return self.c._sf_call("bulk.poll", lambda sf: sf.restful(f"jobs/query/{job_id}",
-                                                                    timeout=self.c.config.timeout))
+        return self.connector._sf_call("bulk.poll", lambda sf: sf.restful(f"jobs/query/{job_id}",
+                                                                    timeout=self.connector.config.timeout))
 
     def _wait(self, job_id: str) -> None:
         """Until the job is ``JobComplete``; raises BulkQueryError when it fails or times out (aborted)."""
-        config = self.c.config
+        config = self.connector.config
         deadline = time.monotonic() + config.bulk_timeout
         wait = config.bulk_poll_interval
         while True:
@@ -334,33 +334,33 @@ class BulkQuery:
                 self._abort(job_id)
                 raise BulkQueryError(f"salesforce: Bulk API 2.0 query job {job_id} not complete after "
                                      f"{config.bulk_timeout:g} s (state {state}): aborted")
-            self.c.retry.sleep(min(wait, left))
+            self.connector.retry.sleep(min(wait, left))
             wait = min(wait * 2, BULK_POLL_CAP)
 
     def _abort(self, job_id: str) -> None:
         try:
-            self.c._sf_call("bulk.abort", lambda sf: sf.restful(f"jobs/query/{job_id}", method="PATCH",
+            self.connector._sf_call("bulk.abort", lambda sf: sf.restful(f"jobs/query/{job_id}", method="PATCH",
                                                                   json={"state": "Aborted"},
-                                                                  timeout=self.c.config.timeout))
+                                                                  timeout=self.connector.config.timeout))
         except Exception as exc:  # noqa: BLE001 - the timeout is the error to report
             log.warning("salesforce: could not abort Bulk API 2.0 query job %s: %s", job_id, error_message(exc))
 
     def _results(self, job_id: str) -> Iterator[list[dict[str, Any]]]:
         locator: str | None = None
         while True:
-            text, locator = self.c._sf_call("bulk.results",
+            text, locator = self.connector._sf_call("bulk.results",
                                             lambda sf, at=locator: self._result_set(sf, job_id, at))
-            yield csv_records(text, self.c.field_kinds)
+            yield csv_records(text, self.connector.field_kinds)
             if not locator or locator == "null":
                 return
 
     def _result_set(self, sf: Salesforce, job_id: str, locator: str | None) -> tuple[str, str | None]:
         """(CSV text, next locator) of one results request; errors raised as simple-salesforce does."""
-        params: dict[str, Any] = {"maxRecords": self.c.config.bulk_max_records}
+        params: dict[str, Any] = {"maxRecords": self.connector.config.bulk_max_records}
         if locator:
             params["locator"] = locator
         path = f"jobs/query/{job_id}/results"
-        response = get_raw(sf, sf.base_url + path, path, self.c.config.timeout, params)
+        response = get_raw(sf, sf.base_url + path, path, self.connector.config.timeout, params)
         return response.content.decode("utf-8-sig"), response.headers.get("Sforce-Locator")
 
 

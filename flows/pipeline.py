@@ -30,6 +30,8 @@ from flows.summary import Counts
 from leadflow.canonical import Lead, LeadKind
 from leadflow.redaction import REDACTED, shown_value
 from mappings import CrmMapping, FieldMapping
+from connectors.enrichment import Waterfall
+from scoring.model import QualificationModel
 from scoring.tasks import TASK_STAGES, lead_of_task_key, next_task, superseded_prefixes
 
 log = logging.getLogger("leadflow.pipeline")
@@ -80,8 +82,8 @@ class RunContext:
     crm: str
     connector: CrmConnector
     engine: Engine
-    model: Any  # scoring model
-    waterfall: Any | None  # connectors.enrichment waterfall, or None to skip enrichment
+    model: QualificationModel
+    waterfall: Waterfall | None  # None: no enrichment
     audit: AuditLog
     now: datetime
     dry_run: bool = False
