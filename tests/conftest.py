@@ -1,5 +1,5 @@
 """Shared fixtures. The Prefect test server is started once per session, on first use
-(``prefect_server`` in tests/prefect_harness.py); most tests never need it."""
+(``prefect_server`` below); most tests never need it."""
 
 from __future__ import annotations
 
