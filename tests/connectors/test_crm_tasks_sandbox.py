@@ -11,7 +11,7 @@ from datetime import date
 
 import pytest
 from crm_harness import fast_retry
-from crm_harness import run_sync, sandbox_state, seed_hubspot, seed_salesforce
+from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, seed_salesforce
 from sqlalchemy import delete
 
 from state import leads as state
@@ -58,13 +58,27 @@ def _settled(sandbox, crm, seconds: float = 3.0) -> Counter:
 def test_reruns_and_crash_after_create_make_no_duplicates(sandbox, engine, crm):
     conn = _connector(sandbox, engine, crm)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_sync(conn, engine, crash_after_tasks=True)  # tasks created, no watermark, nothing recorded
+        run_sync(conn, engine, crash_after_tasks=True)  # tasks created; their outcome and the watermark not recorded
     created = _task_keys(sandbox, crm)
     assert created and max(created.values()) == 1
+    # the leads whose tasks were sent stay in progress: the next run retries them by id first
+    assert set(state.pending_ids(engine, crm)) == {key.split(":")[0] for key in created}
     run_sync(conn, engine)
     run_sync(conn, engine, incremental=False)  # a full rerun re-plans every lead
     keys = _task_keys(sandbox, crm)
     assert keys == created
+
+
+def test_the_tasks_of_small_pages_go_out_in_one_batch(sandbox, engine):
+    """Pages of 5 leads hold their tasks back (TaskCarry) until a batch is full or the run ends: the
+    12 tasks of five pages go out in one upsert, each once, and no lead is left in progress."""
+    conn = _connector(sandbox, engine, "salesforce", page_size=5)
+    sandbox.reset_stats()
+    out = run_sync(conn, engine)
+    assert out.summary.pages == 5
+    assert out.tasks_created == 12 == sum(_task_keys(sandbox, "salesforce").values())
+    assert calls(sandbox, UPSERT["salesforce"]) == {UPSERT["salesforce"]: 1}
+    assert state.pending_ids(engine, "salesforce") == []
 
 
 @pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
@@ -108,7 +122,7 @@ def test_upsert_held_past_the_client_timeout_lands_once_and_counts_truthfully(sa
     sandbox.set_faults(None)
     rerun = run_sync(conn, engine, incremental=False)
     assert _task_keys(sandbox, crm) == keys
-    # each key is known created, so the rerun neither creates nor looks up a task
+    # each key is known created (the pipeline's task-key filter), so the rerun sends no task again
     assert rerun.tasks_created == 0 and state.created_task_keys(engine, crm, list(keys)) == set(keys)
     assert rerun.tasks_existing == 0 and conn.api_usage()["by_endpoint"].get(UPSERT[crm].split(".", 1)[1]) == 2
 
