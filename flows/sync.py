@@ -6,6 +6,11 @@ A task handles a page, never one lead. Pages cross the task boundary wrapped in 
 would otherwise walk every element of the argument). The next page is read while the previous one
 is written, with at most ``MAX_PAGES_IN_FLIGHT`` pages in flight; the watermark only moves past a
 page once every page before it has finished.
+
+``run_context`` is a run's body for a context it is given (``context_for`` builds one around a
+connector): the lock, the run record, pending leads retried by id, the pages, the held tasks, the
+watermark. The flows hand it their pages as Prefect tasks (``PREFECT_TASKS``); ``PLAIN_CALLS`` runs
+the same body with plain calls and no Prefect (the connector tests, with connectors they built).
 """
 
 from __future__ import annotations
