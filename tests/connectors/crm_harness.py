@@ -135,7 +135,7 @@ class RunOutcome:
 
 
 def run_sync(conn: Any, engine: Any, *, incremental: bool = True, crash_after_tasks: bool = False,
-             waterfall: Any | None = None, flow_name: str | None = None) -> RunOutcome:
+             waterfall: Any | None = None) -> RunOutcome:
     """One run of the real pipeline (``flows.sync.run_context`` with plain calls, no Prefect) for a
     connector the test built: an incremental sync from the watermark (``incremental``), or a full
     rerun of every lead, as ``rescore`` runs (no watermark move). Enrichment is off unless a
@@ -145,7 +145,7 @@ def run_sync(conn: Any, engine: Any, *, incremental: bool = True, crash_after_ta
     pipeline's bookkeeping (a wrapper on the connector's ``ensure_tasks``)."""
     from flows.sync import PLAIN_CALLS, context_for, run_context
 
-    flow = flow_name or ("sync_leads" if incremental else "rescore")
+    flow = "sync_leads" if incremental else "rescore"
     run_id = f"test-{uuid.uuid4().hex[:12]}"
     ctx = context_for(conn, engine, flow, run_id, waterfall=waterfall)
     summary = RunSummary(crm=conn.crm, flow=flow, run_id=run_id)

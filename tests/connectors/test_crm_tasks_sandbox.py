@@ -41,8 +41,10 @@ def _task_keys(sandbox, crm) -> Counter:
     return Counter(r.get("Leadflow_Task_Key__c") for r in st.salesforce.tables["Task"].records.values())
 
 
-def _settled(sandbox, crm, seconds: float = 3.0) -> Counter:
-    """The task keys once no request is held in the sandbox any more."""
+def _settled(sandbox, crm, held: float, seconds: float = 3.0) -> Counter:
+    """The task keys once no request is held in the sandbox any more: the last request the run sent
+    is held ``held`` seconds at most, then the keys must stay the same for a quarter second."""
+    time.sleep(held)
     deadline = time.monotonic() + seconds
     keys = _task_keys(sandbox, crm)
     while time.monotonic() < deadline:
@@ -115,7 +117,7 @@ def test_upsert_held_past_the_client_timeout_lands_once_and_counts_truthfully(sa
     conn = _connector(sandbox, engine, crm, timeout=0.3)
     sandbox.set_faults(f"{UPSERT[crm]}:timeout=1.0,count=1")
     first = run_sync(conn, engine)
-    keys = _settled(sandbox, crm)
+    keys = _settled(sandbox, crm, held=1.0)
     assert not first.task_failures and keys and max(keys.values()) == 1
     assert first.tasks_created == sum(keys.values()) and first.tasks_existing == 0
     assert conn.api_usage()["retries"].get(UPSERT[crm].split(".", 1)[1]) == 1
@@ -135,7 +137,7 @@ def test_every_attempt_timed_out_yet_applied_the_clean_rerun_confirms_each_task_
     conn = _connector(sandbox, engine, crm, timeout=0.3, retry=fast_retry(attempts=2))
     sandbox.set_faults(f"{UPSERT[crm]}:timeout=0.6")
     first = run_sync(conn, engine)
-    keys = _settled(sandbox, crm)
+    keys = _settled(sandbox, crm, held=0.6)
     assert first.task_failures and first.tasks_created == 0
     assert keys and max(keys.values()) == 1  # applied, and the retry updated rather than duplicated
     sandbox.set_faults(None)
