@@ -6,12 +6,20 @@ A task handles a page, never one lead. Pages cross the task boundary wrapped in 
 would otherwise walk every element of the argument). The next page is read while the previous one
 is written, with at most ``MAX_PAGES_IN_FLIGHT`` pages in flight; the watermark only moves past a
 page once every page before it has finished.
+
+``run_context`` is a run's body for a context it is given (``context_for`` builds one around a
+connector): the lock, the run record, pending leads retried by id, the pages, the held tasks, the
+watermark. The flows hand it their pages as Prefect tasks (``PREFECT_TASKS``); ``PLAIN_CALLS`` runs
+the same body with plain calls and no Prefect (the connector tests, with connectors they built).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -36,6 +44,7 @@ from state.schema import engine_for
 
 CrmName = Literal["hubspot", "salesforce"]
 MAX_PAGES_IN_FLIGHT = 2
+log = logging.getLogger("leadflow.sync")
 
 
 class StopRun(Exception):
@@ -52,6 +61,35 @@ def process_page_task(ctx: RunContext, page) -> PageResult:
 @task(name="send-held-tasks", cache_policy=None, persist_result=False)
 def send_held_tasks_task(ctx: RunContext) -> PageResult:
     return send_held_tasks(ctx)
+
+
+@dataclass(frozen=True)
+class PageRunner:
+    """How a run hands its pages to flows/pipeline.py: ``call`` (a page, now), ``submit`` (a page,
+    as something whose ``result()`` is its PageResult), ``held`` (the held tasks); ``publish``:
+    whether the run publishes Prefect artifacts."""
+
+    call: Callable[[RunContext, Any], PageResult]
+    submit: Callable[[RunContext, Any], Any]
+    held: Callable[[RunContext], PageResult]
+    publish: bool
+
+
+class _Done:
+    """A page processed already, in the shape of a future."""
+
+    def __init__(self, result: PageResult):
+        self._result = result
+
+    def result(self) -> PageResult:
+        return self._result
+
+
+PREFECT_TASKS = PageRunner(call=lambda ctx, page: process_page_task(quote(ctx), quote(page)),
+                           submit=lambda ctx, page: process_page_task.submit(quote(ctx), quote(page)),
+                           held=lambda ctx: send_held_tasks_task(quote(ctx)), publish=True)
+PLAIN_CALLS = PageRunner(call=process_page, submit=lambda ctx, page: _Done(process_page(ctx, page)),
+                         held=send_held_tasks, publish=False)
 
 
 def _now() -> datetime:
@@ -71,13 +109,24 @@ def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> Ru
 
     model = load_model(settings.model_path())
     connector = connector_from_env(crm, engine=engine, mark_reads=not dry_run)
+    return context_for(connector, engine, flow_name, run_id, dry_run, build_waterfall(engine=engine), model)
+
+
+def context_for(connector, engine, flow_name: str, run_id: str, dry_run: bool = False,
+                waterfall: Any | None = None, model: Any | None = None) -> RunContext:
+    """A run's context around a connector: the scoring model (``LEADFLOW_MODEL`` or the default
+    when None), the audit log, the task carry; ``waterfall`` None runs without enrichment."""
+    from scoring import load_model
+
+    model = model if model is not None else load_model(settings.model_path())
+    crm = connector.crm
     preview = settings.state_dir() / "previews" / f"{crm}-{run_id}.csv" if dry_run else None
     return RunContext(
         crm=crm,
         connector=connector,
         engine=engine,
         model=model,
-        waterfall=build_waterfall(engine=engine),
+        waterfall=waterfall,
         audit=AuditLog(engine, run_id=run_id, flow=flow_name, model_version=model.version, dry_run=dry_run),
         now=_now(),
         dry_run=dry_run,
@@ -98,15 +147,30 @@ def run_pipeline(
     parent_run_id: str | None = None,
 ) -> RunSummary:
     """Read, qualify and write every page in the window; the shared body of the three flows."""
-    from state import leads as state
-
     logger = get_run_logger()
     engine = engine_for(settings.database_url())
     run_id = _run_id()
     ctx = _context(crm, flow_name, run_id, dry_run, engine)
     summary = RunSummary(crm=crm, flow=flow_name, run_id=run_id, dry_run=dry_run,
                          preview_path=str(ctx.preview_path) if ctx.preview_path else None)
-    with recording_run(engine, summary, ctx.connector.api_usage) as run, \
+    run_context(ctx, summary, since, until, limit=limit, incremental=incremental, parent_run_id=parent_run_id,
+                logger=logger)
+    _publish(summary)
+    return summary
+
+
+def run_context(ctx: RunContext, summary: RunSummary, since: datetime | None, until: datetime | None, *,
+                limit: int | None, incremental: bool, parent_run_id: str | None = None, logger: Any = None,
+                runner: PageRunner = PREFECT_TASKS) -> RunSummary:
+    """A run for this context, as the flows run it: under the CRM's run lock and recorded in
+    ``lf_runs``, pending leads retried by id first, every page in the window, the held tasks, and
+    the watermark moved by a completed incremental run with no limit. ``PREFECT_TASKS`` runs the
+    pages as Prefect tasks (inside a flow); ``PLAIN_CALLS`` as plain calls, with no Prefect."""
+    from state import leads as state
+
+    logger = logger or log
+    crm, engine, dry_run, flow_name, run_id = ctx.crm, ctx.engine, ctx.dry_run, summary.flow, summary.run_id
+    with recording_run(engine, summary, ctx.connector.api_usage, publish=runner.publish) as run, \
             run_lock(engine, crm, holder=run_id, parent=parent_run_id) as lease, frozen_heap():
         ctx.audit.guard = lease.check
         watermark_object = ctx.connector.mapping.objects["lead"]
@@ -117,14 +181,15 @@ def run_pipeline(
         moves_watermark = incremental and not dry_run and limit is None
         logger.info("%s %s: window [%s, %s)%s", flow_name, crm, since or "beginning", until,
                     " (dry run)" if dry_run else "")
-        progress = _Progress(since, until) if not incremental else None
+        progress = _Progress(since, until) if not incremental and runner.publish else None
         try:
             if not dry_run and parent_run_id is None:
                 # a partition shares the CRM with its siblings: their leads in progress are pending
                 # while they run, so only a run that holds the CRM alone retries pending leads
-                _retry_pending(ctx, summary, logger)
-            _run_pages(ctx, lease.guard(ctx.connector.iter_pages(since, until)), summary, limit, progress, logger)
-            _send_held_tasks(ctx, summary)
+                _retry_pending(ctx, summary, logger, runner)
+            _run_pages(ctx, lease.guard(ctx.connector.iter_pages(since, until)), summary, limit, progress, logger,
+                       runner)
+            _send_held_tasks(ctx, summary, runner)
         except StopRun as stop:
             summary.stopped_early = str(stop)
             logger.warning("%s: stopped early: %s", crm, stop)
@@ -135,23 +200,28 @@ def run_pipeline(
         if progress:
             progress.finish()
     _finish_summary(ctx, summary)
-    _publish(summary)
     return summary
 
 
-def _retry_pending(ctx: RunContext, summary: RunSummary, logger) -> None:
+def _retry_pending(ctx: RunContext, summary: RunSummary, logger, runner: PageRunner) -> None:
     from state import leads as state
 
     ids = state.pending_ids(ctx.engine, ctx.crm)
     if not ids:
         return
+    from connectors.retry import BudgetExhausted, QuotaExhausted
+
     logger.info("%s: retrying %d lead(s) left pending by earlier runs", ctx.crm, len(ids))
-    for page in ctx.connector.fetch_by_ids(ids):
-        summary.retried_pending += len(page.leads)
-        _add(summary, process_page_task(quote(ctx), quote(page)))
+    try:
+        for page in ctx.connector.fetch_by_ids(ids):
+            summary.retried_pending += len(page.leads)
+            _add(summary, runner.call(ctx, page))
+    except (QuotaExhausted, BudgetExhausted) as exc:  # a clean early stop, as in the window's pages
+        raise StopRun(str(exc)) from exc
 
 
-def _run_pages(ctx: RunContext, pages, summary: RunSummary, limit: int | None, progress, logger) -> None:
+def _run_pages(ctx: RunContext, pages, summary: RunSummary, limit: int | None, progress, logger,
+               runner: PageRunner) -> None:
     """Process pages with at most MAX_PAGES_IN_FLIGHT in flight, settled in read order."""
     from connectors.retry import BudgetExhausted, QuotaExhausted
 
@@ -160,7 +230,7 @@ def _run_pages(ctx: RunContext, pages, summary: RunSummary, limit: int | None, p
         for page in pages:
             if limit is not None and summary.read + sum(len(p.leads) for _, p in in_flight) >= limit:
                 break
-            in_flight.append((process_page_task.submit(quote(ctx), quote(page)), page))
+            in_flight.append((runner.submit(ctx, page), page))
             if len(in_flight) >= MAX_PAGES_IN_FLIGHT:
                 _settle(in_flight.popleft(), summary, progress, logger)
         while in_flight:
@@ -174,14 +244,14 @@ def _run_pages(ctx: RunContext, pages, summary: RunSummary, limit: int | None, p
         raise StopRun(str(exc)) from exc
 
 
-def _send_held_tasks(ctx: RunContext, summary: RunSummary) -> None:
+def _send_held_tasks(ctx: RunContext, summary: RunSummary, runner: PageRunner) -> None:
     """The tasks pages held back to fill whole batches (``TaskCarry``), after the last page."""
     from connectors.retry import BudgetExhausted, QuotaExhausted
 
     if ctx.task_carry is None:
         return
     try:
-        summary.add_page(send_held_tasks_task(quote(ctx)))
+        summary.add_page(runner.held(ctx))
     except (QuotaExhausted, BudgetExhausted) as exc:
         raise StopRun(str(exc)) from exc
 

@@ -8,6 +8,7 @@ from crm_harness import fast_retry
 
 from connectors.factory import connector_for_sandbox
 from connectors.setup import hubspot_setup
+from scoring.tasks import TASK_STAGES
 
 
 @pytest.fixture()
@@ -27,13 +28,15 @@ def test_setup_is_idempotent(sandbox, hs):
 
 
 def test_full_then_incremental_then_no_change(sandbox, hs, engine):
-    ids = seed_hubspot(sandbox, 30)
+    ids = seed_hubspot(sandbox, 30, company_extra={"leadflow_org_type": "hospital"}, engaged=10)  # 10 asked for a demo
     first = run_sync(hs, engine)
     assert first.read == 30 and not first.failed and first.quarantined == 0
     portal = sandbox_state(sandbox).hubspot
     record = portal.tables["contacts"].records[ids[0]]
-    assert record.get("leadflow_lead_score") and record.get("leadflow_stage") in ("mql", "inquiry")
-    assert first.tasks_created == sum(1 for i in ids if portal.tables["contacts"].records[i]["leadflow_stage"] == "mql")
+    assert record.get("leadflow_lead_score") and record.get("leadflow_stage") == first.stages[ids[0]] == "mql"
+    assert {i: portal.tables["contacts"].records[i]["leadflow_stage"] for i in ids} == first.stages
+    assert first.tasks_created == sum(1 for i in ids if portal.tables["contacts"].records[i]["leadflow_stage"]
+                                      in TASK_STAGES) > 0
 
     # the run right after: our own writes are recognised as echoes, nothing is processed
     sandbox.reset_stats()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from crm_harness import fast_retry
-from crm_harness import calls, run_sync, sandbox_state, seed_salesforce
+from crm_harness import calls, run_sync, sandbox_state, sandbox_waterfall, seed_salesforce
 
 from connectors.factory import connector_for_sandbox
 from connectors.setup import salesforce_setup
@@ -22,12 +22,14 @@ def test_setup_reports_no_missing_fields(sf):
 
 
 def test_full_then_incremental_then_no_change(sandbox, sf, engine):
-    ids = seed_salesforce(sandbox, 40)
-    first = run_sync(sf, engine)
+    # hospitals by their CRM industry (enrichment fills the blank org type); half had a meeting
+    ids = seed_salesforce(sandbox, 40, extra={"Industry": "Hospital & Health Care"}, engaged=20)
+    first = run_sync(sf, engine, waterfall=sandbox_waterfall(sandbox, engine))
     assert first.read == 40 and not first.failed and first.quarantined == 0
     org = sandbox_state(sandbox).salesforce
     lead = org.tables["Lead"].records[ids[0]]
-    assert lead.get("Lead_Score__c") is not None and lead.get("Lead_Stage__c") in ("MQL", "Inquiry")
+    assert lead.get("Lead_Score__c") is not None and lead.get("Lead_Stage__c") == first.stages[ids[0]] == "MQL"
+    assert {org.tables["Lead"].records[i]["Lead_Stage__c"] for i in ids} == set(first.stages.values())
     assert lead.get("Org_Type__c") == "Hospital"  # if_blank filled
     tasks = org.tables["Task"].records
     assert len(tasks) == first.tasks_created > 0

@@ -11,7 +11,7 @@ from datetime import date
 
 import pytest
 from crm_harness import fast_retry
-from crm_harness import run_sync, sandbox_state, seed_hubspot, seed_salesforce
+from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, seed_salesforce
 from sqlalchemy import delete
 
 from state import leads as state
@@ -25,11 +25,11 @@ UPSERT = {"hubspot": "hubspot.tasks.batch_upsert", "salesforce": "salesforce.com
 
 def _connector(sandbox, engine, crm, **overrides):
     conn = connector_for_sandbox(sandbox, crm, engine, retry=overrides.pop("retry", fast_retry()), **overrides)
-    if crm == "hubspot":
+    if crm == "hubspot":  # hospitals; half of them engaged enough for the model to make them MQLs (a task each)
         hubspot_setup(conn)
-        seed_hubspot(sandbox, 24)
+        seed_hubspot(sandbox, 24, company_extra={"leadflow_org_type": "hospital"}, engaged=12)
     else:
-        seed_salesforce(sandbox, 24)
+        seed_salesforce(sandbox, 24, extra={"Org_Type__c": "Hospital"}, engaged=12)
     return conn
 
 
@@ -41,8 +41,10 @@ def _task_keys(sandbox, crm) -> Counter:
     return Counter(r.get("Leadflow_Task_Key__c") for r in st.salesforce.tables["Task"].records.values())
 
 
-def _settled(sandbox, crm, seconds: float = 3.0) -> Counter:
-    """The task keys once no request is held in the sandbox any more."""
+def _settled(sandbox, crm, held: float, seconds: float = 3.0) -> Counter:
+    """The task keys once no request is held in the sandbox any more: the last request the run sent
+    is held ``held`` seconds at most, then the keys must stay the same for a quarter second."""
+    time.sleep(held)
     deadline = time.monotonic() + seconds
     keys = _task_keys(sandbox, crm)
     while time.monotonic() < deadline:
@@ -58,13 +60,27 @@ def _settled(sandbox, crm, seconds: float = 3.0) -> Counter:
 def test_reruns_and_crash_after_create_make_no_duplicates(sandbox, engine, crm):
     conn = _connector(sandbox, engine, crm)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_sync(conn, engine, crash_after_tasks=True)  # tasks created, no watermark, nothing recorded
+        run_sync(conn, engine, crash_after_tasks=True)  # tasks created; their outcome and the watermark not recorded
     created = _task_keys(sandbox, crm)
     assert created and max(created.values()) == 1
+    # the leads whose tasks were sent stay in progress: the next run retries them by id first
+    assert set(state.pending_ids(engine, crm)) == {key.split(":")[0] for key in created}
     run_sync(conn, engine)
     run_sync(conn, engine, incremental=False)  # a full rerun re-plans every lead
     keys = _task_keys(sandbox, crm)
     assert keys == created
+
+
+def test_the_tasks_of_small_pages_go_out_in_one_batch(sandbox, engine):
+    """Pages of 5 leads hold their tasks back (TaskCarry) until a batch is full or the run ends: the
+    12 tasks of five pages go out in one upsert, each once, and no lead is left in progress."""
+    conn = _connector(sandbox, engine, "salesforce", page_size=5)
+    sandbox.reset_stats()
+    out = run_sync(conn, engine)
+    assert out.summary.pages == 5
+    assert out.tasks_created == 12 == sum(_task_keys(sandbox, "salesforce").values())
+    assert calls(sandbox, UPSERT["salesforce"]) == {UPSERT["salesforce"]: 1}
+    assert state.pending_ids(engine, "salesforce") == []
 
 
 @pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
@@ -101,14 +117,16 @@ def test_upsert_held_past_the_client_timeout_lands_once_and_counts_truthfully(sa
     conn = _connector(sandbox, engine, crm, timeout=0.3)
     sandbox.set_faults(f"{UPSERT[crm]}:timeout=1.0,count=1")
     first = run_sync(conn, engine)
-    keys = _settled(sandbox, crm)
+    keys = _settled(sandbox, crm, held=1.0)
     assert not first.task_failures and keys and max(keys.values()) == 1
     assert first.tasks_created == sum(keys.values()) and first.tasks_existing == 0
     assert conn.api_usage()["retries"].get(UPSERT[crm].split(".", 1)[1]) == 1
     sandbox.set_faults(None)
     rerun = run_sync(conn, engine, incremental=False)
     assert _task_keys(sandbox, crm) == keys
-    assert rerun.tasks_created == 0 and rerun.tasks_existing == sum(keys.values())
+    # each key is known created (the pipeline's task-key filter), so the rerun sends no task again
+    assert rerun.tasks_created == 0 and state.created_task_keys(engine, crm, list(keys)) == set(keys)
+    assert rerun.tasks_existing == 0 and conn.api_usage()["by_endpoint"].get(UPSERT[crm].split(".", 1)[1]) == 2
 
 
 @pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
@@ -119,7 +137,7 @@ def test_every_attempt_timed_out_yet_applied_the_clean_rerun_confirms_each_task_
     conn = _connector(sandbox, engine, crm, timeout=0.3, retry=fast_retry(attempts=2))
     sandbox.set_faults(f"{UPSERT[crm]}:timeout=0.6")
     first = run_sync(conn, engine)
-    keys = _settled(sandbox, crm)
+    keys = _settled(sandbox, crm, held=0.6)
     assert first.task_failures and first.tasks_created == 0
     assert keys and max(keys.values()) == 1  # applied, and the retry updated rather than duplicated
     sandbox.set_faults(None)
