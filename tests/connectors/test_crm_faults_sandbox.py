@@ -108,6 +108,15 @@ def test_run_budget_stops_before_the_call(sandbox, engine):
     assert sf.api_usage()["budget"] == {"limit": 1, "used": 1}
 
 
+def test_a_budget_spent_while_retrying_pending_leads_stops_the_run_cleanly(sandbox, engine):
+    sf = connector_for_sandbox(sandbox, "salesforce", engine, retry=fast_retry(), max_calls=1, page_size=10)
+    ids = seed_salesforce(sandbox, 5)
+    state.mark_pending(engine, "salesforce", {i: "salesforce: earlier failure" for i in ids}, kind="write_failed")
+    out = run_sync(sf, engine)  # the by-id read is the one call: its writes are not sent
+    assert out.summary.outcome == "stopped_early" and out.written == 0
+    assert set(state.pending_ids(engine, "salesforce")) == set(ids)  # still there for the next run
+
+
 def test_bad_token_fails_the_call_not_each_record(sandbox, engine):
     from hubspot.crm.contacts import ApiException
     from pydantic import SecretStr
