@@ -39,6 +39,7 @@ from connectors.convert import convert_record, current_values
 from connectors.ratelimit import CallMeter
 from connectors.retry import Action, RetryPolicy, classify, error_message
 from state.schema import task_keys as task_keys_table
+from leadflow.batches import chunked  # noqa: F401 - the connectors' import of the one batching helper
 from mappings import CrmMapping
 from scoring.tasks import lead_of_task_key
 
@@ -67,10 +68,6 @@ class DuplicateRepair:
     closed: list[tuple[KeyedTask, KeyedTask]] = field(default_factory=list)  # (closed extra, kept)
     failed: dict[str, str] = field(default_factory=dict)  # task id -> reason
 
-
-def chunked(items: list[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class CrmConnectorBase:

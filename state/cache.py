@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, null, select
 
+from leadflow.batches import chunked
+from leadflow.clock import utc as as_utc
 from state.schema import enrichment_cache
 
 DEFAULT_TTL = timedelta(days=30)
@@ -43,13 +45,7 @@ def storage_key(key: str) -> str:
     return f"{key[: MAX_KEY_LENGTH - 65]}#{digest}"
 
 
-def as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+_chunks = chunked
 
 
 def _upsert(dialect: str, with_payload: bool) -> Any:

@@ -13,7 +13,7 @@ Every function takes a batch and runs one statement per table (never one per lea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, select, update
@@ -21,6 +21,9 @@ from sqlalchemy import Engine, and_, delete, select, update
 from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.convert import stored_text
 from leadflow import settings
+from leadflow.batches import chunked
+from leadflow.clock import utc as _aware
+from leadflow.clock import utcnow
 from state.schema import insert_many, pending_leads, task_keys, watermarks
 from scoring.tasks import lead_of_task_key
 from state.schema import written_values as written_table
@@ -29,19 +32,8 @@ SEEN_FIELD = "__seen__"
 _CHUNK = 500  # ids per IN (...) - well under SQLite's and PostgreSQL's parameter limits
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+    return chunked(items, size)
 
 
 def upsert(engine: Engine, table, rows: list[dict[str, Any]], keys: list[str], conn=None) -> None:

@@ -44,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from leadflow import settings
+from leadflow.clock import utc  # noqa: F401 - the state package's UTC rule, re-exported
 
 metadata = MetaData()
 
@@ -236,11 +237,6 @@ runs = Table(
 # ------------------------------------------------------------------------ the audit chain
 
 GENESIS_HASH = "0" * 64
-def utc(value: datetime) -> datetime:
-    """``value`` in UTC; a naive value (SQLite hands stored datetimes back naive) is taken as UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
 _canonical_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 
 
