@@ -305,7 +305,8 @@ def _keep_edits_made_since_read(ctx: RunContext, page: Page, plan: _Plan) -> lis
             fm = guarded.get(change.canonical)
             if fm is not None and current_now is not None and fm.field in current_now and change.field in at_read \
                     and not values_equal(fm, current_now[fm.field], at_read[change.field]):
-                dropped.append((change, current_now[fm.field]))
+                if not any(c.crm_id == change.crm_id and c.field == change.field for c, _ in dropped):
+                    dropped.append((change, current_now[fm.field]))  # a backward move's clear and set: one row
                 if change.canonical == "stage":
                     stage_edited.add(update.crm_id)
                 continue

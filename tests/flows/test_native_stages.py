@@ -10,10 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hubspot.crm.contacts import SimplePublicObjectInput
 
 from connectors.factory import connector_from_env
 from connectors.setup import hubspot_setup
+from flows import pipeline
 from flows.demo import environment, sandbox_environment
 from flows.pipeline import PageResult, process_page, send_held_tasks
 from flows.sync import _context
@@ -119,9 +121,15 @@ def test_hubspot_native_stages_on_and_off(tmp_path):
         assert accepted_natively and all(_contacts(handle)[i]["leadflow_stage"] != "sal" for i in accepted_natively)
 
         mql = _hubspot_mql(handle, runner)
+        at_read = {i: r.get("lifecyclestage") for i, r in _contacts(handle).items()}
         run_id, _ = runner.run(native=True)
         contact = _contacts(handle)[mql]
         assert contact["leadflow_stage"] == "mql" and contact["lifecyclestage"] == "marketingqualifiedlead"
+        # stages leadflow did not set (the seed's, a form's) are moved forward only, never back
+        staged_back = [i for i, r in _contacts(handle).items() if r["leadflow_stage"] in ("nurture", "inquiry")
+                       and at_read[i] in ("marketingqualifiedlead", "salesqualifiedlead")]
+        assert staged_back and all(_contacts(handle)[i]["lifecyclestage"] == at_read[i] for i in staged_back)
+        assert not [r for r in runner.audit(run_id) if r["action"] == "native_stage_clear"]
         moves = [r for r in runner.audit(run_id, mql) if r["action"] == "native_stage_move"]
         assert [(m["field"], m["old_value"], m["new_value"]) for m in moves] == \
             [("lifecyclestage", "lead", "marketingqualifiedlead")]
@@ -178,6 +186,49 @@ def test_a_backward_lifecycle_move_clears_then_sets_and_never_fights_sales(tmp_p
         run_id, _ = runner.run(native=True)
         assert mql in {r["crm_id"] for r in runner.audit(run_id)}  # re-read and processed
         assert _contacts(handle)[mql]["lifecyclestage"] == "opportunity"
+        assert not [r for r in runner.audit(run_id, mql) if r["action"].startswith("native_stage")]
+        runner.engine.dispose()
+
+
+def test_the_sandbox_keeps_a_later_lifecycle_stage_until_it_is_cleared():
+    with start_sandbox(5, random_seed=2) as handle:
+        crm_id = next(i for i, r in _contacts(handle).items() if r.get("lifecyclestage") == "marketingqualifiedlead")
+        _hs_update(handle, crm_id, lifecyclestage="lead")  # 200, and ignored
+        assert _contacts(handle)[crm_id]["lifecyclestage"] == "marketingqualifiedlead"
+        _hs_update(handle, crm_id, lifecyclestage="")
+        _hs_update(handle, crm_id, lifecyclestage="lead")
+        assert _contacts(handle)[crm_id]["lifecyclestage"] == "lead"
+        _hs_update(handle, crm_id, lifecyclestage="customer")  # forward: applied at once
+        assert _contacts(handle)[crm_id]["lifecyclestage"] == "customer"
+
+
+def _sales_moves_on_during_the_next_run(monkeypatch, handle: Any, crm_id: str) -> None:
+    original, done = pipeline._enrich, []
+
+    def enrich_then_edit(ctx, leads):  # after the page was read, before anything is written
+        if not done:
+            done.append(True)
+            _hs_update(handle, crm_id, lifecyclestage="opportunity")
+        return original(ctx, leads)
+
+    monkeypatch.setattr(pipeline, "_enrich", enrich_then_edit)
+
+
+@pytest.mark.parametrize("move", ["forward", "backward"])
+def test_a_lifecycle_stage_sales_changes_during_the_run_is_not_overwritten(tmp_path, monkeypatch, move):
+    with start_sandbox(40, random_seed=2) as handle:
+        runner = Runner(handle, tmp_path, "hubspot")
+        runner.run(native=True)
+        mql = _hubspot_mql(handle, runner)
+        if move == "backward":  # leadflow set MQL; bad timing makes the next run move it back to lead
+            runner.run(native=True)
+            _hs_update(handle, mql, hs_lead_status="BAD_TIMING")
+        _sales_moves_on_during_the_next_run(monkeypatch, handle, mql)
+        run_id, results = runner.run(native=True)
+        assert _contacts(handle)[mql]["lifecyclestage"] == "opportunity"  # neither overwritten nor cleared
+        assert _contacts(handle)[mql]["leadflow_stage"] == ("mql" if move == "forward" else "nurture")
+        kept = [r for r in runner.audit(run_id, mql) if r["action"] == "kept_manual_edit"]
+        assert [(r["field"], r["new_value"]) for r in kept] == [("lifecyclestage", "opportunity")]
         assert not [r for r in runner.audit(run_id, mql) if r["action"].startswith("native_stage")]
         runner.engine.dispose()
 
