@@ -18,7 +18,8 @@ the value leadflow last wrote.
 ``native_stage`` (the stage in the CRM's own field, ``mappings.NativeStages``): never over a
 sales-owned value or a status leadflow reads as a rep's; otherwise like ``never_over_manual``,
 except that a value leadflow never wrote counts as the CRM's default when it is one leadflow's map
-writes (a new contact's ``lead``, a new Salesforce lead's ``Open - Not Contacted``). A move the
+writes (a new contact's ``lead``, a new Salesforce lead's ``Open - Not Contacted``) and the move is
+forward: leadflow moves a stage back only from a value it set itself. A move the
 field only takes after a clear (HubSpot's lifecycle stage going back) becomes two changes of one
 update, the clear first: the connector sends the clear in its own batch, then the set.
 
