@@ -618,6 +618,18 @@ class HubSpotConnector(CrmConnectorBase):
             state.mark_seen(self.engine, self.crm, good_echo, kind="echo")
         return result
 
+    def _kept_later_stage(self, echoed: dict[str, Any], sent: dict[str, Any]) -> str | None:
+        """HubSpot answers a set to an earlier lifecycle stage with success and keeps the later one:
+        a set the answer does not echo failed (the portal's stage order is not the mapping's)."""
+        native = self.mapping.native_stages
+        write = native.write
+        if not native.enabled or write is None or not write.forward_only or sent.get(write.field) in (None, ""):
+            return None
+        if write.field not in echoed or echoed[write.field] == sent[write.field]:
+            return None
+        return (f"HubSpot kept {write.field} at another stage than the one sent (answered success): "
+                "the portal's lifecycle stage order differs from native_stages.write.order")
+
     def _clear_first(self, updates: list[LeadUpdate]) -> tuple[dict[str, list[str]], dict[str, str]]:
         """The clears some updates need before their set (a lifecycle stage moving back), sent as
         batches of their own ahead of the sets: HubSpot ignores a set to an earlier lifecycle stage
@@ -657,11 +669,15 @@ class HubSpotConnector(CrmConnectorBase):
             ok2, bad2 = self._update_batch(object_type, inputs[mid:])
             return {**ok1, **ok2}, {**bad1, **bad2}
         ok: dict[str, datetime | None] = {}
-        for record in data.get("results") or []:
-            props = record.get("properties") or {}
-            ok[str(record["id"])] = parse_datetime(props.get(self.mapping.modified_field) or record.get("updatedAt"))
         bad: dict[str, str] = {}
         sent = {str(i["id"]): i["properties"] for i in inputs}
+        for record in data.get("results") or []:
+            props = record.get("properties") or {}
+            kept = self._kept_later_stage(props, sent.get(str(record["id"]), {})) if object_type == self.lead_type else None
+            if kept:
+                bad[str(record["id"])] = kept
+                continue
+            ok[str(record["id"])] = parse_datetime(props.get(self.mapping.modified_field) or record.get("updatedAt"))
         for err in data.get("errors") or []:
             ids = (err.get("context") or {}).get("ids") or []
             message = f"{err.get('category') or err.get('status')}: {err.get('message')}"

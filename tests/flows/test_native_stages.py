@@ -29,10 +29,13 @@ ENGAGED = ("demo_requested_at", "last_pricing_page_view_at")  # HubSpot event pr
 SF_ENGAGED = ("Demo_Requested_At__c", "Last_Pricing_View_At__c")
 
 
-def _mapping(tmp_path: Path, crm: str, native: bool) -> Path:
+def _mapping(tmp_path: Path, crm: str, native: bool, edits: tuple[tuple[str, str], ...] = ()) -> Path:
     """The shipped mapping with native stages on or off; engagement read from event date fields,
     so that a test makes a lead an MQL by recording a demo request."""
     text = (MAPPINGS_DIR / f"{crm}.yaml").read_text().replace("signals: native", "signals: fields")
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
     if native:
         assert "native_stages:\n  enabled: false" in text
         text = text.replace("native_stages:\n  enabled: false", "native_stages:\n  enabled: true")
@@ -44,8 +47,8 @@ def _mapping(tmp_path: Path, crm: str, native: bool) -> Path:
 class Runner:
     """Runs of one CRM against one sandbox and one state store, the mapping chosen per run."""
 
-    def __init__(self, handle: Any, tmp_path: Path, crm: str):
-        self.handle, self.tmp_path, self.crm = handle, tmp_path, crm
+    def __init__(self, handle: Any, tmp_path: Path, crm: str, edits: tuple[tuple[str, str], ...] = ()):
+        self.handle, self.tmp_path, self.crm, self.edits = handle, tmp_path, crm, edits
         self.url = f"sqlite:///{tmp_path / f'{crm}.db'}"
         self.engine = make_engine(self.url)
         self.runs = 0
@@ -53,7 +56,7 @@ class Runner:
     def env(self, native: bool) -> dict[str, str]:
         return {**sandbox_environment(self.handle), "LEADFLOW_DATABASE_URL": self.url,
                 "LEADFLOW_HOME": str(self.tmp_path),
-                f"LEADFLOW_MAPPING_{self.crm.upper()}": str(_mapping(self.tmp_path, self.crm, native))}
+                f"LEADFLOW_MAPPING_{self.crm.upper()}": str(_mapping(self.tmp_path, self.crm, native, self.edits))}
 
     def run(self, native: bool) -> tuple[str, list[PageResult]]:
         self.runs += 1
@@ -256,6 +259,26 @@ def test_a_failure_between_the_clear_and_the_set_leaves_the_lead_pending(tmp_pat
         actions = _actions(runner.audit(run_id, mql))
         assert "native_stage_clear" not in actions and "write_applied" in actions  # blank: a plain set
         assert mql not in state.pending_ids(runner.engine, "hubspot")
+        runner.engine.dispose()
+
+
+def test_a_set_the_portal_ignored_is_a_failure_not_a_silent_success(tmp_path):
+    # a mapping whose order is not the portal's: leadflow takes SQL -> MQL for a forward move
+    wrong_order = (("order: [subscriber, lead, marketingqualifiedlead, salesqualifiedlead,",
+                    "order: [subscriber, lead, salesqualifiedlead, marketingqualifiedlead,"),)
+    with start_sandbox(40, random_seed=2) as handle:
+        runner = Runner(handle, tmp_path, "hubspot", wrong_order)
+        runner.run(native=True)
+        mql = _hubspot_mql(handle, runner)
+        _hs_update(handle, mql, hs_lead_status="IN_PROGRESS")
+        runner.run(native=True)
+        assert _contacts(handle)[mql]["lifecyclestage"] == "salesqualifiedlead"
+        _hs_update(handle, mql, hs_lead_status="NEW")  # no longer accepted: MQL again
+        run_id, results = runner.run(native=True)
+        failure = next(r.failures[mql] for r in results if mql in r.failures)
+        assert "HubSpot kept lifecyclestage at another stage than the one sent" in failure
+        assert "write_failed" in _actions(runner.audit(run_id, mql))
+        assert mql in state.pending_ids(runner.engine, "hubspot")  # said, and retried: never taken as written
         runner.engine.dispose()
 
 
