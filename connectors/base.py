@@ -56,6 +56,9 @@ class LeadUpdate:
     object_id: str
     fields: dict[str, Any]
     changes: list[FieldChange]
+    # fields cleared in a batch of their own before ``fields`` are sent (HubSpot's lifecycle stage
+    # ignores a set to an earlier stage; a clear and a set in one batch have no order)
+    clear_first: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

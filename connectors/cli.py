@@ -38,6 +38,7 @@ def setup(
         for line in report.existing:
             typer.echo(f"already there: {line}")
         typer.echo(report.summary(applied=not dry_run))
+        _notes(report.notes)
         _problems(report.problems)
         return
     report = salesforce_setup(conn)
@@ -48,10 +49,16 @@ def setup(
         for line in report.missing:
             typer.echo(f"  missing: {line}")
         typer.echo(f"{len(report.existing)} mapped field(s) present, {len(report.missing)} missing")
+    _notes(report.notes)
     _problems(report.problems)
     if report.missing:
         raise typer.Exit(1)
     typer.echo(f"all {len(report.existing)} mapped fields exist; nothing to create")
+
+
+def _notes(notes: list[str]) -> None:
+    for line in notes:
+        typer.echo(f"note: {line}")
 
 
 def _problems(problems: list[str]) -> None:
@@ -64,7 +71,8 @@ def _problems(problems: list[str]) -> None:
 
 @crm_app.command("check")
 def check(crm: str = CRM_OPTION) -> None:
-    """Auth works, the schema is readable, and the remaining API quota."""
+    """Auth works, the schema is readable, the remaining API quota; with native stages on, each
+    value the mapping names that the CRM's own options lack is a problem line (exit 1)."""
     from connectors.setup import check as run_check
 
     conn = _connector(crm)
@@ -74,6 +82,14 @@ def check(crm: str = CRM_OPTION) -> None:
     if daily["limit"] is not None:
         typer.echo(f"{crm}: daily API allocation {daily['used']:,} used, {daily['left']:,} left of "
                    f"{daily['limit']:,} ({daily['source']})")
+    native = result["native_stages"]
+    if native["enabled"]:
+        for line in native["missing_values"]:
+            typer.echo(f"problem: {line}", err=True)
+        if native["missing_values"]:
+            raise typer.Exit(1)
+    else:
+        _notes([f"{line}; native stages are off" for line in native["missing_values"]])
 
 
 @crm_app.command("connect")

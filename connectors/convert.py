@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from connectors.base import Quarantined
 from leadflow.canonical import Lead, LeadKind, coerce_enum
 from leadflow.redaction import describe, problem
-from mappings import ENUM_OF_FIELD, ActivityMapping, CrmMapping, FieldMapping
+from mappings import ENUM_OF_FIELD, NATIVE_STAGE, ActivityMapping, CrmMapping, FieldMapping
 
 EVENT_COUNT_CAP = 3
 REASONS_SEPARATOR = "; "
@@ -236,6 +236,7 @@ def record_to_lead(
         data["outcome"] = nested["outcome"]
     if native.get("campaign") and not data.get("campaign"):
         data["campaign"] = native["campaign"]
+    _read_native_status(mapping, props, data)
     if "lead_kind" in data and coerce_enum(LeadKind, data["lead_kind"]) is None:
         warnings.append(f"lead_kind: unknown value {describe(data['lead_kind'])} read as b2b")
         data["lead_kind"] = LeadKind.b2b
@@ -259,6 +260,24 @@ def record_to_lead(
         loc = ".".join(str(p) for p in error["loc"])
         field = _crm_field_of(mapping, loc)
         raise ConvertError(crm, crm_id, field, f"{error['msg']} (canonical {loc})") from None
+
+
+def _read_native_status(mapping: CrmMapping, props: dict[str, Any], data: dict[str, Any]) -> None:
+    """``native_stages.read``: a status meaning accepted sets ``sales_accepted`` (leadflow's own
+    flag counts too); a status naming a stage sets ``manual_stage`` unless leadflow's own manual
+    stage field holds one."""
+    native = mapping.native_stages
+    if not native.enabled or native.read is None:
+        return
+    raw = props.get(native.read.field)
+    if is_blank(raw):
+        return
+    status = str(raw).strip().casefold()
+    if status in {s.casefold() for s in native.read.accepted}:
+        data["sales_accepted"] = True
+    manual = {s.casefold(): stage for s, stage in native.read.manual.items()}
+    if status in manual and not data.get("manual_stage"):
+        data["manual_stage"] = manual[status]
 
 
 def _crm_field_of(mapping: CrmMapping, loc: str) -> str | None:
@@ -381,6 +400,8 @@ def canonical_value(lead: Lead, name: str) -> Any:
     """The canonical value a mapping key names (dotted paths; ``reasons_detail`` = ``reasons``)."""
     if name == "reasons_detail":
         return lead.reasons
+    if name == NATIVE_STAGE:
+        return lead.stage
     if "." in name:
         group, leaf = name.split(".", 1)
         parent = getattr(lead, group, None)
@@ -437,6 +458,8 @@ def to_crm_value(crm: str, name: str, fm: FieldMapping, value: Any) -> Any:
             out = format_datetime(moment)
     elif fm.values is not None:
         key = value.value if isinstance(value, StrEnum) else str(value)
+        if name == NATIVE_STAGE and key not in fm.values:
+            return None  # a stage the native field has no value for is not written there
         out = fm.values.get(key, key)
     else:
         out = _truncate(value.value if isinstance(value, StrEnum) else str(value), fm.max_length)

@@ -588,13 +588,13 @@ class HubSpotConnector(CrmConnectorBase):
 
     def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
         result = WriteResult()
-        failed: dict[str, str] = {}
         echo: dict[str, datetime] = {}
+        cleared, failed = self._clear_first(updates)
         for obj, object_type in (("lead", self.lead_type), ("company", self.company_type)):
             merged: dict[str, dict[str, Any]] = {}
             owners: dict[str, list[str]] = {}
             for upd in updates:
-                if upd.object != obj or not upd.fields:
+                if upd.object != obj or not upd.fields or upd.crm_id in failed:
                     continue
                 merged.setdefault(upd.object_id, {}).update(upd.fields)
                 owners.setdefault(upd.object_id, []).append(upd.crm_id)
@@ -603,8 +603,9 @@ class HubSpotConnector(CrmConnectorBase):
                 ok, bad = self._update_batch(object_type, chunk)
                 for oid, reason in bad.items():
                     fields = ", ".join(sorted(merged.get(oid, {})))
+                    after = f" (after clearing {', '.join(cleared[oid])})" if oid in cleared and obj == "lead" else ""
                     for crm_id in owners.get(oid, []):
-                        failed.setdefault(crm_id, f"hubspot:{crm_id}: {object_type} {oid}: {fields}: {reason}")
+                        failed.setdefault(crm_id, f"hubspot:{crm_id}: {object_type} {oid}: {fields}{after}: {reason}")
                 if obj == "lead":
                     echo.update(ok)
                 else:
@@ -616,6 +617,39 @@ class HubSpotConnector(CrmConnectorBase):
         if good_echo:
             state.mark_seen(self.engine, self.crm, good_echo, kind="echo")
         return result
+
+    def _kept_later_stage(self, echoed: dict[str, Any], sent: dict[str, Any]) -> str | None:
+        """HubSpot answers a set to an earlier lifecycle stage with success and keeps the later one:
+        a set the answer does not echo failed (the portal's stage order is not the mapping's)."""
+        native = self.mapping.native_stages
+        write = native.write
+        if not native.enabled or write is None or not write.forward_only or sent.get(write.field) in (None, ""):
+            return None
+        if write.field not in echoed or echoed[write.field] == sent[write.field]:
+            return None
+        return (f"HubSpot kept {write.field} at another stage than the one sent (answered success): "
+                "the portal's lifecycle stage order differs from native_stages.write.order")
+
+    def _clear_first(self, updates: list[LeadUpdate]) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """The clears some updates need before their set (a lifecycle stage moving back), sent as
+        batches of their own ahead of the sets: HubSpot ignores a set to an earlier lifecycle stage
+        and applies a batch's inputs in no promised order. A lead whose clear failed is not set
+        (it stays pending; the next run sees the stage it has). Returns (contact id -> cleared
+        fields, crm_id -> failure)."""
+        wanted = {u.object_id: u for u in updates if u.clear_first and u.object == "lead"}
+        inputs = [{"id": oid, "properties": {name: "" for name in u.clear_first}} for oid, u in wanted.items()]
+        cleared: dict[str, list[str]] = {}
+        failed: dict[str, str] = {}
+        for chunk in chunked(inputs, self.config.batch_size):
+            _ok, bad = self._update_batch(self.lead_type, chunk)
+            for item in chunk:
+                upd = wanted[item["id"]]
+                if item["id"] in bad:
+                    failed[upd.crm_id] = (f"hubspot:{upd.crm_id}: {self.lead_type} {item['id']}: clearing "
+                                          f"{', '.join(upd.clear_first)} before an earlier stage: {bad[item['id']]}")
+                else:
+                    cleared[item["id"]] = list(upd.clear_first)
+        return cleared, failed
 
     def _update_batch(self, object_type: str, inputs: list[dict[str, Any]]) -> tuple[dict[str, datetime], dict[str, str]]:
         """Send one batch; per-record errors are returned, a whole-batch rejection is bisected so
@@ -635,11 +669,15 @@ class HubSpotConnector(CrmConnectorBase):
             ok2, bad2 = self._update_batch(object_type, inputs[mid:])
             return {**ok1, **ok2}, {**bad1, **bad2}
         ok: dict[str, datetime | None] = {}
-        for record in data.get("results") or []:
-            props = record.get("properties") or {}
-            ok[str(record["id"])] = parse_datetime(props.get(self.mapping.modified_field) or record.get("updatedAt"))
         bad: dict[str, str] = {}
         sent = {str(i["id"]): i["properties"] for i in inputs}
+        for record in data.get("results") or []:
+            props = record.get("properties") or {}
+            kept = self._kept_later_stage(props, sent.get(str(record["id"]), {})) if object_type == self.lead_type else None
+            if kept:
+                bad[str(record["id"])] = kept
+                continue
+            ok[str(record["id"])] = parse_datetime(props.get(self.mapping.modified_field) or record.get("updatedAt"))
         for err in data.get("errors") or []:
             ids = (err.get("context") or {}).get("ids") or []
             message = f"{err.get('category') or err.get('status')}: {err.get('message')}"

@@ -10,6 +10,12 @@ Salesforce: custom fields need the Metadata API, so ``describe`` is compared wit
 each missing field is listed with its type, length and picklist values for an admin to add; the
 task key field must be External ID + Unique (case-sensitive is asked for; case-insensitive also
 holds, keys carry 18-character ids), and one that is not is listed too.
+
+Native stages (``native_stages`` in the mapping): every value the mapping names - the stage values it
+writes, the sales-owned ones and the order, the statuses it reads - is looked up in the CRM's own
+options (HubSpot ``GET /crm/v3/properties/contacts/{name}`` for ``lifecyclestage`` and
+``hs_lead_status``; the Salesforce Lead ``describe``'s active ``Status`` picklist values), one line
+per value the CRM lacks: a problem (exit 1) when native stages are on, a note when they are off.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 from connectors.hubspot import HubSpotConnector
 from connectors.salesforce import SalesforceConnector, get_raw
-from mappings import ENUM_OF_FIELD, FieldMapping
+from mappings import ENUM_OF_FIELD, CrmMapping, FieldMapping
 
 HUBSPOT_TYPES = {
     "string": ("string", "text"),
@@ -80,6 +86,81 @@ def hubspot_property(name: str, fm: FieldMapping, group: str) -> dict[str, Any]:
     return body
 
 
+def native_stage_values(mapping: CrmMapping) -> dict[str, list[tuple[str, str]]]:
+    """CRM field -> (value, the mapping key naming it) for every value ``native_stages`` names."""
+    native = mapping.native_stages
+    named: dict[str, list[tuple[str, str]]] = {}
+    if native.write is not None:
+        wanted = named.setdefault(native.write.field, [])
+        wanted += [(v, f"native_stages.write.values.{stage}") for stage, v in native.write.values.items()]
+        wanted += [(v, "native_stages.write.sales_owned") for v in native.write.sales_owned]
+        wanted += [(v, "native_stages.write.order") for v in native.write.order]
+    if native.read is not None:
+        wanted = named.setdefault(native.read.field, [])
+        wanted += [(v, "native_stages.read.accepted") for v in native.read.accepted]
+        wanted += [(v, "native_stages.read.manual") for v in native.read.manual]
+    return named
+
+
+def native_stage_gaps(mapping: CrmMapping, options: dict[str, set[str] | None], where: str) -> list[str]:
+    """One line per value ``native_stages`` names that the CRM field lacks (``options[field]``;
+    None: the field itself is missing)."""
+    lines: list[str] = []
+    for crm_field, wanted in native_stage_values(mapping).items():
+        have = options.get(crm_field)
+        if have is None:
+            lines.append(f"{where}.{crm_field}: no such field (named in native_stages)")
+            continue
+        reported: set[str] = set()
+        for value, key in wanted:
+            if value not in have and value not in reported:
+                reported.add(value)
+                lines.append(f"{where}.{crm_field}: no option {value!r} (named in {key})")
+    return lines
+
+
+def _file_native_gaps(report: SetupReport, mapping: CrmMapping, gaps: list[str]) -> None:
+    if mapping.native_stages.enabled:
+        report.problems.extend(gaps)
+    else:
+        report.notes.extend(f"{line}; native stages are off" for line in gaps)
+
+
+def hubspot_native_options(conn: HubSpotConnector) -> dict[str, set[str] | None]:
+    """The option values of each contact property ``native_stages`` names (None: no such property)."""
+    api = conn.transport.properties_api
+    object_type = conn.mapping.objects["lead"]
+    out: dict[str, set[str] | None] = {}
+    for name in native_stage_values(conn.mapping):
+        try:
+            prop = conn.transport.call("properties.get", api.core_api.get_by_name, object_type, name)
+        except Exception as exc:  # noqa: BLE001 - a missing property is a line of the report
+            if getattr(exc, "status", None) == 404:
+                out[name] = None
+                continue
+            raise
+        out[name] = {str(o.get("value")) for o in prop.get("options") or [] if not o.get("hidden")}
+    return out
+
+
+def salesforce_native_options(conn: SalesforceConnector) -> dict[str, set[str] | None]:
+    """The active picklist values of each Lead field ``native_stages`` names (None: no such field)."""
+    described = {f["name"].lower(): f for f in conn.describe(conn.mapping.objects["lead"]).get("fields") or []}
+    out: dict[str, set[str] | None] = {}
+    for name in native_stage_values(conn.mapping):
+        found = described.get(name.lower())
+        out[name] = None if found is None else {str(v["value"]) for v in found.get("picklistValues") or []
+                                                 if v.get("active", True)}
+    return out
+
+
+def native_stage_report(conn: HubSpotConnector | SalesforceConnector) -> list[str]:
+    """The lines for ``crm setup`` / ``crm check``: values the mapping's native stages name that the CRM lacks."""
+    if isinstance(conn, HubSpotConnector):
+        return native_stage_gaps(conn.mapping, hubspot_native_options(conn), conn.mapping.objects["lead"])
+    return native_stage_gaps(conn.mapping, salesforce_native_options(conn), conn.mapping.objects["lead"])
+
+
 def _hubspot_task_key_problem(object_type: str, existing: dict[str, Any]) -> str | None:
     if existing.get("hasUniqueValue"):
         return None
@@ -130,6 +211,7 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
             if apply:
                 conn.transport.call("properties.create", api.core_api.create, object_type, body)
             report.created.append(label)
+    _file_native_gaps(report, mapping, native_stage_report(conn))
     return report
 
 
@@ -191,11 +273,13 @@ def salesforce_setup(conn: SalesforceConnector) -> SetupReport:
                 f"{sobject}.{fm.field}: {_salesforce_type(name, fm)} - for {name} ({access}); "
                 f"Setup > Object Manager > {sobject} > Fields & Relationships > New, API name {fm.field}"
             )
+    _file_native_gaps(report, mapping, native_stage_report(conn))
     return report
 
 
 def check(conn: HubSpotConnector | SalesforceConnector) -> dict[str, Any]:
-    """Auth works, the schema is readable, and the daily API allocation used and left
+    """Auth works, the schema is readable, the native stage values the CRM lacks (``native_stages``),
+    and the daily API allocation used and left
     (``daily_api``): Salesforce's ``DailyApiRequests`` from ``GET /services/data/vXX.X/limits``
     (else its ``Sforce-Limit-Info`` header), HubSpot's ``X-HubSpot-RateLimit-Daily(-Remaining)``
     headers (not sent to OAuth apps, which have no daily limit)."""
@@ -207,9 +291,11 @@ def check(conn: HubSpotConnector | SalesforceConnector) -> dict[str, Any]:
     else:
         readable = len(conn.describe(conn.mapping.objects["lead"]).get("fields") or [])
         limits = _salesforce_limits(conn)
+    native = {"enabled": conn.mapping.native_stages.enabled, "missing_values": native_stage_report(conn)}
     usage = conn.api_usage()
     return {"crm": conn.crm, "auth": "ok", "fields_readable": readable, "quota": usage.get("quota"),
-            "remaining": usage.get("remaining"), "daily_api": daily_allocation(limits, usage.get("quota") or {})}
+            "remaining": usage.get("remaining"), "daily_api": daily_allocation(limits, usage.get("quota") or {}),
+            "native_stages": native}
 
 
 def _salesforce_limits(conn: SalesforceConnector) -> dict[str, Any]:

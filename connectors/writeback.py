@@ -15,6 +15,14 @@ A field absent from ``current`` (the connector does not read it, e.g. a write-on
 Salesforce, where two long-text fields in a query cut its batches to 200 rows) is compared with
 the value leadflow last wrote.
 
+``native_stage`` (the stage in the CRM's own field, ``mappings.NativeStages``): never over a
+sales-owned value or a status leadflow reads as a rep's; otherwise like ``never_over_manual``,
+except that a value leadflow never wrote counts as the CRM's default when it is one leadflow's map
+writes (a new contact's ``lead``, a new Salesforce lead's ``Open - Not Contacted``) and the move is
+forward: leadflow moves a stage back only from a value it set itself. A move the
+field only takes after a clear (HubSpot's lifecycle stage going back) becomes two changes of one
+update, the clear first: the connector sends the clear in its own batch, then the set.
+
 Stamp fields (``scored_at``) change on every scoring; they are written only together with another
 change to the same object, so an unchanged lead is never written (and never re-read as changed).
 """
@@ -27,7 +35,7 @@ from typing import Any
 from connectors.base import FieldChange, LeadUpdate
 from connectors.convert import canonical_value, current_key, is_blank, to_crm_value, values_equal
 from leadflow.canonical import Lead
-from mappings import CrmMapping, FieldMapping
+from mappings import NATIVE_STAGE, CrmMapping, FieldMapping, NativeStages
 
 STAMP_FIELDS = frozenset({"scored_at"})
 
@@ -41,6 +49,22 @@ def _allowed(fm: FieldMapping, current: Any, last_written: Any, ever_written: bo
     if not ever_written:
         return False
     return values_equal(fm, current, last_written)
+
+
+def _native_allowed(native: NativeStages, fm: FieldMapping, current: Any, last_written: Any,
+                    ever_written: bool, backward: bool) -> bool:
+    if is_blank(current):
+        return True
+    value = str(current)
+    if native.write is not None and value in native.write.sales_owned:
+        return False  # sales moved it on (opportunity, customer): never moved back
+    if native.read is not None and native.read.field.lower() == fm.field.lower() and value in native.read.statuses():
+        return False  # a rep's status (Salesforce: the same field): leadflow obeys it
+    if ever_written:
+        return values_equal(fm, current, last_written)
+    # never written by leadflow: the CRM's default (or a form's) when it is a value leadflow writes,
+    # moved on forward only - leadflow moves a stage back only from a value it set itself
+    return value in (fm.values or {}).values() and not backward
 
 
 def _target(mapping: CrmMapping, fm: FieldMapping, lead: Lead) -> tuple[str, str | None]:
@@ -60,6 +84,7 @@ def plan_update(
     current = current or {}
     written = written or {}
     groups: dict[tuple[str, str], tuple[dict[str, Any], list[FieldChange], bool]] = {}
+    clears: dict[tuple[str, str], list[str]] = {}  # fields cleared (own batch) before the set
     for name, fm in mapping.writable().items():
         new = to_crm_value(mapping.crm, name, fm, canonical_value(lead, name))
         if new is None:
@@ -68,18 +93,27 @@ def plan_update(
         old = current[key] if key in current else written.get(key)  # not read: last written value
         if values_equal(fm, old, new):
             continue
-        if not _allowed(fm, old, written.get(key), key in written):
+        backward = name == NATIVE_STAGE and mapping.native_stages.write.is_backward(old, new)
+        if fm.policy == "native_stage":
+            if not _native_allowed(mapping.native_stages, fm, old, written.get(key), key in written, backward):
+                continue
+        elif not _allowed(fm, old, written.get(key), key in written):
             continue
         obj, object_id = _target(mapping, fm, lead)
         if not object_id:
             continue
         fields, changes, substantive = groups.setdefault((obj, object_id), ({}, [], False))
         fields[fm.field] = new
+        if backward:
+            clears.setdefault((obj, object_id), []).append(fm.field)
+            changes.append(FieldChange(crm_id=lead.crm_id, canonical=name, field=key, old=old, new=None))
+            old = None
         changes.append(FieldChange(crm_id=lead.crm_id, canonical=name, field=key, old=old, new=new))
         if name not in STAMP_FIELDS:
             groups[(obj, object_id)] = (fields, changes, True)
     updates = [
-        LeadUpdate(crm_id=lead.crm_id, object=obj, object_id=object_id, fields=fields, changes=changes)
+        LeadUpdate(crm_id=lead.crm_id, object=obj, object_id=object_id, fields=fields, changes=changes,
+                   clear_first=clears.get((obj, object_id), []))
         for (obj, object_id), (fields, changes, substantive) in groups.items()
         if substantive
     ]

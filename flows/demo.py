@@ -1,7 +1,9 @@
 """``leadflow demo``: the pipeline end to end on the built-in sandbox, through Prefect (no server).
 
 The first run seeds a sandbox portal and org, creates the HubSpot properties leadflow writes, syncs
-both CRMs and prints what happened. The sandbox's records and leadflow's state are kept under
+both CRMs and prints what happened. It runs the shipped mappings with native stages on (copies in
+the demo folder), and prints per CRM how the CRM's own stage field (HubSpot lifecycle stage,
+Salesforce Lead Status) moved. The sandbox's records and leadflow's state are kept under
 ``$LEADFLOW_HOME/demo`` (default ``.leadflow/demo``), so a second run starts where the first ended
 and shows an incremental run with nothing to do. ``--reset`` starts over.
 """
@@ -81,7 +83,8 @@ def run_demo(reset: bool = False, leads: int = DEMO_LEADS) -> list[dict[str, Any
     console.print(("Seeding the sandbox with %d HubSpot contacts and %d Salesforce leads" % (leads, leads))
                   if first_run else f"Resuming the sandbox saved by the last run ({saved})")
     # the sandbox's API user is leadflow's alone, so its own writes can be left out of window reads
-    env = {"LEADFLOW_DATABASE_URL": f"sqlite:///{folder / 'leadflow.db'}", "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1"}
+    env = {"LEADFLOW_DATABASE_URL": f"sqlite:///{folder / 'leadflow.db'}", "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1",
+           **native_stage_mappings(folder)}
     summaries = []
     with start_sandbox(seed, random_seed=DEMO_SEED, anchor_ms=_anchor_ms(first_run)) as handle:
         env.update(sandbox_environment(handle))
@@ -92,17 +95,59 @@ def run_demo(reset: bool = False, leads: int = DEMO_LEADS) -> list[dict[str, Any
             console.print(f"HubSpot properties (leadflow crm setup): {report.summary()}")
             for crm in ("hubspot", "salesforce"):
                 started = time.monotonic()
+                before = native_stage_counts(handle, crm)
                 with console.status(f"Syncing {crm} through Prefect…"):
                     summary = sync_leads(crm)
                 summary["seconds"] = round(time.monotonic() - started, 1)
                 summaries.append(summary)
                 _print_run(summary, first_run)
+                console.print(native_stage_line(crm, before, native_stage_counts(handle, crm)))
         saved.write_text(json.dumps(snapshot(handle)))
     console.rule()
     console.print(f"State and audit log: {folder / 'leadflow.db'} — try [bold]leadflow audit --lead <id>[/] "
                   f"with LEADFLOW_DATABASE_URL=sqlite:///{folder / 'leadflow.db'}")
     console.print("Run [bold]make demo[/] again: the next run is incremental and has nothing to do.")
     return summaries
+
+
+NATIVE_STAGE_FIELDS = {"hubspot": ("contacts", "lifecyclestage", "lifecycle stage"),
+                       "salesforce": ("Lead", "Status", "Lead Status")}
+
+
+def native_stage_mappings(folder: Path) -> dict[str, str]:
+    """``LEADFLOW_MAPPING_<CRM>`` for copies of the shipped mappings with ``native_stages`` on."""
+    import yaml
+
+    from mappings import MAPPINGS_DIR
+
+    env = {}
+    for crm in NATIVE_STAGE_FIELDS:
+        raw = yaml.safe_load((MAPPINGS_DIR / f"{crm}.yaml").read_text())
+        raw["native_stages"]["enabled"] = True
+        path = folder / f"{crm}-native-stages.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        env[settings.mapping_variable(crm)] = str(path)
+    return env
+
+
+def native_stage_counts(handle: Any, crm: str) -> dict[str, int]:
+    """How many records hold each value of the CRM's own stage field, in the sandbox now."""
+    obj, field, _label = NATIVE_STAGE_FIELDS[crm]
+    api = handle.state.hubspot if crm == "hubspot" else handle.state.salesforce
+    counts: dict[str, int] = {}
+    for record in api.tables[obj].records.values():
+        value = record.get(field) or "(blank)"
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def native_stage_line(crm: str, before: dict[str, int], after: dict[str, int]) -> str:
+    """``hubspot lifecycle stage: lead 210 → 180, marketingqualifiedlead 12 → 40, …`` (values that moved first)."""
+    _obj, _field, label = NATIVE_STAGE_FIELDS[crm]
+    values = sorted(set(before) | set(after), key=lambda v: (before.get(v, 0) == after.get(v, 0), v))
+    parts = [f"{v} {before.get(v, 0)} → {after.get(v, 0)}" if before.get(v, 0) != after.get(v, 0)
+             else f"{v} {after.get(v, 0)}" for v in values]
+    return f"{crm} {label} (native stages on): " + ", ".join(parts)
 
 
 def _anchor_ms(first_run: bool) -> int | None:

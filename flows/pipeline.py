@@ -29,7 +29,7 @@ from state.outcomes import StageMove, record_stage_moves
 from flows.summary import Counts
 from leadflow.canonical import Lead, LeadKind
 from leadflow.redaction import REDACTED, shown_value
-from mappings import CrmMapping, FieldMapping
+from mappings import NATIVE_STAGE, CrmMapping, FieldMapping
 from connectors.enrichment import Waterfall
 from scoring.model import QualificationModel
 from scoring.tasks import TASK_STAGES, lead_of_task_key, next_task, superseded_prefixes
@@ -307,7 +307,8 @@ def _keep_edits_made_since_read(ctx: RunContext, page: Page, plan: _Plan) -> lis
             fm = guarded.get(change.canonical)
             if fm is not None and current_now is not None and fm.field in current_now and change.field in at_read \
                     and not values_equal(fm, current_now[fm.field], at_read[change.field]):
-                dropped.append((change, current_now[fm.field]))
+                if not any(c.crm_id == change.crm_id and c.field == change.field for c, _ in dropped):
+                    dropped.append((change, current_now[fm.field]))  # a backward move's clear and set: one row
                 if change.canonical == "stage":
                     stage_edited.add(update.crm_id)
                 continue
@@ -315,8 +316,10 @@ def _keep_edits_made_since_read(ctx: RunContext, page: Page, plan: _Plan) -> lis
         if len(keep) == len(update.changes):
             kept_updates.append(update)
         elif any(c.canonical not in STAMP_FIELDS for c in keep):
-            fields = {mapping.fields[c.canonical].field: update.fields[mapping.fields[c.canonical].field] for c in keep}
-            kept_updates.append(LeadUpdate(update.crm_id, update.object, update.object_id, fields, keep))
+            writable = mapping.writable()
+            fields = {writable[c.canonical].field: update.fields[writable[c.canonical].field] for c in keep}
+            clear_first = [name for name in update.clear_first if name in fields]
+            kept_updates.append(LeadUpdate(update.crm_id, update.object, update.object_id, fields, keep, clear_first))
     plan.updates = kept_updates
     plan.drop_stage_work(stage_edited)
     if dropped:
@@ -464,9 +467,17 @@ def _why(change: FieldChange, sources: dict[str, Any], reasons: Sequence[str] | 
     return [f"enriched by {source.provider} (confidence {source.confidence:.2f}, {source.source_key})"]
 
 
+NATIVE_CLEAR_REASON = ("step 1 of 2 of a backward move: the CRM keeps a later stage in this field unless it is "
+                       "cleared first; the clear and the set are sent as separate batches")
+
+
 def _change_entries(crm: str, change: FieldChange, patient: bool, reasons: Sequence[str] | None) -> list[AuditEntry]:
     old = shown_value(change.canonical, change.old, patient)
     new = shown_value(change.canonical, change.new, patient)
+    if change.canonical == NATIVE_STAGE:
+        if change.new is None:
+            return [AuditEntry(crm, change.crm_id, "native_stage_clear", change.field, old, None, [NATIVE_CLEAR_REASON])]
+        return [AuditEntry(crm, change.crm_id, "native_stage_move", change.field, old, new, reasons)]
     action = "stage_move" if change.canonical == "stage" else "field_set"
     return [AuditEntry(crm, change.crm_id, action, change.field, old, new, reasons)]
 

@@ -11,6 +11,12 @@ one a workflow fills); ``native`` reads ``native:`` - the date properties the CR
 form conversions (with their names), and activity objects (calls, meetings, campaign responses),
 each occurrence an event at its own time. ``deals`` (HubSpot) names the deal properties read as
 the lead's outcome (with either ``signals``).
+
+``native_stages`` (off unless ``enabled: true``) puts leadflow's stage where sales already looks:
+``write`` renders the stage into a native field through a value map (HubSpot ``lifecyclestage``,
+Salesforce Lead ``Status``) under the ``native_stage`` policy, never over a value sales owns;
+``read`` takes sales acceptance and manual stages from a native status field (HubSpot
+``hs_lead_status``, Salesforce ``Status``). With it off, leadflow reads and writes only its own fields.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ REQUIRED_OUTPUTS = frozenset(
 
 FieldType = Literal["string", "text", "number", "bool", "enumeration", "datetime", "date"]
 Direction = Literal["read", "write", "read_write"]
-WritePolicy = Literal["always", "if_blank", "never_over_manual"]
+WritePolicy = Literal["always", "if_blank", "never_over_manual", "native_stage"]
+NATIVE_STAGE = "native_stage"
+"""The derived output ``native_stages.write`` adds to ``writable()``: the stage in the CRM's own field."""
 
 
 class MappingError(ValueError):
@@ -133,6 +141,61 @@ class DealMapping(BaseModel):
                        self.close_date_field, self.created_field})
 
 
+class NativeStageWrite(BaseModel):
+    """leadflow's stage rendered into the CRM's own stage field. A stage without a value is not
+    written there. ``order`` and ``forward_only``: the field's progression (HubSpot's lifecycle
+    stage ignores a set to an earlier stage, so a backward move clears it first, in its own
+    batch). ``sales_owned``: values only sales sets; leadflow never moves the field away from one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(min_length=1)
+    values: dict[str, str] = Field(min_length=1, description="leadflow stage -> the field's value")
+    order: list[str] = Field(default_factory=list, description="the field's values, earliest first")
+    forward_only: bool = False
+    sales_owned: list[str] = Field(default_factory=list)
+
+    def is_backward(self, current: Any, new: str) -> bool:
+        """A move the CRM ignores unless the field is cleared first."""
+        if not self.forward_only or current in (None, "") or str(current) not in self.order:
+            return False
+        return self.order.index(new) < self.order.index(str(current))
+
+
+class NativeStatusRead(BaseModel):
+    """The native status a rep changes, read as sales acceptance or as a stage set by hand."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(min_length=1)
+    accepted: list[str] = Field(default_factory=list, description="statuses meaning sales accepted the lead")
+    manual: dict[str, str] = Field(default_factory=dict, description="status -> the stage sales set by hand")
+
+    def statuses(self) -> set[str]:
+        return set(self.accepted) | set(self.manual)
+
+
+class NativeStages(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    write: NativeStageWrite | None = None
+    read: NativeStatusRead | None = None
+
+    def field_mapping(self) -> FieldMapping | None:
+        """The native stage as a written field (``native_stage`` policy), when on."""
+        if not self.enabled or self.write is None:
+            return None
+        return FieldMapping(field=self.write.field, type="enumeration", direction="write", policy="native_stage",
+                            values=dict(self.write.values))
+
+    def fields(self) -> list[str]:
+        """The CRM fields a read must fetch for native stages (none when off)."""
+        if not self.enabled:
+            return []
+        return [part.field for part in (self.write, self.read) if part is not None]
+
+
 class TaskMapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -152,6 +215,7 @@ class CrmMapping(BaseModel):
     events: dict[str, EventMapping] = Field(default_factory=dict)
     native: NativeSignals = Field(default_factory=NativeSignals)
     deals: DealMapping | None = None
+    native_stages: NativeStages = Field(default_factory=NativeStages)
     tasks: TaskMapping
 
     @model_validator(mode="after")
@@ -179,6 +243,7 @@ class CrmMapping(BaseModel):
             mapping = self.fields.get(name)
             if mapping is None or not mapping.writes:
                 raise _KeyProblem(f"fields.{name}", "required output is not mapped for writing")
+        _check_native_stages(self.native_stages, self.crm)
         return self
 
     def _native_event_names(self) -> list[tuple[str, str]]:
@@ -211,7 +276,11 @@ class CrmMapping(BaseModel):
 
     @cached_property
     def _writable(self) -> dict[str, FieldMapping]:
-        return {name: m for name, m in self.fields.items() if m.writes}
+        writable = {name: m for name, m in self.fields.items() if m.writes}
+        native = self.native_stages.field_mapping()
+        if native is not None:
+            writable[NATIVE_STAGE] = native
+        return writable
 
     def crm_fields(self, obj: str = "lead") -> list[str]:
         """Every CRM field of ``obj`` that a read must fetch (mapped fields, events, modified field)."""
@@ -227,6 +296,7 @@ class CrmMapping(BaseModel):
             names.update(a.gate_field for a in self.activities() if a.gate_field)
             if self.deals is not None and self.deals.gate_field:
                 names.add(self.deals.gate_field)
+            names.update(self.native_stages.fields())
         return sorted(names)
 
 
@@ -257,6 +327,46 @@ def _check_values(name: str, mapping: FieldMapping) -> None:
         raise _KeyProblem(
             f"fields.{name}.values", f"CRM value {duplicates[0]!r} is mapped from two canonical values"
         )
+
+
+def _check_native_stages(native: NativeStages, crm: str) -> None:
+    """What a native stage mapping must hold, so that leadflow neither fights sales nor reads its
+    own write as a rep's status change."""
+    stages = {member.value for member in Stage}
+    if native.enabled and native.write is None and native.read is None:
+        raise _KeyProblem("native_stages", "enabled, but neither write nor read is given")
+    write, read = native.write, native.read
+    if write is not None:
+        for stage in write.values:
+            if stage not in stages:
+                raise _KeyProblem("native_stages.write.values",
+                                  f"{stage!r} is not a stage (expected one of: {', '.join(sorted(stages))})")
+        for value in write.values.values():
+            if value in write.sales_owned:
+                raise _KeyProblem("native_stages.write.values", f"{value!r} is sales-owned: leadflow never sets it")
+            if write.order and value not in write.order:
+                raise _KeyProblem("native_stages.write.order", f"{value!r} (a value leadflow writes) is not in the order")
+        for value in write.sales_owned:
+            if write.order and value not in write.order:
+                raise _KeyProblem("native_stages.write.sales_owned", f"{value!r} is not in the order")
+        if write.forward_only and not write.order:
+            raise _KeyProblem("native_stages.write.order", "forward_only needs the field's order")
+        if write.forward_only and crm != "hubspot":
+            raise _KeyProblem("native_stages.write.forward_only", "only HubSpot's lifecycle stage is forward-only")
+    if read is not None:
+        for status, stage in read.manual.items():
+            if stage not in stages:
+                raise _KeyProblem(f"native_stages.read.manual.{status}",
+                                  f"{stage!r} is not a stage (expected one of: {', '.join(sorted(stages))})")
+        both = sorted(set(read.accepted) & set(read.manual))
+        if both:
+            raise _KeyProblem("native_stages.read", f"status {both[0]!r} is both accepted and manual")
+    if write is not None and read is not None and write.field.lower() == read.field.lower():
+        own = sorted(set(write.values.values()) & read.statuses())
+        if own:
+            raise _KeyProblem("native_stages.write.values",
+                              f"{own[0]!r} is also a status leadflow reads from {read.field}: leadflow would read "
+                              "its own write as a rep's")
 
 
 def _location(error: dict[str, Any]) -> str:

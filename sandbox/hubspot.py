@@ -508,7 +508,19 @@ class HubSpotPortal:
 
     def write(self, object_type: str, record_id: str, properties: dict[str, Any]) -> None:
         changes = {name: self.stored(object_type, name, value) for name, value in properties.items()}
+        if object_type == "contacts" and self._lifecycle_backward(record_id, changes.get("lifecyclestage")):
+            del changes["lifecyclestage"]  # as HubSpot: the request succeeds, the later stage stays
         self.tables[object_type].update(record_id, changes, now_ms())
+
+    def _lifecycle_backward(self, record_id: str, new: Any) -> bool:
+        """HubSpot's lifecycle stage moves only forward through the API: a set to an earlier stage
+        (options in display order) is ignored unless the stage was cleared first; a clear always lands."""
+        current = self.tables["contacts"].records[record_id].get("lifecyclestage")
+        if new is None or current is None or new == current:
+            return False
+        prop = self.properties["contacts"].get("lifecyclestage") or {}
+        order = [o["value"] for o in sorted(prop.get("options") or [], key=lambda o: o.get("displayOrder", 0))]
+        return new in order and current in order and order.index(new) < order.index(current)
 
     def create(self, object_type: str, properties: dict[str, Any], record_id: str | None = None) -> str:
         record_id = record_id or self.next_id(object_type)

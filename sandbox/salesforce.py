@@ -171,7 +171,10 @@ INDUSTRIES = ("Agriculture", "Apparel", "Banking", "Biotechnology", "Chemicals",
               "Finance", "Food & Beverage", "Government", "Healthcare", "Hospitality", "Insurance", "Machinery",
               "Manufacturing", "Media", "Not For Profit", "Other", "Recreation", "Retail", "Shipping", "Technology",
               "Telecommunications", "Transportation", "Utilities")
-LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted")
+# The org's Lead Status picklist: Salesforce's four defaults, then values its admin added (Setup >
+# Object Manager > Lead > Fields > Lead Status), as many orgs have for marketing's stages.
+LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted",
+                 "Nurturing", "Marketing Qualified", "Unqualified")
 TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
 TASK_PRIORITIES = ("High", "Normal", "Low")
 CAMPAIGN_TYPES = ("Advertisement", "Banner Ads", "Conference", "Direct Mail", "Email", "Partners",

@@ -98,3 +98,46 @@ def test_missing_file_and_bad_yaml(tmp_path: Path):
     bad.write_text("crm: [unclosed\n")
     with pytest.raises(MappingError, match="not valid YAML"):
         load_mapping(bad)
+
+
+@pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
+def test_native_stages_ship_off_and_switch_on_as_one_written_field(crm):
+    off = load_mapping(crm)
+    assert not off.native_stages.enabled and "native_stage" not in off.writable()
+    data = raw(crm)
+    data["native_stages"]["enabled"] = True
+    on = parse_mapping(data, f"mappings/{crm}.yaml")
+    native = on.writable()["native_stage"]
+    assert native.policy == "native_stage" and native.field in ("lifecyclestage", "Status")
+    assert {on.native_stages.write.field, on.native_stages.read.field} <= set(on.crm_fields("lead"))
+
+
+@pytest.mark.parametrize("change, key, words", [
+    (lambda n: n["write"]["values"].update(qualified="salesqualifiedlead"), "native_stages.write.values",
+     "'qualified' is not a stage"),
+    (lambda n: n["write"]["values"].update(sql="opportunity"), "native_stages.write.values", "sales-owned"),
+    (lambda n: n["write"]["order"].remove("marketingqualifiedlead"), "native_stages.write.order",
+     "'marketingqualifiedlead' (a value leadflow writes) is not in the order"),
+    (lambda n: n["read"]["manual"].update(UNQUALIFIED="closed"), "native_stages.read.manual.UNQUALIFIED",
+     "'closed' is not a stage"),
+    (lambda n: n["read"]["manual"].update(OPEN="nurture"), "native_stages.read", "both accepted and manual"),
+    (lambda n: n.update(write=None, read=None), "native_stages", "neither write nor read"),
+])
+def test_a_wrong_native_stage_mapping_names_file_and_key(change, key, words):
+    data = raw("hubspot")
+    data["native_stages"]["enabled"] = True
+    change(data["native_stages"])
+    err = error_for(data)
+    assert err.path == "mappings/test.yaml" and err.key == key and words in err.problem
+
+
+def test_salesforce_native_stages_never_write_a_status_they_read_as_a_reps():
+    data = raw("salesforce")
+    data["native_stages"]["write"]["values"]["sal"] = "Working - Contacted"
+    err = error_for(data)
+    assert err.key == "native_stages.write.values" and "leadflow would read its own write as a rep's" in err.problem
+    data = raw("salesforce")
+    data["native_stages"]["write"]["forward_only"] = True
+    data["native_stages"]["write"]["order"] = ["Open - Not Contacted", "Nurturing", "Marketing Qualified",
+                                             "Closed - Converted"]
+    assert error_for(data).key == "native_stages.write.forward_only"

@@ -103,3 +103,46 @@ def test_unread_field_is_compared_with_the_last_written_value():
     changed = lead.model_copy(update={"reasons": ["Something new"]})
     fields = plan_update(changed, current, written, SF)[0].fields
     assert fields["Score_Reasons_Detail__c"] == "Something new"
+
+
+def _native(crm: str):
+    import yaml
+
+    from mappings import MAPPINGS_DIR, parse_mapping
+
+    data = yaml.safe_load((MAPPINGS_DIR / f"{crm}.yaml").read_text())
+    data["native_stages"]["enabled"] = True
+    return parse_mapping(data, f"{crm}.yaml")
+
+
+HS_NATIVE = _native("hubspot")
+SF_NATIVE = _native("salesforce")
+
+
+def test_native_stage_moves_back_by_a_clear_then_a_set_only_from_a_value_leadflow_wrote():
+    current = {"lifecyclestage": "marketingqualifiedlead"}
+    ours = plan_update(scored(stage="nurture"), current, {"lifecyclestage": "marketingqualifiedlead"}, HS_NATIVE)[0]
+    native = [c for c in ours.changes if c.canonical == "native_stage"]
+    assert [(c.old, c.new) for c in native] == [("marketingqualifiedlead", None), (None, "lead")]
+    assert ours.clear_first == ["lifecyclestage"] and ours.fields["lifecyclestage"] == "lead"
+    not_ours = plan_update(scored(stage="nurture"), current, {}, HS_NATIVE)[0]  # a form's or a person's
+    assert "lifecyclestage" not in not_ours.fields and not_ours.clear_first == []
+    forward = plan_update(scored(stage="mql"), {"lifecyclestage": "lead"}, {}, HS_NATIVE)[0]
+    assert forward.fields["lifecyclestage"] == "marketingqualifiedlead" and forward.clear_first == []
+
+
+def test_native_stage_never_leaves_a_sales_owned_value_or_a_reps_status_whatever_the_store_says():
+    # even when leadflow's record of its writes says it wrote the value (a store copied from an org
+    # whose mapping once wrote it), a sales-owned stage and a status read as a rep's are sales's
+    hs = plan_update(scored(stage="nurture"), {"lifecyclestage": "opportunity"}, {"lifecyclestage": "opportunity"},
+                     HS_NATIVE)
+    assert all("lifecyclestage" not in u.fields for u in hs)
+    sf = plan_update(scored("salesforce", stage="mql"), {"Status": "Working - Contacted"},
+                     {"Status": "Working - Contacted"}, SF_NATIVE)
+    assert all("Status" not in u.fields for u in sf)
+
+
+def test_native_stage_is_not_written_with_the_switch_off_or_for_a_stage_without_a_value():
+    assert all("lifecyclestage" not in u.fields for u in plan_update(scored(), {"lifecyclestage": "lead"}, {}, HS))
+    patient = plan_update(scored("salesforce", stage="intake_ready"), {"Status": "Open - Not Contacted"}, {}, SF_NATIVE)
+    assert all("Status" not in u.fields for u in patient)
