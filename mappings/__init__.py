@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from leadflow.canonical import CANONICAL_FIELDS, ENUM_FIELDS, EventType
+from leadflow.canonical import CANONICAL_FIELDS, ENUM_FIELDS, EventType, Stage
 
 MAPPINGS_DIR = Path(__file__).parent
 
