@@ -355,7 +355,8 @@ def _claim_waiting(engine, crm: str, ids: list[str], holder: str, wait: float) -
     return held
 
 
-def requalify(crm: str, ids: list[str], *, wait: float = FAST_LANE_WAIT_SECONDS) -> RunSummary:
+def requalify(crm: str, ids: list[str], company_ids: list[str] = (), *,
+              wait: float = FAST_LANE_WAIT_SECONDS) -> RunSummary:
     """Read the leads by id and run them through the page pipeline now, beside whatever window run
     holds the CRM lock: the leads are claimed first (``state.claims``), so neither run writes a
     lead the other is writing; leads that stay claimed, or a busy fast lane, leave the ids pending
@@ -366,8 +367,8 @@ def requalify(crm: str, ids: list[str], *, wait: float = FAST_LANE_WAIT_SECONDS)
     logger = get_run_logger()
     engine = engine_for(settings.database_url())
     run_id = _run_id()
-    ids = sorted({str(i) for i in ids})
     ctx = _context(crm, "requalify_leads", run_id, False, engine)
+    ids = sorted({str(i) for i in ids} | _leads_of_companies(ctx.connector, list(company_ids)))
     ctx.task_carry = None  # a small batch: every page sends its own tasks
     summary = RunSummary(crm=crm, flow="requalify_leads", run_id=run_id, dry_run=False)
     with recording_run(engine, summary, ctx.connector.api_usage, publish=False) as run:
@@ -401,8 +402,22 @@ def requalify(crm: str, ids: list[str], *, wait: float = FAST_LANE_WAIT_SECONDS)
     return summary
 
 
+def _leads_of_companies(connector, company_ids: list[str]) -> set[str]:
+    """HubSpot: the contacts associated with these companies (one associations batch read per 100)."""
+    if not company_ids or not hasattr(connector, "resolver"):
+        return set()
+    out: set[str] = set()
+    for start in range(0, len(company_ids), 100):
+        data = connector.transport.associations(connector.company_type, connector.lead_type,
+                                                company_ids[start:start + 100])
+        for row in data.get("results") or []:
+            out.update(str(link["toObjectId"]) for link in row.get("to") or [])
+    return out
+
+
 @flow(name="requalify-leads", log_prints=False)
-def requalify_leads(crm: CrmName, ids: list[str]) -> dict[str, Any]:
-    """Re-qualify a small batch of leads by id now (the webhook receiver's flow): the same page
-    pipeline, audited, recorded in ``lf_runs``, never waiting behind a window run."""
-    return requalify(crm, ids).as_dict()
+def requalify_leads(crm: CrmName, ids: list[str], company_ids: list[str] | None = None) -> dict[str, Any]:
+    """Re-qualify a small batch of leads by id now (the webhook receiver's flow; HubSpot company
+    ids stand for their contacts): the same page pipeline, audited, recorded in ``lf_runs``,
+    never waiting behind a window run."""
+    return requalify(crm, ids, company_ids or []).as_dict()
