@@ -179,7 +179,9 @@ class ChangeFilter:
     notifications: a HubSpot property change to the value leadflow last wrote to that property
     (``lf_written_values``), a Salesforce record last modified by leadflow's integration user or
     not modified since leadflow's echo or trusted read mark (``state.leads.skippable``). Those,
-    and changes to properties leadflow does not read, cause no work and no CRM call."""
+    and changes to properties leadflow does not read, cause no work and no CRM call. A HubSpot
+    company property that leadflow itself fills (enrichment) is left to the scheduled sync: its
+    notification cannot be told from leadflow's echo without reading the company's contacts."""
 
     def __init__(self, engine, salesforce_user_id: str | None = None):
         from mappings import load_mapping
@@ -203,6 +205,7 @@ class ChangeFilter:
         mapping = self.mapping("hubspot")
         lead_fields = set(mapping.crm_fields("lead"))
         company_fields = set(mapping.crm_fields("company"))
+        company_written = {fm.field for fm in mapping.writable().values() if fm.object == "company"}
         verdicts: Counter = Counter()
         leads: dict[str, None] = {}
         companies: dict[str, None] = {}
@@ -215,9 +218,10 @@ class ChangeFilter:
                     lead_fields if change.object == "contact" else company_fields):
                 verdicts["not_read"] += 1
             elif change.object == "contact" and change.kind == "propertyChange" and \
-                    change.property in written.get(change.object_id, {}) and \
-                    written[change.object_id][change.property] == change.value:
+                    self._wrote(mapping, written.get(change.object_id, {}), change):
                 verdicts["echo"] += 1
+            elif change.object == "company" and change.kind == "propertyChange" and change.property in company_written:
+                verdicts["company_field_leadflow_writes"] += 1  # its echo, or a fill-in the scheduled sync takes
             elif change.object == "contact":
                 leads[change.object_id] = None
                 verdicts["queued"] += 1
@@ -228,6 +232,19 @@ class ChangeFilter:
                 companies[change.object_id] = None
                 verdicts["queued"] += 1
         return list(leads), list(companies), verdicts
+
+    @staticmethod
+    def _wrote(mapping, written: dict[str, str | None], change: Change) -> bool:
+        """Whether the property now holds the value leadflow last wrote to it (type-aware: HubSpot
+        notifies a datetime as epoch milliseconds)."""
+        from connectors.convert import values_equal
+
+        if change.property not in written:
+            return False
+        fm = next((f for f in mapping.writable().values() if f.field == change.property and f.object == "lead"), None)
+        if fm is None:
+            return written[change.property] == change.value
+        return values_equal(fm, change.value, written[change.property])
 
     def salesforce(self, changes: list[Change]) -> tuple[list[str], Counter]:
         from state import leads as state
