@@ -113,3 +113,39 @@ def test_salesforce_outbound_message_requalifies_and_its_echo_is_ignored(prefect
         assert receiver.counts["salesforce_echo"] >= 1
         _settle(handle, receiver)
         assert len(receiver.coalescer.runs) == 1 and _crm_calls_since(handle, finished) == []
+
+
+def test_notifications_during_a_scheduled_sync_cause_no_double_write(prefect_server, tmp_path: Path):
+    """Changes notified while a sync runs over the same leads: each (lead, field, value) is written
+    once across both runs, and each lead has at most one next-step task per stage."""
+    import threading
+    from collections import Counter
+
+    with start_sandbox(40, random_seed=8) as handle:
+        env = {**sandbox_environment(handle), "LEADFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+               "LEADFLOW_HOME": str(tmp_path)}
+        with environment(env):
+            hubspot_setup(connector_from_env("hubspot"))
+            engine = make_engine(env["LEADFLOW_DATABASE_URL"])
+            with running_receiver(ListenConfig(hubspot_secret=SECRET, window_s=0.1), requalify_runner,
+                                  engine) as (url, receiver):
+                handle.set_notify(url, hubspot_secret=SECRET, delay_s=0.01)
+                contacts = [c["id"] for c in handle.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"]]
+                result: dict = {}
+                sync = threading.Thread(target=lambda: result.update(sync_leads("hubspot")))
+                sync.start()
+                client = handle.hubspot_client()
+                for contact in contacts[::8]:
+                    client.crm.contacts.basic_api.update(contact, SimplePublicObjectInput(
+                        properties={"demo_requested_at": "2026-11-30T12:00:00Z"}))
+                sync.join(120)
+                _settle(handle, receiver)
+            assert result["failed"] == 0 and receiver.coalescer.runs
+            writes = Counter((row["crm_id"], row["field"], row["new_value"])
+                             for row in read_audit(engine, limit=100_000) if row["action"] in ("field_set", "stage_move")
+                             and row["field"] not in ("leadflow_scored_at",))
+            assert [key for key, count in writes.items() if count > 1] == []
+            keys = Counter(t["properties"]["leadflow_task_key"]
+                           for t in handle.dump_state(api="hubspot", object="tasks")["hubspot"]["tasks"]
+                           if t["properties"].get("leadflow_task_key"))
+            assert all(count == 1 for count in keys.values())
