@@ -108,6 +108,8 @@ def parse_hubspot(body: bytes) -> list[Change]:
 
 
 def _hubspot_change(event: Any) -> Change | None:
+    if isinstance(event, dict) and "objectId" not in event and "fromObjectId" in event:
+        event = {**event, "objectId": event["fromObjectId"]}  # associationChange: from -> to
     if not isinstance(event, dict) or "eventId" not in event or "objectId" not in event:
         raise Rejected(400, "hubspot: an event lacks eventId or objectId")
     obj, _, kind = str(event.get("subscriptionType", "")).partition(".")

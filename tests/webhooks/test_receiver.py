@@ -124,3 +124,18 @@ def test_a_burst_of_changes_to_one_lead_is_one_run(tmp_path: Path):
             time.sleep(0.05)
         assert rec.coalescer.wait_idle(10)
     assert runner.calls == [("hubspot", [contact], [])]
+
+
+def test_association_changes_name_the_contact_on_either_side():
+    from connectors.webhooks import parse_hubspot
+
+    body = json.dumps([
+        {"eventId": 7, "subscriptionType": "contact.associationChange", "fromObjectId": 101, "toObjectId": 900,
+         "associationType": "CONTACT_TO_COMPANY", "associationRemoved": False, "occurredAt": 1},
+        {"eventId": 8, "subscriptionType": "company.associationChange", "fromObjectId": 900, "toObjectId": 101,
+         "associationType": "COMPANY_TO_CONTACT", "associationRemoved": False, "occurredAt": 1},
+        {"eventId": 9, "subscriptionType": "deal.creation", "objectId": 5, "occurredAt": 1},
+    ]).encode()
+    changes = parse_hubspot(body)
+    assert [(c.object, c.object_id, c.related_id) for c in changes] == [("contact", "101", "900"),
+                                                                         ("company", "900", "101")]
