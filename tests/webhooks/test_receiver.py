@@ -67,6 +67,8 @@ def test_hubspot_accepts_only_signed_fresh_bounded_new_requests(receiver):
     assert httpx.post(endpoint, content=tampered, headers=_signed(endpoint, body)).status_code == 401
     big = b"[" + b" " * (64 * 1024) + b"]"
     assert httpx.post(endpoint, content=big, headers=_signed(endpoint, big)).status_code == 413
+    chunked = httpx.post(endpoint, content=iter([big[:40_000], big[40_000:]]), headers=_signed(endpoint, big))
+    assert chunked.status_code == 413  # no Content-Length: counted as it streams in
     assert rec.coalescer.wait_idle(5) and runner.calls == []
 
     assert httpx.post(endpoint, content=body, headers=_signed(endpoint, body)).status_code == 200
