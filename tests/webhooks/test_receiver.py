@@ -111,9 +111,9 @@ def test_a_burst_of_changes_to_one_lead_is_one_run(tmp_path: Path):
     """The sandbox's own signed batches: five quick edits of one contact, one run."""
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     runner = Recorder()
-    config = ListenConfig(hubspot_secret=SECRET, window_s=0.5)
+    config = ListenConfig(hubspot_secret=SECRET, window_s=1.0)
     with start_sandbox(3, random_seed=3) as handle, running_receiver(config, runner, engine) as (url, rec):
-        handle.set_notify(url, hubspot_secret=SECRET, delay_s=0.05)
+        handle.set_notify(url, hubspot_secret=SECRET, delay_s=0.0)  # each edit its own delivery
         contact = handle.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"][0]["id"]
         client = handle.hubspot_client()
         from hubspot.crm.contacts import SimplePublicObjectInput
