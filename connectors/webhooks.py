@@ -3,8 +3,8 @@ beyond the request itself (the receiver, ``flows/listen.py``, stores, coalesces 
 
 - HubSpot webhooks: a JSON array of up to 100 events, signed ``X-HubSpot-Signature-v3``: base64
   HMAC-SHA256, keyed by the app's client secret, over ``method + URI + body + timestamp`` where the
-  URI is the full request URL with its percent-escapes decoded, and ``X-HubSpot-Request-Timestamp``
-  (epoch ms) at most 5 minutes old. A bad signature is answered 401.
+  URI is the full request URL with the escapes of ``: / ? @ ! $ ' ( ) * , ;`` decoded, and
+  ``X-HubSpot-Request-Timestamp`` (epoch ms) at most 5 minutes old. A bad signature is answered 401.
 - Salesforce Outbound Messages: a SOAP ``notifications`` envelope (namespace
   ``http://soap.sforce.com/2005/09/outbound``) with the ``OrganizationId`` and up to 100
   ``Notification`` elements, each an ``Id`` and an ``sObject``. It is acknowledged with a
@@ -20,10 +20,10 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote
 from xml.etree import ElementTree
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -68,9 +68,19 @@ class Change:
 # --------------------------------------------------------------------------- HubSpot
 
 
+# The percent-escapes HubSpot decodes in the URI before signing (its v3 validation instructions).
+_SIGNED_URI_ESCAPES = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
+                       "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
+_ESCAPE = re.compile("|".join(_SIGNED_URI_ESCAPES), re.IGNORECASE)
+
+
+def signed_uri(uri: str) -> str:
+    return _ESCAPE.sub(lambda m: _SIGNED_URI_ESCAPES[m.group(0).upper()], uri)
+
+
 def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
     """The v3 signature HubSpot sends for this request."""
-    source = method.upper().encode() + unquote(uri).encode() + body + timestamp.encode()
+    source = method.upper().encode() + signed_uri(uri).encode() + body + timestamp.encode()
     return base64.b64encode(hmac.new(secret.encode(), source, hashlib.sha256).digest()).decode()
 
 
