@@ -149,3 +149,40 @@ def test_notifications_during_a_scheduled_sync_cause_no_double_write(prefect_ser
                            for t in handle.dump_state(api="hubspot", object="tasks")["hubspot"]["tasks"]
                            if t["properties"].get("leadflow_task_key"))
             assert all(count == 1 for count in keys.values())
+
+
+def test_rejected_and_replayed_notifications_cause_no_crm_call(prefect_server, world):
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    import httpx
+
+    handle, engine = world
+    contact = handle.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"][2]["id"]
+    with running_receiver(ListenConfig(hubspot_secret=SECRET, window_s=0.1), requalify_runner,
+                          engine) as (url, receiver):
+        endpoint = f"{url}/webhooks/hubspot"
+        body = json.dumps([{"eventId": 555, "subscriptionType": "contact.propertyChange", "objectId": int(contact),
+                            "propertyName": "demo_requested_at", "propertyValue": "1764496800000",
+                            "occurredAt": int(time.time() * 1000)}]).encode()
+
+        def signed(secret: str = SECRET, age_ms: int = 0) -> dict[str, str]:
+            ts = str(int(time.time() * 1000) - age_ms)
+            mac = hmac.new(secret.encode(), b"POST" + endpoint.encode() + body + ts.encode(), hashlib.sha256)
+            return {"X-HubSpot-Signature-v3": base64.b64encode(mac.digest()).decode(), "X-HubSpot-Request-Timestamp": ts}
+
+        started = time.time()
+        assert [httpx.post(endpoint, content=body, headers=h).status_code
+                for h in ({}, signed("not-the-secret"), signed(age_ms=301_000))] == [401, 401, 401]
+        time.sleep(0.3)
+        assert receiver.coalescer.wait_idle(5) and receiver.coalescer.runs == []
+        assert _crm_calls_since(handle, started) == []
+        assert httpx.post(endpoint, content=body, headers=signed()).status_code == 200
+        assert receiver.coalescer.wait_idle(30) and len(receiver.coalescer.runs) == 1
+        after_run = time.time()
+        assert httpx.post(endpoint, content=body, headers=signed()).status_code == 200  # replayed
+        time.sleep(0.3)
+        assert receiver.coalescer.wait_idle(5) and len(receiver.coalescer.runs) == 1
+        assert _crm_calls_since(handle, after_run) == []
