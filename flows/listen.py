@@ -415,6 +415,7 @@ def serve(host: str, port: int, config: ListenConfig | None = None) -> None:
     """Run the receiver until interrupted; queued changes are finished (for a few seconds) on the way out."""
     import uvicorn
 
+    _log_to_stderr()
     receiver = build_receiver(config or ListenConfig.from_env())
     endpoints = [p for p, on in ((HUBSPOT_PATH, receiver.config.hubspot_secret),
                                  (SALESFORCE_PATH, receiver.config.salesforce_org_id)) if on]
@@ -425,6 +426,16 @@ def serve(host: str, port: int, config: ListenConfig | None = None) -> None:
     finally:
         receiver.coalescer.wait_idle(timeout=30)
         receiver.coalescer.close()
+
+
+def _log_to_stderr() -> None:
+    """The receiver's own lines (counts and event types per request, rejections) on stderr."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 @contextmanager
