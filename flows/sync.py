@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -64,7 +65,7 @@ def process_claimed_page(ctx: RunContext, page) -> PageResult:
         return process_page(ctx, page)
     ids = [lead.crm_id for lead in page.leads]
     holder = ctx.audit.run_id
-    held = claims.claim(ctx.engine, ctx.crm, ids, holder, lease_duration())
+    held = claims.claim(ctx.engine, ctx.crm, ids, holder, lease_duration(), _lock_holder(ctx))
     busy = set(ids) - held
     if busy:
         state.mark_in_progress(ctx.engine, ctx.crm, busy)
@@ -73,6 +74,15 @@ def process_claimed_page(ctx: RunContext, page) -> PageResult:
         return process_page(ctx, page)
     finally:
         claims.release(ctx.engine, ctx.crm, held, holder)
+
+
+def _lock_holder(ctx: RunContext) -> str:
+    """Whose run lock this run works under: its own, or a partitioned backfill's parent's (the
+    ``Lease`` whose ``check`` guards its writes)."""
+    from state.locks import Lease
+
+    lease = getattr(ctx.audit.guard, "__self__", None)
+    return lease.holder if isinstance(lease, Lease) else ctx.audit.run_id
 
 
 @task(name="send-held-tasks", cache_policy=None, persist_result=False)
@@ -298,7 +308,6 @@ def rescore(crm: CrmName, dry_run: bool = False) -> dict[str, Any]:
     return summary.as_dict()
 
 
-
 # --------------------------------------------------------------------------- by id (notifications)
 
 FAST_LANE_WAIT_SECONDS = 5.0  # how long a by-id run waits for a lead a window run's page is writing
@@ -355,7 +364,7 @@ def _claim_waiting(engine, crm: str, ids: list[str], holder: str, wait: float) -
     return held
 
 
-def requalify(crm: str, ids: list[str], company_ids: list[str] = (), *,
+def requalify(crm: str, ids: list[str], company_ids: Iterable[str] = (), *,
               wait: float = FAST_LANE_WAIT_SECONDS) -> RunSummary:
     """Read the leads by id and run them through the page pipeline now, beside whatever window run
     holds the CRM lock: the leads are claimed first (``state.claims``), so neither run writes a
@@ -396,7 +405,7 @@ def requalify(crm: str, ids: list[str], company_ids: list[str] = (), *,
                 state.mark_in_progress(engine, crm, held)
             finally:
                 claims.release(engine, crm, held, run_id)
-    _finish_summary(ctx, summary)
+        _finish_summary(ctx, summary)
     logger.info("%s: re-qualified %d lead(s) by id: changed %d, tasks %d", crm, summary.read, summary.changed,
                 summary.tasks_created)
     return summary

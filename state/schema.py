@@ -173,6 +173,7 @@ lead_claims = Table(
     Column("crm", String(20), primary_key=True),
     Column("crm_id", String(64), primary_key=True),
     Column("holder", String(100), nullable=False),
+    Column("lock_holder", String(100), nullable=False),  # the lf_run_locks holder the claimer runs under
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -141,3 +141,11 @@ def test_association_changes_name_the_contact_on_either_side():
     changes = parse_hubspot(body)
     assert [(c.object, c.object_id, c.related_id) for c in changes] == [("contact", "101", "900"),
                                                                          ("company", "900", "101")]
+
+
+def test_the_sandbox_notifies_loopback_addresses_only():
+    with start_sandbox(1, random_seed=1) as handle:
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            handle.set_notify("http://example.com:8780")
+        assert refused.value.response.status_code == 400
+        assert handle.notify_status()["url"] is None

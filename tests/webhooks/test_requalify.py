@@ -14,7 +14,7 @@ from connectors.setup import hubspot_setup
 from flows.sync import requalify_leads, sync_leads
 from sandbox import start_sandbox
 from sandbox.environment import environment, sandbox_environment
-from state import claims
+from state import claims, locks
 from state import leads as state
 from state.audit import read_audit
 from state.schema import make_engine
@@ -60,14 +60,16 @@ def test_requalify_writes_the_leads_by_id_once(prefect_server, hubspot):
 def test_a_lead_another_run_is_writing_is_left_to_it_and_stays_pending(prefect_server, hubspot):
     handle, engine = hubspot
     busy, free = _contact_ids(handle)[:2]
+    locks.acquire(engine, "hubspot", "window-run")  # a window run holds the CRM lock and is writing `busy`
     assert claims.claim(engine, "hubspot", [busy], "window-run", timedelta(minutes=1)) == {busy}
-    summary = requalify_leads("hubspot", [busy, free])
+    summary = requalify_leads("hubspot", [busy, free])  # does not wait for the CRM lock
     assert summary["read"] == 1
     assert state.pending_ids(engine, "hubspot") == [busy]
     handle.reset_stats()
     audit = read_audit(engine, run_id=summary["run_id"], limit=1000)
     assert busy not in {row["crm_id"] for row in audit}
     claims.release(engine, "hubspot", [busy], "window-run")
+    locks.release(engine, "hubspot", "window-run")
     window = sync_leads("hubspot")  # the next run re-reads the pending lead by id
     assert window["retried_pending"] >= 1 and state.pending_ids(engine, "hubspot") == []
 
@@ -75,8 +77,21 @@ def test_a_lead_another_run_is_writing_is_left_to_it_and_stays_pending(prefect_s
 def test_a_window_run_leaves_a_lead_claimed_by_a_by_id_run(prefect_server, hubspot):
     handle, engine = hubspot
     busy = _contact_ids(handle)[0]
+    locks.acquire(engine, "hubspot:by-id", "by-id-run")
     claims.claim(engine, "hubspot", [busy], "by-id-run", timedelta(minutes=1))
     window = sync_leads("hubspot")
     assert window["read"] == LEADS - 1
     assert busy not in {row["crm_id"] for row in read_audit(engine, run_id=window["run_id"], limit=10_000)}
     assert state.pending_ids(engine, "hubspot") == [busy]
+
+
+def test_the_claims_of_a_run_whose_lock_is_gone_are_taken_over(prefect_server, hubspot):
+    """A run that crashed mid-page leaves its claims; the next run takes its lock over and, with it,
+    the claims: the crashed run's leads are processed now, not after the claims' lease."""
+    handle, engine = hubspot
+    stuck = _contact_ids(handle)[0]
+    claims.claim(engine, "hubspot", [stuck], "crashed-run", timedelta(minutes=10))  # its lock row is gone
+    window = sync_leads("hubspot")
+    assert window["read"] == LEADS
+    assert stuck in {row["crm_id"] for row in read_audit(engine, run_id=window["run_id"], limit=10_000)}
+    assert state.pending_ids(engine, "hubspot") == []
