@@ -24,9 +24,21 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     startup_repeat: int = typer.Option(5, "--startup-repeat",
                                        help="Runs of `leadflow sync` per case for startup_to_first_request_s (0: skip)."),
+    freshness: bool = typer.Option(False, "--freshness", help="Measure the time from a demo request to its stage, "
+                                   "reasons and task written back through `leadflow listen` (benchmarks/freshness.py)."),
+    changes: int = typer.Option(200, help="--freshness: demo requests to send."),
+    rate: float = typer.Option(2.0, help="--freshness: demo requests per second."),
+    sync_every: float = typer.Option(15.0, help="--freshness: seconds between the scheduled syncs running beside them."),
 ) -> None:
     """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS,
     and the start-up to the first CRM request with and without a running Prefect server."""
+    if freshness:
+        from benchmarks.freshness import bench_freshness, render as render_freshness
+
+        leads = leads if leads != 10_000 else 500
+        result = bench_freshness(crm.value, leads, changes, rate, sync_every=sync_every)
+        print(json.dumps(result, default=str)) if as_json else console.print(render_freshness(result), highlight=False)
+        return
     from benchmarks.bench import bench as run_bench, render
 
     result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile,

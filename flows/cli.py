@@ -1,4 +1,4 @@
-"""``leadflow sync | backfill | rescore | audit | runs | failures | unlock | demo``. Prefect and the clients load inside the commands."""
+"""``leadflow sync | backfill | rescore | audit | runs | failures | unlock | demo | listen``. Prefect and the clients load inside the commands."""
 
 from __future__ import annotations
 
@@ -355,6 +355,28 @@ def demo(
     run_demo(reset=reset, leads=leads)
 
 
+def listen(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (behind the TLS proxy HubSpot and Salesforce call)."),
+    port: int = typer.Option(8780, help="TCP port."),
+    window: Optional[float] = typer.Option(None, help="Coalescing window in seconds (default "
+                                           "$LEADFLOW_WEBHOOK_WINDOW_SECONDS, else 2)."),
+) -> None:
+    """Receive HubSpot webhooks (/webhooks/hubspot) and Salesforce Outbound Messages
+    (/webhooks/salesforce) and re-qualify the changed leads within seconds (docs/operations.md)."""
+    from flows.listen import ListenConfig, serve
+
+    try:
+        config = ListenConfig.from_env()
+    except ValueError as exc:
+        _fail(str(exc))
+    if window is not None:
+        config.window_s = window
+    if not config.hubspot_secret and not config.salesforce_org_id:
+        _fail("listen: set HUBSPOT_APP_SECRET (HubSpot webhooks) and/or SALESFORCE_ORG_ID (Outbound Messages)")
+    start_prefect()
+    serve(host, port, config)
+
+
 def register(app: typer.Typer) -> None:
     """Add the pipeline commands to the top-level app."""
     app.command()(sync)
@@ -365,3 +387,4 @@ def register(app: typer.Typer) -> None:
     app.command()(failures)
     app.command()(unlock)
     app.command()(demo)
+    app.command()(listen)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -55,7 +56,41 @@ class StopRun(Exception):
 # (connectors/retry.py), and a page retried whole would re-plan what it had half written.
 @task(name="process-page", cache_policy=None, persist_result=False)
 def process_page_task(ctx: RunContext, page) -> PageResult:
-    return process_page(ctx, page)
+    return process_claimed_page(ctx, page)
+
+
+def process_claimed_page(ctx: RunContext, page) -> PageResult:
+    """``process_page`` on the page's leads this run could claim (``state.claims``). A lead a
+    concurrent run is writing right now (a by-id run, a window run) is left to it and stays
+    pending, so the next run re-reads it by id: never two writers on one lead, nothing lost."""
+    import dataclasses
+
+    from state import claims
+    from state import leads as state
+    from state.locks import lease_duration
+
+    if ctx.dry_run:
+        return process_page(ctx, page)
+    ids = [lead.crm_id for lead in page.leads]
+    holder = ctx.audit.run_id
+    held = claims.claim(ctx.engine, ctx.crm, ids, holder, lease_duration(), _lock_holder(ctx))
+    busy = set(ids) - held
+    if busy:
+        state.mark_in_progress(ctx.engine, ctx.crm, busy)
+        page = dataclasses.replace(page, leads=[lead for lead in page.leads if lead.crm_id in held])
+    try:
+        return process_page(ctx, page)
+    finally:
+        claims.release(ctx.engine, ctx.crm, held, holder)
+
+
+def _lock_holder(ctx: RunContext) -> str:
+    """Whose run lock this run works under: its own, or a partitioned backfill's parent's (the
+    ``Lease`` whose ``check`` guards its writes)."""
+    from state.locks import Lease
+
+    lease = getattr(ctx.audit.guard, "__self__", None)
+    return lease.holder if isinstance(lease, Lease) else ctx.audit.run_id
 
 
 @task(name="send-held-tasks", cache_policy=None, persist_result=False)
@@ -88,7 +123,7 @@ class _Done:
 PREFECT_TASKS = PageRunner(call=lambda ctx, page: process_page_task(quote(ctx), quote(page)),
                            submit=lambda ctx, page: process_page_task.submit(quote(ctx), quote(page)),
                            held=lambda ctx: send_held_tasks_task(quote(ctx)), publish=True)
-PLAIN_CALLS = PageRunner(call=process_page, submit=lambda ctx, page: _Done(process_page(ctx, page)),
+PLAIN_CALLS = PageRunner(call=process_claimed_page, submit=lambda ctx, page: _Done(process_claimed_page(ctx, page)),
                          held=send_held_tasks, publish=False)
 
 
@@ -341,3 +376,126 @@ def rescore(crm: CrmName, dry_run: bool = False) -> dict[str, Any]:
                            incremental=False)
     return summary.as_dict()
 
+
+# --------------------------------------------------------------------------- by id (notifications)
+
+FAST_LANE_WAIT_SECONDS = 5.0  # how long a by-id run waits for a lead a window run's page is writing
+
+
+def _fast_lane_key(crm: str) -> str:
+    return f"{crm}:by-id"
+
+
+def _enter_fast_lane(engine, crm: str, run_id: str, wait: float) -> bool:
+    """Take the by-id runs' own lock (``<crm>:by-id`` in lf_run_locks, the CRM lock's lease and
+    heartbeat): one by-id run per CRM at a time, never behind the scheduled sync or a backfill.
+    Waits up to ``wait`` seconds for another by-id run; False when it is still there."""
+    import time
+
+    from state.locks import RunLocked, acquire
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            acquire(engine, _fast_lane_key(crm), run_id)
+            return True
+        except RunLocked:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
+@contextmanager
+def _fast_lane(engine, crm: str, run_id: str):
+    """Hold the fast lane taken by ``_enter_fast_lane``: renewed by a heartbeat, released at the end."""
+    from state.locks import Lease, lease_duration, release
+
+    try:
+        with Lease(engine, _fast_lane_key(crm), run_id, lease_duration()) as beat:
+            yield beat
+    finally:
+        release(engine, _fast_lane_key(crm), run_id)
+
+
+def _claim_waiting(engine, crm: str, ids: list[str], holder: str, wait: float) -> set[str]:
+    """Claim ``ids``, waiting up to ``wait`` seconds for those a window run's page holds (a page
+    holds its leads for seconds)."""
+    import time
+
+    from state import claims
+    from state.locks import lease_duration
+
+    deadline = time.monotonic() + wait
+    held = claims.claim(engine, crm, ids, holder, lease_duration())
+    while len(held) < len(set(ids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        held |= claims.claim(engine, crm, sorted(set(ids) - held), holder, lease_duration())
+    return held
+
+
+def requalify(crm: str, ids: list[str], company_ids: Iterable[str] = (), *,
+              wait: float = FAST_LANE_WAIT_SECONDS) -> RunSummary:
+    """Read the leads by id and run them through the page pipeline now, beside whatever window run
+    holds the CRM lock: the leads are claimed first (``state.claims``), so neither run writes a
+    lead the other is writing; leads that stay claimed, or a busy fast lane, leave the ids pending
+    for the next run. Audited and recorded in ``lf_runs`` like every run."""
+    from state import claims
+    from state import leads as state
+
+    logger = get_run_logger()
+    engine = engine_for(settings.database_url())
+    run_id = _run_id()
+    ctx = _context(crm, "requalify_leads", run_id, False, engine)
+    ids = sorted({str(i) for i in ids} | _leads_of_companies(ctx.connector, list(company_ids)))
+    ctx.task_carry = None  # a small batch: every page sends its own tasks
+    summary = RunSummary(crm=crm, flow="requalify_leads", run_id=run_id, dry_run=False)
+    with recording_run(engine, summary, ctx.connector.api_usage, publish=False) as run:
+        run.window(None, None)
+        if not _enter_fast_lane(engine, crm, run_id, wait):
+            state.mark_in_progress(engine, crm, ids)
+            summary.stopped_early = "another by-id run holds the fast lane: the leads are left pending"
+            logger.warning("%s: %s", crm, summary.stopped_early)
+            return summary
+        with _fast_lane(engine, crm, run_id) as lease:
+            ctx.audit.guard = lease.check
+            held = _claim_waiting(engine, crm, ids, run_id, wait)
+            if len(held) < len(ids):
+                state.mark_in_progress(engine, crm, set(ids) - held)
+                logger.info("%s: %d lead(s) busy in another run: left pending", crm, len(ids) - len(held))
+            try:
+                for page in ctx.connector.fetch_by_ids(sorted(held)):
+                    _add(summary, process_page_task(quote(ctx), quote(page)))
+            except Exception as exc:
+                from connectors.retry import BudgetExhausted, QuotaExhausted
+
+                if not isinstance(exc, (QuotaExhausted, BudgetExhausted)):
+                    raise
+                summary.stopped_early = str(exc)
+                state.mark_in_progress(engine, crm, held)
+            finally:
+                claims.release(engine, crm, held, run_id)
+        _finish_summary(ctx, summary)
+    logger.info("%s: re-qualified %d lead(s) by id: changed %d, tasks %d", crm, summary.read, summary.changed,
+                summary.tasks_created)
+    return summary
+
+
+def _leads_of_companies(connector, company_ids: list[str]) -> set[str]:
+    """HubSpot: the contacts associated with these companies (one associations batch read per 100)."""
+    if not company_ids or not hasattr(connector, "resolver"):
+        return set()
+    out: set[str] = set()
+    for start in range(0, len(company_ids), 100):
+        data = connector.transport.associations(connector.company_type, connector.lead_type,
+                                                company_ids[start:start + 100])
+        for row in data.get("results") or []:
+            out.update(str(link["toObjectId"]) for link in row.get("to") or [])
+    return out
+
+
+@flow(name="requalify-leads", log_prints=False)
+def requalify_leads(crm: CrmName, ids: list[str], company_ids: list[str] | None = None) -> dict[str, Any]:
+    """Re-qualify a small batch of leads by id now (the webhook receiver's flow; HubSpot company
+    ids stand for their contacts): the same page pipeline, audited, recorded in ``lf_runs``,
+    never waiting behind a window run."""
+    return requalify(crm, ids, company_ids or []).as_dict()

@@ -68,6 +68,9 @@ class Sandbox:
         self.hubspot_api = HubSpotApi(self.hubspot, self._record_errors)
         self.salesforce_api = SalesforceApi(self.salesforce, self.credentials, self._record_errors,
                                             self.faults_session_budget)
+        from sandbox.notify import Notifier
+
+        self.notifier = Notifier(self)  # change notifications, once a URL is set (sandbox/notify.py)
 
     # -- configuration at run time --------------------------------------------------------------
     def set_faults(self, spec: str | list[dict[str, Any]] | None, seed: int | None = None) -> None:
@@ -391,6 +394,17 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
         sandbox.restore_salesforce_session()
         return json_response({"ok": True})
 
+    async def notify_get(request: Request) -> Response:
+        return json_response(sandbox.notifier.describe())
+
+    async def notify_set(request: Request) -> Response:
+        body = loads(await request.body() or b"{}")
+        try:
+            sandbox.notifier.configure(body.get("url"), body.get("hubspot_secret"), body.get("delay_s"))
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(sandbox.notifier.describe())
+
     async def health(request: Request) -> Response:
         return json_response({"ok": True, "endpoints": sandbox.endpoint_names(),
                               "credentials": sandbox.credentials.to_dict()})
@@ -406,6 +420,8 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
         Route("/_sandbox/state", state, methods=["GET"]),
         Route("/_sandbox/salesforce/expire_sessions", expire, methods=["POST"]),
         Route("/_sandbox/salesforce/restore_session", restore, methods=["POST"]),
+        Route("/_sandbox/notify", notify_get, methods=["GET"]),
+        Route("/_sandbox/notify", notify_set, methods=["POST"]),
     ]
 
 

@@ -23,6 +23,8 @@ def serve(
     sf_client_id: str = typer.Option("sandbox", help="Salesforce connected-app consumer key."),
     sf_client_secret: str = typer.Option("sandbox", help="Salesforce connected-app consumer secret."),
     sf_session_id: str = typer.Option("sandbox-session", help="A Salesforce session id accepted as a bearer token."),
+    notify_url: Optional[str] = typer.Option(None, help="Send change notifications to URL/webhooks/{hubspot,salesforce} (loopback)."),
+    hubspot_app_secret: str = typer.Option("sandbox-app-secret", help="The app secret HubSpot webhooks are signed with."),
 ) -> None:
     """Serve the HubSpot, Salesforce and NPPES stand-ins on one port until interrupted."""
     import time
@@ -41,6 +43,11 @@ def serve(
     except SpecError as exc:
         raise typer.BadParameter(str(exc)) from None
     seconds = time.perf_counter() - started
+    if notify_url:
+        try:
+            sandbox.notifier.configure(notify_url, hubspot_app_secret)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     sock = _bind(port)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     hs, sf = sandbox.hubspot.tables, sandbox.salesforce.tables

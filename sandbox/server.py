@@ -113,6 +113,15 @@ class SandboxHandle:
     def reset_limits(self) -> None:
         self._admin("POST", "limits/reset")
 
+    def set_notify(self, url: str | None, hubspot_secret: str | None = None,
+                   delay_s: float | None = None) -> dict[str, Any]:
+        """Send change notifications (HubSpot webhooks, Salesforce Outbound Messages) to ``url``
+        (loopback only; None stops them); see sandbox/notify.py."""
+        return self._admin("POST", "notify", json={"url": url, "hubspot_secret": hubspot_secret, "delay_s": delay_s})
+
+    def notify_status(self) -> dict[str, Any]:
+        return self._admin("GET", "notify")
+
     def expire_salesforce_sessions(self) -> None:
         self._admin("POST", "salesforce/expire_sessions")
 

@@ -77,6 +77,8 @@ class Table:
         self._ids_sorted = True
         self._eq: dict[str, dict[Hashable, set[str]]] = {}
         self._eq_key: dict[str, Callable[[Any], Hashable]] = {}
+        # called after each insert/update with (table name, id, fields written, created?): sandbox/notify.py
+        self.on_write: Callable[[str, str, dict[str, Any], bool], None] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -115,6 +117,8 @@ class Table:
         for field, index in self._eq.items():
             value = self._eq_key[field](record.get(field))
             index.setdefault(value, set()).add(record_id)
+        if self.on_write is not None:
+            self.on_write(self.name, record_id, record, True)
 
     def update(self, record_id: str, changes: dict[str, Any], modified: int) -> None:
         """Apply ``changes`` (None deletes a field) and move the record in the time index."""
@@ -134,6 +138,8 @@ class Table:
             if field in changes:
                 index.setdefault(self._eq_key[field](record.get(field)), set()).add(record_id)
         self.touch(record_id, modified)
+        if self.on_write is not None:
+            self.on_write(self.name, record_id, changes, False)
 
     def touch(self, record_id: str, modified: int) -> None:
         old = self.modified[record_id]

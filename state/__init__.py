@@ -5,6 +5,8 @@
 - ``leads``: watermarks, written values and read marks, pending leads, task keys;
 - ``audit``: the append-only, hash-chained audit log and its verification;
 - ``locks``: the per-CRM run lock (a lease renewed by a heartbeat);
+- ``claims``: per-lead claims (a by-id run and a window run never write one lead at once) and the
+  notification ids the webhook receiver accepted (replay protection);
 - ``orgs``: organization members (buying groups);
 - ``runs``: run history and the rejected rows;
 - ``cache``: the enrichment cache;

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from state import schema as store
 
-SKIPPED_TABLES = frozenset({store.run_locks.name})
+SKIPPED_TABLES = frozenset({store.run_locks.name, store.lead_claims.name})
 DEFAULT_BATCH = 2_000
 
 

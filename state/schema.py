@@ -203,6 +203,26 @@ run_locks = Table(
     UniqueConstraint("crm", name="uq_lf_run_locks_crm"),
 )
 
+# Leads a run is working on right now (state/claims.py): a by-id run and a window run never
+# write the same lead at once. Notification ids already accepted (replay protection).
+lead_claims = Table(
+    "lf_lead_claims",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("crm_id", String(64), primary_key=True),
+    Column("holder", String(100), nullable=False),
+    Column("lock_holder", String(100), nullable=False),  # the lf_run_locks holder the claimer runs under
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+notification_ids = Table(
+    "lf_notification_ids",
+    metadata,
+    Column("source", String(20), primary_key=True),
+    Column("event_id", String(100), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
 # One row per run (pipeline flows): what it did and how it ended; see flows/runs.py.
 runs = Table(
     "lf_runs",

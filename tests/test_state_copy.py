@@ -44,6 +44,7 @@ def _fill(url: str, audit_rows: int = 5) -> None:
              "crm_id": f"00Q{i}", "action": "field_set", "field": "Lead_Score__c", "old_value": None,
              "new_value": str(i), "model_version": "m1", "reasons": ["fit: health system"], "dry_run": 0}
             for i in range(audit_rows)])
+        conn.execute(insert(store.notification_ids), [{"source": "hubspot", "event_id": "1001", "received_at": T0}])
         conn.execute(store.audit_log.delete().where(store.audit_log.c.id == 2))  # a gap: ids are copied, not renumbered
     AuditLog(engine, run_id="run-2", flow="sync-leads", model_version="m1", dry_run=False).record(
         [AuditEntry("hubspot", "101", "field_set", "leadflow_lead_score", None, "70")])  # a hash-chained CRM
