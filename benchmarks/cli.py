@@ -24,14 +24,21 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     startup_repeat: int = typer.Option(5, "--startup-repeat",
                                        help="Runs of `leadflow sync` per case for startup_to_first_request_s (0: skip)."),
+    scoring: bool = typer.Option(True, "--scoring/--no-scoring", help="Also measure scoring alone (scoring_leads_per_s)."),
 ) -> None:
     """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS,
-    and the start-up to the first CRM request with and without a running Prefect server."""
-    from benchmarks.bench import bench as run_bench, render
+    scoring alone, and the start-up to the first CRM request with and without a running Prefect server.
+
+    A failed phase is reported (phase, one-line error, the stderr file) and the rest still printed;
+    exit 0 when everything ran, 3 when some part failed, 1 when no measurement completed."""
+    from benchmarks.bench import bench as run_bench, exit_code, render
 
     result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile,
-                       startup_repeat=startup_repeat)
+                       startup_repeat=startup_repeat, scoring=scoring)
     print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
+    code = exit_code(result)
+    if code:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
