@@ -6,17 +6,16 @@ state is the batch itself (contacts of one organization form its buying group).
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, NamedTuple
 
 from leadflow.canonical import Lead, LeadKind, OrgType, Stage
 from leadflow.titles import buying_function_from_title
 from scoring import criteria, patient, reasons as reasons_mod
-from scoring.criteria import OrgContext, Reason
+from scoring.criteria import OrgContext, Reason, Reasons
 from scoring.engagement import engagement
 from scoring.model import PatientRules, QualificationModel
 from scoring.next_steps import NextStep, render_step
@@ -35,13 +34,19 @@ _STAGES = {stage.value: stage for stage in Stage}
 
 
 class _Detail(NamedTuple):
-    """What the long forms are rendered from, on first access (most runs only write the short ones)."""
+    """What the long forms are rendered from, on first access (most runs only write the short ones).
+
+    Only what the scoring produced is kept: the weighted reasons are derived again when a long form
+    is rendered, so a batch's results hold fewer objects for the garbage collector to walk."""
 
     label: str
     stage_reasons: list[str]
     scored: dict[str, tuple[int, list[Reason]]]
-    shares: dict[str, float]
-    weighted: list[Reason]
+    weights: tuple[tuple[str, float], ...]  # (criterion, share) of the segment
+
+    @property
+    def weighted(self) -> list[Reason]:
+        return _weigh(self.scored, self.weights)[1]
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class Qualification:
     def breakdown(self) -> dict[str, Any]:
         """criterion -> score, weight, reasons (JSON-serialisable), for the audit log."""
         d = self.detail
+        shares = dict(d.weights)
         return {
             "segment": self.segment,
             "stage": {
@@ -98,7 +104,7 @@ class Qualification:
             },
             "scores": {"lead": self.lead_score, "fit": self.fit_score, "engagement": self.engagement_score},
             "criteria": {
-                name: {"score": score, "weight": round(d.shares.get(name, 0.0), 4), "reasons": [t for _, t in rs]}
+                name: {"score": score, "weight": round(shares.get(name, 0.0), 4), "reasons": [t for _, t in rs]}
                 for name, (score, rs) in d.scored.items()
             },
             "next_step": self.next_step.to_dict(),
@@ -197,14 +203,8 @@ def qualify_batch(leads: Sequence[Lead], now: datetime, model: QualificationMode
     other known contacts of the leads' organizations (see ``organizations``)."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # scoring allocates many small acyclic objects; collections would scan every lead
-    try:
-        orgs = organizations(leads, members)
-        return [_qualify_one(lead, orgs, now, model) for lead in leads]
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    orgs = organizations(leads, members)
+    return [_qualify_one(lead, orgs, now, model) for lead in leads]
 
 
 def _qualify_one(lead: Lead, orgs: dict[str, OrgContext], now: datetime, model: QualificationModel) -> Qualification:
@@ -271,13 +271,7 @@ def _assemble(
     now: datetime,
     model: QualificationModel,
 ) -> Qualification:
-    total = 0.0
-    weighted: list[Reason] = []
-    for name, share in weights:  # reasons of a criterion with no weight in this segment are not ranked
-        part = scored.get(name)
-        if part is not None:
-            total += share * part[0]
-            weighted += [(impact * share, text) for impact, text in part[1]]
+    total, weighted = _weigh(scored, weights)
     lead_score = criteria.clamp(total)
     if segment == "unknown" and not any("organization type unknown" in r for r in stage_reasons):
         stage_reasons = [*stage_reasons, "organization type unknown: enrich or ask"]
@@ -298,8 +292,31 @@ def _assemble(
         next_step=render_step(steps[stage], stage, label, lead_score, compact),
         model_version=model.version,
         scored_at=now,
-        detail=_Detail(label, stage_reasons, scored, dict(weights), weighted),
+        detail=_Detail(label, stage_reasons, scored, weights),
     )
+
+
+def _weigh(scored: dict[str, tuple[int, Reasons]], weights: tuple[tuple[str, float], ...]) -> tuple[float, list[Reason]]:
+    """The weighted total of the criteria scores, and every reason with its impact weighted by its
+    criterion's share (reasons of a criterion with no weight in this segment are not ranked)."""
+    total = 0.0
+    weighted: list[Reason] = []
+    for name, share in weights:
+        part = scored.get(name)
+        if part is not None:
+            total += share * part[0]
+            reasons = part[1]
+            if type(reasons) is tuple:  # a cached criterion's reasons: weighted once per share
+                weighted += _weighted(reasons, share)
+            else:
+                weighted += [(impact * share, text) for impact, text in reasons]
+    return total, weighted
+
+
+@lru_cache(maxsize=8192)
+def _weighted(reasons: tuple[Reason, ...], share: float) -> tuple[Reason, ...]:
+    """A cached criterion's reasons with their impact weighted by the segment's share."""
+    return tuple((impact * share, text) for impact, text in reasons)
 
 
 def apply_qualification(lead: Lead, q: Qualification) -> Lead:
