@@ -421,11 +421,13 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 
 def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100,
             random_seed: int = 42, profile: str | None = None, lookback: int | None = None,
-            workdir: Path | None = None, result_path: Path | None = None) -> dict[str, Any]:
+            workdir: Path | None = None, result_path: Path | None = None,
+            runs: tuple[str, ...] = RUNS) -> dict[str, Any]:
     """One full measurement in this process (Prefect must not have been imported with other
     settings). ``profile``: a path; the backfill runs under pyinstrument and its HTML lands there.
     ``lookback``: overrides ``settings.LOOKBACK_SECONDS`` (an experiment: with the default 300 s,
-    every run of a benchmark shorter than that re-reads the backfill's own writes).
+    every run of a benchmark shorter than that re-reads the backfill's own writes). ``runs``: which
+    of backfill, incremental, no_change to run (in that order; the backfill always runs).
 
     ``workdir`` holds Prefect's home and the state DB; its owner removes it once this process has
     exited (Prefect's temporary server writes to its database until then). The result is always
@@ -441,7 +443,7 @@ def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 
         "crm": crm, "leads": leads, "changed": changed, "rate_limit": rate_limit, "random_seed": random_seed,
         "lookback_seconds": settings.LOOKBACK_SECONDS, "workdir": str(workdir),
         "python": sys.version.split()[0], "pid": os.getpid(), "revision": _git_revision(),
-        "cpus": os.cpu_count(), "runs": {}, "phase": None,
+        "cpus": os.cpu_count(), "runs": {}, "phase": None, "runs_requested": list(runs),
     }
 
     def enter(phase: str) -> None:
@@ -449,7 +451,7 @@ def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 
         _write_json(result_path, result)
 
     try:
-        _measure(result, enter, crm, leads, rate_limit, changed, random_seed, profile)
+        _measure(result, enter, crm, leads, rate_limit, changed, random_seed, profile, runs)
     except Exception as exc:  # noqa: BLE001 - the measurement so far is the answer, with what ended it
         import traceback
 
@@ -485,7 +487,7 @@ def start_prefect(result: dict[str, Any]) -> None:
 
 
 def _measure(result: dict[str, Any], enter: Any, crm: str, leads: int, rate_limit: str | None, changed: int,
-             random_seed: int, profile: str | None) -> None:
+             random_seed: int, profile: str | None, runs: tuple[str, ...] = RUNS) -> None:
     from leadflow import settings
     from sandbox.environment import environment, sandbox_environment
     from sandbox.server import start_sandbox_process
@@ -516,7 +518,7 @@ def _measure(result: dict[str, Any], enter: Any, crm: str, leads: int, rate_limi
             result["rss_before_mb"] = round(sampler.process.memory_info().rss / 2**20, 1)
             history: list[tuple[float, float, set[str]]] = []  # (start, end, lead ids written) per run
             changed_ids: set[str] = set()
-            for run in RUNS:
+            for run in (r for r in RUNS if r == "backfill" or r in runs):
                 if run == "incremental":
                     enter("change_leads")
                     changed_ids = set(change_leads(handle, crm, changed))
@@ -658,7 +660,8 @@ def _stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
 
 def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: int, random_seed: int,
                          profile: str | None = None, lookback: int | None = None, keep: bool = False,
-                         timeout: float | None = None, extra_args: list[str] | None = None) -> dict[str, Any]:
+                         timeout: float | None = None, extra_args: list[str] | None = None,
+                         runs: tuple[str, ...] = RUNS) -> dict[str, Any]:
     """``measure`` in a new interpreter (clean heap, Prefect configured before import); never raises
     for a failed measurement.
 
@@ -682,6 +685,8 @@ def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: 
         args += ["--profile", profile]
     if lookback is not None:
         args += ["--lookback", str(lookback)]
+    if tuple(runs) != RUNS:
+        args += ["--runs", ",".join(runs)]
     args += extra_args or []
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items()
@@ -797,6 +802,10 @@ def render(result: dict[str, Any]) -> str:
                          f"{r['minimum_calls_with_echoes']['total']}, ratio {r['calls_over_minimum_with_echoes']}x")
         lines.append(f"  {'':<12} changed {s['changed']}, tasks {s['tasks_created']}, failed {s['failed']}, "
                      f"stopped early {s['stopped_early']}")
+    if result.get("growth"):
+        g = result["growth"]
+        lines.append(f"  backfill at {g['leads'][0]:,} vs {g['leads'][1]:,} leads: wall per lead {g['wall_per_lead']}x, "
+                     f"CPU per lead {g['cpu_per_lead']}x, pipeline peak RSS {g['pipeline_peak_rss']}x")
     if result.get("scoring_leads_per_s"):
         lines.append(f"  scoring alone: {result['scoring_leads_per_s']:,.0f} leads per CPU second on one core")
     start = result.get("startup_to_first_request_s")
@@ -815,12 +824,27 @@ def render(result: dict[str, Any]) -> str:
 
 def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100, repeat: int = 1,
           random_seed: int = 42, lookback: int | None = None, profile: str | None = None,
-          keep: bool = False, startup_repeat: int = 5, scoring: bool = True) -> dict[str, Any]:
+          keep: bool = False, startup_repeat: int = 5, scoring: bool = True, runs: tuple[str, ...] = RUNS,
+          baseline_leads: int | None = None) -> dict[str, Any]:
     """``repeat`` measurements in fresh processes (medians), then scoring alone and the start-up to
-    the first CRM request; a phase that fails is reported in the result, never raised."""
-    results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed, profile, lookback, keep)
+    the first CRM request; a phase that fails is reported in the result, never raised.
+
+    ``baseline_leads``: also measure the backfill at that size (same repeats) and report the growth
+    from it (``growth``; at 500,000 leads against 50,000 also ``rss_growth_500k``)."""
+    results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed, profile, lookback, keep, runs=runs)
                for _ in range(max(1, repeat))]
     out = aggregate(results)
+    if baseline_leads:
+        base = aggregate([run_in_fresh_process(crm, baseline_leads, rate_limit, changed, random_seed, lookback=lookback,
+                                               runs=("backfill",)) for _ in range(max(1, repeat))])
+        out["baseline"] = {k: base.get(k) for k in ("leads", "cpu_ms_per_lead", "leads_per_s", "peak_rss_mb",
+                                                    "complete_measurements", "failures", "stderr_paths")}
+        out["baseline"]["backfill"] = (base.get("runs") or {}).get("backfill")
+        out["growth"] = growth(out, base)
+        if leads == 500_000 and baseline_leads == 50_000:
+            out["rss_growth_500k"] = out["growth"].get("pipeline_peak_rss")
+            out["time_per_lead_growth_500k"] = out["growth"].get("wall_per_lead")
+    out.setdefault("rss_growth_500k", None)
     if scoring:
         try:
             from benchmarks.scoring_bench import scoring_rate
@@ -840,6 +864,23 @@ def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 10
             out["startup_to_first_request_s"] = {"error": {"phase": "startup_to_first_request",
                                                            "error": error_line(exc)}}
     return out
+
+
+def growth(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Backfill at the measured size over the baseline size: wall seconds per lead, CPU per lead,
+    peak RSS of the pipeline process (without the bench's own id sets) and of the whole process."""
+    big = (result.get("runs") or {}).get("backfill") or {}
+    small = (baseline.get("runs") or {}).get("backfill") or {}
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    per_lead = [r["wall_seconds"] / r["leads_read"] if r.get("leads_read") else None for r in (big, small)]
+    return {"leads": [result.get("leads"), baseline.get("leads")],
+            "wall_per_lead": ratio(*per_lead),
+            "cpu_per_lead": ratio(big.get("cpu_ms_per_lead"), small.get("cpu_ms_per_lead")),
+            "pipeline_peak_rss": ratio(big.get("pipeline_peak_rss_mb"), small.get("pipeline_peak_rss_mb")),
+            "peak_rss": ratio(big.get("peak_rss_mb"), small.get("peak_rss_mb"))}
 
 
 def exit_code(result: dict[str, Any]) -> int:
@@ -869,6 +910,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", help="Prefect's home and the state DB (the caller removes it after this exits)")
     parser.add_argument("--result", help="write the result here after each phase")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (state DB, audit log)")
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated runs (the backfill always runs)")
     parser.add_argument("--fail-at", choices=PHASES, help=argparse.SUPPRESS)  # tests: raise on entering PHASE
     args = parser.parse_args(argv)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
@@ -880,10 +922,20 @@ def _main(argv: list[str] | None = None) -> None:
     if args.fail_at:
         _inject_failure(args.fail_at)
     result = measure(args.crm, args.leads, args.rate_limit, args.changed, args.random_seed, args.profile,
-                     args.lookback, workdir, Path(args.result) if args.result else None)
+                     args.lookback, workdir, Path(args.result) if args.result else None,
+                     parse_runs(args.runs))
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
     sys.exit(1 if result.get("error") else 0)
+
+
+def parse_runs(text: str) -> tuple[str, ...]:
+    """``backfill,no_change`` -> the runs in their order; the backfill always runs."""
+    wanted = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = wanted - set(RUNS)
+    if unknown:
+        raise ValueError(f"--runs: unknown run(s) {', '.join(sorted(unknown))}; expected {', '.join(RUNS)}")
+    return tuple(r for r in RUNS if r == "backfill" or r in wanted)
 
 
 def _inject_failure(phase: str) -> None:

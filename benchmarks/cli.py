@@ -25,16 +25,26 @@ def bench(
     startup_repeat: int = typer.Option(5, "--startup-repeat",
                                        help="Runs of `leadflow sync` per case for startup_to_first_request_s (0: skip)."),
     scoring: bool = typer.Option(True, "--scoring/--no-scoring", help="Also measure scoring alone (scoring_leads_per_s)."),
+    runs: str = typer.Option("backfill,incremental,no_change", help="Runs to measure (the backfill always runs)."),
+    baseline_leads: Optional[int] = typer.Option(
+        None, "--baseline-leads",
+        help="Also measure a backfill of this size and report the growth (default 50,000 with --leads >= 500,000; 0: none)."),
 ) -> None:
     """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS,
     scoring alone, and the start-up to the first CRM request with and without a running Prefect server.
 
     A failed phase is reported (phase, one-line error, the stderr file) and the rest still printed;
     exit 0 when everything ran, 3 when some part failed, 1 when no measurement completed."""
-    from benchmarks.bench import bench as run_bench, exit_code, render
+    from benchmarks.bench import bench as run_bench, exit_code, parse_runs, render
 
+    try:
+        chosen = parse_runs(runs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runs") from None
+    if baseline_leads is None:
+        baseline_leads = 50_000 if leads >= 500_000 else 0
     result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile,
-                       startup_repeat=startup_repeat, scoring=scoring)
+                       startup_repeat=startup_repeat, scoring=scoring, runs=chosen, baseline_leads=baseline_leads or None)
     print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
     code = exit_code(result)
     if code:

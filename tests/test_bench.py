@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import aggregate, exit_code, minimum_calls, run_in_fresh_process
+from benchmarks.bench import aggregate, exit_code, growth, minimum_calls, parse_runs, run_in_fresh_process
 
 
 def test_minimum_hubspot_backfill_counts_pages_companies_writes_and_task_batches():
@@ -93,3 +93,17 @@ def test_medians_come_from_the_complete_measurements_and_the_failed_ones_are_lis
     assert out["failures"] == [{"phase": "backfill", "error": "OperationalError: unable to open database file",
                                 "stderr_path": "/x/f"}]
     assert exit_code(out) == 3
+
+
+def test_growth_compares_the_backfill_per_lead_and_its_peak_rss_with_the_baseline():
+    big = {"leads": 500_000, "runs": {"backfill": {"wall_seconds": 1100.0, "leads_read": 500_000,
+                                                   "cpu_ms_per_lead": 2.2, "pipeline_peak_rss_mb": 520.0,
+                                                   "peak_rss_mb": 700.0}}}
+    small = {"leads": 50_000, "runs": {"backfill": {"wall_seconds": 100.0, "leads_read": 50_000,
+                                                    "cpu_ms_per_lead": 2.0, "pipeline_peak_rss_mb": 400.0,
+                                                    "peak_rss_mb": 420.0}}}
+    assert growth(big, small) == {"leads": [500_000, 50_000], "wall_per_lead": 1.1, "cpu_per_lead": 1.1,
+                                  "pipeline_peak_rss": 1.3, "peak_rss": 1.667}
+    assert parse_runs("no_change, backfill") == ("backfill", "no_change")
+    with pytest.raises(ValueError, match="unknown run"):
+        parse_runs("backfil")
