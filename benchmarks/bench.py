@@ -488,8 +488,6 @@ def start_prefect(result: dict[str, Any]) -> None:
 
 def _measure(result: dict[str, Any], enter: Any, crm: str, leads: int, rate_limit: str | None, changed: int,
              random_seed: int, profile: str | None, runs: tuple[str, ...] = RUNS) -> None:
-    from leadflow import settings
-    from sandbox.environment import environment, sandbox_environment
     from sandbox.server import start_sandbox_process
 
     recorder = WorkRecorder()
@@ -500,75 +498,88 @@ def _measure(result: dict[str, Any], enter: Any, crm: str, leads: int, rate_limi
     with start_sandbox_process(leads, random_seed=random_seed, rate_limits=rate_limit,
                                startup_timeout=max(600, leads / 250)) as handle:
         result["sandbox_start_seconds"] = round(time.monotonic() - started, 1)
-        with environment({**sandbox_environment(handle), "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1",
-                          "LEADFLOW_HUBSPOT_RATE_LIMIT": _client_rate(rate_limit)}):
-            enter("prefect_start")
-            start_prefect(result)
-            from flows.sync import sync_leads
+        try:
+            _measure_runs(result, enter, handle, recorder, sampler, crm, leads, rate_limit, changed, profile, runs)
+        except Exception:
+            result["sandbox_exit_code"] = handle.process.poll() if handle.process else None  # None: still running
+            raise
 
-            enter("setup")
-            if crm == "hubspot":
-                from connectors.factory import connector_from_env
-                from connectors.setup import hubspot_setup
 
-                hubspot_setup(connector_from_env("hubspot"))
-            else:
-                result["salesforce_query_batch"] = salesforce_query_batch(handle)
-            handle.reset_stats()
-            result["rss_before_mb"] = round(sampler.process.memory_info().rss / 2**20, 1)
-            history: list[tuple[float, float, set[str]]] = []  # (start, end, lead ids written) per run
-            changed_ids: set[str] = set()
-            for run in (r for r in RUNS if r == "backfill" or r in runs):
-                if run == "incremental":
-                    enter("change_leads")
-                    changed_ids = set(change_leads(handle, crm, changed))
-                    handle.reset_stats()
-                enter(run)
-                # leadflow's own writes inside this run's read window (watermark - lookback, now):
-                # re-read (and skipped) by a timestamp-based incremental read
-                window = history[-1][0] - settings.LOOKBACK_SECONDS if history else None
-                echoes = set().union(*(ids for _, end, ids in history if window is not None and end >= window))
-                if crm == "salesforce":
-                    echoes = set()  # skip_own_writes: LastModifiedById leaves leadflow's writes out of the read
-                started_at = time.time()
-                recorder.reset()
-                sampler.start()
-                cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-                if profile and run == "backfill":
-                    from pyinstrument import Profiler
+def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: WorkRecorder, sampler: RssSampler,
+                  crm: str, leads: int, rate_limit: str | None, changed: int, profile: str | None,
+                  runs: tuple[str, ...]) -> None:
+    from leadflow import settings
+    from sandbox.environment import environment, sandbox_environment
 
-                    profiler = Profiler(interval=0.002)
-                    profiler.start()
-                    summary = sync_leads(crm)
-                    profiler.stop()
-                    Path(profile).write_text(profiler.output_html())
-                    Path(profile).with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
-                else:
-                    summary = sync_leads(crm)
-                wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
-                peak = sampler.stop()
-                stats = handle.stats()
-                server_ms = _server_ms(handle)
+    with environment({**sandbox_environment(handle), "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1",
+                      "LEADFLOW_HUBSPOT_RATE_LIMIT": _client_rate(rate_limit)}):
+        enter("prefect_start")
+        start_prefect(result)
+        from flows.sync import sync_leads
+
+        enter("setup")
+        if crm == "hubspot":
+            from connectors.factory import connector_from_env
+            from connectors.setup import hubspot_setup
+
+            hubspot_setup(connector_from_env("hubspot"))
+        else:
+            result["salesforce_query_batch"] = salesforce_query_batch(handle)
+        handle.reset_stats()
+        result["rss_before_mb"] = round(sampler.process.memory_info().rss / 2**20, 1)
+        history: list[tuple[float, float, set[str]]] = []  # (start, end, lead ids written) per run
+        changed_ids: set[str] = set()
+        for run in (r for r in RUNS if r == "backfill" or r in runs):
+            if run == "incremental":
+                enter("change_leads")
+                changed_ids = set(change_leads(handle, crm, changed))
                 handle.reset_stats()
-                instrumentation = recorder.size_bytes()
-                written = set(recorder.sets.get("write:contacts" if crm == "hubspot" else "write:Lead", set()))
-                history.append((started_at, time.time(), written))
-                report = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu, peak,
-                                     rate_limit, result.get("salesforce_query_batch"))
-                if run != "backfill":
-                    to_read = (changed_ids if run == "incremental" else set()) | echoes
-                    report["echo_reads"] = len(echoes - (changed_ids if run == "incremental" else set()))
-                    with_echoes = minimum_calls(crm, run, dict(report["work"], read_leads=len(to_read)))
-                    report["minimum_calls_with_echoes"] = with_echoes
-                    report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
-                report["sandbox_ms_by_endpoint"] = server_ms
-                report["peak_open_fds"] = sampler.peak_fds
-                report["bench_instrumentation_mb"] = round(
-                    (instrumentation + sum(sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
-                                           for _, _, ids in history)) / 2**20, 1)
-                # the peak without the ids the bench itself keeps to count distinct records
-                report["pipeline_peak_rss_mb"] = round(report["peak_rss_mb"] - report["bench_instrumentation_mb"], 1)
-                result["runs"][run] = report
+            enter(run)
+            # leadflow's own writes inside this run's read window (watermark - lookback, now):
+            # re-read (and skipped) by a timestamp-based incremental read
+            window = history[-1][0] - settings.LOOKBACK_SECONDS if history else None
+            echoes = set().union(*(ids for _, end, ids in history if window is not None and end >= window))
+            if crm == "salesforce":
+                echoes = set()  # skip_own_writes: LastModifiedById leaves leadflow's writes out of the read
+            started_at = time.time()
+            recorder.reset()
+            sampler.start()
+            cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+            if profile and run == "backfill":
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.002)
+                profiler.start()
+                summary = sync_leads(crm)
+                profiler.stop()
+                Path(profile).write_text(profiler.output_html())
+                Path(profile).with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
+            else:
+                summary = sync_leads(crm)
+            wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+            peak = sampler.stop()
+            stats = handle.stats()
+            server_ms = _server_ms(handle)
+            handle.reset_stats()
+            instrumentation = recorder.size_bytes()
+            written = set(recorder.sets.get("write:contacts" if crm == "hubspot" else "write:Lead", set()))
+            history.append((started_at, time.time(), written))
+            report = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu, peak,
+                                 rate_limit, result.get("salesforce_query_batch"))
+            if run != "backfill":
+                to_read = (changed_ids if run == "incremental" else set()) | echoes
+                report["echo_reads"] = len(echoes - (changed_ids if run == "incremental" else set()))
+                with_echoes = minimum_calls(crm, run, dict(report["work"], read_leads=len(to_read)))
+                report["minimum_calls_with_echoes"] = with_echoes
+                report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
+            report["sandbox_ms_by_endpoint"] = server_ms
+            report["peak_open_fds"] = sampler.peak_fds
+            report["bench_instrumentation_mb"] = round(
+                (instrumentation + sum(sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
+                                       for _, _, ids in history)) / 2**20, 1)
+            # the peak without the ids the bench itself keeps to count distinct records
+            report["pipeline_peak_rss_mb"] = round(report["peak_rss_mb"] - report["bench_instrumentation_mb"], 1)
+            result["runs"][run] = report
 
 
 def _run_report(crm: str, run: str, leads: int, changed: int, summary: dict[str, Any], stats: dict[str, Any],
