@@ -1,7 +1,9 @@
-"""Benchmark qualify_batch: ``.venv/bin/python benchmarks/scoring_bench.py [--leads N] [--runs R]``.
+"""Benchmark qualify_batch: ``.venv/bin/python benchmarks/scoring_bench.py [--leads N] [--runs R] [--frozen-heap]``.
 
 Generates N varied canonical leads (deterministic: seeded), runs ``qualify_batch`` R times and
-prints leads/s as the median of the runs.
+prints leads per wall second and per CPU second (one core) as the medians of the runs;
+``--frozen-heap`` scores inside ``leadflow.runtime.frozen_heap``, as a pipeline run does.
+``scoring_rate`` is the same measurement for ``leadflow bench`` (``scoring_leads_per_s``).
 """
 
 from __future__ import annotations
