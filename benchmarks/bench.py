@@ -40,6 +40,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.startup import bench_log_dir, startup_limit
+
 # Page and batch sizes the CRMs allow (the sandbox enforces the same ones).
 HUBSPOT_LIST_PAGE = 100  # GET /crm/v3/objects/contacts: limit <= 100
 HUBSPOT_SEARCH_PAGE = 200  # POST .../search: limit <= 200
@@ -49,16 +51,6 @@ SALESFORCE_QUERY_BATCH = 2000  # records per query / queryMore response...
 SALESFORCE_LONG_TEXT_BATCH = 200  # ...but 200 when the SELECT has 2+ custom long text area fields
 SALESFORCE_COLLECTION = 200  # records per sObject Collections call
 SALESFORCE_IN_IDS = 200  # task keys per SOQL IN lookup (what the connector and the query length allow)
-
-PREFECT_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-}
 
 RUNS = ("backfill", "incremental", "no_change")
 
@@ -321,16 +313,19 @@ class RssSampler:
         self.process = psutil.Process()
         self.interval = interval
         self.peak = 0
+        self.peak_fds = 0  # open file descriptors (sockets, SQLite files): SQLite needs one per journal
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self.process.memory_info().rss)
+            self.peak_fds = max(self.peak_fds, self.process.num_fds())
             self._stop.wait(self.interval)
 
     def start(self) -> None:
         self.peak = self.process.memory_info().rss
+        self.peak_fds = self.process.num_fds()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
         self._thread.start()
@@ -440,129 +435,198 @@ def change_leads(handle: Any, crm: str, count: int) -> list[str]:
     return ids
 
 
+PHASES = ("sandbox_start", "prefect_start", "setup", "backfill", "change_leads", "incremental", "no_change")
+
+
+def bench_environment(workdir: Path) -> dict[str, str]:
+    """The environment of one measurement: leadflow's Prefect defaults (``leadflow.prefect_env``),
+    the bench's start-up limit unless the user set one, and Prefect, leadflow's home and the state
+    DB (SQLite) under ``workdir``."""
+    from leadflow.prefect_env import DEFAULTS, QUIET_CONSOLE, STARTUP_TIMEOUT_VARIABLE
+
+    return {**DEFAULTS, **QUIET_CONSOLE, "PREFECT_LOGGING_LEVEL": "WARNING",
+            STARTUP_TIMEOUT_VARIABLE: startup_limit(), "PREFECT_HOME": str(workdir / "prefect"), "LEADFLOW_HOME": str(workdir / "home"),
+            "LEADFLOW_DATABASE_URL": f"sqlite:///{workdir / 'leadflow.db'}"}
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, redacted and at most one line."""
+    from leadflow.errors import one_line, redact
+
+    message = str(exc).strip().splitlines()
+    return one_line(redact(f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__))
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a reader never sees half a file)."""
+    if path is None:
+        return
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(data, default=str))
+    os.replace(partial, path)
+
+
 def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100,
             random_seed: int = 42, profile: str | None = None, lookback: int | None = None,
-            keep: bool = False) -> dict[str, Any]:
+            workdir: Path | None = None, result_path: Path | None = None,
+            runs: tuple[str, ...] = RUNS) -> dict[str, Any]:
     """One full measurement in this process (Prefect must not have been imported with other
     settings). ``profile``: a path; the backfill runs under pyinstrument and its HTML lands there.
     ``lookback``: overrides ``settings.LOOKBACK_SECONDS`` (an experiment: with the default 300 s,
-    every run of a benchmark shorter than that re-reads the backfill's own writes). ``keep``: leave
-    the temp dir (state DB with the audit log) in place; the result names it."""
-    import shutil
+    every run of a benchmark shorter than that re-reads the backfill's own writes). ``runs``: which
+    of backfill, incremental, no_change to run (in that order; the backfill always runs).
 
-    workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
-    env = dict(PREFECT_ENV)
-    env["PREFECT_HOME"] = str(workdir / "prefect")
-    env["LEADFLOW_HOME"] = str(workdir / "home")
-    env["LEADFLOW_DATABASE_URL"] = f"sqlite:///{workdir / 'leadflow.db'}"
-    os.environ.update(env)  # before Prefect is imported
-    try:
-        return _measure(workdir, crm, leads, rate_limit, changed, random_seed, profile, lookback)
-    finally:
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _measure(workdir: Path, crm: str, leads: int, rate_limit: str | None, changed: int, random_seed: int,
-             profile: str | None, lookback: int | None) -> dict[str, Any]:
+    ``workdir`` holds Prefect's home and the state DB; its owner removes it once this process has
+    exited (Prefect's temporary server writes to its database until then). The result is always
+    returned: a phase that raises ends the measurement with ``error`` = ``{"phase", "error"}`` and
+    the runs measured before it. After each phase the result so far is written to ``result_path``."""
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+    os.environ.update(bench_environment(workdir))  # before Prefect is imported
     from leadflow import settings
 
     if lookback is not None:
         settings.LOOKBACK_SECONDS = lookback
-
-    from sandbox.environment import environment, sandbox_environment
-    from sandbox.server import start_sandbox_process
-
     result: dict[str, Any] = {
         "crm": crm, "leads": leads, "changed": changed, "rate_limit": rate_limit, "random_seed": random_seed,
         "lookback_seconds": settings.LOOKBACK_SECONDS, "workdir": str(workdir),
         "python": sys.version.split()[0], "pid": os.getpid(), "revision": _git_revision(),
-        "cpus": os.cpu_count(), "runs": {},
+        "cpus": os.cpu_count(), "runs": {}, "phase": None, "runs_requested": list(runs),
     }
+
+    def enter(phase: str) -> None:
+        result["phase"] = phase
+        _write_json(result_path, result)
+
+    try:
+        _measure(result, enter, crm, leads, rate_limit, changed, random_seed, profile, runs)
+    except Exception as exc:  # noqa: BLE001 - the measurement so far is the answer, with what ended it
+        import traceback
+
+        traceback.print_exc()  # the whole of it in the stderr file the result names
+        result["error"] = {"phase": result["phase"], "error": error_line(exc)}
+    else:
+        result["phase"] = "done"
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["targets"] = targets(result)
+    _write_json(result_path, result)
+    return result
+
+
+def start_prefect(result: dict[str, Any]) -> None:
+    """Prefect's temporary server up and a first flow run done, before any timer: its start-up
+    (``prefect_startup_seconds``, limit ``prefect_startup_limit_seconds``) is not in the runs."""
+    import prefect
+    from prefect import flow
+
+    from leadflow.prefect_env import ensure_server, startup_timeout
+
+    @flow(name="bench-warmup")
+    def warmup() -> int:
+        return 1
+
+    result["prefect"] = prefect.__version__
+    result["prefect_startup_limit_seconds"] = startup_timeout()
+    started = ensure_server(lambda line: None)
+    result["prefect_startup_seconds"] = round(started, 2) if started is not None else 0.0
+    t0 = time.monotonic()
+    warmup()
+    result["prefect_first_flow_seconds"] = round(time.monotonic() - t0, 2)
+
+
+def _measure(result: dict[str, Any], enter: Any, crm: str, leads: int, rate_limit: str | None, changed: int,
+             random_seed: int, profile: str | None, runs: tuple[str, ...] = RUNS) -> None:
+    from sandbox.server import start_sandbox_process
+
     recorder = WorkRecorder()
     recorder.install()
     sampler = RssSampler()
+    enter("sandbox_start")
     started = time.monotonic()
     with start_sandbox_process(leads, random_seed=random_seed, rate_limits=rate_limit,
-                               startup_timeout=600) as handle:
+                               startup_timeout=max(600, leads / 250)) as handle:
         result["sandbox_start_seconds"] = round(time.monotonic() - started, 1)
-        with environment({**sandbox_environment(handle), "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1",
-                          "LEADFLOW_HUBSPOT_RATE_LIMIT": _client_rate(rate_limit)}):
-            import prefect
-            from prefect import flow
+        try:
+            _measure_runs(result, enter, handle, recorder, sampler, crm, leads, rate_limit, changed, profile, runs)
+        except Exception:
+            result["sandbox_exit_code"] = handle.process.poll() if handle.process else None  # None: still running
+            raise
 
-            from flows.sync import sync_leads
 
-            @flow(name="bench-warmup")
-            def warmup() -> int:
-                return 1
+def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: WorkRecorder, sampler: RssSampler,
+                  crm: str, leads: int, rate_limit: str | None, changed: int, profile: str | None,
+                  runs: tuple[str, ...]) -> None:
+    from leadflow import settings
+    from sandbox.environment import environment, sandbox_environment
 
-            t0 = time.monotonic()
-            warmup()
-            result["prefect_startup_seconds"] = round(time.monotonic() - t0, 2)
-            result["prefect"] = prefect.__version__
-            if crm == "hubspot":
-                from connectors.factory import connector_from_env
-                from connectors.setup import hubspot_setup
+    with environment({**sandbox_environment(handle), "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1",
+                      "LEADFLOW_HUBSPOT_RATE_LIMIT": _client_rate(rate_limit)}):
+        enter("prefect_start")
+        start_prefect(result)
+        from flows.sync import sync_leads
 
-                hubspot_setup(connector_from_env("hubspot"))
-            else:
-                result["salesforce_query_batch"] = salesforce_query_batch(handle)
-            handle.reset_stats()
-            result["rss_before_mb"] = round(sampler.process.memory_info().rss / 2**20, 1)
-            history: list[tuple[float, float, set[str]]] = []  # (start, end, lead ids written) per run
-            changed_ids: set[str] = set()
-            for run in RUNS:
-                if run == "incremental":
-                    changed_ids = set(change_leads(handle, crm, changed))
-                    handle.reset_stats()
-                # leadflow's own writes inside this run's read window (watermark - lookback, now):
-                # re-read (and skipped) by a timestamp-based incremental read
-                window = history[-1][0] - settings.LOOKBACK_SECONDS if history else None
-                echoes = set().union(*(ids for _, end, ids in history if window is not None and end >= window))
-                if crm == "salesforce":
-                    echoes = set()  # skip_own_writes: LastModifiedById leaves leadflow's writes out of the read
-                started_at = time.time()
-                recorder.reset()
-                sampler.start()
-                cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-                if profile and run == "backfill":
-                    from pyinstrument import Profiler
+        enter("setup")
+        if crm == "hubspot":
+            from connectors.factory import connector_from_env
+            from connectors.setup import hubspot_setup
 
-                    profiler = Profiler(interval=0.002)
-                    profiler.start()
-                    summary = sync_leads(crm)
-                    profiler.stop()
-                    Path(profile).write_text(profiler.output_html())
-                    Path(profile).with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
-                else:
-                    summary = sync_leads(crm)
-                wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
-                peak = sampler.stop()
-                stats = handle.stats()
-                server_ms = _server_ms(handle)
+            hubspot_setup(connector_from_env("hubspot"))
+        else:
+            result["salesforce_query_batch"] = salesforce_query_batch(handle)
+        handle.reset_stats()
+        result["rss_before_mb"] = round(sampler.process.memory_info().rss / 2**20, 1)
+        history: list[tuple[float, float, set[str]]] = []  # (start, end, lead ids written) per run
+        changed_ids: set[str] = set()
+        for run in (r for r in RUNS if r == "backfill" or r in runs):
+            if run == "incremental":
+                enter("change_leads")
+                changed_ids = set(change_leads(handle, crm, changed))
                 handle.reset_stats()
-                instrumentation = recorder.size_bytes()
-                written = set(recorder.sets.get("write:contacts" if crm == "hubspot" else "write:Lead", set()))
-                history.append((started_at, time.time(), written))
-                report = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu, peak,
-                                     rate_limit, result.get("salesforce_query_batch"))
-                if run != "backfill":
-                    to_read = (changed_ids if run == "incremental" else set()) | echoes
-                    report["echo_reads"] = len(echoes - (changed_ids if run == "incremental" else set()))
-                    with_echoes = minimum_calls(crm, run, dict(report["work"], read_leads=len(to_read)))
-                    report["minimum_calls_with_echoes"] = with_echoes
-                    report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
-                report["sandbox_ms_by_endpoint"] = server_ms
-                report["bench_instrumentation_mb"] = round(
-                    (instrumentation + sum(sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
-                                           for _, _, ids in history)) / 2**20, 1)
-                # the peak without the ids the bench itself keeps to count distinct records
-                report["pipeline_peak_rss_mb"] = round(report["peak_rss_mb"] - report["bench_instrumentation_mb"], 1)
-                result["runs"][run] = report
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    result["targets"] = targets(result)
-    return result
+            enter(run)
+            # leadflow's own writes inside this run's read window (watermark - lookback, now):
+            # re-read (and skipped) by a timestamp-based incremental read
+            window = history[-1][0] - settings.LOOKBACK_SECONDS if history else None
+            echoes = set().union(*(ids for _, end, ids in history if window is not None and end >= window))
+            if crm == "salesforce":
+                echoes = set()  # skip_own_writes: LastModifiedById leaves leadflow's writes out of the read
+            started_at = time.time()
+            recorder.reset()
+            sampler.start()
+            cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+            if profile and run == "backfill":
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.002)
+                profiler.start()
+                summary = sync_leads(crm)
+                profiler.stop()
+                Path(profile).write_text(profiler.output_html())
+                Path(profile).with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
+            else:
+                summary = sync_leads(crm)
+            wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+            peak = sampler.stop()
+            stats = handle.stats()
+            server_ms = _server_ms(handle)
+            handle.reset_stats()
+            instrumentation = recorder.size_bytes()
+            written = set(recorder.sets.get("write:contacts" if crm == "hubspot" else "write:Lead", set()))
+            history.append((started_at, time.time(), written))
+            report = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu, peak,
+                                 rate_limit, result.get("salesforce_query_batch"))
+            if run != "backfill":
+                to_read = (changed_ids if run == "incremental" else set()) | echoes
+                report["echo_reads"] = len(echoes - (changed_ids if run == "incremental" else set()))
+                with_echoes = minimum_calls(crm, run, dict(report["work"], read_leads=len(to_read)))
+                report["minimum_calls_with_echoes"] = with_echoes
+                report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
+            report["sandbox_ms_by_endpoint"] = server_ms
+            report["peak_open_fds"] = sampler.peak_fds
+            report["bench_instrumentation_mb"] = round(
+                (instrumentation + sum(sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
+                                       for _, _, ids in history)) / 2**20, 1)
+            # the peak without the ids the bench itself keeps to count distinct records
+            report["pipeline_peak_rss_mb"] = round(report["peak_rss_mb"] - report["bench_instrumentation_mb"], 1)
+            result["runs"][run] = report
 
 
 def _run_report(crm: str, run: str, leads: int, changed: int, summary: dict[str, Any], stats: dict[str, Any],
@@ -623,59 +687,163 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- the command
 
 
+def _last_error_line(path: Path) -> str:
+    """The last line of a stderr file that names an exception, else its last line."""
+    from leadflow.errors import one_line, redact
+
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    named = [line for line in lines if ":" in line and line.split(":", 1)[0].rsplit(".", 1)[-1].endswith(
+        ("Error", "Exception", "Timeout", "Interrupt", "Exit"))]
+    return one_line(redact((named or lines or [""])[-1]))
+
+
+def _stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """End the worker and what it started (the sandbox, Prefect's server): its process group."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: int, random_seed: int,
                          profile: str | None = None, lookback: int | None = None, keep: bool = False,
-                         timeout: float | None = None) -> dict[str, Any]:
-    """``measure`` in a new interpreter (clean heap, Prefect configured before import)."""
+                         timeout: float | None = None, extra_args: list[str] | None = None,
+                         runs: tuple[str, ...] = RUNS) -> dict[str, Any]:
+    """``measure`` in a new interpreter (clean heap, Prefect configured before import); never raises
+    for a failed measurement.
+
+    The worker's dir (Prefect's home, the state DB) is made here and removed only after the worker
+    and its children have exited, so nothing still running writes into a removed dir. Its whole
+    stderr goes to a file under ``bench_log_dir()``, named by ``stderr_path``. The result is what
+    the worker wrote last (after each phase); a worker that failed, timed out or wrote nothing
+    yields ``error`` = ``{"phase", "error"}`` (``worker_exit_code`` says how it ended)."""
+    from leadflow.prefect_env import STARTUP_TIMEOUT_VARIABLE
+
+    workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+    logs = bench_log_dir()
+    logs.mkdir(parents=True, exist_ok=True)
+    stderr_path = logs / f"bench-{crm}-{leads}-{time.strftime('%Y%m%dT%H%M%S')}-{workdir.name}.stderr"
+    result_path = workdir / "result.json"
     args = [sys.executable, "-m", "benchmarks.bench", "--crm", crm, "--leads", str(leads), "--changed", str(changed),
-            "--random-seed", str(random_seed)]
+            "--random-seed", str(random_seed), "--workdir", str(workdir), "--result", str(result_path)]
     if rate_limit:
         args += ["--rate-limit", rate_limit]
     if profile:
         args += ["--profile", profile]
     if lookback is not None:
         args += ["--lookback", str(lookback)]
-    if keep:
-        args.append("--keep")
+    if tuple(runs) != RUNS:
+        args += ["--runs", ",".join(runs)]
+    args += extra_args or []
     root = Path(__file__).resolve().parent.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "LEADFLOW_DATABASE_URL"}
-    done = subprocess.run(args, cwd=str(root), env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"bench worker failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1])
+    env = {k: v for k, v in os.environ.items()
+           if (not k.startswith("PREFECT_") or k == STARTUP_TIMEOUT_VARIABLE) and k != "LEADFLOW_DATABASE_URL"}
+    code: int | None = None
+    try:
+        with open(stderr_path, "w") as stderr:
+            process = subprocess.Popen(args, cwd=str(root), env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                       start_new_session=True)
+            try:
+                code = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _stop_group(process)
+        result = _read_result(result_path, crm, leads)
+        if code is None:
+            result["error"] = {"phase": result.get("phase") or "worker",
+                               "error": f"the measurement did not end within {timeout:g} s"}
+        elif code != 0:
+            line = _last_error_line(stderr_path)
+            failure = {"phase": result.get("phase") or "worker", "error": f"exit {code}: {line}"}
+            if result.get("phase") == "done":  # every run measured; the worker failed on its way out
+                result["exit_error"] = failure
+            else:
+                result.setdefault("error", failure)
+        result["worker_exit_code"] = code
+        result["stderr_path"] = str(stderr_path)
+        if keep:
+            result["workdir"] = str(workdir)
+        return result
+    finally:
+        if not keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _read_result(path: Path, crm: str, leads: int) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"crm": crm, "leads": leads, "runs": {}, "phase": None}
+
+
+def complete(result: dict[str, Any]) -> bool:
+    """Every phase of the measurement ran (a failure on the worker's way out does not count)."""
+    return result.get("phase") == "done" and not result.get("error")
 
 
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over repeated measurements of the same configuration (the first one's details)."""
-    if len(results) == 1:
-        return results[0]
-    out = dict(results[0])
-    out["repeats"] = len(results)
-    out["runs"] = {}
-    for run in RUNS:
-        rows = [r["runs"][run] for r in results if run in r["runs"]]
-        merged = dict(rows[0])
-        for key in ("wall_seconds", "leads_per_second", "cpu_ms_per_lead", "cpu_seconds", "peak_rss_mb",
-                    "pipeline_peak_rss_mb", "api_calls",
-                    "calls_over_minimum", "calls_over_minimum_with_echoes", "http_429", "failures_surfaced",
-                    "wall_over_rate_limit"):
-            values = [row[key] for row in rows if row.get(key) is not None]
+    """Medians over the complete measurements of the same configuration (the first one's details);
+    the failed ones are listed under ``failures`` (phase, error, stderr path), none is dropped."""
+    done = [r for r in results if complete(r)]
+    failures = [{**r["error"], "stderr_path": r.get("stderr_path")} for r in results if r.get("error")]
+    if len(done) <= 1:
+        out = dict(done[0] if done else results[-1])
+    else:
+        out = dict(done[0])
+        out["repeats"] = len(done)
+        out["runs"] = {}
+        for run in RUNS:
+            rows = [r["runs"][run] for r in done if run in r["runs"]]
+            merged = dict(rows[0])
+            for key in ("wall_seconds", "leads_per_second", "cpu_ms_per_lead", "cpu_seconds", "peak_rss_mb",
+                        "pipeline_peak_rss_mb", "api_calls",
+                        "calls_over_minimum", "calls_over_minimum_with_echoes", "http_429", "failures_surfaced",
+                        "wall_over_rate_limit"):
+                values = [row[key] for row in rows if row.get(key) is not None]
+                if values:
+                    merged[key] = round(statistics.median(values), 3)
+                    merged[key + "_all"] = values
+            out["runs"][run] = merged
+        out["peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in done)
+        for key in ("prefect_startup_seconds", "sandbox_start_seconds"):
+            values = [r[key] for r in done if r.get(key) is not None]
             if values:
-                merged[key] = round(statistics.median(values), 3)
-                merged[key + "_all"] = values
-        out["runs"][run] = merged
-    out["peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in results)
+                out[key] = statistics.median(values)
+                out[key + "_all"] = values
+    out["measurements"] = len(results)
+    out["complete_measurements"] = len(done)
+    out["stderr_paths"] = [r.get("stderr_path") for r in results]
+    if failures:
+        out["failures"] = failures
+    out.update(headline(out))
     out["targets"] = targets(out)
     return out
 
 
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The issue #20 figures at the top of ``--json``: the backfill's CPU ms per lead and leads/s."""
+    back = (result.get("runs") or {}).get("backfill") or {}
+    return {"cpu_ms_per_lead": back.get("cpu_ms_per_lead"), "leads_per_s": back.get("leads_per_second")}
+
+
 def render(result: dict[str, Any]) -> str:
-    lines = [f"leadflow bench: {result['crm']}, {result['leads']:,} leads, {result['changed']} changed"
+    lines = [f"leadflow bench: {result['crm']}, {result['leads']:,} leads, {result.get('changed')} changed"
              + (f", rate limit {result['rate_limit']}" if result.get("rate_limit") else "")
              + (f" (medians of {result['repeats']})" if result.get("repeats") else "")]
     lines.append(f"  sandbox start {result.get('sandbox_start_seconds')} s, Prefect ephemeral start "
-                 f"{result.get('prefect_startup_seconds')} s, process peak RSS {result['peak_rss_mb']} MB")
+                 f"{result.get('prefect_startup_seconds')} s, process peak RSS {result.get('peak_rss_mb')} MB")
     for run, r in result["runs"].items():
         s = r["summary"]
         lines.append(f"  {run:<12} {r['wall_seconds']:>8.2f} s  {r['leads_read']:>7,} leads  "
@@ -692,30 +860,102 @@ def render(result: dict[str, Any]) -> str:
                          f"{r['minimum_calls_with_echoes']['total']}, ratio {r['calls_over_minimum_with_echoes']}x")
         lines.append(f"  {'':<12} changed {s['changed']}, tasks {s['tasks_created']}, failed {s['failed']}, "
                      f"stopped early {s['stopped_early']}")
-    if result.get("startup_to_first_request_s"):
-        start = result["startup_to_first_request_s"]
+    if result.get("growth"):
+        g = result["growth"]
+        lines.append(f"  backfill at {g['leads'][0]:,} vs {g['leads'][1]:,} leads: wall per lead {g['wall_per_lead']}x, "
+                     f"CPU per lead {g['cpu_per_lead']}x, pipeline peak RSS {g['pipeline_peak_rss']}x")
+    if result.get("scoring_leads_per_s"):
+        lines.append(f"  scoring alone: {result['scoring_leads_per_s']:,.0f} leads per CPU second on one core")
+    start = result.get("startup_to_first_request_s")
+    if start and "error" in start:
+        lines.append(f"  start-up to first CRM request: FAILED in {start['error']['phase']}: {start['error']['error']}")
+    elif start:
         lines.append(f"  start-up to first CRM request (median of {start['repeat']}): no Prefect server "
                      f"{start['no_prefect_server']['median']} s, running Prefect server "
                      f"{start['running_prefect_server']['median']} s")
+    for failure in result.get("failures") or ([result["error"]] if result.get("error") else []):
+        lines.append(f"  FAILED in {failure['phase']}: {failure['error']}"
+                     + (f" (stderr: {failure['stderr_path']})" if failure.get("stderr_path") else ""))
     lines.append("  targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}" for k, v in result["targets"].items()))
     return "\n".join(lines)
 
 
 def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100, repeat: int = 1,
           random_seed: int = 42, lookback: int | None = None, profile: str | None = None,
-          keep: bool = False, startup_repeat: int = 5) -> dict[str, Any]:
-    results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed, profile, lookback, keep)
+          keep: bool = False, startup_repeat: int = 5, scoring: bool = True, runs: tuple[str, ...] = RUNS,
+          baseline_leads: int | None = None) -> dict[str, Any]:
+    """``repeat`` measurements in fresh processes (medians), then scoring alone and the start-up to
+    the first CRM request; a phase that fails is reported in the result, never raised.
+
+    ``baseline_leads``: also measure the backfill at that size (same repeats) and report the growth
+    from it (``growth``; at 500,000 leads against 50,000 also ``rss_growth_500k``)."""
+    results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed, profile, lookback, keep, runs=runs)
                for _ in range(max(1, repeat))]
     out = aggregate(results)
+    if baseline_leads:
+        base = aggregate([run_in_fresh_process(crm, baseline_leads, rate_limit, changed, random_seed, lookback=lookback,
+                                               runs=("backfill",)) for _ in range(max(1, repeat))])
+        out["baseline"] = {k: base.get(k) for k in ("leads", "cpu_ms_per_lead", "leads_per_s", "peak_rss_mb",
+                                                    "complete_measurements", "failures", "stderr_paths")}
+        out["baseline"]["backfill"] = (base.get("runs") or {}).get("backfill")
+        out["growth"] = growth(out, base)
+        if leads == 500_000 and baseline_leads == 50_000:
+            out["rss_growth_500k"] = out["growth"].get("pipeline_peak_rss")
+            out["time_per_lead_growth_500k"] = out["growth"].get("wall_per_lead")
+    out.setdefault("rss_growth_500k", None)
+    if scoring:
+        try:
+            from benchmarks.scoring_bench import scoring_rate
+
+            # qualify_batch over 50,000 leads, median of 3, leads per CPU second: inside frozen_heap
+            # as a pipeline run scores, and with the collector as the process left it
+            out["scoring_leads_per_s"] = scoring_rate(frozen=True)["cpu_leads_per_s"]
+            out["scoring_leads_per_s_default_gc"] = scoring_rate(frozen=False)["cpu_leads_per_s"]
+        except Exception as exc:  # noqa: BLE001 - reported, the measurements stand
+            out["scoring_error"] = {"phase": "scoring", "error": error_line(exc)}
     if startup_repeat > 0:  # seconds from `leadflow sync` starting to its first CRM request (benchmarks.startup)
         from benchmarks.startup import measure_startup
 
-        out["startup_to_first_request_s"] = measure_startup(crm, startup_repeat)
+        try:
+            out["startup_to_first_request_s"] = measure_startup(crm, startup_repeat)
+        except Exception as exc:  # noqa: BLE001 - reported, the measurements stand
+            out["startup_to_first_request_s"] = {"error": {"phase": "startup_to_first_request",
+                                                           "error": error_line(exc)}}
     return out
+
+
+def growth(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Backfill at the measured size over the baseline size: wall seconds per lead, CPU per lead,
+    peak RSS of the pipeline process (without the bench's own id sets) and of the whole process."""
+    big = (result.get("runs") or {}).get("backfill") or {}
+    small = (baseline.get("runs") or {}).get("backfill") or {}
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    per_lead = [r["wall_seconds"] / r["leads_read"] if r.get("leads_read") else None for r in (big, small)]
+    return {"leads": [result.get("leads"), baseline.get("leads")],
+            "wall_per_lead": ratio(*per_lead),
+            "cpu_per_lead": ratio(big.get("cpu_ms_per_lead"), small.get("cpu_ms_per_lead")),
+            "pipeline_peak_rss": ratio(big.get("pipeline_peak_rss_mb"), small.get("pipeline_peak_rss_mb")),
+            "peak_rss": ratio(big.get("peak_rss_mb"), small.get("peak_rss_mb"))}
+
+
+def exit_code(result: dict[str, Any]) -> int:
+    """0 when every measurement and part ran; 3 (partial) when some failed; 1 when none is complete."""
+    from leadflow.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+
+    if not result.get("complete_measurements"):
+        return EXIT_FAILED
+    start = result.get("startup_to_first_request_s") or {}
+    if result.get("failures") or "error" in start or result.get("scoring_error"):
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 def _main(argv: list[str] | None = None) -> None:
     import argparse
+    import atexit
 
     parser = argparse.ArgumentParser(description="one leadflow bench measurement in this process (JSON on stdout)")
     parser.add_argument("--crm", choices=("hubspot", "salesforce"), required=True)
@@ -725,12 +965,51 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--random-seed", type=int, default=42)
     parser.add_argument("--profile", help="write a pyinstrument profile of the backfill here (HTML, and .txt)")
     parser.add_argument("--lookback", type=int, help="override settings.LOOKBACK_SECONDS (experiment)")
+    parser.add_argument("--workdir", help="Prefect's home and the state DB (the caller removes it after this exits)")
+    parser.add_argument("--result", help="write the result here after each phase")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (state DB, audit log)")
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated runs (the backfill always runs)")
+    parser.add_argument("--fail-at", choices=PHASES, help=argparse.SUPPRESS)  # tests: raise on entering PHASE
     args = parser.parse_args(argv)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+    if not args.workdir and not args.keep:
+        import shutil
+
+        # registered before Prefect's server starts, so it runs after the server's own atexit stop
+        atexit.register(shutil.rmtree, workdir, True)
+    if args.fail_at:
+        _inject_failure(args.fail_at)
     result = measure(args.crm, args.leads, args.rate_limit, args.changed, args.random_seed, args.profile,
-                     args.lookback, args.keep)
+                     args.lookback, workdir, Path(args.result) if args.result else None,
+                     parse_runs(args.runs))
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
+    sys.exit(1 if result.get("error") else 0)
+
+
+def parse_runs(text: str) -> tuple[str, ...]:
+    """``backfill,no_change`` -> the runs in their order; the backfill always runs."""
+    wanted = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = wanted - set(RUNS)
+    if unknown:
+        raise ValueError(f"--runs: unknown run(s) {', '.join(sorted(unknown))}; expected {', '.join(RUNS)}")
+    return tuple(r for r in RUNS if r == "backfill" or r in wanted)
+
+
+def _inject_failure(phase: str) -> None:
+    """Make ``phase`` raise (how the tests check that a failed phase still yields the result)."""
+    global _measure
+    measured = _measure
+
+    def failing(result: dict[str, Any], enter: Any, *args: Any) -> None:
+        def enter_or_fail(name: str) -> None:
+            enter(name)
+            if name == phase:
+                raise RuntimeError(f"failure injected at {name}")
+
+        measured(result, enter_or_fail, *args)
+
+    _measure = failing
 
 
 if __name__ == "__main__":

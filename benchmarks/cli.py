@@ -24,6 +24,11 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     startup_repeat: int = typer.Option(5, "--startup-repeat",
                                        help="Runs of `leadflow sync` per case for startup_to_first_request_s (0: skip)."),
+    scoring: bool = typer.Option(True, "--scoring/--no-scoring", help="Also measure scoring alone (scoring_leads_per_s)."),
+    runs: str = typer.Option("backfill,incremental,no_change", help="Runs to measure (the backfill always runs)."),
+    baseline_leads: Optional[int] = typer.Option(
+        None, "--baseline-leads",
+        help="Also measure a backfill of this size and report the growth (default 50,000 with --leads >= 500,000; 0: none)."),
     freshness: bool = typer.Option(False, "--freshness", help="Measure the time from a demo request to its stage, "
                                    "reasons and task written back through `leadflow listen` (benchmarks/freshness.py)."),
     changes: int = typer.Option(200, help="--freshness: demo requests to send."),
@@ -31,7 +36,11 @@ def bench(
     sync_every: float = typer.Option(15.0, help="--freshness: seconds between the scheduled syncs running beside them."),
 ) -> None:
     """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS,
-    and the start-up to the first CRM request with and without a running Prefect server."""
+    scoring alone, and the start-up to the first CRM request with and without a running Prefect server;
+    with --freshness, the time from a demo request to its stage, reasons and task written back.
+
+    A failed phase is reported (phase, one-line error, the stderr file) and the rest still printed;
+    exit 0 when everything ran, 3 when some part failed, 1 when no measurement completed."""
     if freshness:
         from benchmarks.freshness import bench_freshness, render as render_freshness
 
@@ -39,11 +48,20 @@ def bench(
         result = bench_freshness(crm.value, leads, changes, rate, sync_every=sync_every)
         print(json.dumps(result, default=str)) if as_json else console.print(render_freshness(result), highlight=False)
         return
-    from benchmarks.bench import bench as run_bench, render
+    from benchmarks.bench import bench as run_bench, exit_code, parse_runs, render
 
+    try:
+        chosen = parse_runs(runs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runs") from None
+    if baseline_leads is None:
+        baseline_leads = 50_000 if leads >= 500_000 else 0
     result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile,
-                       startup_repeat=startup_repeat)
+                       startup_repeat=startup_repeat, scoring=scoring, runs=chosen, baseline_leads=baseline_leads or None)
     print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
+    code = exit_code(result)
+    if code:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -131,15 +131,28 @@ def parse_bool(value: Any) -> bool | None:
     raise _FieldProblem(problem("true/false", value))
 
 
+_ENUM_TABLES: dict[int, tuple[FieldMapping, dict[str, Any], dict[str, Any]]] = {}
+
+
+def _enum_tables(fm: FieldMapping) -> tuple[dict[str, Any], dict[str, Any]]:
+    """CRM value -> canonical value of a field (its value map and read aliases), as written and
+    case-folded; built once per field mapping object."""
+    cached = _ENUM_TABLES.get(id(fm))
+    if cached is None or cached[0] is not fm:
+        reverse = {str(crm): canonical for canonical, crm in (fm.values or {}).items()}
+        reverse.update({str(crm): str(canonical) for crm, canonical in (fm.read_aliases or {}).items()})
+        cached = (fm, reverse, {crm.lower(): canonical for crm, canonical in reverse.items()})
+        _ENUM_TABLES[id(fm)] = cached
+    return cached[1], cached[2]
+
+
 def _read_enum(fm: FieldMapping, value: Any) -> Any:
     if is_blank(value):
         return None
     text = str(value).strip()
-    reverse = {str(crm): canonical for canonical, crm in (fm.values or {}).items()}
-    reverse.update({str(crm): str(canonical) for crm, canonical in (fm.read_aliases or {}).items()})
+    reverse, folded = _enum_tables(fm)
     if text in reverse:
         return reverse[text]
-    folded = {crm.lower(): canonical for crm, canonical in reverse.items()}
     return folded.get(text.lower(), text)  # unknown: the canonical model degrades it with a warning
 
 
@@ -170,15 +183,30 @@ def read_value(name: str, fm: FieldMapping, raw: Any) -> Any:
     return str(raw).strip() if not isinstance(raw, str) else raw
 
 
-_FIELDS_CACHE: dict[int, tuple[CrmMapping, dict[str, FieldMapping], dict[str, FieldMapping]]] = {}
+_FIELDS_CACHE: dict[int, tuple[CrmMapping, dict[str, FieldMapping], dict[str, FieldMapping], tuple]] = {}
+
+# One readable field as ``record_to_lead`` reads it: canonical name, mapping, CRM field, whether it
+# lives on the separate company object, and the nested group and leaf ("discovery", "need_confirmed").
+_ReadStep = tuple[str, FieldMapping, str, bool, str | None, str | None]
+
+
+def _compiled(mapping: CrmMapping) -> tuple[CrmMapping, dict[str, FieldMapping], dict[str, FieldMapping],
+                                             tuple[_ReadStep, ...]]:
+    """(mapping, readable, writable, read steps), computed once per mapping object."""
+    cached = _FIELDS_CACHE.get(id(mapping))
+    if cached is None or cached[0] is not mapping:
+        readable = mapping.readable()
+        separate = mapping.objects.get("company") != mapping.objects.get("lead")
+        steps = tuple((name, fm, fm.field, fm.object == "company" and separate,
+                       *(name.split(".", 1) if "." in name else (None, None))) for name, fm in readable.items())
+        cached = (mapping, readable, mapping.writable(), steps)
+        _FIELDS_CACHE[id(mapping)] = cached
+    return cached
 
 
 def _fields(mapping: CrmMapping) -> tuple[dict[str, FieldMapping], dict[str, FieldMapping]]:
     """(readable, writable) of a mapping, computed once per mapping object."""
-    cached = _FIELDS_CACHE.get(id(mapping))
-    if cached is None or cached[0] is not mapping:
-        cached = (mapping, mapping.readable(), mapping.writable())
-        _FIELDS_CACHE[id(mapping)] = cached
+    cached = _compiled(mapping)
     return cached[1], cached[2]
 
 
@@ -211,18 +239,17 @@ def record_to_lead(
     data: dict[str, Any] = {"crm": crm, "crm_id": str(crm_id)}
     warnings: list[str] = []
     nested: dict[str, dict[str, Any]] = {"discovery": {}, "patient": {}, "outcome": {}}
-    for name, fm in _fields(mapping)[0].items():
-        source = _source_props(mapping, fm, props, company)
-        if source is None or fm.field not in source:
+    for name, fm, field, on_company, group, leaf in _compiled(mapping)[3]:
+        source = company if on_company else props
+        if source is None or field not in source:
             continue
         try:
-            value = read_value(name, fm, source[fm.field])
+            value = read_value(name, fm, source[field])
         except _FieldProblem as problem:
-            raise ConvertError(crm, crm_id, fm.field, str(problem)) from None
+            raise ConvertError(crm, crm_id, field, str(problem)) from None
         if value is None:
             continue
-        if "." in name:
-            group, leaf = name.split(".", 1)
+        if group is not None:
             nested[group][leaf] = value
         else:
             data[name] = value

@@ -650,7 +650,7 @@ class HubSpotApi:
         body: dict[str, Any] = {"results": results}
         if len(page) > limit:
             nxt = page[limit]
-            body["paging"] = {"next": {"after": nxt, "link": f"{ctx.request.url.path}?after={nxt}"}}
+            body["paging"] = {"next": {"after": nxt, "link": _next_link(ctx, nxt)}}
         return json_response(body)
 
     def _with_associations(self, obj: str, record_id: str, props: list[str] | None,
@@ -1328,3 +1328,11 @@ def _compare_text(actual: str | None, f: dict[str, Any], case_sensitive: bool) -
         return False
     a, b = fold(actual), fold(str(value))
     return {"EQ": a == b, "GT": a > b, "GTE": a >= b, "LT": a < b, "LTE": a <= b}.get(operator, False)
+
+
+def _next_link(ctx: Ctx, after: str) -> str:
+    """HubSpot's ``paging.next.link`` of a list: the absolute URL of the same list request with the
+    next ``after`` (e.g. ``https://api.hubapi.com/crm/v3/objects/contacts?after=102&limit=100``);
+    the request's other query parameters (limit, properties, associations) are kept, so a client
+    that follows the link gets the next page of the same list."""
+    return str(ctx.request.url.include_query_params(after=after))

@@ -6,17 +6,16 @@ state is the batch itself (contacts of one organization form its buying group).
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, NamedTuple
 
 from leadflow.canonical import Lead, LeadKind, OrgType, Stage
 from leadflow.titles import buying_function_from_title
 from scoring import criteria, patient, reasons as reasons_mod
-from scoring.criteria import OrgContext, Reason
+from scoring.criteria import OrgContext, Reason, Reasons
 from scoring.engagement import engagement
 from scoring.model import PatientRules, QualificationModel
 from scoring.next_steps import NextStep, render_step
@@ -34,14 +33,33 @@ _NO_ORG = OrgContext()
 _STAGES = {stage.value: stage for stage in Stage}
 
 
-class _Detail(NamedTuple):
-    """What the long forms are rendered from, on first access (most runs only write the short ones)."""
+class _Evaluation(NamedTuple):
+    """A lead's criteria scores and stage, before they are weighted and ranked."""
 
+    segment: str
     label: str
+    steps: dict
+    scored: dict[str, tuple[int, Reasons]]
+    weights: tuple[tuple[str, float], ...]  # (criterion, share) of the segment
+    stage: str
     stage_reasons: list[str]
-    scored: dict[str, tuple[int, list[Reason]]]
-    shares: dict[str, float]
-    weighted: list[Reason]
+
+
+class _Detail(NamedTuple):
+    """What the long forms are rendered from, on first access (a pipeline run writes only the
+    short ones): the scoring's inputs, from which the evaluation is made again. A batch's results
+    then hold a few objects per lead for the garbage collector to walk, not every reason (leads are
+    values: a lead is not changed after it is scored; the pipeline copies it to apply the outputs)."""
+
+    lead: Lead
+    org: OrgContext | None  # None for a patient
+    now: datetime
+    model: QualificationModel
+
+    def evaluation(self) -> _Evaluation:
+        if self.org is None:
+            return _evaluate_patient(self.lead, self.now, self.model)
+        return _evaluate_b2b(self.lead, self.org, self.now, self.model)
 
 
 @dataclass(frozen=True)
@@ -76,18 +94,19 @@ class Qualification:
     @cached_property
     def reasons_full(self) -> str:
         """Every reason, one per line, for a long text field (``reasons_detail``)."""
-        d = self.detail
+        d = self.detail.evaluation()
         scores = (
             f"Scores: lead {self.lead_score}, fit {self.fit_score}, engagement {self.engagement_score}"
             f" ({d.label}, model {self.model_version})"
         )
         previous = self.previous_stage.value if self.previous_stage else None
-        return reasons_mod.full(self.stage.value, previous, scores, d.stage_reasons, d.weighted)
+        return reasons_mod.full(self.stage.value, previous, scores, d.stage_reasons, _weigh(d.scored, d.weights)[1])
 
     @cached_property
     def breakdown(self) -> dict[str, Any]:
         """criterion -> score, weight, reasons (JSON-serialisable), for the audit log."""
-        d = self.detail
+        d = self.detail.evaluation()
+        shares = dict(d.weights)
         return {
             "segment": self.segment,
             "stage": {
@@ -98,7 +117,7 @@ class Qualification:
             },
             "scores": {"lead": self.lead_score, "fit": self.fit_score, "engagement": self.engagement_score},
             "criteria": {
-                name: {"score": score, "weight": round(d.shares.get(name, 0.0), 4), "reasons": [t for _, t in rs]}
+                name: {"score": score, "weight": round(shares.get(name, 0.0), 4), "reasons": [t for _, t in rs]}
                 for name, (score, rs) in d.scored.items()
             },
             "next_step": self.next_step.to_dict(),
@@ -197,14 +216,8 @@ def qualify_batch(leads: Sequence[Lead], now: datetime, model: QualificationMode
     other known contacts of the leads' organizations (see ``organizations``)."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # scoring allocates many small acyclic objects; collections would scan every lead
-    try:
-        orgs = organizations(leads, members)
-        return [_qualify_one(lead, orgs, now, model) for lead in leads]
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    orgs = organizations(leads, members)
+    return [_qualify_one(lead, orgs, now, model) for lead in leads]
 
 
 def _qualify_one(lead: Lead, orgs: dict[str, OrgContext], now: datetime, model: QualificationModel) -> Qualification:
@@ -225,9 +238,17 @@ def _own_org(lead: Lead) -> OrgContext:
 
 
 def _qualify_b2b(lead: Lead, org: OrgContext, now: datetime, model: QualificationModel) -> Qualification:
+    return _assemble(lead, _evaluate_b2b(lead, org, now, model), _Detail(lead, org, now, model), model)
+
+
+def _qualify_patient(lead: Lead, now: datetime, model: QualificationModel) -> Qualification:
+    return _assemble(lead, _evaluate_patient(lead, now, model), _Detail(lead, None, now, model), model)
+
+
+def _evaluate_b2b(lead: Lead, org: OrgContext, now: datetime, model: QualificationModel) -> _Evaluation:
     seg = model.segments[segment_of(lead)]
     fit_score, fit_reasons, excluded = criteria.fit(lead, seg, model)
-    scored: dict[str, tuple[int, list[Reason]]] = {
+    scored: dict[str, tuple[int, Reasons]] = {
         "fit": (fit_score, fit_reasons),
         "need": criteria.need(lead, seg, model),
         "authority": criteria.authority(lead, org, model),
@@ -243,10 +264,12 @@ def _qualify_b2b(lead: Lead, org: OrgContext, now: datetime, model: Qualificatio
         stage, stage_reasons = lead.manual_stage.value, [manual]  # type: ignore[union-attr]
     else:
         stage, stage_reasons = b2b_stage(lead, seg, signals, model)
-    return _assemble(lead, seg.name, seg.label, seg.next_steps, scored, seg.weights, stage, stage_reasons, now, model)
+    if seg.name == "unknown" and not any("organization type unknown" in r for r in stage_reasons):
+        stage_reasons = [*stage_reasons, "organization type unknown: enrich or ask"]
+    return _Evaluation(seg.name, seg.label, seg.next_steps, scored, seg.weights, stage, stage_reasons)
 
 
-def _qualify_patient(lead: Lead, now: datetime, model: QualificationModel) -> Qualification:
+def _evaluate_patient(lead: Lead, now: datetime, model: QualificationModel) -> _Evaluation:
     rules: PatientRules = model.patient
     result = patient.check(lead, rules)
     scored = {"fit": patient.patient_fit(result), "engagement": engagement(lead, now, model)}
@@ -256,37 +279,19 @@ def _qualify_patient(lead: Lead, now: datetime, model: QualificationModel) -> Qu
     else:
         stage, why = patient.patient_stage(result, rules)
         stage_reasons = [why]
-    return _assemble(lead, rules.name, rules.label, rules.next_steps, scored, rules.weights, stage, stage_reasons, now, model)
+    return _Evaluation(rules.name, rules.label, rules.next_steps, scored, rules.weights, stage, stage_reasons)
 
 
-def _assemble(
-    lead: Lead,
-    segment: str,
-    label: str,
-    steps: dict,
-    scored: dict[str, tuple[int, list[Reason]]],
-    weights: tuple[tuple[str, float], ...],
-    stage: str,
-    stage_reasons: list[str],
-    now: datetime,
-    model: QualificationModel,
-) -> Qualification:
-    total = 0.0
-    weighted: list[Reason] = []
-    for name, share in weights:  # reasons of a criterion with no weight in this segment are not ranked
-        part = scored.get(name)
-        if part is not None:
-            total += share * part[0]
-            weighted += [(impact * share, text) for impact, text in part[1]]
+def _assemble(lead: Lead, ev: _Evaluation, detail: _Detail, model: QualificationModel) -> Qualification:
+    scored, stage = ev.scored, ev.stage
+    total, weighted = _weigh(scored, ev.weights)
     lead_score = criteria.clamp(total)
-    if segment == "unknown" and not any("organization type unknown" in r for r in stage_reasons):
-        stage_reasons = [*stage_reasons, "organization type unknown: enrich or ask"]
-    top = reasons_mod.ranked(stage_reasons, weighted)
+    top = reasons_mod.ranked(ev.stage_reasons, weighted)
     compact = reasons_mod.compact(top)
     previous = lead.stage
     return Qualification._build(
         crm_id=lead.crm_id,
-        segment=segment,
+        segment=ev.segment,
         fit_score=scored["fit"][0],
         engagement_score=scored["engagement"][0],
         lead_score=lead_score,
@@ -295,11 +300,34 @@ def _assemble(
         stage_changed=previous is None or previous != stage,
         reasons=top,
         reasons_compact=compact,
-        next_step=render_step(steps[stage], stage, label, lead_score, compact),
+        next_step=render_step(ev.steps[stage], stage, ev.label, lead_score, compact),
         model_version=model.version,
-        scored_at=now,
-        detail=_Detail(label, stage_reasons, scored, dict(weights), weighted),
+        scored_at=detail.now,
+        detail=detail,
     )
+
+
+def _weigh(scored: dict[str, tuple[int, Reasons]], weights: tuple[tuple[str, float], ...]) -> tuple[float, list[Reason]]:
+    """The weighted total of the criteria scores, and every reason with its impact weighted by its
+    criterion's share (reasons of a criterion with no weight in this segment are not ranked)."""
+    total = 0.0
+    weighted: list[Reason] = []
+    for name, share in weights:
+        part = scored.get(name)
+        if part is not None:
+            total += share * part[0]
+            reasons = part[1]
+            if type(reasons) is tuple:  # a cached criterion's reasons: weighted once per share
+                weighted += _weighted(reasons, share)
+            else:
+                weighted += [(impact * share, text) for impact, text in reasons]
+    return total, weighted
+
+
+@lru_cache(maxsize=8192)
+def _weighted(reasons: tuple[Reason, ...], share: float) -> tuple[Reason, ...]:
+    """A cached criterion's reasons with their impact weighted by the segment's share."""
+    return tuple((impact * share, text) for impact, text in reasons)
 
 
 def apply_qualification(lead: Lead, q: Qualification) -> Lead:

@@ -32,18 +32,28 @@ def compact(reasons: list[str], limit: int = COMPACT_LIMIT) -> str:
     first reason is cut only when it alone is too long."""
     if not reasons:
         return ""
-    kept = [reasons[0]]
+    kept = 1
     length = len(reasons[0])
-    for position, reason in enumerate(reasons[1:], start=2):
-        left_after = len(reasons) - position
-        if length + 2 + len(reason) + (len(_more(left_after)) if left_after else 0) > limit:
+    count = len(reasons)
+    for position in range(1, count):
+        left_after = count - position - 1
+        needed = length + 2 + len(reasons[position]) + (_more_length(left_after) if left_after else 0)
+        if needed > limit:
             break
-        kept.append(reason)
-        length += 2 + len(reason)
-    more = _more(len(reasons) - len(kept)) if len(kept) < len(reasons) else ""
+        kept += 1
+        length += 2 + len(reasons[position])
+    more = _more(count - kept) if kept < count else ""
     if length + len(more) > limit:  # the first reason alone is too long
         return reasons[0][: limit - len(more) - 1] + "…" + more
-    return "; ".join(kept) + more
+    return "; ".join(reasons[:kept]) + more
+
+
+_MORE_FIXED = len(" (+ more in reasons detail)")
+
+
+def _more_length(count: int) -> int:
+    """``len(_more(count))`` without building the string."""
+    return _MORE_FIXED + len(str(count))
 
 
 def _more(count: int) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from benchmarks.bench import minimum_calls, run_in_fresh_process
+from benchmarks.bench import aggregate, exit_code, growth, minimum_calls, parse_runs, run_in_fresh_process
 
 
 def test_minimum_hubspot_backfill_counts_pages_companies_writes_and_task_batches():
@@ -31,8 +33,10 @@ def test_minimum_salesforce_and_an_empty_run_needs_one_call():
 
 @pytest.mark.slow
 def test_bench_200_leads_hubspot_end_to_end():
-    result = run_in_fresh_process("hubspot", 200, None, 20, 42, timeout=120)
+    result = run_in_fresh_process("hubspot", 200, None, 20, 42, timeout=600)
     assert result["crm"] == "hubspot" and result["leads"] == 200
+    assert result["phase"] == "done" and "error" not in result and result["worker_exit_code"] == 0
+    assert Path(result["stderr_path"]).is_file()
     assert set(result["runs"]) == {"backfill", "incremental", "no_change"}
     for name, run in result["runs"].items():
         for key in ("wall_seconds", "leads_per_second", "cpu_ms_per_lead", "peak_rss_mb", "api_calls",
@@ -48,3 +52,58 @@ def test_bench_200_leads_hubspot_end_to_end():
     assert result["runs"]["incremental"]["summary"]["read"] >= 20
     assert result["runs"]["no_change"]["api_calls"] <= 2
     assert result["peak_rss_mb"] > 0 and "no_change_le_2_calls" in result["targets"]
+
+
+def test_a_phase_that_fails_still_yields_the_result_with_its_phase_error_and_stderr(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEADFLOW_BENCH_LOG_DIR", str(tmp_path))
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    result = run_in_fresh_process("hubspot", 20, None, 2, 42, timeout=300, extra_args=["--fail-at", "setup"])
+    assert result["error"] == {"phase": "setup", "error": "RuntimeError: failure injected at setup"}
+    assert result["worker_exit_code"] == 1 and result["runs"] == {}
+    assert result["sandbox_start_seconds"] >= 0 and result["prefect_startup_seconds"] >= 0  # phases before it ran
+    assert result["prefect_startup_limit_seconds"] == 600  # the bench's limit, not leadflow's 180 s
+    stderr = Path(result["stderr_path"])
+    assert stderr.parent == tmp_path and "failure injected at setup" in stderr.read_text()  # the whole traceback
+    assert not Path(result["workdir"]).exists()  # removed once the worker had exited
+    assert aggregate([result])["failures"] == [dict(result["error"], stderr_path=str(stderr))]
+    assert exit_code(aggregate([result])) == 1
+
+
+def test_a_worker_that_dies_before_any_phase_is_reported_with_its_last_error_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEADFLOW_BENCH_LOG_DIR", str(tmp_path))
+    result = run_in_fresh_process("hubspot", 20, None, 2, 42, timeout=120, extra_args=["--fail-at", "no-such-phase"])
+    assert result["worker_exit_code"] == 2 and result["error"]["phase"] == "worker"
+    assert result["error"]["error"].startswith("exit 2: ") and "--fail-at" in result["error"]["error"]
+    assert Path(result["stderr_path"]).read_text()
+
+
+def test_medians_come_from_the_complete_measurements_and_the_failed_ones_are_listed():
+    def run(cpu: float) -> dict:
+        return {"wall_seconds": 1.0, "leads_per_second": 100.0, "cpu_ms_per_lead": cpu, "peak_rss_mb": 300.0,
+                "api_calls": 3, "failures_surfaced": 0, "summary": {}}
+
+    done = [{"crm": "hubspot", "leads": 100, "phase": "done", "peak_rss_mb": 300.0, "stderr_path": f"/x/{i}",
+             "runs": {"backfill": run(cpu), "incremental": run(cpu), "no_change": run(cpu)}} for i, cpu in
+            enumerate((1.0, 3.0, 2.0))]
+    failed = {"crm": "hubspot", "leads": 100, "phase": "backfill", "runs": {}, "stderr_path": "/x/f",
+              "error": {"phase": "backfill", "error": "OperationalError: unable to open database file"}}
+    out = aggregate([done[0], failed, done[1], done[2]])
+    assert out["runs"]["backfill"]["cpu_ms_per_lead"] == 2.0 and out["cpu_ms_per_lead"] == 2.0
+    assert out["complete_measurements"] == 3 and out["measurements"] == 4
+    assert out["failures"] == [{"phase": "backfill", "error": "OperationalError: unable to open database file",
+                                "stderr_path": "/x/f"}]
+    assert exit_code(out) == 3
+
+
+def test_growth_compares_the_backfill_per_lead_and_its_peak_rss_with_the_baseline():
+    big = {"leads": 500_000, "runs": {"backfill": {"wall_seconds": 1100.0, "leads_read": 500_000,
+                                                   "cpu_ms_per_lead": 2.2, "pipeline_peak_rss_mb": 520.0,
+                                                   "peak_rss_mb": 700.0}}}
+    small = {"leads": 50_000, "runs": {"backfill": {"wall_seconds": 100.0, "leads_read": 50_000,
+                                                    "cpu_ms_per_lead": 2.0, "pipeline_peak_rss_mb": 400.0,
+                                                    "peak_rss_mb": 420.0}}}
+    assert growth(big, small) == {"leads": [500_000, 50_000], "wall_per_lead": 1.1, "cpu_per_lead": 1.1,
+                                  "pipeline_peak_rss": 1.3, "peak_rss": 1.667}
+    assert parse_runs("no_change, backfill") == ("backfill", "no_change")
+    with pytest.raises(ValueError, match="unknown run"):
+        parse_runs("backfil")

@@ -286,3 +286,24 @@ def test_create_conflicts_and_batch_create_trace_errors(hubspot_client, sandbox_
         batch_input_simple_public_object_batch_input_for_create={"inputs": inputs})
     assert [r.properties["hs_task_body"] for r in result.results] == ["trace-t1"]
     assert result.errors[0].context == {"objectWriteTraceId": ["t2"]}
+
+
+def test_list_next_link_is_an_absolute_url_that_a_client_can_follow(hubspot_client, sandbox_server):
+    """HubSpot's ``paging.next.link`` is the absolute URL of the same list with ``after=`` set
+    (``https://api.hubapi.com/crm/v3/objects/contacts?after=102``); following it with a plain HTTP
+    client walks the whole list, same limit and properties, no record twice."""
+    import httpx
+
+    first = hubspot_client.crm.contacts.basic_api.get_page(limit=25, properties=["email"])
+    link = first.paging.next.link
+    assert link.startswith(f"{sandbox_server.url}/crm/v3/objects/contacts?")
+    assert f"after={first.paging.next.after}" in link and "limit=25" in link
+    seen = [c.id for c in first.results]
+    headers = {"Authorization": f"Bearer {sandbox_server.hubspot_token}"}
+    with httpx.Client(headers=headers) as client:
+        while link:
+            body = client.get(link).raise_for_status().json()
+            assert len(body["results"]) <= 25 and all(set(r["properties"]) >= {"email"} for r in body["results"])
+            seen += [r["id"] for r in body["results"]]
+            link = (body.get("paging") or {}).get("next", {}).get("link")
+    assert len(seen) == len(set(seen)) == len(sandbox_server.state.hubspot.tables["contacts"])
