@@ -102,8 +102,7 @@ def _send_changes(handle: Any, crm: str, targets: list[str], rate: float) -> lis
         api = handle.hubspot_client().crm.contacts.basic_api
 
         def edit(lead: str, stamp: str) -> None:
-            api.update(lead, SimplePublicObjectInput(properties={"demo_requested_at": stamp,
-                                                                 "lead_source": "Demo Request"}))
+            api.update(lead, SimplePublicObjectInput(properties={"demo_requested_at": stamp}))
     else:
         rep = handle.salesforce_client(user="rep")
 
