@@ -174,3 +174,23 @@ def test_the_report_files_are_self_contained_and_a_suggestion_becomes_a_candidat
     candidate = tmp_path / f"candidate-{len(report['suggestions'])}.yaml"
     assert candidate.exists() and "mql_fit: 75" in candidate.read_text()
     assert json.loads(Path(files["json"]).read_text())["suggestions"][-1]["candidate_file"] == str(candidate)
+
+
+@pytest.mark.prefect
+def test_leadflow_report_runs_the_flow_publishes_the_artifact_and_writes_the_html(synced, prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with environment({**synced["env"], "COLUMNS": "200"}):
+        result = CliRunner().invoke(app, ["report", "--crm", "salesforce", "--json", "--quiet", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert {"funnel", "channels", "calibration", "stalls", "suggestions"} <= set(data)
+    assert {"deciles", "brier"} <= set(data["calibration"])
+    assert [row["source"] for row in data["channels"]] == [row["source"] for row in synced["report"]["channels"]]
+    assert Path(data["files"]["html"]).exists() and (tmp_path / "report.json").exists()
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["salesforce-qualification-report"])))
+    assert found and "## Channels (by opportunity rate)" in found[0].data
+    assert f"| {data['channels'][0]['source']} | {data['channels'][0]['leads']} |" in found[0].data
