@@ -114,7 +114,8 @@ def _reports(folder: Path) -> list[Path]:
     """The qualification report of each CRM (flows/report.py), as self-contained HTML files."""
     from flows.report import qualification_report
 
-    return [Path(qualification_report(crm, out_dir=str(folder / f"report-{crm}"))["files"]["html"])
+    # the demo's stages are all minutes old: any MQL or SQL without an opportunity counts as stalled
+    return [Path(qualification_report(crm, stall_days=0, out_dir=str(folder / f"report-{crm}"))["files"]["html"])
             for crm in ("hubspot", "salesforce")]
 
 

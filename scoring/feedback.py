@@ -358,6 +358,7 @@ def suggestions(report: Mapping[str, Any], model: Any, min_n: int = MIN_SAMPLE) 
         if not (better or worse) and row["enough_data"]:
             continue
         direction = "raise" if row["won_rate"] > won_rate else "lower"
+        prior = int(round(prior))
         new = min(100, prior + 10) if direction == "raise" else max(0, prior - 10)
         if new == prior:
             continue

@@ -194,3 +194,13 @@ def test_leadflow_report_runs_the_flow_publishes_the_artifact_and_writes_the_htm
             key=ArtifactFilterKey(any_=["salesforce-qualification-report"])))
     assert found and "## Channels (by opportunity rate)" in found[0].data
     assert f"| {data['channels'][0]['source']} | {data['channels'][0]['leads']} |" in found[0].data
+
+
+def test_the_facts_kept_for_the_report_hold_no_patient_detail(synced):
+    facts = lead_facts(synced["engine"], "salesforce")
+    patients = [f for f in facts.values() if f["segment"] == "patient"]
+    assert patients, "the seed has patient inquiries"
+    assert all(f["traits"] == {} and f["campaign"] is None and f["unmet"] == [] for f in patients)
+    b2b = [f for f in facts.values() if f["segment"] != "patient"]
+    assert all(set(f["traits"]) <= {"decision_role", "security_review", "baa_status", "timeline", "budget_status"}
+               for f in b2b)
