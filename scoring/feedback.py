@@ -241,6 +241,21 @@ def channel_quality(records: Sequence[LeadRecord], key: str = "source", min_n: i
     return rows
 
 
+def quality_over_time(records: Sequence[LeadRecord], key: str = "source", min_n: int = MIN_SAMPLE) -> dict[str, Any]:
+    """Per channel and quarter of the inquiry: leads and the opportunity rate with its interval
+    (a referral source that used to send good leads and no longer does shows here)."""
+    out: dict[str, dict[str, Any]] = {}
+    for value, group in sorted(_groups(records, key).items()):
+        by_quarter: dict[str, list[LeadRecord]] = {}
+        for r in group:
+            first = r.reached.get("inquiry")
+            label = f"{first.year}-Q{(first.month - 1) // 3 + 1}" if first else "unknown"
+            by_quarter.setdefault(label, []).append(r)
+        out[value] = {quarter: rate(sum(r.has("opportunity") for r in rows), len(rows), min_n)
+                      for quarter, rows in sorted(by_quarter.items())}
+    return out
+
+
 def calibration(pairs: Sequence[tuple[int, bool]], outcome: str = "opportunity", min_n: int = MIN_SAMPLE) -> dict[str, Any]:
     """Reliability by lead-score decile (0-9, 10-19, ..., 90-100): the mean score read as a
     probability against the observed rate of ``outcome``; the Brier score of score/100."""
@@ -432,6 +447,7 @@ def build_report(records: Sequence[LeadRecord], model: Any, now: datetime, *, st
         "funnel": funnel(records, min_n),
         "channels": channel_quality(records, "source", min_n),
         "campaigns": channel_quality(records, "campaign", min_n),
+        "channels_over_time": quality_over_time(records, "source", min_n),
         "calibration": cal,
         "stalls": stalls(records, now, stall_days, min_n),
     }

@@ -79,7 +79,9 @@ def test_the_report_ranks_the_channels_in_the_seeded_order(synced):
     assert _spearman([-i for i in range(len(ranked))], [CHANNEL[s] for s in ranked]) >= 0.7
     assert all(CHANNEL[s] >= 0.6 for s in ranked[:3]), ranked
     assert all(CHANNEL[s] <= 0.25 for s in ranked[-3:]), ranked
+    over_time = synced["report"]["channels_over_time"]
     for row in channels:
+        assert sum(q["n"] for q in over_time[row["source"]].values()) == row["leads"]
         assert row["ci_low"] <= row["won_rate"] <= row["ci_high"]
         assert row["opportunity_ci_low"] <= row["opportunity_rate"] <= row["opportunity_ci_high"]
 
