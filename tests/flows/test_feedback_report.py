@@ -110,6 +110,8 @@ def test_funnel_and_calibration_come_with_intervals_and_sample_sizes(synced):
         assert step["n"] == before["leads"] and step["k"] == step["leads"] <= before["leads"]
         assert step["ci_low"] <= step["rate"] <= step["ci_high"]
     assert 30 <= overall[5]["median_days"] <= 120  # the seed closes deals 30-120 days after they open
+    # a first run dates leadflow's SQLs at the run, after the CRM's older opportunities: reached by then
+    assert overall[4]["median_days"] == 0
     assert set(report["funnel"]["by_source"]) == set(CHANNEL)
     cal = report["calibration"]
     assert len(cal["deciles"]) == 10 and sum(d["n"] for d in cal["deciles"]) == LEADS
@@ -206,3 +208,28 @@ def test_the_facts_kept_for_the_report_hold_no_patient_detail(synced):
     b2b = [f for f in facts.values() if f["segment"] != "patient"]
     assert all(set(f["traits"]) <= {"decision_role", "security_review", "baa_status", "timeline", "budget_status"}
                for f in b2b)
+
+
+def test_the_window_selects_leads_by_their_inquiry(synced):
+    ctx = synced["ctx"]
+    everyone = lead_records(synced["engine"], "salesforce")
+    firsts = sorted(r.reached["inquiry"] for r in everyone)
+    middle = firsts[len(firsts) // 2]
+    later = lead_records(synced["engine"], "salesforce", since=middle)
+    earlier = lead_records(synced["engine"], "salesforce", until=middle)
+    assert len(later) + len(earlier) == len(everyone) and later and earlier
+    assert all(r.reached["inquiry"] >= middle for r in later)
+    assert report_data(synced["engine"], "salesforce", since=ctx.now + timedelta(days=1), model=ctx.model)["leads"] == 0
+
+
+def test_a_dry_run_keeps_no_lead_facts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with start_sandbox(30, random_seed=3) as handle:
+        env = {**sandbox_environment(handle), "LEADFLOW_DATABASE_URL": url, "LEADFLOW_HOME": str(tmp_path)}
+        with environment(env):
+            engine = make_engine(url)
+            ctx = _context("salesforce", "sync_leads", "run-dry", True, engine)
+            for page in ctx.connector.iter_pages(None, None):
+                process_page(ctx, page)
+            assert lead_facts(engine, "salesforce") == {}
+            engine.dispose()
