@@ -233,3 +233,14 @@ def test_a_dry_run_keeps_no_lead_facts(tmp_path):
                 process_page(ctx, page)
             assert lead_facts(engine, "salesforce") == {}
             engine.dispose()
+
+
+def test_an_empty_window_renders_a_report_that_says_so(tmp_path):
+    from datetime import datetime, timezone
+
+    from flows.report_html import render_html, render_markdown
+    from scoring import load_model
+
+    report = build_report([], load_model(), datetime(2026, 12, 1, tzinfo=timezone.utc))
+    assert report["leads"] == 0 and report["channels"] == [] and report["calibration"]["brier"] is None
+    assert "0 leads" in render_markdown(report) and "no stalled leads" in render_html(report)
