@@ -198,6 +198,10 @@ def test_leadflow_report_runs_the_flow_publishes_the_artifact_and_writes_the_htm
             key=ArtifactFilterKey(any_=["salesforce-qualification-report"])))
     assert found and "## Channels (by opportunity rate)" in found[0].data
     assert f"| {data['channels'][0]['source']} | {data['channels'][0]['leads']} |" in found[0].data
+    with environment({**synced["env"], "COLUMNS": "200"}):
+        shown = CliRunner().invoke(app, ["report", "--crm", "salesforce", "--quiet", "--out", str(tmp_path / "again")])
+    assert shown.exit_code == 0, shown.output
+    assert "## Funnel" in shown.output and shown.output.rstrip().endswith(str(tmp_path / "again" / "report.html"))
 
 
 def test_the_facts_kept_for_the_report_hold_no_patient_detail(synced):
