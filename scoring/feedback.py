@@ -314,7 +314,9 @@ def stalls(records: Sequence[LeadRecord], now: datetime, stall_days: float = 30,
                            "most_unmet": unmet.most_common(1)[0][0] if unmet else None,
                            "enough_data": len(stalled) >= min_n}
     moved = [r for r in records if r.has("mql") and r.has("opportunity")]
+    segments = Counter(r.segment for r in moved if r.segment not in ("patient", "unknown"))
     return {"stall_days": stall_days, "by_stage": by_stage, "stalled": len(stalled_all), "moved_forward": len(moved),
+            "moved_segment": segments.most_common(1)[0][0] if segments else None,
             "traits": trait_lift(moved, stalled_all, min_n)}
 
 
@@ -391,7 +393,7 @@ def suggestions(report: Mapping[str, Any], model: Any, min_n: int = MIN_SAMPLE) 
                 f"{top['leads']} of {info['stalled']} stalled {stage.upper()}s ({top['share']:.0%}) lack it",
                 info["stalled"], info["enough_data"], min_n,
                 f"fewer {stage.upper()}s stall on {info['most_unmet']}", None))
-    out.extend(_weight_suggestions(report["stalls"]["traits"], model, min_n))
+    out.extend(_weight_suggestions(report["stalls"]["traits"], report["stalls"].get("moved_segment"), model, min_n))
     for gate in report["calibration"].get("gates", []):
         if gate["separates"] or gate["gate"] != "mql":
             continue
@@ -409,15 +411,19 @@ def _suggestion(change: str, evidence: str, n: int, enough: bool, min_n: int, ef
     return row
 
 
-def _weight_suggestions(traits: Sequence[Mapping[str, Any]], model: Any, min_n: int) -> list[dict[str, Any]]:
+def _weight_suggestions(traits: Sequence[Mapping[str, Any]], segment: str | None, model: Any,
+                        min_n: int) -> list[dict[str, Any]]:
+    """The criterion behind the trait that most separates moved-forward leads, weighted up in the
+    segment most of them belong to."""
+    segment = segment if segment in model.segments else "health_system"
     out = []
     for row in traits:
         criterion = _TRAIT_CRITERION.get(row["trait"])
         if criterion is None or row["lift"] < 1.5:
             continue
-        edit = {"path": ["segments", "health_system", "weights", criterion], "by": 10}
+        edit = {"path": ["segments", segment, "weights", criterion], "by": 10}
         out.append(_suggestion(
-            f"raise the weight of {criterion} (the trait {row['trait']} = {row['value']})",
+            f"raise the weight of {criterion} in '{segment}' by 10 points (the trait {row['trait']} = {row['value']})",
             f"{row['share_moved']:.0%} of leads that moved forward have it vs {row['share_stalled']:.0%} of stalled "
             f"ones (lift {row['lift']:.2f})", row["moved"] + row["stalled"], row["enough_data"], min_n,
             f"leads with {row['trait']} = {row['value']} score higher", edit))
