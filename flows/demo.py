@@ -6,6 +6,8 @@ the demo folder), and prints per CRM how the CRM's own stage field (HubSpot life
 Salesforce Lead Status) moved. The sandbox's records and leadflow's state are kept under
 ``$LEADFLOW_HOME/demo`` (default ``.leadflow/demo``), so a second run starts where the first ended
 and shows an incremental run with nothing to do. ``--reset`` starts over.
+
+It ends with the paths of each CRM's qualification report (``report-<crm>/report.html``).
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ def run_demo(reset: bool = False, leads: int = DEMO_LEADS) -> list[dict[str, Any
     console.print(f"State and audit log: {folder / 'leadflow.db'} — try [bold]leadflow audit --lead <id>[/] "
                   f"with LEADFLOW_DATABASE_URL=sqlite:///{folder / 'leadflow.db'}")
     console.print("Run [bold]make demo[/] again: the next run is incremental and has nothing to do.")
+    with environment(env):
+        reports = _reports(folder)
+    console.print("Qualification reports (leadflow report --crm X --out DIR):")
+    for path in reports:
+        console.print(str(path), markup=False, highlight=False, soft_wrap=True)
     return summaries
 
 
@@ -187,3 +194,12 @@ def _print_stages(summary: dict[str, Any]) -> None:
         counts = summary["by_source"][source]
         table.add_row(source, *(str(counts.get(stage, 0)) for stage in stages))
     console.print(table)
+
+
+def _reports(folder: Path) -> list[Path]:
+    """The qualification report of each CRM (flows/report.py), as self-contained HTML files."""
+    from flows.report import qualification_report
+
+    # the demo's stages are all minutes old: any MQL or SQL without an opportunity counts as stalled
+    return [Path(qualification_report(crm, stall_days=0, out_dir=str(folder / f"report-{crm}"))["files"]["html"])
+            for crm in ("hubspot", "salesforce")]

@@ -25,7 +25,7 @@ from connectors.convert import values_equal
 from connectors.writeback import STAMP_FIELDS, plan_update
 from state.audit import AuditEntry, AuditLog
 from state.orgs import known_members
-from state.outcomes import StageMove, record_stage_moves
+from state.outcomes import StageMove, record_lead_facts, record_stage_moves
 from flows.summary import Counts
 from leadflow.canonical import Lead, LeadKind
 from leadflow.redaction import REDACTED, shown_value
@@ -169,6 +169,7 @@ def process_page(ctx: RunContext, page: Page) -> PageResult:
     _audit_outcome(ctx, plan.updates, send, write, quarantined)
     _record_state(ctx, page, plan.updates, write, quarantined, keep_pending=held)
     _record_stage_moves(ctx, plan.updates, write, plan.by_id)
+    _record_facts(ctx, plan.by_id)
     _finish_carried(ctx, [t for t in send if t.crm_id not in plan.by_id], write)
     result.examples = _examples(plan.by_id, limit=len(EXAMPLE_ORDER))
     return result
@@ -389,6 +390,14 @@ def _record_stage_moves(ctx: RunContext, updates: list[LeadUpdate], write: Write
         _lead, q = by_id[update.crm_id]
         moves.append(StageMove(update.crm_id, q.stage.value, q.previous_stage.value if q.previous_stage else None))
     record_stage_moves(ctx.engine, ctx.crm, moves, ctx.now, getattr(ctx.audit, "run_id", None))
+
+
+def _record_facts(ctx: RunContext, by_id: dict[str, tuple[Lead, Any]]) -> None:
+    """What each lead was qualified on, for the feedback report (scoring/feedback.py)."""
+    from scoring.feedback import lead_facts
+
+    if not ctx.dry_run:
+        record_lead_facts(ctx.engine, ctx.crm, [lead_facts(lead, q, ctx.model) for lead, q in by_id.values()])
 
 
 def _task_failures_by_lead(write: WriteResult) -> dict[str, str]:

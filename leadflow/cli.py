@@ -40,6 +40,7 @@ def _register() -> None:
     from benchmarks.cli import register as register_bench
     from connectors.cli import crm_app
     from flows.cli import register as register_flows
+    from flows.report_cli import register as register_report
     from state.cli import state_app
     from sandbox.cli import sandbox_app
     from scoring.cli import register as register_scoring
@@ -49,6 +50,7 @@ def _register() -> None:
     app.add_typer(state_app, name="state", help="Move the state store and audit log to another database.")
     register_scoring(app)
     register_flows(app)
+    register_report(app)
     register_bench(app)
 
 

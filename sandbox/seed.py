@@ -602,7 +602,7 @@ class Generator:
             if name in events:
                 history["conversions"].append((events[name][0], label))
         history["conversions"].sort()
-        p_meeting = 0.03 + 0.25 * traits["fit"] + 0.15 * traits["authority"] + 0.12 * traits["channel"]
+        p_meeting = 0.03 + 0.25 * traits["fit"] + 0.15 * traits["authority"] + 0.35 * traits["channel"]
         if lead["lead_kind"] == "b2b" and rng.random() < p_meeting * (1.0 if events else 0.3):
             start = created + int((self.anchor - created) * (0.3 + 0.7 * rng.random()))
             history["meetings"].append((start, "COMPLETED" if rng.random() < 0.85 else "NO_SHOW"))

@@ -6,6 +6,9 @@ amount, dates), upserted by the connectors page by page (``record_outcomes``, on
 page); ``lf_stage_history`` is appended when a run writes a new leadflow stage
 (``record_stage_moves``). ``funnel`` joins them: for every lead, when it reached each leadflow
 stage and what became of it (inquiry -> MQL -> SAL -> SQL -> opportunity -> won), with dates.
+``lf_lead_facts`` keeps what the last run qualified each lead on (``record_lead_facts``, one
+upsert per page: source, campaign, segment, scores, unmet criteria, enumerated traits), read back
+by ``lead_facts`` for the feedback report (scoring/feedback.py).
 
 ``deal_outcome`` picks the HubSpot deal that stands for a contact's outcome: a won deal, else
 the newest open one, else the newest lost one.
@@ -23,6 +26,7 @@ from sqlalchemy import Engine, select
 from connectors.convert import is_blank, parse_bool, parse_datetime, parse_number
 from leadflow.canonical import Lead
 from state.schema import insert_many
+from state.schema import lead_facts as facts_table
 from state.schema import outcomes as outcomes_table
 from state.schema import stage_history as history_table
 from mappings import DealMapping
@@ -108,6 +112,32 @@ def record_stage_moves(engine: Engine, crm: str, moves: Sequence[StageMove], at:
     rows = [(crm, m.crm_id, m.stage, m.previous_stage, at, run_id) for m in moves]
     with engine.begin() as conn:
         insert_many(conn, history_table, ("crm", "crm_id", "stage", "previous_stage", "at", "run_id"), rows)
+
+
+_FACT_COLUMNS = ("crm", "crm_id", "source", "campaign", "segment", "stage", "lead_score", "fit_score",
+                 "engagement_score", "scores", "unmet", "traits", "model_version", "scored_at")
+
+
+def record_lead_facts(engine: Engine, crm: str, facts: Sequence[dict[str, Any]]) -> None:
+    """Upsert the facts of one page's leads (``scoring.feedback.lead_facts`` dicts; one statement)."""
+    if not facts:
+        return
+    rows = [(crm, *(f.get(c) for c in _FACT_COLUMNS[1:])) for f in facts]
+    with engine.begin() as conn:
+        insert_many(conn, facts_table, _FACT_COLUMNS, rows, conflict_keys=("crm", "crm_id"))
+
+
+def lead_facts(engine: Engine, crm: str, crm_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """crm_id -> the facts the last run qualified the lead on (or only ``crm_ids``)."""
+    out: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for chunk in _id_chunks(crm_ids):
+            query = select(facts_table).where(facts_table.c.crm == crm)
+            if chunk is not None:
+                query = query.where(facts_table.c.crm_id.in_(chunk))
+            for row in conn.execute(query).mappings():
+                out[row["crm_id"]] = {c: _aware(row[c]) for c in _FACT_COLUMNS[1:]}
+    return out
 
 
 @dataclass

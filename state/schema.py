@@ -190,6 +190,27 @@ stage_history = Table(
     Index("ix_lf_stage_history_lead", "crm", "crm_id"),
 )
 
+# What the last run qualified each lead on, for the feedback report (state/outcomes.py): channel,
+# segment, scores, the criteria still unmet for the next stage and enumerated traits (no free text).
+lead_facts = Table(
+    "lf_lead_facts",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("crm_id", String(64), primary_key=True),
+    Column("source", String(40), nullable=True),
+    Column("campaign", String(255), nullable=True),
+    Column("segment", String(40), nullable=True),
+    Column("stage", String(40), nullable=True),
+    Column("lead_score", Integer, nullable=True),
+    Column("fit_score", Integer, nullable=True),
+    Column("engagement_score", Integer, nullable=True),
+    Column("scores", JSON, nullable=True),
+    Column("unmet", JSON, nullable=True),
+    Column("traits", JSON, nullable=True),
+    Column("model_version", String(40), nullable=True),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+)
+
 run_locks = Table(
     "lf_run_locks",
     metadata,

@@ -34,6 +34,13 @@ def _fill(url: str, audit_rows: int = 5) -> None:
                                                    "first_seen": T0, "last_seen": T0 + timedelta(hours=1)}])
         conn.execute(insert(store.org_members), [{"crm": "salesforce", "crm_id": "00Q1", "org_key": "npi:1234567890",
                                                  "function": "it", "decision_maker": 1}])
+        conn.execute(insert(store.lead_facts), [{"crm": "salesforce", "crm_id": "00Q1", "source": "referral",
+                                                 "segment": "health_system", "stage": "mql", "lead_score": 72,
+                                                 "unmet": ["timeline"], "traits": {"decision_role": "user"},
+                                                 "scored_at": T0}])
+        conn.execute(insert(store.outcomes), [{"crm": "salesforce", "crm_id": "00Q9", "converted": 1,
+                                               "stage_dates": {"opportunity": T0.isoformat()}, "read_at": T0}])
+        conn.execute(insert(store.stage_history), [{"crm": "salesforce", "crm_id": "00Q9", "stage": "sql", "at": T0}])
         conn.execute(insert(store.enrichment_cache), [
             {"provider": "nppes", "cache_key": "org:acme", "payload": {"npi": "1234567890", "taxonomy": ["282N00000X"]},
              "fetched_at": T0, "expires_at": T0 + timedelta(days=30)},
