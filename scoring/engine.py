@@ -82,6 +82,7 @@ class Qualification:
     next_step: NextStep
     model_version: str
     scored_at: datetime
+    criterion_scores: dict[str, int]  # criterion -> its 0-100 score (the feedback report's facts)
     detail: _Detail = field(repr=False, compare=False)
 
     @classmethod
@@ -303,6 +304,7 @@ def _assemble(lead: Lead, ev: _Evaluation, detail: _Detail, model: Qualification
         next_step=render_step(ev.steps[stage], stage, ev.label, lead_score, compact),
         model_version=model.version,
         scored_at=detail.now,
+        criterion_scores={name: part[0] for name, part in scored.items()},
         detail=detail,
     )
 

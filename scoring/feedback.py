@@ -65,7 +65,7 @@ def lead_facts(lead: Any, q: Any, model: Any) -> dict[str, Any]:
     """What the report needs to remember of one qualified lead: channel, segment, scores, the
     criteria still unmet for the next stage, and its traits (enumerated values only, never free
     text; a patient lead keeps none)."""
-    scored = {name: part[0] for name, part in q.detail.scored.items()}
+    scored = q.criterion_scores
     patient = lead.lead_kind.value == "patient"
     return {
         "crm_id": lead.crm_id, "source": lead.source.value, "campaign": None if patient else lead.campaign,
@@ -90,7 +90,7 @@ def unmet_criteria(lead: Any, q: Any, model: Any) -> list[str]:
     seg = model.segments.get(q.segment)
     if seg is None:
         return []
-    scored = {name: part[0] for name, part in q.detail.scored.items()}
+    scored = q.criterion_scores
     if stage in ("inquiry", "nurture"):
         return [name for name, ok in (("fit", q.fit_score >= seg.mql_fit),
                                       ("engagement", q.engagement_score >= seg.mql_engagement)) if not ok]
