@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from leadflow.canonical import Lead
 from mappings import CrmMapping
+from scoring.tasks import PlannedTask
 
 
 @dataclass(frozen=True)
@@ -61,17 +62,9 @@ class LeadUpdate:
     clear_first: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """A next-step task; ``key`` = f"{crm_id}:{stage}:{next_step_id}" is its idempotency key."""
-
-    key: str
-    crm_id: str
-    stage: str
-    subject: str
-    body: str
-    due: date
-    priority: str  # high | normal | low
+# A next-step task, as the qualification policy plans it (``scoring.tasks``): ``key`` is its
+# idempotency key, the unique value the CRM upserts it on.
+TaskSpec = PlannedTask
 
 
 @dataclass

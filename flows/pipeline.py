@@ -261,8 +261,7 @@ def _enrich(ctx: RunContext, leads: list[Lead]) -> tuple[list[Lead], dict[str, d
 
 def _task_for(ctx: RunContext, lead: Lead, q: Any) -> TaskSpec | None:
     manual = lead.manual_stage.value if lead.manual_stage is not None else None
-    planned = next_task(lead.crm_id, q.stage.value, manual, q.next_step, ctx.now, ctx.task_stages)
-    return TaskSpec(**vars(planned)) if planned is not None else None
+    return next_task(lead.crm_id, q.stage.value, manual, q.next_step, ctx.now, ctx.task_stages)
 
 
 def _tasks_not_yet_created(ctx: RunContext, tasks: list[TaskSpec]) -> list[TaskSpec]:
