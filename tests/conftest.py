@@ -96,3 +96,22 @@ def prefect_server():
     with prefect_test_harness(server_startup_timeout=90):
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
+
+
+@pytest.fixture()
+def sandbox():
+    """A fresh in-process sandbox with the default seed (modules that need another seed define their own)."""
+    from sandbox import start_sandbox
+
+    with start_sandbox() as running:
+        yield running
+
+
+@pytest.fixture()
+def engine(sqlite_url):
+    """The state store on a fresh SQLite file."""
+    from state.schema import make_engine
+
+    eng = make_engine(sqlite_url)
+    yield eng
+    eng.dispose()

@@ -21,23 +21,6 @@ BLOCKS = [(HubSpotCredentials, "leadflow-hubspot"), (SalesforceCredentials, "lea
           (SalesforceCredentials, "acme-prod")]
 
 
-@pytest.fixture()
-def sandbox():
-    from sandbox import start_sandbox
-
-    with start_sandbox() as running:
-        yield running
-
-
-@pytest.fixture()
-def engine(sqlite_url):
-    from state.schema import make_engine
-
-    eng = make_engine(sqlite_url)
-    yield eng
-    eng.dispose()
-
-
 @pytest.fixture(autouse=True)
 def clean(monkeypatch):
     """No variable from the outside, and no block left on the shared server for other tests."""
