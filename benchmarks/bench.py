@@ -99,7 +99,7 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
         out["compare_read"] = _ceil(work.get("compare_leads", 0), HUBSPOT_BATCH) + \
             _ceil(work.get("compare_companies", 0), HUBSPOT_BATCH)
     else:
-        from connectors.salesforce import SalesforceConfig
+        from connectors.crm.salesforce import SalesforceConfig
 
         defaults = SalesforceConfig(instance_url="")
         batch = work.get("query_batch") or SALESFORCE_QUERY_BATCH
@@ -116,7 +116,7 @@ def minimum_calls(crm: str, run: str, work: dict[str, int]) -> dict[str, int]:
         out["task_create"] = _ceil(work.get("tasks_created", 0), SALESFORCE_COLLECTION)
         out["task_close"] = _ceil(work.get("tasks_closed", 0), SALESFORCE_COLLECTION)
         out["compare_read"] = _ceil(work.get("compare_leads", 0), SALESFORCE_IN_IDS)
-        from connectors.factory import own_writes_from_env
+        from connectors.crm.factory import own_writes_from_env
 
         own = own_writes_from_env()
         if own.get("skip_own_writes") and not own.get("integration_user_id"):
@@ -159,7 +159,7 @@ class WorkRecorder:
         if self._installed:
             return
         self._installed = True
-        from connectors import hubspot, salesforce
+        from connectors.crm import hubspot, salesforce
 
         rec = self
         transport = hubspot.HubSpotTransport
@@ -392,7 +392,7 @@ def _git_revision() -> str | None:
 def salesforce_query_batch(handle: Any) -> int:
     """The REST query batch size Salesforce allows for the connector's SELECT: 2,000, or 200 when it
     selects two or more custom long text area fields (checked with describe, as Salesforce does)."""
-    from connectors.factory import connector_from_env
+    from connectors.crm.factory import connector_from_env
 
     fields = set(connector_from_env("salesforce").fields)
     described = handle.salesforce_client().Lead.describe()["fields"]
@@ -566,8 +566,8 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
 
         enter("setup")
         if crm == "hubspot":
-            from connectors.factory import connector_from_env
-            from connectors.setup import hubspot_setup
+            from connectors.crm.factory import connector_from_env
+            from connectors.crm.setup import hubspot_setup
 
             hubspot_setup(connector_from_env("hubspot"))
         else:

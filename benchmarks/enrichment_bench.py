@@ -53,7 +53,7 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors.enrichment import build_waterfall  # noqa: E402
+from connectors.enrichment.waterfall import build_waterfall  # noqa: E402
 from state import schema as store  # noqa: E402
 from leadflow.canonical import Lead  # noqa: E402
 from sandbox.nppes import NppesRegistry  # noqa: E402
@@ -279,7 +279,7 @@ def seeded_leads(n: int, seed: int) -> tuple[list[Any], list[Lead], dict[str, se
     that are this organization, registry). An organization is its own NPI, plus any other record
     registered under the same name (legal or DBA) practising in its city: the seed draws some
     names twice, and a lead cannot tell those apart either."""
-    from connectors.nppes import normalize_name, parse_record
+    from connectors.enrichment.nppes import normalize_name, parse_record
     from sandbox.seed import Generator
 
     generator = Generator(n, seed)

@@ -40,8 +40,8 @@ def bench_freshness(crm: str, leads: int = 500, changes: int = 200, rate: float 
 
 def _measure(crm: str, leads: int, changes: int, rate: float, window: float, sync_every: float,
              random_seed: int) -> dict[str, Any]:
-    from connectors.factory import connector_from_env
-    from connectors.setup import hubspot_setup, salesforce_setup
+    from connectors.crm.factory import connector_from_env
+    from connectors.crm.setup import hubspot_setup, salesforce_setup
     from flows.listen import ListenConfig, requalify_runner, running_receiver
     from flows.sync import sync_leads
     from leadflow import settings

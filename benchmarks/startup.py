@@ -113,7 +113,7 @@ def _summary(values: list[float | None]) -> dict[str, Any]:
 def measure_startup(crm: str, repeat: int = 5) -> dict[str, Any]:
     """``{"no_prefect_server": {"median", "all"}, "running_prefect_server": {...}}`` in seconds, and
     ``stderr_dir``: the full stderr of every command and of the Prefect server, one file each."""
-    from connectors.factory import connector_from_env
+    from connectors.crm.factory import connector_from_env
     from sandbox.environment import environment
     from sandbox.server import start_sandbox_process
 
@@ -124,7 +124,7 @@ def measure_startup(crm: str, repeat: int = 5) -> dict[str, Any]:
         logs.mkdir(parents=True, exist_ok=True)
         env = _base_env(handle, workdir)
         if crm == "hubspot":
-            from connectors.setup import hubspot_setup
+            from connectors.crm.setup import hubspot_setup
 
             with environment({k: v for k, v in env.items() if k.startswith(("HUBSPOT_", "LEADFLOW_"))}):
                 hubspot_setup(connector_from_env("hubspot"))

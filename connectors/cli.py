@@ -12,7 +12,7 @@ CRM_OPTION = typer.Option(..., "--crm", help="hubspot | salesforce")
 
 
 def _connector(crm: str):
-    from connectors.factory import MissingCredential, connector_from_env
+    from connectors.crm.factory import MissingCredential, connector_from_env
 
     try:
         return connector_from_env(crm)
@@ -27,7 +27,7 @@ def setup(
     dry_run: bool = typer.Option(False, "--dry-run", help="HubSpot: only list what would be created"),
 ) -> None:
     """HubSpot: create the leadflow property group and properties. Salesforce: list missing fields."""
-    from connectors.setup import hubspot_setup, salesforce_setup
+    from connectors.crm.setup import hubspot_setup, salesforce_setup
 
     conn = _connector(crm)
     if crm == "hubspot":
@@ -73,7 +73,7 @@ def _problems(problems: list[str]) -> None:
 def check(crm: str = CRM_OPTION) -> None:
     """Auth works, the schema is readable, the remaining API quota; with native stages on, each
     value the mapping names that the CRM's own options lack is a problem line (exit 1)."""
-    from connectors.setup import check as run_check
+    from connectors.crm.setup import check as run_check
 
     conn = _connector(crm)
     result = run_check(conn)  # a refused credential or unreachable host: one line and its exit code (leadflow.errors)

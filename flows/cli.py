@@ -50,7 +50,7 @@ def configure_run(crm: str, model: Optional[Path], mapping: Optional[Path]) -> N
     missing setting stops here, before Prefect starts and before any CRM call (exit 2, file and key)."""
     import os
 
-    from connectors.factory import MissingCredential, hubspot_config_from_env, salesforce_config_from_env
+    from connectors.crm.factory import MissingCredential, hubspot_config_from_env, salesforce_config_from_env
     from leadflow import settings
     from leadflow.prefect_env import check_startup_timeout
     from mappings import MappingError, load_mapping

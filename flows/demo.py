@@ -69,8 +69,8 @@ def restore_schema(handle: Any, schema: dict[str, Any]) -> None:
 
 
 def run_demo(reset: bool = False, leads: int = DEMO_LEADS) -> list[dict[str, Any]]:
-    from connectors.factory import connector_from_env
-    from connectors.setup import hubspot_setup
+    from connectors.crm.factory import connector_from_env
+    from connectors.crm.setup import hubspot_setup
     from flows.sync import sync_leads
     from sandbox import start_sandbox
 

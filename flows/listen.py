@@ -1,5 +1,5 @@
 """``leadflow listen``: the webhook receiver. HubSpot webhooks and Salesforce Outbound Messages come
-in, are checked (``connectors/webhooks.py``), de-duplicated by event id (``state.claims``), cleared of
+in, are checked (``connectors/crm/webhooks.py``), de-duplicated by event id (``state.claims``), cleared of
 leadflow's own echoes, and queued; a coalescer re-qualifies the queued leads of each CRM in small
 batches through the by-id flow (``flows.sync.requalify_leads``, a Prefect flow run in this process).
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from connectors.webhooks import (
+from connectors.crm.webhooks import (
     MAX_BODY_BYTES,
     Change,
     Rejected,
@@ -237,7 +237,7 @@ class ChangeFilter:
     def _wrote(mapping, written: dict[str, str | None], change: Change) -> bool:
         """Whether the property now holds the value leadflow last wrote to it (type-aware: HubSpot
         notifies a datetime as epoch milliseconds)."""
-        from connectors.convert import values_equal
+        from connectors.crm.convert import values_equal
 
         if change.property not in written:
             return False

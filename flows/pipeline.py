@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from state import leads as state
-from connectors.base import CrmConnector, FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
-from connectors.convert import values_equal
-from connectors.writeback import STAMP_FIELDS, plan_update
+from connectors.crm.base import CrmConnector, FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
+from connectors.crm.convert import values_equal
+from connectors.crm.writeback import STAMP_FIELDS, plan_update
 from state.audit import AuditEntry, AuditLog
 from state.orgs import known_members
 from state.outcomes import StageMove, record_lead_facts, record_stage_moves
@@ -30,7 +30,7 @@ from flows.summary import Counts
 from leadflow.canonical import Lead, LeadKind
 from leadflow.redaction import REDACTED, shown_value
 from mappings import NATIVE_STAGE, CrmMapping, FieldMapping
-from connectors.enrichment import Waterfall
+from connectors.enrichment.waterfall import Waterfall
 from scoring.model import QualificationModel
 from scoring.tasks import TASK_STAGES, lead_of_task_key, next_task, superseded_prefixes
 

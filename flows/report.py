@@ -131,8 +131,8 @@ def replay(leads: Sequence[Any], model: Any, now: datetime, members: Sequence[An
 def read_window_leads(crm: str, crm_ids: Sequence[str], engine: Any, enrich: bool = True) -> tuple[list[Any], Any]:
     """The leads re-read by id through the connector (reads only: no read marks, no outcomes
     written), enriched as a run would (from the enrichment cache where it holds them)."""
-    from connectors.enrichment import build_waterfall
-    from connectors.factory import connector_from_env
+    from connectors.enrichment.waterfall import build_waterfall
+    from connectors.crm.factory import connector_from_env
 
     connector = connector_from_env(crm, engine=engine, mark_reads=False)
     leads = [lead for page in connector.fetch_by_ids(list(crm_ids)) for lead in page.leads]

@@ -138,8 +138,8 @@ def _run_id() -> str:
 
 
 def _context(crm: str, flow_name: str, run_id: str, dry_run: bool, engine) -> RunContext:
-    from connectors.enrichment import build_waterfall
-    from connectors.factory import connector_from_env
+    from connectors.enrichment.waterfall import build_waterfall
+    from connectors.crm.factory import connector_from_env
     from scoring import load_model
 
     model = load_model(settings.model_path())

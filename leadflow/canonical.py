@@ -44,7 +44,7 @@ class OrgType(StrEnum):
 
 class OrgKind(StrEnum):
     """What kind of hospital (or other organization) it is, where a code says so (NUCC taxonomy,
-    CMS Provider of Services subtype); see connectors/taxonomy.py."""
+    CMS Provider of Services subtype); see connectors/enrichment/taxonomy.py."""
 
     general_acute = "general_acute"
     critical_access = "critical_access"

@@ -5,7 +5,7 @@ then create a block in the UI or in code::
 
     HubSpotCredentials(access_token="pat-...").save("leadflow-hubspot")
 
-``connectors.factory`` reads a setting from its environment variable first, then from the CRM's
+``connectors.crm.factory`` reads a setting from its environment variable first, then from the CRM's
 block (named by ``LEADFLOW_HUBSPOT_BLOCK`` / ``LEADFLOW_SALESFORCE_BLOCK``, default
 ``leadflow-hubspot`` / ``leadflow-salesforce``; looked up only when a Prefect API is configured),
 then from the per-variable Secret block of ``leadflow.secrets``. Each field is the variable's name

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, delete, select, update
 
-from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
-from connectors.convert import stored_text
+from connectors.crm.base import LeadUpdate, Page, TaskSpec, WriteResult
+from connectors.crm.convert import stored_text
 from leadflow import settings
 from leadflow.batches import chunked
 from leadflow.clock import utc as _aware

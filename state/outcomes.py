@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from connectors.convert import is_blank, parse_bool, parse_datetime, parse_number
+from connectors.crm.convert import is_blank, parse_bool, parse_datetime, parse_number
 from leadflow.canonical import Lead
 from state.schema import insert_many
 from state.schema import lead_facts as facts_table

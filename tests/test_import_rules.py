@@ -6,6 +6,7 @@ module level and inside functions alike.
 - ``flows/`` composes and holds no SQL (queries belong to ``state/``);
 - nothing below ``flows/`` imports ``flows/`` (the ``leadflow`` CLI entry point, which assembles every
   package's commands, is the one place allowed to look up);
+- ``connectors/crm/`` and ``connectors/enrichment/`` do not import each other;
 - no import cycle between the project's modules.
 """
 
@@ -92,6 +93,17 @@ def test_nothing_below_flows_imports_flows():
     below = ("leadflow", "state", "connectors", "scoring", "mappings", "sandbox")
     bad = [(name, line, imported) for name in MODULES if _top(name) in below and name != CLI_ENTRY
            for imported, line, _ in _imports(name) if _top(imported) in ("flows", "benchmarks")]
+    assert not bad, bad
+
+
+def test_crm_connectors_and_enrichment_providers_do_not_import_each_other():
+    sides = ("connectors.crm", "connectors.enrichment")
+
+    def side(module: str) -> str | None:
+        return next((s for s in sides if module == s or module.startswith(s + ".")), None)
+
+    bad = [(name, line, imported) for name in MODULES if (own := side(name))
+           for imported, line, _ in _imports(name) if (other := side(imported)) and other != own]
     assert not bad, bad
 
 

@@ -155,8 +155,8 @@ def run_sync(conn: Any, engine: Any, *, incremental: bool = True, crash_after_ta
 
 
 def sandbox_waterfall(sb: Any, engine: Any) -> Any:
-    """The house enrichment waterfall (connectors/enrichment.yaml) with NPPES at the sandbox's."""
-    from connectors.enrichment import build_waterfall
+    """The house enrichment waterfall (connectors/enrichment/enrichment.yaml) with NPPES at the sandbox's."""
+    from connectors.enrichment.waterfall import build_waterfall
 
     return build_waterfall(engine=engine, nppes_url=sb.nppes_url)
 

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from connectors.base import Quarantined
-from connectors.convert import (
+from connectors.crm.base import Quarantined
+from connectors.crm.convert import (
     EVENT_COUNT_CAP,
     convert_record,
     current_values,
@@ -137,7 +137,7 @@ def test_reasons_read_back_as_a_list():
 
 
 def test_reasons_field_holds_whole_reasons_within_its_length():
-    from connectors.convert import to_crm_value
+    from connectors.crm.convert import to_crm_value
     from mappings import load_mapping
 
     fm = load_mapping("hubspot").fields["reasons"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from connectors.factory import MissingCredential, connector_from_env
+from connectors.crm.factory import MissingCredential, connector_from_env
 
 ENV = ["HUBSPOT_ACCESS_TOKEN", "HUBSPOT_HOST", "SALESFORCE_INSTANCE_URL", "SALESFORCE_USERNAME", "SALESFORCE_PASSWORD",
        "SALESFORCE_SECURITY_TOKEN", "SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_SESSION_ID",
@@ -92,8 +92,8 @@ def _allocation(output: str, crm: str, tail: str) -> tuple[int, int]:
 
 
 def test_salesforce_setup_lists_missing_fields(sandbox, engine):
-    from connectors.factory import connector_for_sandbox
-    from connectors.setup import salesforce_setup
+    from connectors.crm.factory import connector_for_sandbox
+    from connectors.crm.setup import salesforce_setup
     from mappings import load_mapping
 
     mapping = load_mapping("salesforce")

@@ -8,9 +8,9 @@ from crm_harness import fast_retry
 from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, seed_salesforce
 
 from state import leads as state
-from connectors.factory import connector_for_sandbox
+from connectors.crm.factory import connector_for_sandbox
 from connectors.retry import QuotaExhausted
-from connectors.setup import hubspot_setup
+from connectors.crm.setup import hubspot_setup
 
 
 def test_hubspot_faults_lose_nothing(sandbox, engine):
@@ -121,8 +121,8 @@ def test_bad_token_fails_the_call_not_each_record(sandbox, engine):
     from hubspot.crm.contacts import ApiException
     from pydantic import SecretStr
 
-    from connectors.base import FieldChange, LeadUpdate
-    from connectors.hubspot import HubSpotConfig, HubSpotConnector
+    from connectors.crm.base import FieldChange, LeadUpdate
+    from connectors.crm.hubspot import HubSpotConfig, HubSpotConnector
 
     ids = seed_hubspot(sandbox, 3)
     bad = HubSpotConnector(HubSpotConfig(access_token=SecretStr("wrong-token"), host=sandbox.url), engine,

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 from crm_harness import calls, now_ms, sandbox_state
 
-from connectors.factory import connector_for_sandbox
+from connectors.crm.factory import connector_for_sandbox
 
 
 def _one_company_many_contacts(sb, contacts: int) -> tuple[str, list[str]]:

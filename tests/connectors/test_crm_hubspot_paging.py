@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 from crm_harness import fast_retry
 from crm_harness import calls, sandbox_state
 
-from connectors.factory import connector_for_sandbox
-from connectors.setup import hubspot_setup
+from connectors.crm.factory import connector_for_sandbox
+from connectors.crm.setup import hubspot_setup
 
 
 def _seed(sandbox, blocks: list[tuple[int, int]], start_ms: int) -> list[str]:

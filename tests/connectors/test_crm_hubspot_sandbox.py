@@ -6,8 +6,8 @@ import pytest
 from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, touch_hubspot
 from crm_harness import fast_retry
 
-from connectors.factory import connector_for_sandbox
-from connectors.setup import hubspot_setup
+from connectors.crm.factory import connector_for_sandbox
+from connectors.crm.setup import hubspot_setup
 from scoring.tasks import TASK_STAGES
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from crm_harness import calls, fast_retry, org_create, sandbox_state
 
-from connectors.factory import connector_for_sandbox
+from connectors.crm.factory import connector_for_sandbox
 from state.outcomes import StageMove, funnel, record_stage_moves
 from leadflow.canonical import Lead, Source
 from mappings import MAPPINGS_DIR, MappingError, load_mapping, parse_mapping
@@ -320,7 +320,7 @@ def test_stage_history_and_outcomes_make_one_journey(engine):
 
 
 def test_one_form_submission_is_one_form_fill():
-    from connectors.convert import record_to_lead
+    from connectors.crm.convert import record_to_lead
 
     props = {"lastmodifieddate": "2026-11-02T00:00:00Z", "num_conversion_events": "1",
              "first_conversion_date": "2026-11-01T10:00:00Z", "first_conversion_event_name": "Ebook: EHR guide",

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from crm_harness import calls, fast_retry, run_sync, sandbox_state, seed_salesforce
 
-from connectors import salesforce as sf_module
-from connectors.factory import connector_for_sandbox, salesforce_config_from_env
-from connectors.salesforce import BulkQueryError, SalesforceConfigError, SalesforceConnector, csv_records
+from connectors.crm import salesforce as sf_module
+from connectors.crm.factory import connector_for_sandbox, salesforce_config_from_env
+from connectors.crm.salesforce import BulkQueryError, SalesforceConfigError, SalesforceConnector, csv_records
 from sandbox import start_sandbox
 from sandbox.store import now_ms
 

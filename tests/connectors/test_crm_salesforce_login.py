@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from connectors.factory import connector_from_env
-from connectors.salesforce_login import SalesforceDomainError, SalesforceLoginRefused, login_base_url
+from connectors.crm.factory import connector_from_env
+from connectors.crm.salesforce_login import SalesforceDomainError, SalesforceLoginRefused, login_base_url
 from crm_harness import calls
 
 ENV = ["SALESFORCE_INSTANCE_URL", "SALESFORCE_DOMAIN", "SALESFORCE_USERNAME", "SALESFORCE_PASSWORD",

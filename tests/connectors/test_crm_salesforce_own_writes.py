@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from crm_harness import calls, fast_retry, run_sync, seed_salesforce
 
-from connectors import salesforce as sf_module
-from connectors.factory import connector_for_sandbox, connector_from_env, salesforce_config_from_env
-from connectors.salesforce import SalesforceConfigError, SalesforceConnector
+from connectors.crm import salesforce as sf_module
+from connectors.crm.factory import connector_for_sandbox, connector_from_env, salesforce_config_from_env
+from connectors.crm.salesforce import SalesforceConfigError, SalesforceConnector
 from sandbox.salesforce import REP_USER_ID, USER_ID
 
 LEADS = 60

@@ -6,8 +6,8 @@ import pytest
 from crm_harness import fast_retry
 from crm_harness import calls, run_sync, sandbox_state, sandbox_waterfall, seed_salesforce
 
-from connectors.factory import connector_for_sandbox
-from connectors.setup import salesforce_setup
+from connectors.crm.factory import connector_for_sandbox
+from connectors.crm.setup import salesforce_setup
 
 
 @pytest.fixture()

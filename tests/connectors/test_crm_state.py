@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from state import leads as state
-from connectors.base import FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
+from connectors.crm.base import FieldChange, LeadUpdate, Page, Quarantined, TaskSpec, WriteResult
 from leadflow.canonical import Lead
 from state.schema import make_engine
 

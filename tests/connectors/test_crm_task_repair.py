@@ -9,8 +9,8 @@ from crm_harness import org_create, sandbox_state, seed_hubspot, seed_salesforce
 from typer.testing import CliRunner
 
 from state import leads as state
-from connectors.factory import connector_for_sandbox
-from connectors.setup import hubspot_setup, salesforce_setup
+from connectors.crm.factory import connector_for_sandbox
+from connectors.crm.setup import hubspot_setup, salesforce_setup
 from state.audit import read_audit
 from state.schema import make_engine
 from sandbox.store import now_ms

@@ -15,9 +15,9 @@ from crm_harness import calls, run_sync, sandbox_state, seed_hubspot, seed_sales
 from sqlalchemy import delete
 
 from state import leads as state
-from connectors.base import TaskSpec
-from connectors.factory import connector_for_sandbox
-from connectors.setup import hubspot_setup
+from connectors.crm.base import TaskSpec
+from connectors.crm.factory import connector_for_sandbox
+from connectors.crm.setup import hubspot_setup
 from state.schema import task_keys
 
 UPSERT = {"hubspot": "hubspot.tasks.batch_upsert", "salesforce": "salesforce.composite.upsert"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from connectors.writeback import plan_update, plan_updates
+from connectors.crm.writeback import plan_update, plan_updates
 from leadflow.canonical import Lead
 from mappings import load_mapping
 

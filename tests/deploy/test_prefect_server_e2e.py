@@ -105,8 +105,8 @@ def test_partitioned_backfill_shared_by_two_workers(prefect_database, tmp_path: 
 
 
 def _set_up_hubspot(env: dict[str, str]) -> None:
-    from connectors.factory import connector_from_env
-    from connectors.setup import hubspot_setup
+    from connectors.crm.factory import connector_from_env
+    from connectors.crm.setup import hubspot_setup
 
     with environment({k: v for k, v in env.items() if not k.startswith("PREFECT_")}):
         hubspot_setup(connector_from_env("hubspot"))

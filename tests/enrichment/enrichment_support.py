@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from connectors.nppes import NppesProvider
+from connectors.enrichment.nppes import NppesProvider
 from leadflow.canonical import Lead
 from sandbox.nppes import NppesRegistry
 

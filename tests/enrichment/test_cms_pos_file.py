@@ -10,7 +10,7 @@ import pytest
 import yaml
 from enrichment_support import make_lead
 
-from connectors.enrichment import build_waterfall
+from connectors.enrichment.waterfall import build_waterfall
 from leadflow.canonical import CareSetting, OrgKind, OrgType
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)

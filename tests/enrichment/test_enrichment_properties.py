@@ -8,7 +8,7 @@ from enrichment_support import fixture_registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.nppes import name_similarity, normalize_name, parse_epoch, query_names
+from connectors.enrichment.nppes import name_similarity, normalize_name, parse_epoch, query_names
 
 names = st.text(alphabet=st.sampled_from("abcdefghij &.,'-XYZ"), min_size=0, max_size=30)
 suffixes = st.sampled_from(["", " LLC", ", Inc.", " P.C.", ", PLLC", " Corp"])

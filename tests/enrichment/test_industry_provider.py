@@ -10,8 +10,8 @@ import yaml
 from enrichment_support import NPPES_TEST_URL, make_lead
 
 from state.cache import EnrichmentCache
-from connectors.enrichment import DEFAULT_CONFIG_PATH, Waterfall, build_waterfall
-from connectors.industry import IndustryConfigError, IndustryProvider, normalize_industry
+from connectors.enrichment.waterfall import DEFAULT_CONFIG_PATH, Waterfall, build_waterfall
+from connectors.enrichment.industry import IndustryConfigError, IndustryProvider, normalize_industry
 from state import schema as store
 from leadflow.canonical import CareSetting, LeadKind, OrgType, PatientInquiry
 from mappings import load_mapping

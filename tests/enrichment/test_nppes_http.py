@@ -10,8 +10,8 @@ import pytest
 import respx
 from enrichment_support import NPPES_TEST_URL, make_lead, nppes_body, nppes_fixture_names, quiet_provider
 
-from connectors.enrichment import LookupKey
-from connectors.nppes import PAGE_LIMIT, NppesProvider, query_names
+from connectors.enrichment.waterfall import LookupKey
+from connectors.enrichment.nppes import PAGE_LIMIT, NppesProvider, query_names
 
 
 def run(provider: NppesProvider, *keys: LookupKey):

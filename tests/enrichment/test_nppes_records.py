@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 from enrichment_support import TAXONOMY_SAMPLE_CSV, all_fixture_records, nppes_body, quiet_provider
 
-from connectors.nppes import (
+from connectors.enrichment.nppes import (
     NppesError,
     NppesOrg,
     clean,
@@ -19,7 +19,7 @@ from connectors.nppes import (
     query_names,
     records_of,
 )
-from connectors.taxonomy import Taxonomy, category_for, classify, load_nucc_descriptions
+from connectors.enrichment.taxonomy import Taxonomy, category_for, classify, load_nucc_descriptions
 from leadflow.canonical import CareSetting, OrgType
 
 
@@ -284,7 +284,7 @@ def test_pick_match_skips_individuals():
 
 
 def test_the_leads_city_tells_same_named_organizations_apart():
-    from connectors.nppes import pick_match, pick_match_near
+    from connectors.enrichment.nppes import pick_match, pick_match_near
 
     def org(npi: str, city: str) -> dict:
         return {"number": npi, "enumeration_type": "NPI-2",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from enrichment_support import make_lead
 
-from connectors.enrichment import Waterfall
-from connectors.reference import ReferenceFileProvider, normalize_domain
+from connectors.enrichment.waterfall import Waterfall
+from connectors.enrichment.reference import ReferenceFileProvider, normalize_domain
 from leadflow.canonical import CareSetting, OrgType
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connectors.enrichment import Waterfall
+from connectors.enrichment.waterfall import Waterfall
 from sandbox.nppes import MAX_LIMIT, NppesRegistry
 
 

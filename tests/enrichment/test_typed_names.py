@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from enrichment_support import make_lead, nppes_body, quiet_provider
 
-from connectors.enrichment import Waterfall
-from connectors.nppes import DEFAULT_MAX_QUERIES
+from connectors.enrichment.waterfall import Waterfall
+from connectors.enrichment.nppes import DEFAULT_MAX_QUERIES
 from leadflow.canonical import CareSetting, OrgKind, OrgType
 from sandbox import SandboxHandle, start_sandbox
 
@@ -150,7 +150,7 @@ def test_the_seeded_sandbox_with_typed_names_is_found_without_a_wrong_match():
     """The seed's organizations as the CRMs hold their names (typed variants) against the seed's
     NPPES records in the sandbox: none wrong, none missed except where the registry holds two
     same-named organizations in that city; every found hospital has its seeded kind."""
-    from connectors.nppes import normalize_name, parse_record
+    from connectors.enrichment.nppes import normalize_name, parse_record
     from sandbox.seed import Generator
 
     generator = Generator(800, seed=3)  # a seed with namesakes in other cities of the state

@@ -12,8 +12,8 @@ import respx
 from enrichment_support import NPPES_TEST_URL, all_fixture_records, fixture_registry, make_lead, quiet_provider, registry_answer
 
 from state.cache import EnrichmentCache
-from connectors.enrichment import LookupKey, Waterfall, build_waterfall
-from connectors.reference import ReferenceFileProvider
+from connectors.enrichment.waterfall import LookupKey, Waterfall, build_waterfall
+from connectors.enrichment.reference import ReferenceFileProvider
 from state import schema as store
 from leadflow.canonical import CareSetting, LeadKind, OrgType, PatientInquiry
 from sandbox.nppes import NppesRegistry

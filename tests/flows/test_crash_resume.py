@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from state import leads as state
-from connectors.factory import connector_from_env
-from connectors.setup import hubspot_setup
+from connectors.crm.factory import connector_from_env
+from connectors.crm.setup import hubspot_setup
 from state.audit import read_audit
 from sandbox.environment import environment, sandbox_environment
 from state.schema import make_engine

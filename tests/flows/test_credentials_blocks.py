@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from connectors.factory import MissingCredential, connector_from_env
+from connectors.crm.factory import MissingCredential, connector_from_env
 from leadflow.credentials_blocks import HubSpotCredentials, MissingCredentialsBlock, SalesforceCredentials
 
 pytestmark = pytest.mark.prefect

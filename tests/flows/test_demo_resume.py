@@ -6,8 +6,8 @@ import json
 
 
 def test_a_resumed_demo_portal_needs_no_setup(tmp_path):
-    from connectors.factory import connector_for_sandbox
-    from connectors.setup import hubspot_setup
+    from connectors.crm.factory import connector_for_sandbox
+    from connectors.crm.setup import hubspot_setup
     from flows.demo import restore_schema, snapshot
     from state.schema import make_engine
     from sandbox import start_sandbox

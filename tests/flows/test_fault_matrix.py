@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors import factory
+from connectors.crm import factory
 from connectors.retry import RetryPolicy
-from connectors.setup import hubspot_setup
+from connectors.crm.setup import hubspot_setup
 from state.audit import read_audit
 from sandbox.environment import environment, sandbox_environment
 from flows.sync import sync_leads

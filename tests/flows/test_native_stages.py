@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from hubspot.crm.contacts import SimplePublicObjectInput
 
-from connectors.factory import connector_from_env
-from connectors.setup import hubspot_setup
+from connectors.crm.factory import connector_from_env
+from connectors.crm.setup import hubspot_setup
 from flows import pipeline
 from flows.demo import environment, sandbox_environment
 from flows.pipeline import PageResult, process_page, send_held_tasks

@@ -8,8 +8,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from connectors.factory import connector_from_env
-from connectors.setup import hubspot_setup
+from connectors.crm.factory import connector_from_env
+from connectors.crm.setup import hubspot_setup
 from sandbox.environment import environment, sandbox_environment
 from state.locks import RunLocked, acquire, release
 from state.runs import outcome_of, read_runs

@@ -10,8 +10,8 @@ import pytest
 from hubspot.crm.contacts import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
 
 from state import leads as state
-from connectors.factory import connector_from_env
-from connectors.setup import hubspot_setup
+from connectors.crm.factory import connector_from_env
+from connectors.crm.setup import hubspot_setup
 from state.audit import read_audit
 from sandbox.environment import environment, sandbox_environment
 from flows.sync import backfill, sync_leads

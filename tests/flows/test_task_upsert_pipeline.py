@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from connectors.setup import hubspot_setup
+from connectors.crm.setup import hubspot_setup
 from state.audit import read_audit
 from sandbox.environment import environment, sandbox_environment
 from flows.pipeline import process_page, send_held_tasks

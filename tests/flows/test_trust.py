@@ -13,8 +13,8 @@ import pytest
 from hubspot.crm.contacts import BatchReadInputSimplePublicObjectId, SimplePublicObjectId, SimplePublicObjectInput
 
 from state import leads as state
-from connectors.setup import hubspot_setup
-from connectors.factory import connector_from_env
+from connectors.crm.setup import hubspot_setup
+from connectors.crm.factory import connector_from_env
 from flows import pipeline
 from state.audit import read_audit
 from sandbox.environment import environment, sandbox_environment

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.prefect
 
 
 def test_a_limited_sync_leaves_the_watermark_for_the_leads_it_did_not_read(prefect_server, tmp_path, monkeypatch):
-    from connectors import factory
+    from connectors.crm import factory
 
     build = factory.connector_from_env
     monkeypatch.setattr(factory, "connector_from_env", lambda crm, **kw: build(crm, page_size=10, **kw))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hubspot.crm.contacts import SimplePublicObjectInput
 
-from connectors.factory import connector_from_env
-from connectors.setup import hubspot_setup, salesforce_setup
+from connectors.crm.factory import connector_from_env
+from connectors.crm.setup import hubspot_setup, salesforce_setup
 from flows.listen import ListenConfig, requalify_runner, running_receiver
 from flows.sync import sync_leads
 from sandbox import start_sandbox

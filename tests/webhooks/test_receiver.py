@@ -129,7 +129,7 @@ def test_a_burst_of_changes_to_one_lead_is_one_run(tmp_path: Path):
 
 
 def test_association_changes_name_the_contact_on_either_side():
-    from connectors.webhooks import parse_hubspot
+    from connectors.crm.webhooks import parse_hubspot
 
     body = json.dumps([
         {"eventId": 7, "subscriptionType": "contact.associationChange", "fromObjectId": 101, "toObjectId": 900,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.factory import connector_from_env
-from connectors.setup import hubspot_setup
+from connectors.crm.factory import connector_from_env
+from connectors.crm.setup import hubspot_setup
 from flows.sync import requalify_leads, sync_leads
 from sandbox import start_sandbox
 from sandbox.environment import environment, sandbox_environment

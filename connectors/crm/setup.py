@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.hubspot import HubSpotConnector
-from connectors.salesforce import SalesforceConnector, get_raw
+from connectors.crm.hubspot import HubSpotConnector
+from connectors.crm.salesforce import SalesforceConnector, get_raw
 from mappings import ENUM_OF_FIELD, CrmMapping, FieldMapping
 
 HUBSPOT_TYPES = {

@@ -32,8 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connectors.base import FieldChange, LeadUpdate
-from connectors.convert import canonical_value, current_key, is_blank, to_crm_value, values_equal
+from connectors.crm.base import FieldChange, LeadUpdate
+from connectors.crm.convert import canonical_value, current_key, is_blank, to_crm_value, values_equal
 from leadflow.canonical import Lead
 from mappings import NATIVE_STAGE, CrmMapping, FieldMapping, NativeStages
 

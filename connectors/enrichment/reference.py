@@ -20,7 +20,7 @@ CCN), ``FAC_NAME``, ``CITY_NAME``, ``STATE_CD``, ``CRTFD_BED_CNT`` (certified be
 term, 02 long term, 04 psychiatric, 05 rehabilitation, 06 children's, 07 distinct part
 psychiatric, 11 critical access), ``PGM_TRMNTN_CD`` (00 = active). Only active hospitals are
 kept; they match by CCN or by name, city and state; the subtype gives ``org_kind`` and from it
-``care_setting`` (``connectors.taxonomy.KIND_CARE_SETTING``). Any preset key can be overridden
+``care_setting`` (``connectors.enrichment.taxonomy.KIND_CARE_SETTING``). Any preset key can be overridden
 in the config (another subtype code, e.g. the file's Rural Emergency Hospital code, under
 ``values.org_kind``).
 """
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors.enrichment_base import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
-from connectors.nppes import PLACEHOLDERS, STATE_CODES, name_forms, normalize_name, state_code
-from connectors.taxonomy import KIND_CARE_SETTING
+from connectors.enrichment.base import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
+from connectors.enrichment.nppes import PLACEHOLDERS, STATE_CODES, name_forms, normalize_name, state_code
+from connectors.enrichment.taxonomy import KIND_CARE_SETTING
 from leadflow.canonical import CareSetting, Lead, OrgKind, OrgType, coerce_enum
 
 KEY_KINDS = ("domain", "name_state", "ccn", "name_city_state")

@@ -7,7 +7,7 @@ Taxonomy, Hospitals grouping): 282N00000X general acute, 282NC0060X critical acc
 long-term care, 281P00000X chronic disease (long-term care), 283Q00000X psychiatric, 283X00000X
 rehabilitation, 2865* military (federal DoD). The code set has no Rural Emergency Hospital and no
 VA hospital code: a rural emergency hospital is known from the CMS Provider of Services subtype
-(connectors/reference.py), a VA hospital from its VA clinic code 261QV0200X or its registered
+(connectors/enrichment/reference.py), a VA hospital from its VA clinic code 261QV0200X or its registered
 legal name (``federal_kind_of_name``).
 
 The NUCC code set itself (© AMA on behalf of NUCC) is optional and never shipped: when a path

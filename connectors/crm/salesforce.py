@@ -69,17 +69,17 @@ from sqlalchemy import Engine
 
 from state import leads as state
 from state.outcomes import record_outcomes
-from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
-from connectors.common import CrmConnectorBase, KeyedTask, chunked
-from connectors.convert import activity_event, is_blank, parse_datetime
+from connectors.crm.base import LeadUpdate, Page, TaskSpec, WriteResult
+from connectors.crm.common import CrmConnectorBase, KeyedTask, chunked
+from connectors.crm.convert import activity_event, is_blank, parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter
 from connectors.retry import RECORD_RETRY_ROUNDS, Action, RetryPolicy, classify, error_message, is_request_error
-from connectors.salesforce_login import client_credentials_login, login_base_url, password_login
+from connectors.crm.salesforce_login import client_credentials_login, login_base_url, password_login
 from leadflow import settings
 from leadflow.redaction import without_values
 from mappings import ActivityMapping, CrmMapping, load_mapping
 
-log = logging.getLogger("leadflow.connectors.salesforce")
+log = logging.getLogger("leadflow.connectors.crm.salesforce")
 
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 FIELD_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*){0,4}$")  # Field or Rel.Field
@@ -247,7 +247,7 @@ def get_raw(sf: Salesforce, url: str, name: str, timeout: float,
 
 def connect(config: SalesforceConfig, prefer_login: bool = False) -> Salesforce:
     """A simple_salesforce client for ``config``: its session id, or a fresh login (username-password,
-    else client credentials) at ``config.domain`` (``connectors/salesforce_login.py``).
+    else client credentials) at ``config.domain`` (``connectors/crm/salesforce_login.py``).
     A refused login raises ``SalesforceLoginRefused`` naming the user, never the password."""
     session = config.session_factory() if config.session_factory else requests.Session()
     if config.session_id and not (prefer_login and config.can_login):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from connectors.enrichment_base import Findings, Lookup, LookupKey
+from connectors.enrichment.base import Findings, Lookup, LookupKey
 from leadflow.canonical import CareSetting, Lead, OrgType, coerce_enum
 
 DEFAULT_CONFIDENCE = 0.6

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connectors.base import Quarantined
+from connectors.crm.base import Quarantined
 from leadflow.canonical import Lead, LeadKind, coerce_enum
 from leadflow.redaction import describe, problem
 from mappings import ENUM_OF_FIELD, NATIVE_STAGE, ActivityMapping, CrmMapping, FieldMapping

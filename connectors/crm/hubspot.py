@@ -45,9 +45,9 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from state import leads as state
-from connectors.base import LeadUpdate, Page, TaskSpec, WriteResult
-from connectors.common import CrmConnectorBase, KeyedTask, chunked
-from connectors.convert import activity_event, is_blank, parse_datetime
+from connectors.crm.base import LeadUpdate, Page, TaskSpec, WriteResult
+from connectors.crm.common import CrmConnectorBase, KeyedTask, chunked
+from connectors.crm.convert import activity_event, is_blank, parse_datetime
 from connectors.ratelimit import ApiBudget, CallMeter, PrefectGlobalLimiter, SlidingWindowLimiter
 from connectors.retry import Action, RetryPolicy, classify, error_message, is_request_error
 from leadflow import settings
@@ -55,7 +55,7 @@ from leadflow.redaction import without_values
 from mappings import ActivityMapping, CrmMapping, DealMapping, load_mapping
 from state.outcomes import deal_outcome, record_outcomes
 
-log = logging.getLogger("leadflow.connectors.hubspot")
+log = logging.getLogger("leadflow.connectors.crm.hubspot")
 
 PRIMARY_CONTACT_TO_COMPANY = 1
 ENGAGEMENT_OBJECTS = frozenset({"tasks", "calls", "meetings"})  # under crm.objects in hubspot-api-client

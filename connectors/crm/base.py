@@ -1,7 +1,7 @@
 """What every CRM connector offers the flows: plain data in, plain data out.
 
 A flow reads ``Page`` objects from ``CrmConnector.iter_pages``, qualifies their leads, asks
-``plan_update`` (connectors/writeback.py) what must change, and hands ``LeadUpdate`` and
+``plan_update`` (connectors/crm/writeback.py) what must change, and hands ``LeadUpdate`` and
 ``TaskSpec`` batches back to the connector. Nothing here does I/O.
 """
 

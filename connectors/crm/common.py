@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, select
 
 from state import leads as state
-from connectors.base import Page, Quarantined, TaskSpec, WriteResult
-from connectors.convert import convert_record, current_values
+from connectors.crm.base import Page, Quarantined, TaskSpec, WriteResult
+from connectors.crm.convert import convert_record, current_values
 from connectors.ratelimit import CallMeter
 from connectors.retry import Action, RetryPolicy, classify, error_message
 from state.schema import task_keys as task_keys_table

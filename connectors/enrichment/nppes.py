@@ -8,7 +8,7 @@ API's reach (skip <= 1000, so 1,200 a query). The best candidate by name similar
 clears the threshold and no other candidate is within the ambiguity margin; with the lead's city
 known, only organizations practising in that city are candidates. Otherwise nothing is enriched
 and the note says why. The primary taxonomy gives org_type, org_kind and care_setting
-(connectors/taxonomy.py).
+(connectors/enrichment/taxonomy.py).
 
 Both wire formats are read (2019: int numbers, second epochs, "" / "NA"; 2022+: string numbers,
 millisecond epochs, "--" placeholders, ``null`` licenses), the primary taxonomy is found wherever
@@ -36,10 +36,10 @@ from typing import Any
 
 import httpx
 
-from connectors.enrichment_base import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
-from connectors.industry import normalize_industry
+from connectors.enrichment.base import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
+from connectors.enrichment.industry import normalize_industry
 from connectors.retry import RetryPolicy, is_retryable
-from connectors.taxonomy import Taxonomy, classify, federal_kind_of_name, load_nucc_descriptions
+from connectors.enrichment.taxonomy import Taxonomy, classify, federal_kind_of_name, load_nucc_descriptions
 from leadflow import settings
 from leadflow.canonical import Lead, OrgType
 
@@ -59,7 +59,7 @@ DEFAULT_BREAKER_COOLDOWN_SECONDS = 60.0
 SLOT_POLL_SECONDS = 0.002
 MAX_SLOT_POLL_SECONDS = 0.05
 OUTSIDE_REGISTRY = frozenset({OrgType.payer, OrgType.pharma})  # never enumerated as NPI-2 organizations
-# CRM industry values (normalized, connectors.industry) of organizations the registry does not list
+# CRM industry values (normalized, connectors.enrichment.industry) of organizations the registry does not list
 OUTSIDE_REGISTRY_INDUSTRIES = frozenset({"insurance", "pharmaceuticals", "biotechnology"})
 PLACEHOLDERS = frozenset({"", "--", "NA", "N/A", "NONE", "NULL"})
 

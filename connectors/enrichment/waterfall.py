@@ -1,6 +1,6 @@
 """Firmographic enrichment: providers in configured order, each filling the fields still blank.
 
-``build_waterfall()`` reads ``connectors/enrichment.yaml`` (or a given path) and returns a
+``build_waterfall()`` reads ``connectors/enrichment/enrichment.yaml`` (or a given path) and returns a
 ``Waterfall``; ``Waterfall.enrich_batch(leads, now)`` returns one ``EnrichmentOutcome`` per lead:
 a copy of the lead with filled fields, which provider set each field (when, from which record,
 with what match confidence), notes explaining what was not enriched, and a contact hint.
@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from sqlalchemy import Engine
 
-from connectors.enrichment_base import (  # noqa: F401 - the providers' contract, re-exported
+from connectors.enrichment.base import (  # noqa: F401 - the providers' contract, re-exported
     ENRICHABLE_FIELDS,
     EnrichmentProvider,
     Findings,
@@ -343,7 +343,7 @@ def build_waterfall(
     engine: Engine | None = None,
     nppes_url: str | None = None,
 ) -> Waterfall:
-    """A waterfall from the YAML config (default connectors/enrichment.yaml) and the environment.
+    """A waterfall from the YAML config (default connectors/enrichment/enrichment.yaml) and the environment.
 
     ``engine`` is the state store for the cache (default: ``state.schema.engine_for()``);
     ``nppes_url`` overrides LEADFLOW_NPPES_URL.
@@ -372,11 +372,11 @@ def _build_provider(spec: dict[str, Any], config: dict[str, Any], nppes_url: str
     if spec.get("enabled", True) is False:
         return None
     if kind == "nppes":
-        from connectors.nppes import NppesProvider
+        from connectors.enrichment.nppes import NppesProvider
 
         return NppesProvider.from_config(spec, base_dir=config["_base_dir"], url=nppes_url)
     if kind == "reference_file":
-        from connectors.reference import ReferenceFileProvider
+        from connectors.enrichment.reference import ReferenceFileProvider
 
         path = _resolve_path(spec.get("path"), config["_base_dir"])
         if path is None:
@@ -385,7 +385,7 @@ def _build_provider(spec: dict[str, Any], config: dict[str, Any], nppes_url: str
             raise FileNotFoundError(f"enrichment config: reference file {path} does not exist")
         return ReferenceFileProvider.from_config({**spec, "path": str(path)}, base_dir=config["_base_dir"])
     if kind == "crm_industry":
-        from connectors.industry import IndustryProvider
+        from connectors.enrichment.industry import IndustryProvider
 
         return IndustryProvider.from_config(spec, path=config.get("_path", "enrichment config"))
     raise ValueError(f"enrichment config: unknown provider type {kind!r}")

@@ -5,7 +5,7 @@
 ``SALESFORCE_SESSION_ID``; ``SALESFORCE_USERNAME``/``SALESFORCE_PASSWORD`` (and optionally
 ``SALESFORCE_SECURITY_TOKEN``); ``SALESFORCE_CLIENT_ID``/``SALESFORCE_CLIENT_SECRET``. Logins go to
 ``SALESFORCE_DOMAIN`` (``login``, ``test``, a My Domain host or a URL; see
-``connectors/salesforce_login.py``).
+``connectors/crm/salesforce_login.py``).
 Each setting is read from its environment variable, else from the CRM's Prefect credentials block
 (``leadflow/credentials_blocks.py``: ``LEADFLOW_HUBSPOT_BLOCK`` / ``LEADFLOW_SALESFORCE_BLOCK``,
 default ``leadflow-hubspot`` / ``leadflow-salesforce``), else (secrets) from the variable's Prefect
@@ -22,7 +22,7 @@ connector argument (``retry``, ``meter``, ``mapping``, ``mark_reads``).
 ``off``: never; default ``settings.SALESFORCE_BULK_THRESHOLD``).
 ``LEADFLOW_SALESFORCE_SKIP_OWN_WRITES`` (``1``/``true``/``on``; default off): window reads leave
 out leads last modified by leadflow's Salesforce user; requires a dedicated integration user (see
-``connectors/salesforce.py``). ``LEADFLOW_SALESFORCE_USER_ID``: that user's id (15 or 18
+``connectors/crm/salesforce.py``). ``LEADFLOW_SALESFORCE_USER_ID``: that user's id (15 or 18
 characters, ``005...``), pinned instead of asked of the userinfo endpoint.
 """
 
@@ -37,9 +37,9 @@ from urllib.parse import urlparse
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from connectors.hubspot import HubSpotConfig, HubSpotConnector
-from connectors.salesforce import SalesforceConfig, SalesforceConfigError, SalesforceConnector, checked_user_id
-from connectors.salesforce_login import login_base_url
+from connectors.crm.hubspot import HubSpotConfig, HubSpotConnector
+from connectors.crm.salesforce import SalesforceConfig, SalesforceConfigError, SalesforceConnector, checked_user_id
+from connectors.crm.salesforce_login import login_base_url
 from leadflow.secrets import block_name, credential, prefect_api_configured
 
 CONNECTOR_ARGS = frozenset({"retry", "meter", "mapping", "mark_reads", "sf"})
