@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 
 def utcnow() -> datetime:
@@ -14,3 +15,8 @@ def utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utc_if_datetime(value: Any) -> Any:
+    """``utc(value)`` for a datetime; any other value (a stored number, text or None) unchanged."""
+    return utc(value) if isinstance(value, datetime) else value

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, Engine, Table, delete, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
+from leadflow.clock import utc_if_datetime, utcnow
 from state import schema as store
 
 SKIPPED_TABLES = frozenset({store.run_locks.name, store.lead_claims.name})
@@ -76,8 +77,8 @@ def copy_state(source_url: str, target_url: str, force: bool = False, batch_size
 
 def _refuse_running(src: Connection) -> None:
     locks = src.execute(select(store.run_locks.c.crm, store.run_locks.c.expires_at)).all()
-    now = datetime.now(timezone.utc)
-    held = sorted(crm for crm, expires in locks if _utc(expires) > now)
+    now = utcnow()
+    held = sorted(crm for crm, expires in locks if utc_if_datetime(expires) > now)
     if held:
         raise StateCopyError(f"a run holds the lock for {', '.join(held)} in the source: copy when it has finished")
 
@@ -106,7 +107,7 @@ def _copy_table(src: Connection, dst: Connection, table: Table, batch_size: int)
         rows = [dict(zip(columns, row)) for row in batch]
         for row in rows:
             for name in datetimes:
-                row[name] = _utc(row[name])
+                row[name] = utc_if_datetime(row[name])
         dst.execute(table.insert(), rows)
         copied += len(rows)
     return copied
@@ -117,12 +118,6 @@ def _batches(src: Connection, table: Table, columns: list[str], size: int) -> It
     query = select(*(table.c[c] for c in columns)).order_by(*order)
     result = src.execution_options(stream_results=True, yield_per=size).execute(query)
     yield from result.partitions(size)
-
-
-def _utc(value: Any) -> Any:
-    if not isinstance(value, datetime):
-        return value
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _advance_sequences(dst: Connection, table: Table) -> None:

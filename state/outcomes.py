@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 
 from connectors.crm.convert import is_blank, parse_bool, parse_datetime, parse_number
 from leadflow.canonical import Lead
+from leadflow.clock import utc_if_datetime, utcnow
 from state.schema import insert_many
 from state.schema import lead_facts as facts_table
 from state.schema import outcomes as outcomes_table
@@ -89,7 +90,7 @@ def _outcome_row(lead: Lead, read_at: datetime) -> tuple[Any, ...] | None:
 
 def record_outcomes(engine: Engine, crm: str, leads: Iterable[Lead], read_at: datetime | None = None) -> int:
     """Upsert the outcome of every lead that has one (one statement); returns how many."""
-    read_at = read_at or datetime.now(timezone.utc)
+    read_at = read_at or utcnow()
     rows = [row for row in (_outcome_row(lead, read_at) for lead in leads) if row is not None]
     if rows:
         with engine.begin() as conn:
@@ -136,7 +137,7 @@ def lead_facts(engine: Engine, crm: str, crm_ids: Sequence[str] | None = None) -
             if chunk is not None:
                 query = query.where(facts_table.c.crm_id.in_(chunk))
             for row in conn.execute(query).mappings():
-                out[row["crm_id"]] = {c: _aware(row[c]) for c in _FACT_COLUMNS[1:]}
+                out[row["crm_id"]] = {c: utc_if_datetime(row[c]) for c in _FACT_COLUMNS[1:]}
     return out
 
 
@@ -169,12 +170,6 @@ class LeadJourney:
         return max(self.stages, key=lambda s: self.stages[s]) if self.stages else "unknown"
 
 
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 def funnel(engine: Engine, crm: str, crm_ids: Sequence[str] | None = None) -> dict[str, LeadJourney]:
     """crm_id -> ``LeadJourney`` for every lead with a stage move or an outcome (or only ``crm_ids``)."""
     journeys: dict[str, LeadJourney] = {}
@@ -185,7 +180,7 @@ def funnel(engine: Engine, crm: str, crm_ids: Sequence[str] | None = None) -> di
             if chunk is not None:
                 query = query.where(history_table.c.crm_id.in_(chunk))
             for crm_id, stage, at in conn.execute(query.order_by(history_table.c.at, history_table.c.id)):
-                journeys.setdefault(crm_id, LeadJourney(crm_id)).stages.setdefault(stage, _aware(at))
+                journeys.setdefault(crm_id, LeadJourney(crm_id)).stages.setdefault(stage, utc_if_datetime(at))
             query = select(outcomes_table).where(outcomes_table.c.crm == crm)
             if chunk is not None:
                 query = query.where(outcomes_table.c.crm_id.in_(chunk))
@@ -193,9 +188,9 @@ def funnel(engine: Engine, crm: str, crm_ids: Sequence[str] | None = None) -> di
                 journey = journeys.setdefault(row["crm_id"], LeadJourney(row["crm_id"]))
                 journey.lead_status, journey.lifecycle_stage = row["lead_status"], row["lifecycle_stage"]
                 journey.crm_stage_dates = dict(row["stage_dates"] or {})
-                journey.converted_at = _aware(row["converted_at"])
+                journey.converted_at = utc_if_datetime(row["converted_at"])
                 journey.opportunity_id, journey.opportunity_stage = row["opportunity_id"], row["opportunity_stage"]
-                journey.opportunity_created_at = _aware(row["opportunity_created_at"])
+                journey.opportunity_created_at = utc_if_datetime(row["opportunity_created_at"])
                 journey.won = None if row["opportunity_won"] is None else bool(row["opportunity_won"])
                 journey.closed_at = row["opportunity_close_date"] if row["opportunity_closed"] else None
                 journey.amount = row["opportunity_amount"]
