@@ -40,7 +40,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.startup import bench_log_dir, startup_limit
+from benchmarks.startup import bench_log_dir, git_revision, startup_limit
 
 # Page and batch sizes the CRMs allow (the sandbox enforces the same ones).
 HUBSPOT_LIST_PAGE = 100  # GET /crm/v3/objects/contacts: limit <= 100
@@ -377,18 +377,6 @@ def _server_ms(handle: Any) -> dict[str, float]:
     return {name: round(ms, 1) for name, ms in sorted(totals.items())}
 
 
-def _git_revision() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "") if head else None
-
-
 def salesforce_query_batch(handle: Any) -> int:
     """The REST query batch size Salesforce allows for the connector's SELECT: 2,000, or 200 when it
     selects two or more custom long text area fields (checked with describe, as Salesforce does)."""
@@ -489,7 +477,7 @@ def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 
     result: dict[str, Any] = {
         "crm": crm, "leads": leads, "changed": changed, "rate_limit": rate_limit, "random_seed": random_seed,
         "lookback_seconds": settings.LOOKBACK_SECONDS, "workdir": str(workdir),
-        "python": sys.version.split()[0], "pid": os.getpid(), "revision": _git_revision(),
+        "python": sys.version.split()[0], "pid": os.getpid(), "revision": git_revision(),
         "cpus": os.cpu_count(), "runs": {}, "phase": None, "runs_requested": list(runs),
     }
 

@@ -278,8 +278,11 @@ def peer_result(peer: str, leads: int, paging: str, measured: list[dict[str, Any
     sides = {side: summarize([r for r in measured if r.get("side") == side]) for side in SIDES}
     ours, theirs = sides["leadflow"], sides["dlt"]
     failures = [{**r["error"], "stderr_path": r.get("stderr_path")} for r in measured if r.get("error")]
+    from benchmarks.startup import git_revision
+
     out: dict[str, Any] = {
-        "peer": peer, "leads": leads, "paging": paging, "order": [r.get("side") for r in measured],
+        "peer": peer, "leads": leads, "paging": paging, "revision": git_revision(),
+        "order": [r.get("side") for r in measured],
         "leadflow": ours, peer: theirs,
         "peer_cpu_ratio": ratio(ours.get("cpu_ms_per_lead"), theirs.get("cpu_ms_per_lead")),
         "peer_extract_cpu_ratio": ratio(ours.get("cpu_ms_per_lead"), theirs.get("extract_cpu_ms_per_lead")),
