@@ -82,3 +82,34 @@ def test_without_dlt_the_peer_ends_with_one_line_and_exit_2(monkeypatch):
 def test_a_crm_without_a_peer_is_refused_before_anything_starts():
     result = CliRunner().invoke(app, ["bench", "--crm", "salesforce", "--leads", "10", "--peer", "dlt", "--peer-only"])
     assert result.exit_code == 2 and "only HubSpot has a peer" in result.output
+
+
+def _done(crm, leads, *args, **kwargs):
+    run = {"wall_seconds": 1.0, "leads_read": leads, "leads_per_second": float(leads), "cpu_ms_per_lead": 0.5,
+           "cpu_seconds": 0.1, "peak_rss_mb": 100.0, "api_calls": 3, "minimum_calls": {"total": 3},
+           "calls_over_minimum": 1.0, "http_429": 0, "failures_surfaced": 0, "api_calls_by_endpoint": {},
+           "summary": {"changed": 0, "tasks_created": 0, "failed": 0, "stopped_early": False}}
+    return {"crm": crm, "leads": leads, "phase": "done", "runs": {"backfill": run}, "peak_rss_mb": 100.0}
+
+
+def test_a_full_bench_with_the_peer_carries_its_ratio_at_the_top_and_a_failed_peer_is_reported(monkeypatch):
+    import benchmarks.bench as bench_module
+    import benchmarks.peer as peer_module
+
+    monkeypatch.setattr(bench_module, "run_in_fresh_process", _done)
+    rows = [_row("leadflow", 0.3), _row("dlt", 0.6)]
+    monkeypatch.setattr(peer_module, "bench_peer", lambda leads, repeat, peer, seed, paging: peer_result(
+        peer, leads, paging, rows))
+    result = bench_module.bench("hubspot", 10, peer="dlt", startup_repeat=0, scoring=False, runs=("backfill",))
+    assert result["peer_cpu_ratio"] == 0.5 and result["peer"]["leadflow"]["cpu_ms_per_lead"] == 0.3
+    assert bench_exit_code(result) == 0 and "peer_cpu_ratio 0.5" in bench_module.render(result)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sandbox did not start")
+
+    monkeypatch.setattr(peer_module, "bench_peer", broken)
+    result = bench_module.bench("hubspot", 10, peer="dlt", startup_repeat=0, scoring=False, runs=("backfill",))
+    assert result["peer_cpu_ratio"] is None
+    assert result["peer"] == {"error": {"phase": "peer", "error": "RuntimeError: sandbox did not start"}}
+    assert bench_exit_code(result) == 3
+    assert bench_module.bench("hubspot", 10, startup_repeat=0, scoring=False)["peer_cpu_ratio"] is None
