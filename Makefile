@@ -28,8 +28,8 @@ bench: $(STAMP)
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
 	.lockenv/bin/python -m pip install --quiet --upgrade pip
-	.lockenv/bin/python -m pip install --quiet ".[test]"
-	.lockenv/bin/python -m pip freeze --exclude leadflow > requirements.lock
+	.lockenv/bin/python -m pip install --quiet ".[test,bench]"
+	.lockenv/bin/python -m pip freeze --all --exclude leadflow --exclude pip > requirements.lock
 	rm -rf .lockenv
 
 clean:

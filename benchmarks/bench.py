@@ -40,7 +40,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.startup import bench_log_dir, startup_limit
+from benchmarks.startup import bench_log_dir, git_revision, startup_limit
 
 # Page and batch sizes the CRMs allow (the sandbox enforces the same ones).
 HUBSPOT_LIST_PAGE = 100  # GET /crm/v3/objects/contacts: limit <= 100
@@ -377,18 +377,6 @@ def _server_ms(handle: Any) -> dict[str, float]:
     return {name: round(ms, 1) for name, ms in sorted(totals.items())}
 
 
-def _git_revision() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "") if head else None
-
-
 def salesforce_query_batch(handle: Any) -> int:
     """The REST query batch size Salesforce allows for the connector's SELECT: 2,000, or 200 when it
     selects two or more custom long text area fields (checked with describe, as Salesforce does)."""
@@ -489,7 +477,7 @@ def measure(crm: str, leads: int, rate_limit: str | None = None, changed: int = 
     result: dict[str, Any] = {
         "crm": crm, "leads": leads, "changed": changed, "rate_limit": rate_limit, "random_seed": random_seed,
         "lookback_seconds": settings.LOOKBACK_SECONDS, "workdir": str(workdir),
-        "python": sys.version.split()[0], "pid": os.getpid(), "revision": _git_revision(),
+        "python": sys.version.split()[0], "pid": os.getpid(), "revision": git_revision(),
         "cpus": os.cpu_count(), "runs": {}, "phase": None, "runs_requested": list(runs),
     }
 
@@ -873,6 +861,13 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"  start-up to first CRM request (median of {start['repeat']}): no Prefect server "
                      f"{start['no_prefect_server']['median']} s, running Prefect server "
                      f"{start['running_prefect_server']['median']} s")
+    peer = result.get("peer")
+    if peer and "error" in peer:
+        lines.append(f"  peer: FAILED in {peer['error']['phase']}: {peer['error']['error']}")
+    elif peer:
+        from benchmarks.peer import render as render_peer
+
+        lines.append("  " + render_peer(peer).replace("\n", "\n  "))
     for failure in result.get("failures") or ([result["error"]] if result.get("error") else []):
         lines.append(f"  FAILED in {failure['phase']}: {failure['error']}"
                      + (f" (stderr: {failure['stderr_path']})" if failure.get("stderr_path") else ""))
@@ -883,9 +878,12 @@ def render(result: dict[str, Any]) -> str:
 def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 100, repeat: int = 1,
           random_seed: int = 42, lookback: int | None = None, profile: str | None = None,
           keep: bool = False, startup_repeat: int = 5, scoring: bool = True, runs: tuple[str, ...] = RUNS,
-          baseline_leads: int | None = None) -> dict[str, Any]:
+          baseline_leads: int | None = None, peer: str | None = None, peer_paging: str = "after") -> dict[str, Any]:
     """``repeat`` measurements in fresh processes (medians), then scoring alone and the start-up to
     the first CRM request; a phase that fails is reported in the result, never raised.
+
+    ``peer`` (``dlt``): also leadflow's HubSpot read phase beside the peer on one sandbox, ``repeat``
+    times each (``benchmarks.peer``): ``peer`` holds both sides, ``peer_cpu_ratio`` the ratio.
 
     ``baseline_leads``: also measure the backfill at that size (same repeats) and report the growth
     from it (``growth``; at 500,000 leads against 50,000 also ``rss_growth_500k``)."""
@@ -913,6 +911,15 @@ def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 10
             out["scoring_leads_per_s_default_gc"] = scoring_rate(frozen=False)["cpu_leads_per_s"]
         except Exception as exc:  # noqa: BLE001 - reported, the measurements stand
             out["scoring_error"] = {"phase": "scoring", "error": error_line(exc)}
+    out["peer_cpu_ratio"] = None
+    if peer:
+        try:
+            from benchmarks.peer import bench_peer
+
+            out["peer"] = bench_peer(leads, repeat, peer, random_seed, paging=peer_paging)
+            out["peer_cpu_ratio"] = out["peer"]["peer_cpu_ratio"]
+        except Exception as exc:  # noqa: BLE001 - reported, the measurements stand
+            out["peer"] = {"error": {"phase": "peer", "error": error_line(exc)}}
     if startup_repeat > 0:  # seconds from `leadflow sync` starting to its first CRM request (benchmarks.startup)
         from benchmarks.startup import measure_startup
 
@@ -948,7 +955,9 @@ def exit_code(result: dict[str, Any]) -> int:
     if not result.get("complete_measurements"):
         return EXIT_FAILED
     start = result.get("startup_to_first_request_s") or {}
-    if result.get("failures") or "error" in start or result.get("scoring_error"):
+    peer = result.get("peer") or {}
+    if result.get("failures") or "error" in start or result.get("scoring_error") or "error" in peer \
+            or peer.get("failures") or (peer and result.get("peer_cpu_ratio") is None):
         return EXIT_PARTIAL
     return EXIT_OK
 

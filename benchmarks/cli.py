@@ -34,12 +34,19 @@ def bench(
     changes: int = typer.Option(200, help="--freshness: demo requests to send."),
     rate: float = typer.Option(2.0, help="--freshness: demo requests per second."),
     sync_every: float = typer.Option(15.0, help="--freshness: seconds between the scheduled syncs running beside them."),
+    peer: Optional[str] = typer.Option(None, help="Also measure a peer on the same sandbox: `dlt` (dlt's REST API "
+                                       "source beside leadflow's HubSpot read phase; benchmarks/peer.py)."),
+    peer_only: bool = typer.Option(False, "--peer-only", help="With --peer: measure only the peer comparison."),
+    peer_paging: str = typer.Option("after", help="With --peer dlt: page by paging.next.after (`after`) or follow "
+                                    "paging.next.link (`link`)."),
 ) -> None:
     """Benchmark sync_leads against a sandbox subprocess: time, API calls vs the minimum, 429s, CPU and RSS,
     scoring alone, and the start-up to the first CRM request with and without a running Prefect server;
-    with --freshness, the time from a demo request to its stage, reasons and task written back.
+    with --freshness, the time from a demo request to its stage, reasons and task written back; with
+    --peer dlt, leadflow's HubSpot read phase beside dlt's REST API source (``peer_cpu_ratio``).
 
-    A failed phase is reported (phase, one-line error, the stderr file) and the rest still printed;
+    A peer that cannot run (dlt not installed, a CRM without a peer) ends the command with one line
+    and exit 2 before anything starts. A failed phase is reported (phase, one-line error, the stderr file) and the rest still printed;
     exit 0 when everything ran, 3 when some part failed, 1 when no measurement completed."""
     if freshness:
         from benchmarks.freshness import bench_freshness, render as render_freshness
@@ -50,6 +57,13 @@ def bench(
         return
     from benchmarks.bench import bench as run_bench, exit_code, parse_runs, render
 
+    if peer:
+        _check_peer(peer, crm.value, peer_paging)
+    if peer_only:
+        if not peer:
+            raise typer.BadParameter("--peer-only needs --peer", param_hint="--peer-only")
+        _peer_only(peer, leads, repeat, peer_paging, as_json)
+        return
     try:
         chosen = parse_runs(runs)
     except ValueError as exc:
@@ -57,7 +71,32 @@ def bench(
     if baseline_leads is None:
         baseline_leads = 50_000 if leads >= 500_000 else 0
     result = run_bench(crm.value, leads, rate_limit, changed, repeat, lookback=lookback, profile=profile,
-                       startup_repeat=startup_repeat, scoring=scoring, runs=chosen, baseline_leads=baseline_leads or None)
+                       startup_repeat=startup_repeat, scoring=scoring, runs=chosen, baseline_leads=baseline_leads or None,
+                       peer=peer, peer_paging=peer_paging)
+    print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
+    code = exit_code(result)
+    if code:
+        raise typer.Exit(code)
+
+
+def _check_peer(peer: str, crm: str, paging: str) -> None:
+    """Exit 2 with one line when the peer cannot run here (e.g. dlt is not installed)."""
+    from benchmarks.peer import PAGING, peer_problem
+    from leadflow.errors import EXIT_BAD_INPUT
+
+    problem = peer_problem(peer, crm)
+    if problem is None and paging not in PAGING:
+        problem = f"leadflow bench --peer-paging: expected one of {', '.join(PAGING)}, got {paging!r}"
+    if problem:
+        typer.echo(problem, err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _peer_only(peer: str, leads: int, repeat: int, paging: str, as_json: bool) -> None:
+    """The peer comparison alone: printed, exit 0 / 3 (some measurement failed) / 1 (a side has none)."""
+    from benchmarks.peer import bench_peer, exit_code, render
+
+    result = bench_peer(leads, repeat, peer, paging=paging)
     print(json.dumps(result, default=str)) if as_json else console.print(render(result), highlight=False)
     code = exit_code(result)
     if code:

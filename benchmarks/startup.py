@@ -7,6 +7,9 @@ a fresh process against one sandbox process; the first request's time is read fr
 request log (wall clock, same machine). Both cases keep their ``PREFECT_HOME`` across repeats, as a
 user's machine does, so the temporary server's first start (with its database migrations) is one
 of the measurements and the median is the usual start.
+
+Also the helpers every bench command shares: where stderr files go (``bench_log_dir``), Prefect's
+start-up limit (``startup_limit``) and the checkout's revision (``git_revision``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,19 @@ SEED_LEADS = 50
 # The start is outside every timed run; a user's own value of the variable wins.
 BENCH_STARTUP_TIMEOUT_SECONDS = 600
 LOG_DIR_VARIABLE = "LEADFLOW_BENCH_LOG_DIR"  # where each measurement's full stderr is kept
+
+
+def git_revision() -> str | None:
+    """The checkout's short HEAD (``+dirty`` with uncommitted changes to tracked files), None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
 
 
 def bench_log_dir() -> Path:
