@@ -1,7 +1,11 @@
 """A digest of what a run left in its state store, to show that a change keeps the outputs.
 
-    .venv/bin/python -m benchmarks.bench --crm hubspot --leads 10000 --runs backfill --keep
+    .venv/bin/python -m benchmarks.output_digest run --crm hubspot --leads 10000   # a backfill, then its digest
     .venv/bin/python -m benchmarks.output_digest sqlite:////tmp/leadflow-bench-XXXX/leadflow.db
+
+``run`` is one ``benchmarks.bench`` backfill (kept dir) with the run's clock fixed at 23:00 UTC of
+today, so that two runs on one day score alike (engagement decays with the run's time), then the
+digest of its state store.
 
 Per table, a SHA-256 over its rows sorted, without what differs from run to run by nature (row
 ids, run ids, audit sequence and hashes, and every timestamp, in columns and inside values:
@@ -56,5 +60,27 @@ def digest(url: str) -> dict[str, Any]:
     return {"all": total, "tables": {t: {"sha256": d[:16], "rows": n} for t, (d, n) in tables.items()}}
 
 
+def run(argv: list[str]) -> dict[str, Any]:
+    """One bench backfill in this process with the run's clock fixed, and its state's digest."""
+    import contextlib
+    import io
+    from datetime import datetime, time, timezone
+
+    import flows.sync
+    from benchmarks import bench
+
+    fixed = datetime.combine(datetime.now(timezone.utc).date(), time(23, 0), tzinfo=timezone.utc)
+    flows.sync._now = lambda: fixed
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        bench._main([*argv, "--runs", "backfill", "--keep"])
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    workdir = result["workdir"]
+    return {"workdir": workdir, "now": fixed.isoformat(), **digest(f"sqlite:///{workdir}/leadflow.db")}
+
+
 if __name__ == "__main__":
-    print(json.dumps(digest(sys.argv[1]), indent=1))
+    if sys.argv[1] == "run":
+        print(json.dumps(run(sys.argv[2:]), indent=1))
+    else:
+        print(json.dumps(digest(sys.argv[1]), indent=1))
