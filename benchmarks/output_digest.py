@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.output_digest run --crm hubspot --leads 10000   # a backfill, then its digest
     .venv/bin/python -m benchmarks.output_digest sqlite:////tmp/leadflow-bench-XXXX/leadflow.db
 
-``run`` is one ``benchmarks.bench`` backfill (kept dir) with the run's clock fixed at 23:00 UTC of
+``run`` is one ``benchmarks.bench`` backfill (its dir kept; remove it after) with the run's clock fixed at 23:00 UTC of
 today, so that two runs on one day score alike (engagement decays with the run's time), then the
 digest of its state store.
 
@@ -64,19 +64,26 @@ def run(argv: list[str]) -> dict[str, Any]:
     """One bench backfill in this process with the run's clock fixed, and its state's digest."""
     import contextlib
     import io
+    import os
+    import tempfile
     from datetime import datetime, time, timezone
+    from pathlib import Path
 
-    import flows.sync
     from benchmarks import bench
+
+    workdir = Path(tempfile.mkdtemp(prefix="leadflow-digest-"))
+    os.environ.update(bench.bench_environment(workdir))  # as the measurement sets it, before Prefect is imported
+    import flows.sync
 
     fixed = datetime.combine(datetime.now(timezone.utc).date(), time(23, 0), tzinfo=timezone.utc)
     flows.sync._now = lambda: fixed
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-        bench._main([*argv, "--runs", "backfill", "--keep"])
+        bench._main([*argv, "--runs", "backfill", "--workdir", str(workdir)])
     result = json.loads(out.getvalue().strip().splitlines()[-1])
-    workdir = result["workdir"]
-    return {"workdir": workdir, "now": fixed.isoformat(), **digest(f"sqlite:///{workdir}/leadflow.db")}
+    if result.get("error"):
+        raise SystemExit(f"the backfill failed: {result['error']}")
+    return {"workdir": str(workdir), "now": fixed.isoformat(), **digest(f"sqlite:///{workdir}/leadflow.db")}
 
 
 if __name__ == "__main__":
