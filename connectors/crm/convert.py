@@ -22,10 +22,6 @@ carries its ``origin``: the CRM object and field or record id it came from.
 Write: ``to_crm_value`` renders a canonical value in the CRM's form (value maps, numbers, bools,
 ISO datetimes, ``max_length`` truncation; ``reasons_detail`` is the full text of ``reasons``);
 ``values_equal`` compares a current CRM value with a value to write, type-aware.
-
-The read path is trusted: the parsers above already give each value its canonical type, so the
-``Lead`` is built without re-validation when every value is exact (``FAST_PATH``); a value that
-would need coercion or fail a constraint goes through ``Lead.model_validate`` as before.
 """
 
 from __future__ import annotations
@@ -38,14 +34,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from connectors.crm.base import Quarantined
-from leadflow.canonical import Lead, LeadKind, coerce_enum, lead_from_parsed
+from leadflow.canonical import Lead, LeadKind, coerce_enum
 from leadflow.redaction import describe, problem
 from mappings import ENUM_OF_FIELD, NATIVE_STAGE, ActivityMapping, CrmMapping, FieldMapping
 
 EVENT_COUNT_CAP = 3
-# The parsed values go into the Lead without pydantic validation when each is already exactly of
-# its field's type (``leadflow.canonical.lead_from_parsed``); otherwise, and with this off, validated.
-FAST_PATH = True
 REASONS_SEPARATOR = "; "
 DETAIL_SEPARATOR = "\n"
 
@@ -287,10 +280,6 @@ def record_to_lead(
         raise
     if warnings:
         data["warnings"] = warnings
-    if FAST_PATH:
-        lead = lead_from_parsed(data)
-        if lead is not None:
-            return lead
     try:
         return Lead.model_validate(data)
     except ValidationError as exc:
