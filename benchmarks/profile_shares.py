@@ -4,8 +4,8 @@
         .venv/bin/python -m benchmarks.bench --crm hubspot --leads 10000 --runs backfill
     .venv/bin/python -m benchmarks.profile_shares prof.txt [--detail PART]
 
-Only samples of the thread holding the GIL with a frame in ``flows/`` count (the run's page
-threads included) (the sandbox and Prefect's
+Only samples of the thread holding the GIL with a frame in ``flows/`` (the run's page threads
+included) or ``connectors/enrichment/`` (the registry client's request threads) count (the sandbox and Prefect's
 server are other processes; set-up before the backfill is left out). Each sample goes to the
 innermost frame of a leadflow package (``PARTS``, first match from the innermost frame out), so
 httpx time under ``connectors/enrichment`` is enrichment's, SQLAlchemy time under ``state/`` is
@@ -31,6 +31,8 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("bench instrumentation", r"(^|/)benchmarks/"),
     ("Prefect task and flow engine", r"(^|/)prefect/"),
 )
+# the run's threads: its page threads (a frame in flows/) and the registry client's request threads
+ROOT = r"\((flows|connectors/enrichment)/"
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -59,7 +61,7 @@ def _library(path: str) -> str:
     return parts[0] if len(parts) > 1 else Path(path).stem
 
 
-def shares(path: Path, root: str = "(flows/") -> tuple[Counter[str], Counter[str], Counter[str], int]:
+def shares(path: Path, root: str = ROOT) -> tuple[Counter[str], Counter[str], Counter[str], int]:
     """(samples per part, per (part, its innermost own frame), per (part, leaf library), total
     samples under ``root``)."""
     parts: Counter[str] = Counter()
@@ -67,7 +69,7 @@ def shares(path: Path, root: str = "(flows/") -> tuple[Counter[str], Counter[str
     libraries: Counter[str] = Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit() or root not in stack:
+        if not stack or not count.isdigit() or not re.search(root, stack):
             continue
         frames = _frames(stack)
         part, frame = classify(frames)
@@ -80,7 +82,7 @@ def shares(path: Path, root: str = "(flows/") -> tuple[Counter[str], Counter[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", type=Path)
-    parser.add_argument("--root", default="(flows/", help="count only stacks through this frame")
+    parser.add_argument("--root", default=ROOT, help="count only stacks matching this pattern")
     parser.add_argument("--detail", help="list this part's heaviest innermost frames")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
