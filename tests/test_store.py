@@ -142,9 +142,20 @@ def test_a_shared_timestamp_is_rendered_once_and_equal_instants_of_other_zones_k
 
 
 def test_the_audit_hash_from_values_equals_the_row_hash():
-    """``audit_hash`` (what ``AuditLog`` computes, reasons encoded once per lead) gives
-    ``audit_row_hash`` (what verify computes from a stored row), for odd values too."""
+    """``audit_hash`` (what ``AuditLog`` computes, reasons encoded once per lead and spliced in)
+    and ``audit_row_hash`` (what verify computes from a stored row) give the chain's hash as first
+    defined: SHA-256 of the canonical JSON array of every value, for odd values too."""
+    import hashlib
+    import json
+
     from hypothesis import given, settings, strategies as st
+
+    def reference(prev: str, row: dict) -> str:
+        text = json.dumps([prev, row["crm"], int(row["seq"]), store.canonical_time(row["at"]), row["run_id"],
+                           row["flow"], row["crm_id"], row["action"], row["field"], row["old_value"],
+                           row["new_value"], row["model_version"], row["reasons"], int(bool(row["dry_run"]))],
+                          ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     text = st.one_of(st.none(), st.text(max_size=30))
 
@@ -157,7 +168,8 @@ def test_the_audit_hash_from_values_equals_the_row_hash():
         row = {"crm": "hubspot", "seq": seq, "at": at, "run_id": run_id or "r", "flow": "sync_leads",
                "crm_id": crm_id or "1", "action": "field_set", "field": field, "old_value": old, "new_value": new,
                "model_version": model, "reasons": reasons, "dry_run": int(dry_run)}
-        expected = store.audit_row_hash("a" * 64, row)
+        expected = reference("a" * 64, row)
+        assert store.audit_row_hash("a" * 64, row) == expected
         assert store.audit_hash("a" * 64, row["crm"], seq, store.canonical_time(at), row["run_id"], row["flow"],
                                 row["crm_id"], row["action"], field, old, new, model,
                                 store.canonical_reasons(reasons), row["dry_run"]) == expected
