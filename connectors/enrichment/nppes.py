@@ -17,6 +17,10 @@ its practice locations is (a search also matches mailing addresses elsewhere). V
 arrive as an ``Errors`` envelope in a 200; maintenance pages are not JSON. Retries are the one
 retry policy of every outside call (``connectors.retry``): 5xx, 429 (waiting ``Retry-After`` when
 sent), timeouts and connection errors only.
+
+Requests go through one pooled synchronous ``httpx.HTTPTransport`` per provider, in ``concurrency``
+worker threads shared by every batch (``NppesProvider.fetch_many``); a run sends each distinct name
+search once (``SearchMemo``).
 """
 
 from __future__ import annotations
