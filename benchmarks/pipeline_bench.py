@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flows.cli import bench  # noqa: E402
+from benchmarks.cli import bench  # noqa: E402
 
 if __name__ == "__main__":
     import typer

@@ -24,9 +24,11 @@ from sqlalchemy import Engine, func, select
 from leadflow.redaction import PHI_FIELDS, REDACTED, shown_value  # noqa: F401 - re-exported
 from state.schema import (
     GENESIS_HASH,
+    audit_hash,
     audit_heads,
     audit_log,
     audit_row_hash,
+    canonical_reasons,
     canonical_time,
     insert_many,
     lock_chain_head,
@@ -73,11 +75,12 @@ AUDIT_COLUMNS = ("at", "run_id", "flow", "crm", "crm_id", "action", "field", "ol
                  "model_version", "reasons", "dry_run", "seq", "prev_hash", "row_hash")
 
 
-def _json_once(reasons: Sequence[str], encoded: dict[int, str]) -> str:
-    text = encoded.get(id(reasons))
-    if text is None:
-        text = encoded[id(reasons)] = json.dumps(list(reasons))
-    return text
+def _json_once(reasons: Sequence[str], encoded: dict[int, tuple[str, str]]) -> tuple[str, str]:
+    """(the stored JSON, the hashed canonical JSON) of a reasons list, encoded once per list."""
+    texts = encoded.get(id(reasons))
+    if texts is None:
+        texts = encoded[id(reasons)] = (json.dumps(list(reasons)), canonical_reasons(list(reasons)))
+    return texts
 
 
 class AuditLog:
@@ -96,7 +99,7 @@ class AuditLog:
         entries = list(entries)  # keeps every reasons list alive, so ids stay unique below
         now = datetime.now(timezone.utc)
         now_text = canonical_time(now)
-        reasons_json: dict[int, str] = {}  # a lead's reasons are shared by its field rows: encode once
+        reasons_json: dict[int, tuple[str, str]] = {}  # a lead's reasons are shared by its field rows: encode once
         by_crm: dict[str, list[AuditEntry]] = {}
         for entry in entries:
             by_crm.setdefault(entry.crm, []).append(entry)
@@ -116,18 +119,17 @@ class AuditLog:
         return len(entries)
 
     def _chained_row(self, entry: AuditEntry, now: datetime, now_text: str, seq: int, prev: str,
-                     reasons_json: dict[int, str]) -> tuple[tuple[Any, ...], str]:
-        """The row to insert for ``entry`` at ``seq`` after the row hashed ``prev``, and its hash."""
-        values = {"crm": entry.crm, "seq": seq, "at": utc(entry.at) if entry.at else now, "run_id": self.run_id,
-                  "flow": self.flow, "crm_id": entry.crm_id, "action": entry.action, "field": entry.field,
-                  "old_value": _text(entry.old_value), "new_value": _text(entry.new_value),
-                  "model_version": self.model_version, "reasons": list(entry.reasons) if entry.reasons else None,
-                  "dry_run": int(self.dry_run)}
-        row_hash = audit_row_hash(prev, values, None if entry.at else now_text)
-        reasons = _json_once(entry.reasons, reasons_json) if entry.reasons else None
-        return (values["at"], self.run_id, self.flow, entry.crm, entry.crm_id, entry.action, entry.field,
-                values["old_value"], values["new_value"], self.model_version, reasons, values["dry_run"],
-                seq, prev, row_hash), row_hash
+                     reasons_json: dict[int, tuple[str, str]]) -> tuple[tuple[Any, ...], str]:
+        """The row to insert for ``entry`` at ``seq`` after the row hashed ``prev``, and its hash
+        (``audit_row_hash`` of the row, from its values: the reasons encoded once per lead)."""
+        at = utc(entry.at) if entry.at else now
+        old_value, new_value, dry_run = _text(entry.old_value), _text(entry.new_value), int(self.dry_run)
+        stored, hashed = _json_once(entry.reasons, reasons_json) if entry.reasons else (None, "null")
+        row_hash = audit_hash(prev, entry.crm, seq, canonical_time(at) if entry.at else now_text, self.run_id,
+                              self.flow, entry.crm_id, entry.action, entry.field, old_value, new_value,
+                              self.model_version, hashed, dry_run)
+        return (at, self.run_id, self.flow, entry.crm, entry.crm_id, entry.action, entry.field,
+                old_value, new_value, self.model_version, stored, dry_run, seq, prev, row_hash), row_hash
 
 
 # --------------------------------------------------------------------------- verify

@@ -292,10 +292,26 @@ def audit_row_hash(prev_hash: str, row: Mapping[str, Any], at_text: str | None =
     ``dry_run`` as 0/1. The same row hashes the same on SQLite and PostgreSQL. Every column but
     ``id`` is covered (a copied store may renumber ids; ``seq`` orders the chain). ``at_text``:
     ``canonical_time(row["at"])``, when the caller has it already."""
-    canonical = _canonical_json([
-        prev_hash, row["crm"], int(row["seq"]), at_text or canonical_time(row["at"]), row["run_id"], row["flow"],
-        row["crm_id"], row["action"], row["field"], row["old_value"], row["new_value"], row["model_version"],
-        row["reasons"], int(bool(row["dry_run"]))])
+    return audit_hash(prev_hash, row["crm"], row["seq"], at_text or canonical_time(row["at"]), row["run_id"],
+                      row["flow"], row["crm_id"], row["action"], row["field"], row["old_value"], row["new_value"],
+                      row["model_version"], canonical_reasons(row["reasons"]), row["dry_run"])
+
+
+def canonical_reasons(reasons: Sequence[str] | None) -> str:
+    """``reasons`` as the audit hash covers them (compact JSON; ``null`` for none): a lead's field
+    rows share one list, so ``AuditLog`` encodes it once."""
+    return _canonical_json(reasons)
+
+
+def audit_hash(prev_hash: str, crm: str, seq: int, at_text: str, run_id: str, flow: str, crm_id: str, action: str,
+               field: str | None, old_value: str | None, new_value: str | None, model_version: str | None,
+               reasons_text: str, dry_run: Any) -> str:
+    """``audit_row_hash`` from the values themselves, with ``reasons_text`` from
+    ``canonical_reasons``: the same text as the JSON array of every value (its items joined by
+    ","), so the same hash."""
+    head = _canonical_json([prev_hash, crm, int(seq), at_text, run_id, flow, crm_id, action, field, old_value,
+                            new_value, model_version])
+    canonical = f"{head[:-1]},{reasons_text},{int(bool(dry_run))}]"
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -446,9 +462,28 @@ def insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: Se
     if not rows:
         return
     sql, processors, named = _prepared_insert(conn.dialect, table, tuple(columns), tuple(conflict_keys))
-    if serialized:
-        processors = tuple(None if c in serialized else p for c, p in zip(columns, processors))
-    if any(processors):
-        rows = [tuple(v if p is None or v is None else p(v) for p, v in zip(processors, row)) for row in rows]
+    active = [(i, p) for i, (c, p) in enumerate(zip(columns, processors)) if p is not None and c not in serialized]
+    if active:
+        rows = _processed(rows, active)
     params: list[Any] = [dict(zip(columns, row)) for row in rows] if named else list(rows)
     conn.exec_driver_sql(sql, params)
+
+
+def _processed(rows: Sequence[Row], active: list[tuple[int, Callable[[Any], Any]]]) -> list[tuple[Any, ...]]:
+    """``rows`` with each value of the ``active`` columns through its bind processor; a value
+    object shared by many rows (a batch's one timestamp) is processed once (by identity: equal
+    datetimes of other zones render differently)."""
+    done: dict[int, Any] = {}  # id(value) -> processed; the rows keep every value alive meanwhile
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        row = list(row)
+        for index, processor in active:
+            value = row[index]
+            if value is not None:
+                key = id(value)
+                processed = done.get(key, done)
+                if processed is done:
+                    processed = done[key] = processor(value)
+                row[index] = processed
+        out.append(tuple(row))
+    return out

@@ -115,3 +115,63 @@ def test_a_store_of_the_previous_version_is_upgraded_and_its_audit_rows_chained(
     assert store.upgrade_schema(store.make_engine(database_url)) == {}
     assert "was inserted" in verify_chain(again, "hubspot").problem
     again.dispose()
+
+
+def test_a_shared_timestamp_is_rendered_once_and_equal_instants_of_other_zones_keep_their_own(database_url):
+    """``insert_many`` processes a value object shared by many rows once; two equal datetimes
+    of different zones are different objects and each is stored as itself."""
+    from datetime import timedelta
+
+    engine = store.make_engine(database_url)
+    utc_time = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
+    plus_one = datetime(2026, 11, 27, 11, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert utc_time == plus_one
+    columns = ("crm", "crm_id", "field", "value", "written_at")
+    rows = [("hubspot", str(i), "f", "v", utc_time if i % 2 else plus_one) for i in range(6)]
+    with engine.begin() as conn:
+        store.insert_many(conn, store.written_values, columns, rows)
+        for crm_id, at in (("utc", utc_time), ("plus_one", plus_one)):  # SQLAlchemy's own rendering
+            conn.execute(insert(store.written_values).values(crm="salesforce", crm_id=crm_id, field="f", value="v",
+                                                             written_at=at))
+    with engine.connect() as conn:
+        stored = {(crm, crm_id): at for crm, crm_id, at in conn.execute(select(
+            store.written_values.c.crm, store.written_values.c.crm_id, store.written_values.c.written_at))}
+    for i in range(6):
+        assert stored[("hubspot", str(i))] == stored[("salesforce", "utc" if i % 2 else "plus_one")]
+    engine.dispose()
+
+
+def test_the_audit_hash_from_values_equals_the_row_hash():
+    """``audit_hash`` (what ``AuditLog`` computes, reasons encoded once per lead and spliced in)
+    and ``audit_row_hash`` (what verify computes from a stored row) give the chain's hash as first
+    defined: SHA-256 of the canonical JSON array of every value, for odd values too."""
+    import hashlib
+    import json
+
+    from hypothesis import given, settings, strategies as st
+
+    def reference(prev: str, row: dict) -> str:
+        text = json.dumps([prev, row["crm"], int(row["seq"]), store.canonical_time(row["at"]), row["run_id"],
+                           row["flow"], row["crm_id"], row["action"], row["field"], row["old_value"],
+                           row["new_value"], row["model_version"], row["reasons"], int(bool(row["dry_run"]))],
+                          ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    text = st.one_of(st.none(), st.text(max_size=30))
+
+    @settings(max_examples=300, deadline=None)
+    @given(seq=st.integers(1, 10**12), values=st.lists(text, min_size=6, max_size=6),
+           reasons=st.one_of(st.none(), st.lists(st.text(max_size=40), max_size=5)), dry_run=st.booleans(),
+           at=st.datetimes(timezones=st.just(timezone.utc)))
+    def check(seq, values, reasons, dry_run, at):
+        field, old, new, model, crm_id, run_id = values
+        row = {"crm": "hubspot", "seq": seq, "at": at, "run_id": run_id or "r", "flow": "sync_leads",
+               "crm_id": crm_id or "1", "action": "field_set", "field": field, "old_value": old, "new_value": new,
+               "model_version": model, "reasons": reasons, "dry_run": int(dry_run)}
+        expected = reference("a" * 64, row)
+        assert store.audit_row_hash("a" * 64, row) == expected
+        assert store.audit_hash("a" * 64, row["crm"], seq, store.canonical_time(at), row["run_id"], row["flow"],
+                                row["crm_id"], row["action"], field, old, new, model,
+                                store.canonical_reasons(reasons), row["dry_run"]) == expected
+
+    check()

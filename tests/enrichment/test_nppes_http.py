@@ -274,16 +274,22 @@ def test_truncated_edited_page_does_not_make_the_client_page_forever():
 
 
 def test_in_flight_requests_never_exceed_the_concurrency_bound():
+    import threading
+    import time
+
     provider = quiet_provider(concurrency=3)
     in_flight = 0
     peak = 0
+    lock = threading.Lock()
 
-    async def slow(request: httpx.Request) -> httpx.Response:
+    def slow(request: httpx.Request) -> httpx.Response:  # runs in the provider's request threads
         nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.01)
+        with lock:
+            in_flight -= 1
         return json_response(nppes_body("empty_result.json"))
 
     keys = [npi_key(f"1{i:09d}") for i in range(20)]

@@ -41,6 +41,17 @@ def test_every_recorded_record_parses_and_round_trips_through_the_cache_payload(
         assert NppesOrg.from_payload(org.to_payload()) == org
 
 
+def test_the_cache_payload_is_what_dataclasses_asdict_gives():
+    """``to_payload`` is built field by field for speed; it must stay the dataclass's own dict."""
+    from dataclasses import asdict
+
+    for raw in all_fixture_records():
+        org = parse_record(raw)
+        expected = asdict(org) | {"last_updated": org.last_updated.isoformat() if org.last_updated else None}
+        assert org.to_payload() == expected
+        assert list(org.to_payload()) == list(expected)
+
+
 def test_2019_format_int_number_and_second_epochs():
     org = org_from("npi2_number_lookup_v2019.json")
     assert org.npi == "1568946812" and org.is_organization

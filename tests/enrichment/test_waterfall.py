@@ -84,6 +84,21 @@ def test_leads_of_one_organization_share_one_lookup(nppes_api):
     assert waterfall.stats()["lookups"] == 1
 
 
+def test_one_search_serves_every_lookup_that_sends_it(nppes_api):
+    """Leads of other cities (other lookups, other cache keys) send the same name search: the run
+    sends it once and each lookup still decides for its own city."""
+    leads = [make_lead("1", company_name="CSP Anesthesia", state="GA", city="Atlanta"),
+             make_lead("2", company_name="CSP Anesthesia", state="GA", city="Savannah"),
+             make_lead("3", company_name="CSP Anesthesia", state="GA")]
+    provider = quiet_provider()
+    outcomes = Waterfall([provider]).enrich_batch(leads, NOW)
+    sent = [call.request.url.params["organization_name"] for call in nppes_api.calls]
+    assert sent.count("CSP ANESTHESIA*") == 1 and len(sent) == len(set(sent))
+    assert [o.lead.npi for o in outcomes] == ["1568946812", None, "1568946812"]
+    assert "namesake elsewhere" in " ".join(outcomes[1].notes)
+    assert provider.stats()["searches_reused"] == 2
+
+
 def test_the_cache_makes_a_rerun_free_and_misses_expire_sooner(nppes_api, cache):
     leads = [make_lead("1", company_name="CSP Anesthesia", state="GA"), make_lead("2", company_name="Nowhere Clinic", state="GA")]
     first = Waterfall([quiet_provider()], cache)
@@ -261,16 +276,20 @@ def run_in_threads(count: int, work) -> list:
 
 
 def test_concurrency_bound_holds_across_batches_running_in_threads():
-    import asyncio
+    import threading
+    import time
 
     in_flight = peak = 0
+    lock = threading.Lock()
 
-    async def slow(request: httpx.Request) -> httpx.Response:
+    def slow(request: httpx.Request) -> httpx.Response:  # runs in the provider's request threads
         nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.01)
+        with lock:
+            in_flight -= 1
         return httpx.Response(200, json={"result_count": 0, "results": []})
 
     provider = quiet_provider(concurrency=3)
@@ -283,10 +302,10 @@ def test_concurrency_bound_holds_across_batches_running_in_threads():
 
 
 def test_concurrent_batches_share_one_lookup_of_an_organization(cache):
-    import asyncio
+    import time
 
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.05)
+    def slow(request: httpx.Request) -> httpx.Response:  # runs in the provider's request threads
+        time.sleep(0.05)
         return httpx.Response(200, json=fixture_registry().search(dict(request.url.params)))
 
     waterfall = Waterfall([quiet_provider()], cache)
