@@ -400,7 +400,8 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
     async def notify_set(request: Request) -> Response:
         body = loads(await request.body() or b"{}")
         try:
-            sandbox.notifier.configure(body.get("url"), body.get("hubspot_secret"), body.get("delay_s"))
+            sandbox.notifier.configure(body.get("url"), body.get("hubspot_secret"), body.get("delay_s"),
+                                       body.get("retry_delays_s"))
         except ValueError as exc:
             return json_response({"error": str(exc)}, 400)
         return json_response(sandbox.notifier.describe())

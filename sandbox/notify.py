@@ -74,6 +74,7 @@ class Notifier:
         self._pending: dict[str, list[Any]] = {"hubspot": [], "salesforce": []}
         self._first: dict[str, float | None] = {"hubspot": None, "salesforce": None}
         self._retries: list[_Delivery] = []
+        self._in_flight = 0  # deliveries taken from the queue whose POST has not been answered yet
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         for name, table in sandbox.hubspot.tables.items():
@@ -84,7 +85,10 @@ class Notifier:
                 table.on_write = self._salesforce_write
 
     # -- configuration ----------------------------------------------------------------------------
-    def configure(self, url: str | None, hubspot_secret: str | None = None, delay_s: float | None = None) -> None:
+    def configure(self, url: str | None, hubspot_secret: str | None = None, delay_s: float | None = None,
+                  retry_delays_s: list[float] | None = None) -> None:
+        """Where to send, the HubSpot app secret, the batching delay and the waits between the
+        attempts of a failed delivery (one more attempt per wait, then it is dropped)."""
         if url:
             host = urlsplit(url).hostname or ""
             if host not in LOOPBACK:
@@ -95,6 +99,8 @@ class Notifier:
                 self.settings.hubspot_secret = hubspot_secret
             if delay_s is not None:
                 self.settings.delay_s = max(0.0, delay_s)
+            if retry_delays_s is not None:
+                self.settings.retry_delays_s = tuple(max(0.0, float(wait)) for wait in retry_delays_s)
             if self.settings.url and self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="sandbox-notify", daemon=True)
                 self._thread.start()
@@ -102,8 +108,10 @@ class Notifier:
 
     def describe(self) -> dict[str, Any]:
         with self._cond:
-            return {"url": self.settings.url, "delay_s": self.settings.delay_s, "sent": dict(self.settings.sent),
-                    "queued": sum(len(v) for v in self._pending.values()) + len(self._retries)}
+            return {"url": self.settings.url, "delay_s": self.settings.delay_s,
+                    "retry_delays_s": list(self.settings.retry_delays_s), "sent": dict(self.settings.sent),
+                    "queued": sum(len(v) for v in self._pending.values()) + len(self._retries),
+                    "in_flight": self._in_flight}
 
     # -- what changed -----------------------------------------------------------------------------
     def _hubspot_write(self, table: str, record_id: str, fields: dict[str, Any], created: bool) -> None:
@@ -150,20 +158,25 @@ class Notifier:
                         items = self._pending[platform][:MAX_BATCH]
                         del self._pending[platform][:MAX_BATCH]
                         self._first[platform] = now if self._pending[platform] else None
+                        self._in_flight += 1
                         return _Delivery(platform, items, now)
                 due = [d for d in self._retries if d.due <= now]
                 if due:
                     self._retries.remove(due[0])
+                    self._in_flight += 1
                     return due[0]
                 waits = [first + self.settings.delay_s - now for first in self._first.values() if first is not None]
                 waits += [d.due - now for d in self._retries]
                 self._cond.wait(max(0.005, min(waits)) if waits else None)
 
     def _deliver(self, delivery: _Delivery) -> None:
+        """POST one delivery; then count it sent, or queue its next attempt, or drop it."""
         import httpx
 
         url = self.settings.url
         if url is None:
+            with self._cond:
+                self._in_flight -= 1
             return
         try:
             if delivery.platform == "hubspot":
@@ -174,6 +187,7 @@ class Notifier:
             log.info("%s notification: %s", delivery.platform, type(exc).__name__)
             ok = False
         with self._cond:
+            self._in_flight -= 1
             if ok:
                 self.settings.sent[delivery.platform] += len(delivery.items)
                 return

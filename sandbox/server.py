@@ -113,11 +113,13 @@ class SandboxHandle:
     def reset_limits(self) -> None:
         self._admin("POST", "limits/reset")
 
-    def set_notify(self, url: str | None, hubspot_secret: str | None = None,
-                   delay_s: float | None = None) -> dict[str, Any]:
+    def set_notify(self, url: str | None, hubspot_secret: str | None = None, delay_s: float | None = None,
+                   retry_delays_s: list[float] | None = None) -> dict[str, Any]:
         """Send change notifications (HubSpot webhooks, Salesforce Outbound Messages) to ``url``
-        (loopback only; None stops them); see sandbox/notify.py."""
-        return self._admin("POST", "notify", json={"url": url, "hubspot_secret": hubspot_secret, "delay_s": delay_s})
+        (loopback only; None stops them), batched for ``delay_s``, a failed delivery retried after
+        each of ``retry_delays_s`` (default 0.5, 1 and 2 s), then dropped; see sandbox/notify.py."""
+        return self._admin("POST", "notify", json={"url": url, "hubspot_secret": hubspot_secret, "delay_s": delay_s,
+                                                   "retry_delays_s": retry_delays_s})
 
     def notify_status(self) -> dict[str, Any]:
         return self._admin("GET", "notify")

@@ -16,6 +16,13 @@ os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "200")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# A pipeline run starts with a full garbage collection before it freezes the heap
+# (leadflow.runtime.frozen_heap). In a worker that walks the worker's objects once per run; in this
+# process it walks everything every earlier test left alive, about a second per run by mid-suite,
+# for a suite of a few hundred runs. The tests' in-process runs skip it (LEADFLOW_GC_FREEZE=0); the
+# runs of the real CLI in a subprocess (tests/flows/test_crash_resume.py) keep the shipped default,
+# and tests/test_runtime.py covers frozen_heap itself.
+os.environ.setdefault("LEADFLOW_GC_FREEZE", "0")
 
 import pytest
 

@@ -4,8 +4,11 @@ finishes with no duplicate task, no lead left unwritten and no CRM change withou
 The sync runs as the real CLI (``leadflow sync``) in a subprocess against the sandbox and the
 shared Prefect test server; the kill lands after a random number of CRM writes, so it hits every
 phase: mid-page, between a write and its bookkeeping, between fields and tasks. On SQLite and
-PostgreSQL. ``LEADFLOW_CRASH_ROUNDS`` (default 2 per store) and ``LEADFLOW_CRASH_LEADS`` (default
-800) make a longer local run.
+PostgreSQL. ``LEADFLOW_CRASH_ROUNDS`` (default 2 per store: one HubSpot and one Salesforce round) and
+``LEADFLOW_CRASH_LEADS`` (default 250) make a longer local run (``LEADFLOW_CRASH_LEADS=800`` was the
+old default). 250 leads still span several write batches per run (HubSpot's 100 per batch update, two
+search pages of 200; Salesforce's 200 per collection), so a kill can land between two batches of one
+page, not only before or after the page.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sandbox import start_sandbox
 pytestmark = pytest.mark.prefect
 
 ROUNDS = int(os.environ.get("LEADFLOW_CRASH_ROUNDS", "2"))
-LEADS = int(os.environ.get("LEADFLOW_CRASH_LEADS", "800"))
+LEADS = int(os.environ.get("LEADFLOW_CRASH_LEADS", "250"))
 WRITES = ("batch_update", "batch_upsert", "composite.update", "composite.upsert", "associations.batch_create")
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +96,8 @@ def _rounds(url: str, prefect_api: str, tmp_path: Path, seed: int) -> None:
         crm = ("hubspot", "salesforce")[(number + seed) % 2]
         with start_sandbox(LEADS, random_seed=seed * 100 + number) as handle:
             env = {**os.environ, **sandbox_environment(handle), "LEADFLOW_DATABASE_URL": url,
-                   "LEADFLOW_HOME": str(tmp_path), "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(PROJECT)}
+                   "LEADFLOW_HOME": str(tmp_path), "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(PROJECT),
+                   "LEADFLOW_GC_FREEZE": "1"}  # the CLI as shipped (tests/conftest.py turns it off in-process)
             if crm == "hubspot":
                 with environment(sandbox_environment(handle)):
                     hubspot_setup(connector_from_env("hubspot"))

@@ -41,14 +41,22 @@ def _crm_calls_since(handle, moment: float) -> list[str]:
             and r["endpoint"].startswith(("hubspot.", "salesforce."))]
 
 
-def _settle(handle, receiver, quiet: float = 0.6, timeout: float = 30) -> None:
-    """Until the sandbox has nothing left to send and the receiver nothing left to run."""
+def _settle(handle, receiver, timeout: float = 30) -> None:
+    """Until the sandbox has nothing queued or in flight and the receiver nothing queued or running,
+    twice in a row with no delivery and no run in between. A run's own writes are queued in the
+    sandbox before the run ends, and the receiver queues a notification's work before it answers,
+    so nothing is left on the way once both sides are empty and no count moved."""
     deadline = time.monotonic() + timeout
+    last = None
     while time.monotonic() < deadline:
-        if handle.notify_status()["queued"] == 0 and receiver.coalescer.wait_idle(1):
-            time.sleep(quiet)
-            if handle.notify_status()["queued"] == 0 and receiver.coalescer.idle():
-                return
+        idle_before = receiver.coalescer.wait_idle(1)
+        status = handle.notify_status()
+        quiet = idle_before and status["queued"] == 0 and status["in_flight"] == 0 and receiver.coalescer.idle()
+        moved = (sum(status["sent"].values()), len(receiver.coalescer.runs))
+        if quiet and moved == last:
+            return
+        last = moved if quiet else None
+        time.sleep(0.02)
     raise AssertionError("notifications did not settle")
 
 
@@ -84,7 +92,7 @@ def test_an_outage_of_the_receiver_loses_nothing(prefect_server, world):
     assert first["failed"] == 0
     with running_receiver(ListenConfig(hubspot_secret=SECRET), requalify_runner, engine) as (url, _receiver):
         pass  # the receiver is down from here on: its port is closed
-    handle.set_notify(url, hubspot_secret=SECRET, delay_s=0.01)
+    handle.set_notify(url, hubspot_secret=SECRET, delay_s=0.01, retry_delays_s=[0.05, 0.05, 0.05])
     contact = handle.dump_state(api="hubspot", object="contacts")["hubspot"]["contacts"][1]["id"]
     handle.hubspot_client().crm.contacts.basic_api.update(contact, SimplePublicObjectInput(
         properties={"demo_requested_at": "2026-11-30T11:00:00Z"}))
@@ -92,6 +100,7 @@ def test_an_outage_of_the_receiver_loses_nothing(prefect_server, world):
     while handle.notify_status()["sent"]["dropped"] == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert handle.notify_status()["sent"]["dropped"] >= 1  # retried, then given up
+    assert handle.notify_status()["sent"]["failed"] >= 4  # the first attempt and its three retries
     handle.set_notify(None)
     caught_up = sync_leads("hubspot")
     audit = read_audit(engine, run_id=caught_up["run_id"], limit=10_000)
@@ -176,13 +185,12 @@ def test_rejected_and_replayed_notifications_cause_no_crm_call(prefect_server, w
         started = time.time()
         assert [httpx.post(endpoint, content=body, headers=h).status_code
                 for h in ({}, signed("not-the-secret"), signed(age_ms=301_000))] == [401, 401, 401]
-        time.sleep(0.3)
+        # the receiver queues a notification's work before it answers: idle now means none was queued
         assert receiver.coalescer.wait_idle(5) and receiver.coalescer.runs == []
         assert _crm_calls_since(handle, started) == []
         assert httpx.post(endpoint, content=body, headers=signed()).status_code == 200
         assert receiver.coalescer.wait_idle(30) and len(receiver.coalescer.runs) == 1
         after_run = time.time()
         assert httpx.post(endpoint, content=body, headers=signed()).status_code == 200  # replayed
-        time.sleep(0.3)
         assert receiver.coalescer.wait_idle(5) and len(receiver.coalescer.runs) == 1
         assert _crm_calls_since(handle, after_run) == []
