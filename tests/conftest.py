@@ -15,7 +15,7 @@ os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "1
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE", "100")
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "200")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 # A pipeline run starts with a full garbage collection before it freezes the heap
 # (leadflow.runtime.frozen_heap). In a worker that walks the worker's objects once per run; in this
 # process it walks everything every earlier test left alive, about a second per run by mid-suite,
@@ -96,11 +96,11 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def prefect_server():
     """One Prefect test server for the whole session, started by the first test that asks for it
-    (about 10 s), with flow heartbeats off so a sync flow does not wait a second on exit."""
+    (about 10 s idle; up to 300 s allowed on a loaded machine), with flow heartbeats off so a sync flow does not wait a second on exit."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with prefect_test_harness(server_startup_timeout=300):
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
 
