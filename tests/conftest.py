@@ -96,7 +96,8 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def prefect_server():
     """One Prefect test server for the whole session, started by the first test that asks for it
-    (about 10 s idle; up to 300 s allowed on a loaded machine), with flow heartbeats off so a sync flow does not wait a second on exit."""
+    (about 10 s idle; up to 300 s allowed on a loaded machine), with flow heartbeats off so a sync
+    flow does not wait a second on exit."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
