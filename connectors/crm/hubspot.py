@@ -3,12 +3,20 @@
 Streams, one small class each:
 
 - ``SearchPager``: contacts changed in ``[since, until)`` by ``lastmodifieddate`` (limit 200, one
-  sort ASC, ``after`` offsets). Before the 10,000-result cap it restarts from the last seen
+  sort ASC, ``after`` offsets; up to five filter groups, each with the window's bounds). Before the 10,000-result cap it restarts from the last seen
   timestamp ``t``: first ``t`` itself is enumerated by id (``lastmodifieddate EQ t AND
   hs_object_id GT last`` sorted by ``hs_object_id``, itself restarting at the cap with a higher
   ``last``), skipping ids already read at ``t``; then the search goes on with
   ``lastmodifieddate GT t``. So any number of records sharing one timestamp is read exactly once,
   never in a loop, at the cost of re-reading the few records at ``t`` once per 10,000.
+- Write fences (``HubSpotConnector._read_groups``, state/fences.py): every contact batch update
+  stamps the sync marker (``leadflow_synced_at``) with its own stamp and records the latest
+  ``lastmodifieddate`` HubSpot answered (NULL until the answer). A window read is then up to five
+  filter groups per search, each ANDed with the window: no marker; a marker older than the oldest
+  live fence; newer than the newest (another writer); and per live fence ``marker EQ stamp AND
+  lastmodifieddate GTE fence + 1`` (the whole window while the fence is NULL). Several searches are
+  merged in modified order (``merged_pages``), so a page's cursor never passes an unread record.
+  Without the marker property every record in the window is read, as before.
 - ``ListPager``: full backfills (since=None) use the list endpoint (100 a page, no cap, no search
   rate limit, the ids of associated companies - and calls, meetings, deals - inline).
 - ``CompanyResolver``: each page's primary companies via the v4 associations batch read and the
