@@ -11,7 +11,7 @@ import pytest
 from crm_harness import calls, fast_retry, run_sync, sandbox_state, seed_hubspot
 
 from connectors.crm.factory import connector_for_sandbox
-from connectors.crm.setup import hubspot_setup
+from connectors.crm.setup import check, hubspot_setup
 from leadflow import settings
 from state import fences
 
@@ -142,16 +142,33 @@ def test_a_contact_written_before_the_window_and_edited_inside_it_is_read(sandbo
     assert all(f.stamp > old_stamp for f in fences.live_fences(engine, "hubspot", "contacts", 0))  # expired
 
 
-def test_without_the_marker_property_own_writes_are_re_read_as_before(sandbox, engine, caplog):
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_without_the_marker_property_own_writes_are_re_read_as_before(sandbox, engine):
     conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry())
-    hubspot_setup(conn)
+    assert any(MARKER in line for line in hubspot_setup(conn).created)
+    assert check(conn)["sync_marker"] == {"property": MARKER, "present": True}
     del sandbox_state(sandbox).hubspot.properties["contacts"][MARKER]  # an install from before the marker
+    assert check(conn)["sync_marker"] == {"property": MARKER, "present": False}
     ids = seed_hubspot(sandbox, 30, engaged=30)
-    with caplog.at_level(logging.WARNING, logger="leadflow.connectors.crm.hubspot"):
+    lines = Lines()
+    logger = logging.getLogger("leadflow.connectors.crm.hubspot")
+    logger.addHandler(lines)  # on the logger itself: Prefect may reconfigure the root's handlers mid-test
+    try:
         first = run_sync(conn, engine)
         fetched = Fetched(conn)
         second = run_sync(conn, engine)
+    finally:
+        logger.removeHandler(lines)
     assert first.read == 30 and not first.failed and not any(_marker(sandbox, i) for i in ids)
     assert second.read == 0 and len(fetched.ids) == 30  # the echoes are fetched, and skipped
-    assert sum(MARKER in r.getMessage() for r in caplog.records) == 1
+    assert sum(MARKER in line for line in lines.messages) == 1
     assert fences.live_fences(engine, "hubspot", "contacts", 0) == []
+
