@@ -3,11 +3,11 @@
 Streams, one small class each:
 
 - ``SearchPager``: contacts changed in ``[since, until)`` by ``lastmodifieddate`` (limit 200, one
-  sort ASC, ``after`` offsets; up to five filter groups, each with the window's bounds). Before the 10,000-result cap it restarts from the last seen
-  timestamp ``t``: first ``t`` itself is enumerated by id (``lastmodifieddate EQ t AND
-  hs_object_id GT last`` sorted by ``hs_object_id``, itself restarting at the cap with a higher
-  ``last``), skipping ids already read at ``t``; then the search goes on with
-  ``lastmodifieddate GT t``. So any number of records sharing one timestamp is read exactly once,
+  sort ASC, ``after`` offsets; up to five filter groups, each with the window's bounds). Before the
+  10,000-result cap it restarts from the last seen timestamp ``t``: first ``t`` itself is
+  enumerated by id (``lastmodifieddate EQ t AND hs_object_id GT last`` sorted by ``hs_object_id``,
+  itself restarting at the cap with a higher ``last``), skipping ids already read at ``t``; then the
+  search goes on with ``lastmodifieddate GTE t + 1``. So any number of records sharing one timestamp is read exactly once,
   never in a loop, at the cost of re-reading the few records at ``t`` once per 10,000.
 - Write fences (``HubSpotConnector._read_groups``, state/fences.py): every contact batch update
   stamps the sync marker (``leadflow_synced_at``) with its own stamp and records the latest
