@@ -172,3 +172,12 @@ def test_without_the_marker_property_own_writes_are_re_read_as_before(sandbox, e
     assert sum(MARKER in line for line in lines.messages) == 1
     assert fences.live_fences(engine, "hubspot", "contacts", 0) == []
 
+
+
+def test_a_marker_newer_than_every_fence_is_another_writers_and_is_read(sandbox, hs, engine):
+    ids = seed_hubspot(sandbox, 30, engaged=30)
+    run_sync(hs, engine)
+    newest = fences.live_fences(engine, "hubspot", "contacts", 0)[-1].stamp
+    # another system (a second leadflow install, an import) stamps the marker after leadflow's last write
+    sandbox_state(sandbox).hubspot.write("contacts", ids[7], {MARKER: str(newest + 60_000), "jobtitle": "CFO"})
+    assert run_sync(hs, engine).ids == [ids[7]]
