@@ -184,7 +184,10 @@ class WorkRecorder:
                     for flt in group.get("filters") or []:
                         if flt.get("operator") == "IN":
                             rec.add("lookup:tasks", flt.get("values") or [])
-            return search(self, object_type, body)
+            data = search(self, object_type, body)
+            if object_type == "contacts":  # the contacts a window read fetched (changed, or echoes)
+                rec.add("fetched:contacts", [r["id"] for r in data.get("results") or []])
+            return data
 
         transport.batch_read, transport.batch_update = hs_batch_read, hs_batch_update
         transport.batch_create, transport.search = hs_batch_create, hs_search
@@ -557,7 +560,9 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
             from connectors.crm.factory import connector_from_env
             from connectors.crm.setup import hubspot_setup
 
-            hubspot_setup(connector_from_env("hubspot"))
+            connector = connector_from_env("hubspot")
+            hubspot_setup(connector)
+            result["write_fences"] = connector.sync_marker() is not None  # state/fences.py
         else:
             result["salesforce_query_batch"] = salesforce_query_batch(handle)
         handle.reset_stats()
@@ -574,8 +579,10 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
             # re-read (and skipped) by a timestamp-based incremental read
             window = history[-1][0] - settings.LOOKBACK_SECONDS if history else None
             echoes = set().union(*(ids for _, end, ids in history if window is not None and end >= window))
-            if crm == "salesforce":
-                echoes = set()  # skip_own_writes: LastModifiedById leaves leadflow's writes out of the read
+            if crm == "salesforce" or result.get("write_fences"):
+                # Salesforce skip_own_writes: LastModifiedById leaves leadflow's writes out of the read;
+                # HubSpot write fences: the read asks only for records modified after leadflow's write
+                echoes = set()
             started_at = time.time()
             recorder.reset()
             sampler.start()
@@ -601,6 +608,13 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
             history.append((started_at, time.time(), written))
             report = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu, peak,
                                  rate_limit, result.get("salesforce_query_batch"))
+            if run != "backfill" and crm == "hubspot":
+                searches = report["api_calls_by_endpoint"].get("hubspot.contacts.search", 0)
+                report["search_calls"] = searches
+                # fence searches (one filter group per live write fence, five a search) are overhead
+                # above the minimum, which counts only the pages of the leads that changed
+                report["search_calls_over_minimum_read"] = searches - report["minimum_calls"].get("read", 0)
+                report["fetched_leads"] = recorder.counts().get("fetched:contacts", 0)
             if run != "backfill":
                 to_read = (changed_ids if run == "incremental" else set()) | echoes
                 report["echo_reads"] = len(echoes - (changed_ids if run == "incremental" else set()))
@@ -796,7 +810,8 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
             rows = [r["runs"][run] for r in done if run in r["runs"]]
             merged = dict(rows[0])
             for key in ("wall_seconds", "leads_per_second", "cpu_ms_per_lead", "cpu_seconds", "peak_rss_mb",
-                        "pipeline_peak_rss_mb", "api_calls",
+                        "pipeline_peak_rss_mb", "api_calls", "search_calls", "search_calls_over_minimum_read",
+                        "fetched_leads",
                         "calls_over_minimum", "calls_over_minimum_with_echoes", "http_429", "failures_surfaced",
                         "wall_over_rate_limit"):
                 values = [row[key] for row in rows if row.get(key) is not None]
@@ -821,9 +836,14 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The issue #20 figures at the top of ``--json``: the backfill's CPU ms per lead and leads/s."""
-    back = (result.get("runs") or {}).get("backfill") or {}
-    return {"cpu_ms_per_lead": back.get("cpu_ms_per_lead"), "leads_per_s": back.get("leads_per_second")}
+    """The issue #20 figures at the top of ``--json``: the backfill's CPU ms per lead and leads/s,
+    the incremental run's calls and their minimum, the no-change run's calls (None: not measured)."""
+    runs = result.get("runs") or {}
+    back, inc, quiet = runs.get("backfill") or {}, runs.get("incremental") or {}, runs.get("no_change") or {}
+    return {"cpu_ms_per_lead": back.get("cpu_ms_per_lead"), "leads_per_s": back.get("leads_per_second"),
+            "incremental_calls": inc.get("api_calls"),
+            "incremental_min_calls": (inc.get("minimum_calls") or {}).get("total"),
+            "nochange_calls": quiet.get("api_calls")}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -843,6 +863,9 @@ def render(result: dict[str, Any]) -> str:
                         if r.get("wall_over_rate_limit") else ""))
         lines.append(f"  {'':<12} by endpoint {r['api_calls_by_endpoint']}")
         lines.append(f"  {'':<12} minimum     {r['minimum_calls']}")
+        if "search_calls" in r:
+            lines.append(f"  {'':<12} contact searches {r['search_calls']} ({r['search_calls_over_minimum_read']} over "
+                         f"the minimum's read pages), {r['fetched_leads']} contacts fetched")
         if "minimum_calls_with_echoes" in r:
             lines.append(f"  {'':<12} with the re-read of {r['echo_reads']} echoes of leadflow's own writes: minimum "
                          f"{r['minimum_calls_with_echoes']['total']}, ratio {r['calls_over_minimum_with_echoes']}x")

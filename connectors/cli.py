@@ -82,6 +82,10 @@ def check(crm: str = CRM_OPTION) -> None:
     if daily["limit"] is not None:
         typer.echo(f"{crm}: daily API allocation {daily['used']:,} used, {daily['left']:,} left of "
                    f"{daily['limit']:,} ({daily['source']})")
+    marker = result.get("sync_marker")
+    if marker and not marker["present"]:
+        _notes([f"{crm}: no lead property {marker['property']}: leadflow re-reads its own writes as echoes "
+                "until `leadflow crm setup` creates it"])
     native = result["native_stages"]
     if native["enabled"]:
         for line in native["missing_values"]:

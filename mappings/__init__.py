@@ -209,6 +209,9 @@ class CrmMapping(BaseModel):
     crm: Literal["hubspot", "salesforce"]
     objects: dict[Literal["lead", "company", "task"], str]
     modified_field: str
+    sync_marker_field: str | None = Field(
+        default=None, description="lead property leadflow stamps on every batch write (HubSpot: the write fences "
+                                  "of state/fences.py, so the next read skips its own writes)")
     property_group: str | None = None
     fields: dict[str, FieldMapping]
     signals: Literal["fields", "native"] = "fields"

@@ -991,6 +991,13 @@ class HubSpotApi:
                     and known[f["propertyName"]]["type"] in ("string", "enumeration", "bool")]
         ranges = [f for f in filters if f["propertyName"] in VIRTUAL_MODIFIED
                   and f.get("operator") in ("GT", "GTE", "LT", "LTE", "BETWEEN")]
+        moments = [f for f in filters if f.get("operator", "EQ") == "EQ" and f["propertyName"] in known
+                   and f["propertyName"] not in VIRTUAL_MODIFIED | VIRTUAL_CREATED
+                   and known[f["propertyName"]]["type"] in ("datetime", "date") and _ms(f.get("value")) is not None]
+        if moments and not equality and not (prefer_mod and ranges):  # a datetime EQ (a write fence's stamp)
+            chosen = moments[0]
+            ids = table.lookup(chosen["propertyName"], _ms(chosen.get("value")), _moment)
+            return sorted(ids, key=int), {id(chosen)}, "id"
         if equality and not (prefer_mod and ranges):
             chosen = equality[0]
             is_in = chosen.get("operator") == "IN"
@@ -1257,6 +1264,13 @@ def _lower(value: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     return value
+
+
+def _moment(value: Any) -> int | None:
+    """A stored datetime value as epoch ms (the key of a datetime equality index)."""
+    if value is None or value == "":
+        return None
+    return value if type(value) is int else parse_datetime_ms(str(value))
 
 
 def _int_param(raw: Any, default: int) -> int:

@@ -244,6 +244,29 @@ notification_ids = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
 
+# leadflow's own lead batch writes (state/fences.py): each batch update stamps its records' sync
+# marker property with ``stamp`` (epoch ms, unique and increasing per CRM and object); ``fence_ms`` is
+# the latest modification time the CRM returned for the batch (NULL: the answer never came).
+write_fences = Table(
+    "lf_write_fences",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("object", String(40), primary_key=True),
+    Column("stamp", BigInteger, primary_key=True, autoincrement=False),
+    Column("fence_ms", BigInteger, nullable=True),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+)
+
+# A CRM property leadflow relies on, as last confirmed to exist (the sync marker): asked again after a day.
+crm_properties = Table(
+    "lf_crm_properties",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("object", String(40), primary_key=True),
+    Column("name", String(120), primary_key=True),
+    Column("confirmed_at", DateTime(timezone=True), nullable=False),
+)
+
 # One row per run (pipeline flows): what it did and how it ended; see flows/runs.py.
 runs = Table(
     "lf_runs",

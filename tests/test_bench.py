@@ -107,3 +107,14 @@ def test_growth_compares_the_backfill_per_lead_and_its_peak_rss_with_the_baselin
     assert parse_runs("no_change, backfill") == ("backfill", "no_change")
     with pytest.raises(ValueError, match="unknown run"):
         parse_runs("backfil")
+
+
+def test_headline_carries_the_incremental_and_no_change_calls():
+    from benchmarks.bench import headline
+
+    result = {"runs": {"backfill": {"cpu_ms_per_lead": 1.0, "leads_per_second": 900.0},
+                       "incremental": {"api_calls": 34, "minimum_calls": {"read": 1, "total": 14}},
+                       "no_change": {"api_calls": 2, "minimum_calls": {"read": 1, "total": 1}}}}
+    assert headline(result) == {"cpu_ms_per_lead": 1.0, "leads_per_s": 900.0, "incremental_calls": 34,
+                                "incremental_min_calls": 14, "nochange_calls": 2}
+    assert headline({"runs": {"backfill": {}}})["nochange_calls"] is None

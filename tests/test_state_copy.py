@@ -52,6 +52,12 @@ def _fill(url: str, audit_rows: int = 5) -> None:
              "new_value": str(i), "model_version": "m1", "reasons": ["fit: health system"], "dry_run": 0}
             for i in range(audit_rows)])
         conn.execute(insert(store.notification_ids), [{"source": "hubspot", "event_id": "1001", "received_at": T0}])
+        conn.execute(insert(store.write_fences), [
+            {"crm": "hubspot", "object": "contacts", "stamp": 1_764_236_000_000, "fence_ms": 1_764_236_000_250,
+             "opened_at": T0},
+            {"crm": "hubspot", "object": "contacts", "stamp": 1_764_236_000_001, "fence_ms": None, "opened_at": T0}])
+        conn.execute(insert(store.crm_properties), [{"crm": "hubspot", "object": "contacts",
+                                                    "name": "leadflow_synced_at", "confirmed_at": T0}])
         conn.execute(store.audit_log.delete().where(store.audit_log.c.id == 2))  # a gap: ids are copied, not renumbered
     AuditLog(engine, run_id="run-2", flow="sync-leads", model_version="m1", dry_run=False).record(
         [AuditEntry("hubspot", "101", "field_set", "leadflow_lead_score", None, "70")])  # a hash-chained CRM

@@ -3,12 +3,20 @@
 Streams, one small class each:
 
 - ``SearchPager``: contacts changed in ``[since, until)`` by ``lastmodifieddate`` (limit 200, one
-  sort ASC, ``after`` offsets). Before the 10,000-result cap it restarts from the last seen
-  timestamp ``t``: first ``t`` itself is enumerated by id (``lastmodifieddate EQ t AND
-  hs_object_id GT last`` sorted by ``hs_object_id``, itself restarting at the cap with a higher
-  ``last``), skipping ids already read at ``t``; then the search goes on with
-  ``lastmodifieddate GT t``. So any number of records sharing one timestamp is read exactly once,
+  sort ASC, ``after`` offsets; up to five filter groups, each with the window's bounds). Before the
+  10,000-result cap it restarts from the last seen timestamp ``t``: first ``t`` itself is
+  enumerated by id (``lastmodifieddate EQ t AND hs_object_id GT last`` sorted by ``hs_object_id``,
+  itself restarting at the cap with a higher ``last``), skipping ids already read at ``t``; then the
+  search goes on with ``lastmodifieddate GTE t + 1``. So any number of records sharing one timestamp is read exactly once,
   never in a loop, at the cost of re-reading the few records at ``t`` once per 10,000.
+- Write fences (``HubSpotConnector._read_groups``, state/fences.py): every contact batch update
+  stamps the sync marker (``leadflow_synced_at``) with its own stamp and records the latest
+  ``lastmodifieddate`` HubSpot answered (NULL until the answer). A window read is then up to five
+  filter groups per search, each ANDed with the window: no marker; a marker older than the oldest
+  live fence; newer than the newest (another writer); and per live fence ``marker EQ stamp AND
+  lastmodifieddate GTE fence + 1`` (the whole window while the fence is NULL). Several searches are
+  merged in modified order (``merged_pages``), so a page's cursor never passes an unread record.
+  Without the marker property every record in the window is read, as before.
 - ``ListPager``: full backfills (since=None) use the list endpoint (100 a page, no cap, no search
   rate limit, the ids of associated companies - and calls, meetings, deals - inline).
 - ``CompanyResolver``: each page's primary companies via the v4 associations batch read and the
@@ -30,13 +38,15 @@ rate-limit headers come along.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import urllib3
@@ -44,6 +54,7 @@ from hubspot import HubSpot
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from state import fences
 from state import leads as state
 from connectors.crm.base import LeadUpdate, Page, TaskSpec, WriteResult
 from connectors.crm.common import CrmConnectorBase, KeyedTask, chunked
@@ -60,6 +71,7 @@ log = logging.getLogger("leadflow.connectors.crm.hubspot")
 PRIMARY_CONTACT_TO_COMPANY = 1
 ENGAGEMENT_OBJECTS = frozenset({"tasks", "calls", "meetings"})  # under crm.objects in hubspot-api-client
 TASK_TO_CONTACT = 204
+MARKER_RECHECK = timedelta(days=1)  # how long the marker property's existence is trusted without asking
 PRIORITY = {"high": "HIGH", "normal": "MEDIUM", "low": "LOW"}
 
 
@@ -197,17 +209,36 @@ class HubSpotTransport:
 # ------------------------------------------------------------------------------------------ reads
 
 
+MAX_FILTER_GROUPS = 5  # per search; HubSpot's current docs also allow at most 6 filters a group, 18 in all
+
+
+@dataclass(frozen=True)
+class SearchGroup:
+    """One filter group of a window read: ``filters`` on other properties, ANDed with the window
+    ``[since, until)`` on the modified property, starting no earlier than ``low_ms`` (epoch ms)."""
+
+    filters: tuple[dict[str, Any], ...] = ()
+    low_ms: int = 0
+
+
+ALL_RECORDS = (SearchGroup(),)
+
+
 class SearchPager:
-    """Raw search pages in (modified, id) order, each record once; see the module docstring."""
+    """Raw search pages in modified order, each record once; see the module docstring. ``groups``:
+    up to five filter groups (ORed, each with the window's bounds), one search stream."""
 
     def __init__(self, transport: HubSpotTransport, object_type: str, modified_prop: str, properties: list[str],
-                 page_size: int, cap: int):
+                 page_size: int, cap: int, groups: tuple[SearchGroup, ...] = ALL_RECORDS):
+        if not 0 < len(groups) <= MAX_FILTER_GROUPS:
+            raise ValueError(f"a search takes 1 to {MAX_FILTER_GROUPS} filter groups, not {len(groups)}")
         self.transport, self.object_type, self.modified_prop = transport, object_type, modified_prop
         self.properties, self.page_size, self.cap = properties, page_size, cap
+        self.groups = groups
 
-    def _search(self, filters: list[dict[str, Any]], sort: str, after: int) -> dict[str, Any]:
+    def _search(self, filter_groups: list[list[dict[str, Any]]], sort: str, after: int) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "filterGroups": [{"filters": filters}],
+            "filterGroups": [{"filters": filters} for filters in filter_groups],
             "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
             "properties": self.properties,
             "limit": self.page_size,
@@ -216,16 +247,32 @@ class SearchPager:
             body["after"] = str(after)
         return self.transport.search(self.object_type, body)
 
+    def _window_groups(self, lower_ms: int, until_ms: int | None) -> list[list[dict[str, Any]]]:
+        """Each group's filters with the window from ``lower_ms`` (or the group's own later start);
+        a group whose start is past ``until`` is left out."""
+        out = []
+        for group in self.groups:
+            low = max(lower_ms, group.low_ms)
+            if until_ms is not None and low >= until_ms:
+                continue
+            filters = list(group.filters) + [{"propertyName": self.modified_prop, "operator": "GTE", "value": str(low)}]
+            if until_ms is not None:
+                filters.append({"propertyName": self.modified_prop, "operator": "LT", "value": str(until_ms)})
+            out.append(filters)
+        return out
+
     def pages(self, since: datetime | None, until: datetime | None) -> Iterator[list[dict[str, Any]]]:
-        upper = [{"propertyName": self.modified_prop, "operator": "LT", "value": str(_ms(until, ceil=True))}] if until else []
-        lower_ms, lower_op = (_ms(since), "GTE") if since else (0, "GTE")
+        until_ms = _ms(until, ceil=True) if until else None
+        lower_ms = _ms(since) if since else 0
         boundary_ts: int | None = None
         boundary_ids: set[str] = set()
         while True:
-            filters = [{"propertyName": self.modified_prop, "operator": lower_op, "value": str(lower_ms)}] + upper
+            filter_groups = self._window_groups(lower_ms, until_ms)
+            if not filter_groups:
+                return
             after, exhausted = 0, False
             while True:
-                data = self._search(filters, self.modified_prop, after)
+                data = self._search(filter_groups, self.modified_prop, after)
                 fresh = []
                 for record in data.get("results") or []:
                     ts = _record_ms(record, self.modified_prop)
@@ -249,19 +296,20 @@ class SearchPager:
             # at the cap: finish the last timestamp by id (ties may exceed any window), then go
             # strictly past it - no record at that timestamp is dropped, none is read twice
             yield from self._by_id(boundary_ts, boundary_ids)
-            lower_ms, lower_op = boundary_ts, "GT"
+            lower_ms = boundary_ts + 1
             boundary_ts, boundary_ids = None, set()
 
     def _by_id(self, ts: int, seen: set[str]) -> Iterator[list[dict[str, Any]]]:
+        groups = [g for g in self.groups if g.low_ms <= ts]
         last_id = 0
         while True:
-            filters = [
+            filter_groups = [list(g.filters) + [
                 {"propertyName": self.modified_prop, "operator": "EQ", "value": str(ts)},
                 {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)},
-            ]
+            ] for g in groups]
             after = 0
             while True:
-                data = self._search(filters, "hs_object_id", after)
+                data = self._search(filter_groups, "hs_object_id", after)
                 results = data.get("results") or []
                 fresh = [r for r in results if r["id"] not in seen]
                 seen.update(r["id"] for r in fresh)
@@ -275,6 +323,19 @@ class SearchPager:
                 after = int(nxt)
                 if after >= self.cap:
                     break
+
+
+def merged_pages(streams: list[Iterator[list[dict[str, Any]]]], modified_prop: str,
+                 size: int) -> Iterator[list[dict[str, Any]]]:
+    """Several search streams (each in modified order, disjoint) as one stream in modified order,
+    in lists of ``size``: a page's cursor never passes a record another stream has still to return."""
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    records = heapq.merge(*(itertools.chain.from_iterable(s) for s in streams),
+                          key=lambda r: _record_ms(r, modified_prop))
+    while chunk := list(itertools.islice(records, size)):
+        yield chunk
 
 
 class ListPager:
@@ -488,6 +549,7 @@ class HubSpotConnector(CrmConnectorBase):
                                         config.batch_size, config.company_cache_size)
         self.activity_reader = ActivityReader(self.transport, self.lead_type, mapping.activities(), mapping.deals,
                                               config.batch_size)
+        self._marker: str | None = None  # the sync marker's name, "" without one; None: not asked yet
 
     def __repr__(self) -> str:
         return f"HubSpotConnector(host={self.config.host!r})"
@@ -498,12 +560,62 @@ class HubSpotConnector(CrmConnectorBase):
         if since is None and self.config.list_backfill:
             yield from self._list_backfill(until)
             return
-        pager = SearchPager(self.transport, self.lead_type, self.mapping.modified_field, self.lead_props,
-                            self.config.page_size, self.config.result_cap)
-        for records in _grouped(pager.pages(since, until), self.config.leads_per_page):
+        prop = self.mapping.modified_field
+        groups = self._read_groups(since)
+        streams = [SearchPager(self.transport, self.lead_type, prop, self.lead_props, self.config.page_size,
+                               self.config.result_cap, groups[i:i + MAX_FILTER_GROUPS]).pages(since, until)
+                   for i in range(0, len(groups), MAX_FILTER_GROUPS)]
+        for records in _grouped(merged_pages(streams, prop, self.config.page_size), self.config.leads_per_page):
             page = self._page(records, skip_unchanged=True)
             if page is not None:
                 yield page
+
+    def _read_groups(self, since: datetime | None) -> tuple[SearchGroup, ...]:
+        """The filter groups of a window read from ``since``: every record in the window, less the
+        ones only leadflow wrote since (write fences, state/fences.py). With the marker property
+        and live fences: records without a marker; markers older than the oldest live fence (or
+        newer than the newest: another writer); and per fence, its batch's records modified after
+        the CRM's answer (all of them in the window when the answer never came). Fences stamped
+        before ``since`` expire: their records fall in the second group."""
+        marker = self.sync_marker()
+        if marker is None or since is None:
+            return ALL_RECORDS
+        since_ms = _ms(since)
+        fences.expire_fences(self.engine, self.crm, self.lead_type, since_ms)
+        live = fences.live_fences(self.engine, self.crm, self.lead_type, since_ms)
+        if not live:
+            return ALL_RECORDS
+        groups = [SearchGroup(({"propertyName": marker, "operator": "NOT_HAS_PROPERTY"},)),
+                  SearchGroup(({"propertyName": marker, "operator": "LT", "value": str(live[0].stamp)},)),
+                  SearchGroup(({"propertyName": marker, "operator": "GT", "value": str(live[-1].stamp)},))]
+        for fence in live:
+            low = 0 if fence.fence_ms is None else fence.fence_ms + 1
+            groups.append(SearchGroup(({"propertyName": marker, "operator": "EQ", "value": str(fence.stamp)},), low))
+        return tuple(groups)
+
+    def sync_marker(self) -> str | None:
+        """The marker property's name when the portal has it (asked once a day; confirmed in
+        ``lf_crm_properties``), else None: leadflow's writes are then re-read as echoes, as before."""
+        if self._marker is not None:
+            return self._marker or None
+        name = self.mapping.sync_marker_field
+        if not name:
+            self._marker = ""
+            return None
+        if not fences.property_confirmed(self.engine, self.crm, self.lead_type, name, MARKER_RECHECK):
+            try:
+                self.transport.call("properties.get", self.transport.properties_api.core_api.get_by_name,
+                                    self.lead_type, name)
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "status", None) != 404:
+                    raise
+                log.warning("hubspot: the portal has no %s property %s (run `leadflow crm setup`): leadflow's own "
+                            "writes are re-read as echoes until it exists", self.lead_type, name)
+                self._marker = ""
+                return None
+            fences.confirm_property(self.engine, self.crm, self.lead_type, name)
+        self._marker = name
+        return name
 
     def _list_backfill(self, until: datetime | None) -> Iterator[Page]:
         pager = ListPager(self.transport, self.lead_type, self.lead_props,
@@ -653,21 +765,56 @@ class HubSpotConnector(CrmConnectorBase):
 
     def _update_batch(self, object_type: str, inputs: list[dict[str, Any]]) -> tuple[dict[str, datetime], dict[str, str]]:
         """Send one batch; per-record errors are returned, a whole-batch rejection is bisected so
-        the valid records still land. Returns (id -> modification time after the write, failures)."""
+        the valid records still land. Returns (id -> modification time after the write, failures).
+
+        A contact batch carries the sync marker with its own write fence (state/fences.py): opened
+        before the call, closed with the latest modification time the answer shows; left open when
+        no answer came (the batch may have landed: the next read takes all its records), dropped when
+        HubSpot refused the whole batch (nothing landed)."""
+        marker = self.sync_marker() if object_type == self.lead_type else None
+        stamp = fences.open_fence(self.engine, self.crm, self.lead_type, _ms(datetime.now(timezone.utc))) \
+            if marker else None
+        sent = [{**i, "properties": {**i["properties"], marker: str(stamp)}} for i in inputs] if marker else inputs
         try:
-            data = self.transport.batch_update(object_type, inputs)
+            data = self.transport.batch_update(object_type, sent)
         except Exception as exc:  # noqa: BLE001
             decision = classify(exc)
-            if decision.action is Action.RETRY:  # retries exhausted: pending, retried next run
+            if decision.action is Action.RETRY:  # retries exhausted: pending, retried next run; the fence stays open
                 return {}, {i["id"]: f"not written: {decision.reason}" for i in inputs}
             if not is_request_error(exc):
                 raise  # quota, auth, permissions: no record can land
+            if stamp is not None:
+                fences.drop_fence(self.engine, self.crm, self.lead_type, stamp)
+                if marker in error_message(exc):  # the property went away since it was confirmed
+                    self._lose_marker(marker)
+                    return self._update_batch(object_type, inputs)
             if len(inputs) == 1:
                 return {}, {inputs[0]["id"]: without_values(error_message(exc), inputs[0]["properties"])}
             mid = len(inputs) // 2
             ok1, bad1 = self._update_batch(object_type, inputs[:mid])
             ok2, bad2 = self._update_batch(object_type, inputs[mid:])
             return {**ok1, **ok2}, {**bad1, **bad2}
+        if stamp is not None:
+            self._close_fence(stamp, data)
+        return self._batch_outcome(object_type, inputs, data)
+
+    def _close_fence(self, stamp: int, data: dict[str, Any]) -> None:
+        """The fence at the latest modification time of the batch's results (none: nothing landed)."""
+        landed = [_record_ms(r, self.mapping.modified_field) for r in data.get("results") or []]
+        if landed:
+            fences.close_fence(self.engine, self.crm, self.lead_type, stamp, max(landed))
+        else:
+            fences.drop_fence(self.engine, self.crm, self.lead_type, stamp)
+
+    def _lose_marker(self, marker: str) -> None:
+        log.warning("hubspot: the %s property %s no longer exists (run `leadflow crm setup`): leadflow's own "
+                    "writes are re-read as echoes until it exists", self.lead_type, marker)
+        fences.forget_property(self.engine, self.crm, self.lead_type, marker)
+        self._marker = ""
+
+    def _batch_outcome(self, object_type: str, inputs: list[dict[str, Any]],
+                       data: dict[str, Any]) -> tuple[dict[str, datetime], dict[str, str]]:
+        """(id -> modification time after the write, id -> failure) from a batch update's answer."""
         ok: dict[str, datetime | None] = {}
         bad: dict[str, str] = {}
         sent = {str(i["id"]): i["properties"] for i in inputs}

@@ -73,6 +73,7 @@ def _options(name: str, fm: FieldMapping) -> list[dict[str, Any]]:
 
 
 TASK_KEY = "task key"
+SYNC_MARKER = "sync marker (stamped on each write; do not edit)"
 
 
 def hubspot_property(name: str, fm: FieldMapping, group: str) -> dict[str, Any]:
@@ -183,6 +184,9 @@ def hubspot_setup(conn: HubSpotConnector, apply: bool = True) -> SetupReport:
         if em.count_field:
             fields[f"event {event} count"] = FieldMapping(field=em.count_field, type="number")
     fields[TASK_KEY] = FieldMapping(field=mapping.tasks.key_field, object="lead", type="string", direction="write")
+    if mapping.sync_marker_field:  # write fences (state/fences.py): the next read skips leadflow's own writes
+        fields[SYNC_MARKER] = FieldMapping(field=mapping.sync_marker_field, object="lead", type="datetime",
+                                           direction="write")
     for name, fm in fields.items():
         if fm.field.startswith("hs_"):
             continue  # HubSpot-defined: exists in every portal, cannot be created
@@ -288,14 +292,18 @@ def check(conn: HubSpotConnector | SalesforceConnector) -> dict[str, Any]:
                                     conn.mapping.objects["lead"])
         readable = len(props.get("results") or [])
         limits: dict[str, Any] = {}
+        marker = conn.mapping.sync_marker_field
+        names = {p.get("name") for p in props.get("results") or []}
+        sync_marker = {"property": marker, "present": marker in names} if marker else None
     else:
         readable = len(conn.describe(conn.mapping.objects["lead"]).get("fields") or [])
         limits = _salesforce_limits(conn)
+        sync_marker = None
     native = {"enabled": conn.mapping.native_stages.enabled, "missing_values": native_stage_report(conn)}
     usage = conn.api_usage()
     return {"crm": conn.crm, "auth": "ok", "fields_readable": readable, "quota": usage.get("quota"),
             "remaining": usage.get("remaining"), "daily_api": daily_allocation(limits, usage.get("quota") or {}),
-            "native_stages": native}
+            "native_stages": native, "sync_marker": sync_marker}
 
 
 def _salesforce_limits(conn: SalesforceConnector) -> dict[str, Any]:

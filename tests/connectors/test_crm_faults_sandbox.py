@@ -129,6 +129,10 @@ def test_bad_token_fails_the_call_not_each_record(sandbox, engine):
                            retry=fast_retry())
     updates = [LeadUpdate(i, "lead", i, {"leadflow_lead_score": "5"},
                           [FieldChange(i, "lead_score", "leadflow_lead_score", None, "5")]) for i in ids]
+    from state import fences
+
+    # the sync marker known to exist (else its check would be the call that fails): straight to the write
+    fences.confirm_property(engine, "hubspot", "contacts", "leadflow_synced_at")
     sandbox.reset_stats()
     with pytest.raises(ApiException) as info:
         bad.write_updates(updates)

@@ -52,3 +52,43 @@ def test_25k_contacts_across_the_cap_each_read_once(sandbox, engine):
     # first window already returned (enumerated again by id once, then skipped)
     assert searches <= 25_000 // 200 + 25
     assert time.monotonic() - began < 60
+
+
+def test_write_fence_groups_across_the_cap_each_record_once_in_order(sandbox, engine):
+    """Ten filter groups (no marker, older and newer markers, seven fences) in two search streams,
+    each restarting at a (lowered) result cap, with 1,500 records on one timestamp: every record the
+    groups select is read exactly once, in modified order, and the fenced echoes are not read."""
+    from state import fences
+
+    conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry(), search_per_second=10_000,
+                                 burst_limit=10_000, mark_reads=False, result_cap=1_000)
+    hubspot_setup(conn)
+    start = int((datetime.now(timezone.utc) - timedelta(days=1)).timestamp() * 1000)
+    ids = _seed(sandbox, [(1_500, 20), (1_500, 1_500), (600, 3)], start)
+    table = sandbox_state(sandbox).hubspot.tables["contacts"]
+    fence_ms = table.modified[ids[1_200]]  # the fenced contacts modified up to here are leadflow's echoes
+    stamps = []
+    for k in range(7):
+        stamps.append(fences.open_fence(engine, "hubspot", "contacts", start + 10 + k))
+        fences.close_fence(engine, "hubspot", "contacts", stamps[-1], fence_ms)
+    expected = set()
+    for n, cid in enumerate(ids):
+        kind = n % 3
+        if kind == 1:
+            table.records[cid]["leadflow_synced_at"] = start - 60_000  # written before the window
+        elif kind == 2:
+            table.records[cid]["leadflow_synced_at"] = stamps[n % 7]
+        if kind != 2 or table.modified[cid] > fence_ms:
+            expected.add(cid)
+    sandbox.reset_stats()
+    seen: Counter[str] = Counter()
+    last = None
+    for page in conn.iter_pages(datetime.fromtimestamp(start / 1000, timezone.utc), None):
+        for lead in page.leads:
+            seen[lead.crm_id] += 1
+            assert last is None or lead.modified_at >= last
+            last = lead.modified_at
+    assert set(seen) == expected and max(seen.values()) == 1
+    assert len(expected) < len(ids)
+    searches = calls(sandbox, "hubspot.contacts.search")["hubspot.contacts.search"]
+    assert searches <= 2 * (len(ids) // 200 + 15)

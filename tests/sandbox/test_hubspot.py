@@ -307,3 +307,21 @@ def test_list_next_link_is_an_absolute_url_that_a_client_can_follow(hubspot_clie
             seen += [r["id"] for r in body["results"]]
             link = (body.get("paging") or {}).get("next", {}).get("link")
     assert len(seen) == len(set(seen)) == len(sandbox_server.state.hubspot.tables["contacts"])
+
+
+def test_search_filter_group_limits_are_hubspots(hubspot_client, sandbox_server):
+    """At most 5 filter groups, 6 filters a group, 18 in all (HubSpot's search guide; its Aug 2024
+    changelog announced 5/10/25, the stricter figures are kept): over any of them is a 400."""
+    def search(groups):
+        request = PublicObjectSearchRequest(filter_groups=[{"filters": g} for g in groups], limit=1)
+        return hubspot_client.crm.contacts.search_api.do_search(public_object_search_request=request)
+
+    def f(n):
+        return {"propertyName": "hs_object_id", "operator": "GT", "value": str(n)}
+
+    assert search([[f(1), f(2), f(3)]] * 5).total > 0  # 5 groups, 15 filters
+    assert search([[f(i) for i in range(6)]] * 3).total > 0  # 6 a group, 18 in all
+    for groups in ([[f(1)]] * 6, [[f(i) for i in range(7)]], [[f(i) for i in range(6)]] * 3 + [[f(1)]]):
+        with pytest.raises(ApiException) as caught:
+            search(groups)
+        assert caught.value.status == 400 and json.loads(caught.value.body)["category"] == "VALIDATION_ERROR"
