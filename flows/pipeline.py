@@ -437,7 +437,8 @@ def _audit_intent(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSp
 
 def _audit_outcome(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskSpec], write: WriteResult,
                    quarantined: dict[str, str]) -> None:
-    """What the CRM answered: per lead ``write_applied`` or ``write_failed``, per task
+    """What the CRM answered: per lead ``write_applied`` (naming the sync marker value written with its
+    fields, where the connector writes one) or ``write_failed``, per task
     ``task_created`` / ``task_found`` / ``task_failed``, per closed task ``task_closed``."""
     if ctx.dry_run:
         entries = [AuditEntry(ctx.crm, crm_id, "quarantined", None, None, reason)
@@ -449,7 +450,8 @@ def _audit_outcome(ctx: RunContext, updates: list[LeadUpdate], tasks: list[TaskS
         if crm_id in write.failed:
             entries.append(AuditEntry(ctx.crm, crm_id, "write_failed", None, None, write.failed[crm_id]))
         else:
-            entries.append(AuditEntry(ctx.crm, crm_id, "write_applied"))
+            marker, stamp = write.markers.get(crm_id, (None, None))
+            entries.append(AuditEntry(ctx.crm, crm_id, "write_applied", marker, None, stamp))
     for task in {t.key: t for t in tasks}.values():
         if task.key in write.tasks_created:
             entries.append(AuditEntry(ctx.crm, task.crm_id, "task_created", task.key, None,

@@ -76,6 +76,9 @@ class WriteResult:
     tasks_closed: list[str] = field(default_factory=list)  # CRM task ids completed as superseded
     closed_for: dict[str, str] = field(default_factory=dict)  # closed CRM task id -> its lead's crm_id
     task_failures: dict[str, str] = field(default_factory=dict)  # task key -> reason
+    # crm_id -> (sync marker property, value written with the lead's fields): leadflow's bookkeeping,
+    # audited on the lead's write_applied row (HubSpot write fences, state/fences.py)
+    markers: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class CrmConnector(Protocol):

@@ -550,6 +550,7 @@ class HubSpotConnector(CrmConnectorBase):
         self.activity_reader = ActivityReader(self.transport, self.lead_type, mapping.activities(), mapping.deals,
                                               config.batch_size)
         self._marker: str | None = None  # the sync marker's name, "" without one; None: not asked yet
+        self._stamped: dict[str, str] = {}  # contact id -> marker stamp its last batch update carried
 
     def __repr__(self) -> str:
         return f"HubSpotConnector(host={self.config.host!r})"
@@ -701,6 +702,7 @@ class HubSpotConnector(CrmConnectorBase):
     def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
         result = WriteResult()
         echo: dict[str, datetime] = {}
+        self._stamped: dict[str, str] = {}
         cleared, failed = self._clear_first(updates)
         for obj, object_type in (("lead", self.lead_type), ("company", self.company_type)):
             merged: dict[str, dict[str, Any]] = {}
@@ -725,6 +727,9 @@ class HubSpotConnector(CrmConnectorBase):
                         self.resolver.remember_written(company_id, merged[company_id])
         result.failed = failed
         result.succeeded = sorted({u.crm_id for u in updates} - set(failed))
+        if self._marker:
+            result.markers = {u.crm_id: (self._marker, self._stamped[u.object_id]) for u in updates
+                              if u.object == "lead" and u.crm_id not in failed and u.object_id in self._stamped}
         good_echo = {k: v for k, v in echo.items() if k not in failed}
         if good_echo:
             state.mark_seen(self.engine, self.crm, good_echo, kind="echo")
@@ -796,7 +801,10 @@ class HubSpotConnector(CrmConnectorBase):
             return {**ok1, **ok2}, {**bad1, **bad2}
         if stamp is not None:
             self._close_fence(stamp, data)
-        return self._batch_outcome(object_type, inputs, data)
+        ok, bad = self._batch_outcome(object_type, inputs, data)
+        if stamp is not None:
+            self._stamped.update({oid: str(stamp) for oid in ok})
+        return ok, bad
 
     def _close_fence(self, stamp: int, data: dict[str, Any]) -> None:
         """The fence at the latest modification time of the batch's results (none: nothing landed)."""

@@ -181,3 +181,17 @@ def test_a_marker_newer_than_every_fence_is_another_writers_and_is_read(sandbox,
     # another system (a second leadflow install, an import) stamps the marker after leadflow's last write
     sandbox_state(sandbox).hubspot.write("contacts", ids[7], {MARKER: str(newest + 60_000), "jobtitle": "CFO"})
     assert run_sync(hs, engine).ids == [ids[7]]
+
+
+def test_the_marker_written_with_a_lead_is_on_its_write_applied_audit_row(sandbox, hs, engine):
+    """The marker is a CRM change too: each written contact's stamp is audited with its write."""
+    from state.audit import read_audit
+
+    ids = seed_hubspot(sandbox, 120, engaged=120)
+    run_sync(hs, engine)
+    applied = {row["crm_id"]: row for row in read_audit(engine, crm="hubspot", limit=100_000)
+               if row["action"] == "write_applied"}
+    assert set(applied) == set(ids)
+    for cid in ids:
+        assert applied[cid]["field"] == MARKER
+        assert applied[cid]["new_value"] == str(_marker(sandbox, cid))
