@@ -45,6 +45,20 @@ def _postgres_problem() -> str | None:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
 
+@pytest.fixture(autouse=True)
+def _own_environment():
+    """Each test leaves ``os.environ`` as it found it: a CLI run in the test process sets variables
+    (``--mapping`` exports ``LEADFLOW_MAPPING_<CRM>``, a test sets a credential) that would otherwise
+    reach later tests and the subprocesses they start."""
+    saved = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def postgres_base_url() -> str:
     problem = _postgres_problem()
