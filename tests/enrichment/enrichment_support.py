@@ -47,3 +47,26 @@ def quiet_provider(**options: Any) -> NppesProvider:
     """An NPPES provider for tests: no backoff waits, short timeouts."""
     settings = {"url": NPPES_TEST_URL, "backoff_seconds": 0.0, "attempts": 3, "timeout_seconds": 2.0}
     return NppesProvider(**{**settings, **options})
+
+
+class InFlightCounter:
+    """A respx side effect that holds each request 10 ms and records the most requests in flight at
+    once (``peak``); it runs in the provider's request threads."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        import threading
+
+        self.response = response
+        self.in_flight = self.peak = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        import time
+
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        time.sleep(0.01)
+        with self._lock:
+            self.in_flight -= 1
+        return self.response

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 import respx
-from enrichment_support import NPPES_TEST_URL, make_lead, nppes_body, nppes_fixture_names, quiet_provider
+from enrichment_support import NPPES_TEST_URL, InFlightCounter, make_lead, nppes_body, nppes_fixture_names, quiet_provider
 
 from connectors.enrichment.waterfall import LookupKey
 from connectors.enrichment.nppes import PAGE_LIMIT, NppesProvider, query_names
@@ -274,27 +274,11 @@ def test_truncated_edited_page_does_not_make_the_client_page_forever():
 
 
 def test_in_flight_requests_never_exceed_the_concurrency_bound():
-    import threading
-    import time
-
     provider = quiet_provider(concurrency=3)
-    in_flight = 0
-    peak = 0
-    lock = threading.Lock()
-
-    def slow(request: httpx.Request) -> httpx.Response:  # runs in the provider's request threads
-        nonlocal in_flight, peak
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        time.sleep(0.01)
-        with lock:
-            in_flight -= 1
-        return json_response(nppes_body("empty_result.json"))
-
+    slow = InFlightCounter(json_response(nppes_body("empty_result.json")))
     keys = [npi_key(f"1{i:09d}") for i in range(20)]
     with respx.mock:
         route = respx.get(NPPES_TEST_URL).mock(side_effect=slow)
         run(provider, *keys)
     assert route.call_count == 20
-    assert peak == 3 and provider.stats()["max_in_flight"] == 3
+    assert slow.peak == 3 and provider.stats()["max_in_flight"] == 3

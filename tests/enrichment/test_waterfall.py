@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
-from enrichment_support import NPPES_TEST_URL, all_fixture_records, fixture_registry, make_lead, quiet_provider, registry_answer
+from enrichment_support import (NPPES_TEST_URL, InFlightCounter, all_fixture_records, fixture_registry, make_lead,
+                                quiet_provider, registry_answer)
 
 from state.cache import EnrichmentCache
 from connectors.enrichment.waterfall import LookupKey, Waterfall, build_waterfall
@@ -276,21 +277,7 @@ def run_in_threads(count: int, work) -> list:
 
 
 def test_concurrency_bound_holds_across_batches_running_in_threads():
-    import threading
-    import time
-
-    in_flight = peak = 0
-    lock = threading.Lock()
-
-    def slow(request: httpx.Request) -> httpx.Response:  # runs in the provider's request threads
-        nonlocal in_flight, peak
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        time.sleep(0.01)
-        with lock:
-            in_flight -= 1
-        return httpx.Response(200, json={"result_count": 0, "results": []})
+    slow = InFlightCounter(httpx.Response(200, json={"result_count": 0, "results": []}))
 
     provider = quiet_provider(concurrency=3)
     waterfall = Waterfall([provider])
@@ -298,7 +285,7 @@ def test_concurrency_bound_holds_across_batches_running_in_threads():
         route = respx.get(NPPES_TEST_URL).mock(side_effect=slow)
         run_in_threads(3, lambda t: waterfall.enrich_batch([make_lead(f"{t}-{i}", npi=f"1{t}{i:08d}") for i in range(8)], NOW))
     assert route.call_count == 24
-    assert peak <= 3 and provider.stats()["max_in_flight"] <= 3
+    assert slow.peak <= 3 and provider.stats()["max_in_flight"] <= 3
 
 
 def test_concurrent_batches_share_one_lookup_of_an_organization(cache):
