@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/leadflow demo
 
+# Two worker processes (pytest-xdist), each file's tests together and in order; PYTEST_WORKERS=0 runs
+# the suite in this one process.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/leadflow bench --crm hubspot --leads 10000

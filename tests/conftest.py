@@ -1,5 +1,10 @@
-"""Shared fixtures. The Prefect test server is started once per session, on first use
-(``prefect_server`` below); most tests never need it."""
+"""Shared fixtures. The Prefect test server is started once per test process, on first use
+(``prefect_server`` below); most tests never need it.
+
+``make test`` runs the suite in two pytest-xdist worker processes (``--dist loadfile``: a file's
+tests stay together and in order, as its module fixtures expect). Each worker has its own Prefect
+home, state home and Prefect test server, so no test sees another process's blocks, artifacts or
+flow runs; plain ``pytest`` runs the same suite in one process."""
 
 from __future__ import annotations
 
@@ -8,8 +13,16 @@ import tempfile
 import uuid
 from pathlib import Path
 
-# Prefect settings for the whole test session, set before Prefect is imported anywhere.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="leadflow-prefect-"))
+# Each test process gets a Prefect home and a leadflow home of its own (an xdist worker inherits the
+# controller's environment, hence the marker), set before Prefect is imported anywhere. A CLI run that
+# names no LEADFLOW_HOME then writes there, not into ./.leadflow of the checkout.
+for _name, _prefix in (("PREFECT_HOME", "leadflow-prefect-"), ("LEADFLOW_HOME", "leadflow-home-")):
+    _marker = f"LEADFLOW_TEST_OWN_{_name}"
+    if os.environ.get(_name) in (None, os.environ.get(_marker)):
+        os.environ[_name] = os.environ[_marker] = tempfile.mkdtemp(prefix=_prefix)
+# An xdist worker is started with COLUMNS=80, and a rich Console made while COLUMNS is set keeps that
+# width for good; without it the CLI's consoles follow the COLUMNS a test sets around its run.
+os.environ.pop("COLUMNS", None)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100")
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE", "100")
@@ -109,9 +122,9 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One Prefect test server for the whole session, started by the first test that asks for it
-    (about 10 s idle; up to 300 s allowed on a loaded machine), with flow heartbeats off so a sync
-    flow does not wait a second on exit."""
+    """One Prefect test server for the test process (each xdist worker has its own), started by the
+    first test that asks for it (about 10 s idle; up to 300 s allowed on a loaded machine), with flow
+    heartbeats off so a sync flow does not wait a second on exit."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
