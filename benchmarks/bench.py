@@ -727,9 +727,10 @@ def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: 
 
     The worker's dir (Prefect's home, the state DB) is made here and removed only after the worker
     and its children have exited, so nothing still running writes into a removed dir. Its whole
-    stderr goes to a file under ``bench_log_dir()``, named by ``stderr_path``. The result is what
-    the worker wrote last (after each phase); a worker that failed, timed out or wrote nothing
-    yields ``error`` = ``{"phase", "error"}`` (``worker_exit_code`` says how it ended)."""
+    stderr goes to a file under ``bench_log_dir()``, named by ``stderr_path``, and the result beside
+    it (``result_path``), so a measurement survives whatever happens to the command afterwards. The
+    result is what the worker wrote last (after each phase); a worker that failed, timed out or wrote
+    nothing yields ``error`` = ``{"phase", "error"}`` (``worker_exit_code`` says how it ended)."""
     from leadflow.prefect_env import STARTUP_TIMEOUT_VARIABLE
 
     workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
@@ -775,6 +776,9 @@ def run_in_fresh_process(crm: str, leads: int, rate_limit: str | None, changed: 
         result["stderr_path"] = str(stderr_path)
         if keep:
             result["workdir"] = str(workdir)
+        kept = stderr_path.with_suffix(".json")  # the measurement outlives the command that took it
+        result["result_path"] = str(kept)
+        kept.write_text(json.dumps(result, default=str))
         return result
     finally:
         if not keep:
@@ -808,6 +812,8 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
         out["runs"] = {}
         for run in RUNS:
             rows = [r["runs"][run] for r in done if run in r["runs"]]
+            if not rows:  # not measured (--runs)
+                continue
             merged = dict(rows[0])
             for key in ("wall_seconds", "leads_per_second", "cpu_ms_per_lead", "cpu_seconds", "peak_rss_mb",
                         "pipeline_peak_rss_mb", "api_calls", "search_calls", "search_calls_over_minimum_read",

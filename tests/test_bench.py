@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_a_phase_that_fails_still_yields_the_result_with_its_phase_error_and_std
     assert result["prefect_startup_limit_seconds"] == 600  # the bench's limit, not leadflow's 180 s
     stderr = Path(result["stderr_path"])
     assert stderr.parent == tmp_path and "failure injected at setup" in stderr.read_text()  # the whole traceback
+    assert json.loads(Path(result["result_path"]).read_text())["error"] == result["error"]  # kept beside it
     assert not Path(result["workdir"]).exists()  # removed once the worker had exited
     assert aggregate([result])["failures"] == [dict(result["error"], stderr_path=str(stderr))]
     assert exit_code(aggregate([result])) == 1
@@ -93,6 +95,17 @@ def test_medians_come_from_the_complete_measurements_and_the_failed_ones_are_lis
     assert out["failures"] == [{"phase": "backfill", "error": "OperationalError: unable to open database file",
                                 "stderr_path": "/x/f"}]
     assert exit_code(out) == 3
+
+
+def test_medians_of_a_backfill_measured_alone_leave_the_other_runs_out():
+    def measured(cpu: float) -> dict:
+        return {"crm": "hubspot", "leads": 100, "phase": "done", "peak_rss_mb": 300.0, "stderr_path": "/x",
+                "runs": {"backfill": {"wall_seconds": 1.0, "cpu_ms_per_lead": cpu, "api_calls": 3,
+                                             "failures_surfaced": 0}}}
+
+    out = aggregate([measured(1.0), measured(3.0), measured(2.0)])
+    assert set(out["runs"]) == {"backfill"} and out["runs"]["backfill"]["cpu_ms_per_lead"] == 2.0
+    assert out["incremental_calls"] is None and out["nochange_calls"] is None and exit_code(out) == 0
 
 
 def test_growth_compares_the_backfill_per_lead_and_its_peak_rss_with_the_baseline():
