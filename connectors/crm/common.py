@@ -89,8 +89,8 @@ class CrmConnectorBase:
         A non-idempotent call (a plain create) is tried once; upserts and updates are retried."""
 
         def attempt() -> T:
-            self.meter.before(endpoint, bucket)
-            return fn()
+            with self.meter.call(endpoint, bucket):
+                return fn()
 
         policy = self.retry if idempotent else replace(self.retry, attempts=1)
         return policy.call(attempt, reauth=reauth, on_retry=lambda _d: self.meter.retried(endpoint))

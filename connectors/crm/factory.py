@@ -142,7 +142,6 @@ def _run_options(crm: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 RATE_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
-RATE_HEADROOM = 1.005  # the CRM's window starts at its own instant: keep half a percent below it
 
 
 def _hubspot_rate(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +158,7 @@ def _hubspot_rate(overrides: dict[str, Any]) -> dict[str, Any]:
     if not match or int(match.group(1)) <= 0 or float(match.group(2)) <= 0:
         raise ValueError(f"{name}={raw!r}: expected calls per window such as 190/10s, or off")
     seconds = float(match.group(2)) / (1000 if match.group(3) == "ms" else 1)
-    return {**overrides, "burst_limit": int(match.group(1)), "burst_period": round(seconds * RATE_HEADROOM, 3)}
+    return {**overrides, "burst_limit": int(match.group(1)), "burst_period": seconds}
 
 
 def _bulk_threshold(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class HubSpotConfig:
     host: str = "https://api.hubapi.com"
     timeout: float = 30.0
     burst_limit: int | None = 190  # None: no client-side burst limit (a stand-in that enforces none)
-    burst_period: float = 10.05  # half a percent of headroom: HubSpot's window starts at its own instant
+    burst_period: float = 10.0  # the portal's window; no headroom needed (connectors.ratelimit)
     search_per_second: int = 5
     max_calls: int | None = None
     daily_share: float | None = None

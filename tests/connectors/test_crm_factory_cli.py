@@ -120,14 +120,14 @@ def test_run_limits_from_environment(engine, monkeypatch):
 
 
 def test_hubspot_rate_limit_from_the_environment(engine, monkeypatch):
-    """The portal's allowance sets the client-side limiter (with its 0.5% headroom); ``off`` leaves
+    """The portal's allowance sets the client-side limiter (its own window, no headroom); ``off`` leaves
     only the search bucket; a malformed value names the variable."""
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-test")
     default = connector_from_env("hubspot", engine)
     assert default.meter.limiters["default"].max_calls == 190
     monkeypatch.setenv("LEADFLOW_HUBSPOT_RATE_LIMIT", "250/10s")
     raised = connector_from_env("hubspot", engine)
-    assert (raised.meter.limiters["default"].max_calls, raised.meter.limiters["default"].period) == (250, 10.05)
+    assert (raised.meter.limiters["default"].max_calls, raised.meter.limiters["default"].period) == (250, 10.0)
     monkeypatch.setenv("LEADFLOW_HUBSPOT_RATE_LIMIT", "off")
     off = connector_from_env("hubspot", engine)
     assert "default" not in off.meter.limiters and off.meter.limiters["search"].max_calls == 5

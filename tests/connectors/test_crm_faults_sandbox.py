@@ -140,13 +140,34 @@ def test_bad_token_fails_the_call_not_each_record(sandbox, engine):
     assert calls(sandbox, "hubspot.") == {"hubspot.contacts.batch_update": 1}  # not bisected per record
 
 
+def test_calls_another_app_made_in_the_window_take_the_limiters_slots_too(sandbox, engine):
+    """The portal's window is shared: another app's 8 calls just before the run leave 2 of 10, and the
+    connector (limited to the same 10 per second) learns it from X-HubSpot-RateLimit-Remaining."""
+    hubspot_setup(connector_for_sandbox(sandbox, "hubspot", engine))
+    seed_hubspot(sandbox, 60)
+    conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry(), burst_limit=10, burst_period=1.0,
+                                 batch_size=5)  # companies read 5 at a time: a dozen calls in the first second
+    other_app = sandbox.hubspot_client()
+    sandbox.set_rate_limits("hubspot=10/1s")
+    sandbox.reset_limits()
+    sandbox.reset_stats()
+    for _ in range(8):
+        other_app.crm.contacts.basic_api.get_page(limit=1)
+    leads = [lead for page in conn.iter_pages(None, None) for lead in page.leads]  # list pages, batch reads
+    assert len(leads) == 60
+    statuses = {status for counts in sandbox.stats()["endpoints"].values() for status in counts}
+    assert statuses == {"200"}, sandbox.stats()  # never a 429
+    assert conn.api_usage()["retries"] == {}
+
+
 def test_client_side_limiter_keeps_under_the_sandbox_limit(sandbox, engine):
     hubspot_setup(connector_for_sandbox(sandbox, "hubspot", engine))
     seed_hubspot(sandbox, 60)
     sandbox.set_rate_limits("hubspot=8/1s,hubspot_search=3/1s")
     sandbox.reset_limits()
-    # a hair under the server's limit: the client stamps at send time, the server at arrival
-    conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry(), burst_limit=7, burst_period=1.0,
+    # the server's own limit: a slot is free again a window after the call's answer, so after the
+    # server counted it, whenever that was
+    conn = connector_for_sandbox(sandbox, "hubspot", engine, retry=fast_retry(), burst_limit=8, burst_period=1.0,
                                  search_per_second=2, page_size=20)
     sandbox.reset_stats()
     from datetime import datetime, timedelta, timezone

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.ratelimit import ApiBudget, BudgetExhausted, CallMeter, SlidingWindowLimiter
 
@@ -25,8 +27,8 @@ def test_window_keeps_calls_under_limit():
     limiter = SlidingWindowLimiter(190, 10.0, clock=clock, sleep=clock.sleep)
     stamps = []
     for _ in range(600):
-        limiter.acquire()
-        stamps.append(clock.now)
+        with limiter.slot():
+            stamps.append(clock.now)
     for i in range(len(stamps) - 190):
         assert stamps[i + 190] - stamps[i] >= 10.0 - 1e-9
     assert clock.now >= 30.0
@@ -34,18 +36,53 @@ def test_window_keeps_calls_under_limit():
 
 def test_window_thread_safe():
     limiter = SlidingWindowLimiter(1000, 60.0)
-    threads = [threading.Thread(target=lambda: [limiter.acquire() for _ in range(100)]) for _ in range(8)]
+    def calls():
+        for _ in range(100):
+            with limiter.slot():
+                pass
+
+    threads = [threading.Thread(target=calls) for _ in range(8)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    assert len(limiter._calls) == 800
+    assert limiter.held == 800
+
+
+def test_a_slot_is_free_again_a_window_after_the_answer_not_after_the_start():
+    """A call that reached the server late (here: answered 3 s after it started) was counted by the
+    server as late as that: the next call in a one-call window waits for a full window after the answer."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(1, 10.0, clock=clock, sleep=clock.sleep)
+    with limiter.slot():
+        clock.sleep(3.0)
+    limiter.acquire()
+    assert clock.now >= 13.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 2.0), st.floats(0, 0.5)), min_size=5, max_size=40))
+def test_the_server_never_counts_more_than_the_limit_in_a_window_whatever_the_latencies(latencies):
+    """Each call reaches the server ``to_server`` s after it starts and is answered ``answer`` s later;
+    in the server's own view (arrival times) no window of 10 s holds more than 3 calls."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 10.0, clock=clock, sleep=clock.sleep)
+    arrivals = []
+    for to_server, answer in latencies:
+        with limiter.slot():
+            clock.sleep(to_server)
+            arrivals.append(clock.now)
+            clock.sleep(answer)
+    for i in range(len(arrivals) - 3):
+        assert arrivals[i + 3] - arrivals[i] >= 10.0 - 1e-9
 
 
 def test_budget_and_usage():
     meter = CallMeter(budget=ApiBudget(max_calls=3))
     for _ in range(3):
-        meter.before("search")
+        with meter.call("search"):
+            pass
     with pytest.raises(BudgetExhausted):
-        meter.before("search")
+        with meter.call("search"):
+            pass
     meter.observe_hubspot_headers({"X-HubSpot-RateLimit-Daily-Remaining": "999", "X-HubSpot-RateLimit-Daily": "1000"})
     usage = meter.usage()
     assert usage["calls"] == 3 and usage["by_endpoint"] == {"search": 3}
