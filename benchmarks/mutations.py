@@ -79,6 +79,15 @@ MUTATIONS = [
              '    retry_after = _header(headers, "Retry-After")\n',
              "    retry_after = None\n",
              ("tests/enrichment/test_nppes_http.py::test_429_waits_what_retry_after_asks_not_the_backoff",)),
+    Mutation("limiter-slot-from-the-answer", "connectors/ratelimit.py",
+             "            self._answered.append(self._clock())\n",
+             "            self._answered.append(self._clock() - 3.0)\n",  # as if counted 3 s before its answer
+             ("tests/connectors/test_crm_ratelimit.py",)),
+    Mutation("limiter-counts-the-portals-calls", "connectors/ratelimit.py",
+             "            limiter.observe_remaining(int(remaining))\n",
+             "            pass\n",
+             ("tests/connectors/test_crm_faults_sandbox.py::"
+              "test_calls_another_app_made_in_the_window_take_the_limiters_slots_too",)),
 ]
 
 
