@@ -550,7 +550,6 @@ class HubSpotConnector(CrmConnectorBase):
         self.activity_reader = ActivityReader(self.transport, self.lead_type, mapping.activities(), mapping.deals,
                                               config.batch_size)
         self._marker: str | None = None  # the sync marker's name, "" without one; None: not asked yet
-        self._stamped: dict[str, str] = {}  # contact id -> marker stamp its last batch update carried
 
     def __repr__(self) -> str:
         return f"HubSpotConnector(host={self.config.host!r})"
@@ -702,7 +701,9 @@ class HubSpotConnector(CrmConnectorBase):
     def write_updates(self, updates: list[LeadUpdate]) -> WriteResult:
         result = WriteResult()
         echo: dict[str, datetime] = {}
-        self._stamped: dict[str, str] = {}
+        # contact id -> the marker stamp its batch carried: this call's own, as the two pages in flight
+        # write through one connector
+        stamped: dict[str, str] = {}
         cleared, failed = self._clear_first(updates)
         for obj, object_type in (("lead", self.lead_type), ("company", self.company_type)):
             merged: dict[str, dict[str, Any]] = {}
@@ -714,7 +715,7 @@ class HubSpotConnector(CrmConnectorBase):
                 owners.setdefault(upd.object_id, []).append(upd.crm_id)
             inputs = [{"id": oid, "properties": props} for oid, props in merged.items()]
             for chunk in chunked(inputs, self.config.batch_size):
-                ok, bad = self._update_batch(object_type, chunk)
+                ok, bad = self._update_batch(object_type, chunk, stamped)
                 for oid, reason in bad.items():
                     fields = ", ".join(sorted(merged.get(oid, {})))
                     after = f" (after clearing {', '.join(cleared[oid])})" if oid in cleared and obj == "lead" else ""
@@ -728,8 +729,8 @@ class HubSpotConnector(CrmConnectorBase):
         result.failed = failed
         result.succeeded = sorted({u.crm_id for u in updates} - set(failed))
         if self._marker:
-            result.markers = {u.crm_id: (self._marker, self._stamped[u.object_id]) for u in updates
-                              if u.object == "lead" and u.crm_id not in failed and u.object_id in self._stamped}
+            result.markers = {u.crm_id: (self._marker, stamped[u.object_id]) for u in updates
+                              if u.object == "lead" and u.crm_id not in failed and u.object_id in stamped}
         good_echo = {k: v for k, v in echo.items() if k not in failed}
         if good_echo:
             state.mark_seen(self.engine, self.crm, good_echo, kind="echo")
@@ -768,9 +769,11 @@ class HubSpotConnector(CrmConnectorBase):
                     cleared[item["id"]] = list(upd.clear_first)
         return cleared, failed
 
-    def _update_batch(self, object_type: str, inputs: list[dict[str, Any]]) -> tuple[dict[str, datetime], dict[str, str]]:
+    def _update_batch(self, object_type: str, inputs: list[dict[str, Any]], stamped: dict[str, str] | None = None,
+                      ) -> tuple[dict[str, datetime], dict[str, str]]:
         """Send one batch; per-record errors are returned, a whole-batch rejection is bisected so
-        the valid records still land. Returns (id -> modification time after the write, failures).
+        the valid records still land. Returns (id -> modification time after the write, failures);
+        ``stamped`` gets the marker stamp of each record that landed with one.
 
         A contact batch carries the sync marker with its own write fence (state/fences.py): opened
         before the call, closed with the latest modification time the answer shows; left open when
@@ -792,18 +795,18 @@ class HubSpotConnector(CrmConnectorBase):
                 fences.drop_fence(self.engine, self.crm, self.lead_type, stamp)
                 if marker in error_message(exc):  # the property went away since it was confirmed
                     self._lose_marker(marker)
-                    return self._update_batch(object_type, inputs)
+                    return self._update_batch(object_type, inputs, stamped)
             if len(inputs) == 1:
                 return {}, {inputs[0]["id"]: without_values(error_message(exc), inputs[0]["properties"])}
             mid = len(inputs) // 2
-            ok1, bad1 = self._update_batch(object_type, inputs[:mid])
-            ok2, bad2 = self._update_batch(object_type, inputs[mid:])
+            ok1, bad1 = self._update_batch(object_type, inputs[:mid], stamped)
+            ok2, bad2 = self._update_batch(object_type, inputs[mid:], stamped)
             return {**ok1, **ok2}, {**bad1, **bad2}
         if stamp is not None:
             self._close_fence(stamp, data)
         ok, bad = self._batch_outcome(object_type, inputs, data)
-        if stamp is not None:
-            self._stamped.update({oid: str(stamp) for oid in ok})
+        if stamp is not None and stamped is not None:
+            stamped.update({oid: str(stamp) for oid in ok})
         return ok, bad
 
     def _close_fence(self, stamp: int, data: dict[str, Any]) -> None:

@@ -195,3 +195,29 @@ def test_the_marker_written_with_a_lead_is_on_its_write_applied_audit_row(sandbo
     for cid in ids:
         assert applied[cid]["field"] == MARKER
         assert applied[cid]["new_value"] == str(_marker(sandbox, cid))
+
+
+def test_two_pages_written_at_once_each_get_the_markers_of_their_own_leads(sandbox, hs, engine):
+    """Two pages in flight write through one connector: while one page's company batch is still
+    under way, the other page's write must not take the first page's marker stamps from its result."""
+    import threading
+
+    from connectors.crm.base import LeadUpdate
+
+    first, second = seed_hubspot(sandbox, 2)
+    company = next(iter(sandbox_state(sandbox).hubspot.tables["companies"].records))
+    sandbox.set_faults("hubspot.companies.batch_update:delay=0.8,count=1")
+    results = {}
+
+    def write(name: str, updates: list[LeadUpdate]) -> None:
+        results[name] = hs.write_updates(updates)
+
+    slow = threading.Thread(target=write, args=("slow", [
+        LeadUpdate(first, "lead", first, {"jobtitle": "CFO"}, []),
+        LeadUpdate(first, "company", company, {"city": "Macon"}, [])]))
+    slow.start()
+    time.sleep(0.3)  # the slow page's contacts are written; its company batch is held
+    write("quick", [LeadUpdate(second, "lead", second, {"jobtitle": "CMO"}, [])])
+    slow.join()
+    assert results["slow"].markers == {first: (MARKER, str(_marker(sandbox, first)))}
+    assert results["quick"].markers == {second: (MARKER, str(_marker(sandbox, second)))}
