@@ -84,7 +84,7 @@ MUTATIONS = [
              "            self._answered.append(self._clock() - 3.0)\n",  # as if counted 3 s before its answer
              ("tests/connectors/test_crm_ratelimit.py",)),
     Mutation("limiter-counts-the-portals-calls", "connectors/ratelimit.py",
-             "            limiter.observe_remaining(int(remaining))\n",
+             "            limiter.observe_remaining(seen[\"burst_remaining\"])\n",
              "            pass\n",
              ("tests/connectors/test_crm_faults_sandbox.py::"
               "test_calls_another_app_made_in_the_window_take_the_limiters_slots_too",)),

@@ -190,6 +190,7 @@ class CallMeter:
         if not headers:
             return
         get = headers.get
+        seen: dict[str, int] = {}  # this answer's values
         for header, key in (
             ("X-HubSpot-RateLimit-Daily", "daily_limit"),
             ("X-HubSpot-RateLimit-Daily-Remaining", "daily_remaining"),
@@ -199,15 +200,15 @@ class CallMeter:
             value = get(header) or get(header.lower())
             if value is not None:
                 try:
-                    self.quota[key] = int(value)
+                    seen[key] = int(value)
                 except ValueError:
                     continue
+        self.quota.update(seen)
         if "daily_remaining" in self.quota:
             self.budget.observe_daily_remaining(self.quota["daily_remaining"])
-        remaining = get("X-HubSpot-RateLimit-Remaining") or get("x-hubspot-ratelimit-remaining")
         limiter = self.limiters.get("default")
-        if limiter is not None and remaining is not None and str(remaining).isdigit():
-            limiter.observe_remaining(int(remaining))
+        if limiter is not None and "burst_remaining" in seen:
+            limiter.observe_remaining(seen["burst_remaining"])
 
     def observe_salesforce_usage(self, api_usage: dict[str, Any] | None) -> None:
         usage = (api_usage or {}).get("api-usage")
