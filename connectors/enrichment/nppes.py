@@ -45,6 +45,7 @@ import httpx
 from connectors.enrichment.base import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
 from connectors.enrichment.industry import normalize_industry
 from connectors.retry import RetryPolicy, is_retryable
+from connectors.http import KeepAliveTransport
 from connectors.enrichment.taxonomy import Taxonomy, classify, federal_kind_of_name, load_nucc_descriptions
 from leadflow import settings
 from leadflow.canonical import Lead, OrgType
@@ -886,8 +887,7 @@ class NppesProvider:
         if ``concurrency`` changed); closed when the provider is garbage-collected."""
         with self.client_stats.lock:
             if self._pool is None or self._pool[2] != self.concurrency:
-                limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-                http = self.transport or httpx.HTTPTransport(limits=limits, verify=self._tls_locked())
+                http = self.transport or KeepAliveTransport(self._tls_locked())
                 executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="nppes")
                 if self._pool is not None:
                     _close_pool(self._pool[0] if self.transport is None else None, self._pool[1])

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
+from respx.mocks import AbstractRequestMocker
 
 from connectors.enrichment.nppes import NppesProvider
 from leadflow.canonical import Lead
@@ -14,6 +15,26 @@ from sandbox.nppes import NppesRegistry
 
 from fixture_files import NPPES_FIXTURES, TAXONOMY_SAMPLE_CSV  # noqa: E402,F401 - tests/ is on sys.path
 NPPES_TEST_URL = "https://nppes.test/api/"
+
+
+class KeepAliveMocker(AbstractRequestMocker):
+    """respx at the registry client's transport (``connectors.http.KeepAliveTransport``), which
+    takes and returns httpx's own request and response: ``with respx.mock(using=KEEPALIVE, assert_all_called=False)``."""
+
+    name = "leadflow-keepalive"
+    targets = ["connectors.http.KeepAliveTransport"]
+    target_methods = ["handle_request"]
+
+    @classmethod
+    def to_httpx_request(cls, **kwargs: Any) -> httpx.Request:
+        return kwargs["request"]
+
+    @classmethod
+    def from_sync_httpx_response(cls, httpx_response: httpx.Response, target: Any, **kwargs: Any) -> httpx.Response:
+        return httpx_response
+
+
+KEEPALIVE = KeepAliveMocker.name
 
 
 def nppes_body(name: str) -> dict[str, Any]:
