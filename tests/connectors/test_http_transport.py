@@ -4,11 +4,15 @@ servers that hang up, timeouts, errors as httpx raises them."""
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -200,3 +204,41 @@ def test_close_closes_the_connections_and_refuses_new_requests(server: Server) -
     transport.close()
     with pytest.raises(RuntimeError, match="closed"):
         get(transport, server.url)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (the ``cryptography`` package Prefect needs)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leadflow test")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_checks_the_certificate_with_the_given_context(server: Server, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert, key)
+    server.socket = serving.wrap_socket(server.socket, server_side=True)
+    url = server.url.replace("http://", "https://")
+    trusting = ssl.create_default_context(cafile=str(cert))
+    transport = KeepAliveTransport(trusting)
+    assert [get(transport, url, n=str(n)).json()["path"] for n in range(2)] == ["/api/?n=0", "/api/?n=1"]
+    assert server.connections == 1
+    transport.close()
+    with pytest.raises(httpx.ConnectError):  # the system's trust store does not know this certificate
+        get(KeepAliveTransport(ssl.create_default_context()), url)
