@@ -304,6 +304,19 @@ GENESIS_HASH = "0" * 64
 _canonical_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 
 
+def _flat_list_encoder() -> Callable[[list[Any]], str]:
+    """``_canonical_json`` for a list of strings, numbers and None (an audit row's values), with
+    the C encoder made once instead of at every call (half the cost of a row's hash); the same text."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _canonical_json
+    chunks = make(None, None, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+    return lambda values: "".join(chunks(values, 0))
+
+
+_canonical_row = _flat_list_encoder()
+
+
 def canonical_time(value: datetime) -> str:
     """A timestamp as the audit hash covers it: UTC, microseconds, ISO 8601."""
     return (value if value.tzinfo is timezone.utc else utc(value)).isoformat(timespec="microseconds")
@@ -332,8 +345,8 @@ def audit_hash(prev_hash: str, crm: str, seq: int, at_text: str, run_id: str, fl
     """``audit_row_hash`` from the values themselves, with ``reasons_text`` from
     ``canonical_reasons``: the same text as the JSON array of every value (its items joined by
     ","), so the same hash."""
-    head = _canonical_json([prev_hash, crm, int(seq), at_text, run_id, flow, crm_id, action, field, old_value,
-                            new_value, model_version])
+    head = _canonical_row([prev_hash, crm, int(seq), at_text, run_id, flow, crm_id, action, field, old_value,
+                           new_value, model_version])
     canonical = f"{head[:-1]},{reasons_text},{int(bool(dry_run))}]"
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
