@@ -88,6 +88,14 @@ MUTATIONS = [
              "            pass\n",
              ("tests/connectors/test_crm_faults_sandbox.py::"
               "test_calls_another_app_made_in_the_window_take_the_limiters_slots_too",)),
+    Mutation("keepalive-stale-idle-connection", "connectors/http.py",
+             "        if conn is not None and conn.sock is not None and not _readable(conn.sock):\n",
+             "        if conn is not None and conn.sock is not None:\n",
+             ("tests/connectors/test_http_transport.py",)),
+    Mutation("keepalive-resend-only-a-reused-get", "connectors/http.py",
+             "            if not (reused and request.method in _RESENDABLE):\n",
+             "            if False:\n",
+             ("tests/connectors/test_http_transport.py",)),
 ]
 
 
