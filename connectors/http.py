@@ -11,6 +11,7 @@ client's) get a fixed number of connections, one per worker.
 
 What it does not do: HTTP/2, proxies, connection limits across threads. What it does:
 - the request's ``timeout`` extension (connect, then read and write on the socket);
+- a streamed request body is read whole and sent with its length (HTTP/1.0 servers cannot take chunks);
 - TLS with the given ``ssl.SSLContext`` (certificate and host checks on by default);
 - an idle connection the server closed is noticed before use (the socket reads as ready), and a
   GET or HEAD whose reused connection drops before an answer is sent again once on a new one;
@@ -65,9 +66,9 @@ class KeepAliveTransport(httpx.BaseTransport):
         except BaseException:
             self._discard(origin, conn)
             raise
-        status, headers, body = answer
+        status, headers, body, version = answer
         return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), request=request,
-                              extensions={"http_version": b"HTTP/1.1"})
+                              extensions={"http_version": version})
 
     def close(self) -> None:
         with self._lock:
@@ -129,14 +130,18 @@ class KeepAliveTransport(httpx.BaseTransport):
 
     @staticmethod
     def _exchange(conn: http.client.HTTPConnection, request: httpx.Request,
-                  timeouts: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+                  timeouts: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes, bytes]:
         body = request.read() or None
+        headers = request.headers.raw
+        if "transfer-encoding" in request.headers:  # a streamed body, read whole above: send its length
+            headers = [(k, v) for k, v in headers if k.lower() not in (b"transfer-encoding", b"content-length")]
+            headers.append((b"Content-Length", str(len(body or b"")).encode()))
         assert conn.sock is not None
         try:
             conn.sock.settimeout(timeouts.get("write"))
             conn.putrequest(request.method, request.url.raw_path.decode("ascii"), skip_host=True,
                             skip_accept_encoding=True)
-            for name, value in request.headers.raw:
+            for name, value in headers:
                 conn.putheader(name, value)
             conn.endheaders(body)
         except socket.timeout as exc:
@@ -153,7 +158,7 @@ class KeepAliveTransport(httpx.BaseTransport):
             raise httpx.RemoteProtocolError(f"malformed answer: {exc.__class__.__name__}", request=request) from exc
         except OSError as exc:
             raise httpx.ReadError(f"reading the answer failed: {exc.__class__.__name__}", request=request) from exc
-        return answer.status, answer.getheaders(), content
+        return answer.status, answer.getheaders(), content, b"HTTP/1.0" if answer.version == 10 else b"HTTP/1.1"
 
 
 def _readable(sock: socket.socket) -> bool:

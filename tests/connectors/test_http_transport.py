@@ -56,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.received = self.rfile.read(int(self.headers.get("content-length") or 0))
         self.do_GET()
 
     def do_GET(self) -> None:
@@ -68,8 +68,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if behaviour == "slow":
             time.sleep(1.0)
+        if behaviour == "http10":
+            self.protocol_version = "HTTP/1.0"  # this answer only; HTTP/1.0 closes the connection after it
         body = json.dumps({"path": self.path, "probe": self.headers.get("x-probe"),
-                           "hosts": self.headers.get_all("host")}).encode()
+                           "hosts": self.headers.get_all("host"), "body": getattr(self, "received", b"").decode()}).encode()
         headers = {"Content-Type": "application/json"}
         if behaviour == "gzip":
             body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
@@ -175,6 +177,25 @@ def test_a_compressed_answer_reads_as_httpx_reads_it(server: Server) -> None:
     assert response.headers["content-encoding"] == "gzip" and response.json()["path"] == "/api/?a=1"
     host = server.url.split("/")[2]
     assert response.json()["probe"] == "yes" and response.json()["hosts"] == [host]  # the request's own headers, once
+    transport.close()
+
+
+def test_a_streamed_body_goes_out_whole_with_its_length(server: Server) -> None:
+    transport = KeepAliveTransport()
+    request = httpx.Request("POST", server.url, content=iter([b'{"a":', b" 1}"]), extensions={"timeout": TIMEOUTS})
+    assert request.headers["transfer-encoding"] == "chunked"
+    response = transport.handle_request(request)
+    response.read()
+    assert response.json()["body"] == '{"a": 1}'
+    transport.close()
+
+
+def test_an_http_1_0_answer_says_so_and_its_connection_is_not_reused(server: Server) -> None:
+    transport = KeepAliveTransport()
+    server.behaviour = ["http10"]
+    assert get(transport, server.url).http_version == "HTTP/1.0"
+    assert get(transport, server.url).http_version == "HTTP/1.1"
+    assert server.connections == 2
     transport.close()
 
 
