@@ -37,6 +37,8 @@ Origin = tuple[str, str, int]
 
 
 class KeepAliveTransport(httpx.BaseTransport):
+    """httpx's transport interface over one ``http.client`` keep-alive connection per thread and origin."""
+
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self._ssl_context = ssl_context
         self._local = threading.local()
