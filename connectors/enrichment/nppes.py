@@ -45,9 +45,9 @@ import httpx
 
 from connectors.enrichment.base import ENRICHABLE_FIELDS, Findings, Lookup, LookupKey
 from connectors.enrichment.industry import normalize_industry
-from connectors.retry import RetryPolicy, is_retryable
-from connectors.http import KeepAliveTransport
 from connectors.enrichment.taxonomy import Taxonomy, classify, federal_kind_of_name, load_nucc_descriptions
+from connectors.http import KeepAliveTransport
+from connectors.retry import RetryPolicy, is_retryable
 from leadflow import settings
 from leadflow.canonical import Lead, OrgType
 

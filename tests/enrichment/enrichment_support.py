@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
+import respx
 from respx.mocks import AbstractRequestMocker
 
 from connectors.enrichment.nppes import NppesProvider
@@ -19,7 +20,7 @@ NPPES_TEST_URL = "https://nppes.test/api/"
 
 class KeepAliveMocker(AbstractRequestMocker):
     """respx at the registry client's transport (``connectors.http.KeepAliveTransport``), which
-    takes and returns httpx's own request and response: ``with respx.mock(using=KEEPALIVE, assert_all_called=False)``."""
+    takes and returns httpx's own request and response (see ``registry_mock``)."""
 
     name = "leadflow-keepalive"
     targets = ["connectors.http.KeepAliveTransport"]
@@ -34,7 +35,10 @@ class KeepAliveMocker(AbstractRequestMocker):
         return httpx_response
 
 
-KEEPALIVE = KeepAliveMocker.name
+def registry_mock() -> respx.MockRouter:
+    """``with registry_mock() as nppes_mock: nppes_mock.get(NPPES_TEST_URL).mock(...)``: respx for
+    the registry client's requests (routes need not all be called)."""
+    return respx.mock(using=KeepAliveMocker.name, assert_all_called=False)
 
 
 def nppes_body(name: str) -> dict[str, Any]:

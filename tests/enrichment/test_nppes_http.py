@@ -7,8 +7,7 @@ import json
 
 import httpx
 import pytest
-import respx
-from enrichment_support import KEEPALIVE, NPPES_TEST_URL, InFlightCounter, make_lead, nppes_body, nppes_fixture_names, quiet_provider
+from enrichment_support import NPPES_TEST_URL, registry_mock, InFlightCounter, make_lead, nppes_body, nppes_fixture_names, quiet_provider
 
 from connectors.enrichment.waterfall import LookupKey
 from connectors.enrichment.nppes import PAGE_LIMIT, NppesProvider, query_names
@@ -66,7 +65,7 @@ EXPECTED_NPI_LOOKUPS = {
 @pytest.mark.parametrize("fixture", nppes_fixture_names())
 def test_every_recorded_body_replays_without_crashing(fixture):
     provider = quiet_provider()
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body(fixture)))
         result = run(provider, npi_key("1568946812"))["npi:1568946812"]
     assert route.call_count == 1  # envelopes and misses are never retried
@@ -81,7 +80,7 @@ def test_every_recorded_body_replays_without_crashing(fixture):
 
 def test_number_lookup_sends_version_and_number():
     provider = quiet_provider()
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("npi2_number_lookup_v2019.json")))
         run(provider, npi_key("1568946812"))
     params = route.calls.last.request.url.params
@@ -90,7 +89,7 @@ def test_number_lookup_sends_version_and_number():
 
 def test_name_search_sends_wildcard_state_and_type_and_matches_a_dba():
     provider = quiet_provider()
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("npi2_search_city_atlanta_10_v2019.json")))
         result = run(provider, name_key("Fyzical Therapy & Balance Centers", "GA"))
     params = route.calls.last.request.url.params
@@ -109,7 +108,7 @@ def test_a_registry_name_starting_with_the_is_found_by_a_second_search():
         found = request.url.params["organization_name"].startswith("THE ")
         return json_response({"result_count": len(emory), "results": emory} if found else nppes_body("empty_result.json"))
 
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(side_effect=answer)
         result = next(iter(run(quiet_provider(), name_key("Emory Clinic", "GA")).values()))
     assert [c.request.url.params["organization_name"] for c in route.calls] == ["EMORY CLINIC*", "THE EMORY CLINIC*"]
@@ -131,7 +130,7 @@ def test_server_errors_and_timeouts_are_retried():
             raise item
         return item
 
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(side_effect=answer)
         result = run(provider, npi_key("1568946812"))["npi:1568946812"]
     assert result.status == "found" and route.call_count == 4
@@ -140,7 +139,7 @@ def test_server_errors_and_timeouts_are_retried():
 
 def test_429_honours_retry_after_and_is_retried():
     provider = quiet_provider()
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(side_effect=[
             httpx.Response(429, headers={"retry-after": "0"}),
             json_response(nppes_body("npi2_number_lookup_v2019.json")),
@@ -160,7 +159,7 @@ def test_429_waits_what_retry_after_asks_not_the_backoff():
         waits.append(seconds)
 
     provider = quiet_provider(retry=RetryPolicy(attempts=3, base_wait=0.01, jitter=False, async_sleep=record))
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         nppes_mock.get(NPPES_TEST_URL).mock(side_effect=[
             httpx.Response(429, headers={"retry-after": "7"}),
             httpx.Response(503),
@@ -173,7 +172,7 @@ def test_429_waits_what_retry_after_asks_not_the_backoff():
 
 def test_retries_stop_after_the_configured_attempts():
     provider = quiet_provider(attempts=3)
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=httpx.Response(502))
         result = run(provider, npi_key("1568946812"))["npi:1568946812"]
     assert route.call_count == 3
@@ -183,7 +182,7 @@ def test_retries_stop_after_the_configured_attempts():
 @pytest.mark.parametrize("status", [400, 403, 404])
 def test_client_errors_are_not_retried(status):
     provider = quiet_provider()
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=httpx.Response(status))
         result = run(provider, npi_key("1568946812"))["npi:1568946812"]
     assert route.call_count == 1 and result.status == "error" and f"HTTP {status}" in result.note
@@ -192,7 +191,7 @@ def test_client_errors_are_not_retried(status):
 def test_maintenance_page_is_an_error_not_a_crash():
     provider = quiet_provider()
     page = httpx.Response(200, content=b"<html>Scheduled maintenance</html>", headers={"content-type": "text/html"})
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         nppes_mock.get(NPPES_TEST_URL).mock(return_value=page)
         result = run(provider, npi_key("1568946812"))["npi:1568946812"]
     assert result.status == "error" and "non-JSON response (text/html" in result.note
@@ -203,7 +202,7 @@ def test_a_registry_that_keeps_failing_trips_the_breaker_for_a_cooldown():
     clock = [0.0]
     provider.breaker.clock = lambda: clock[0]
     keys = [npi_key(f"100000000{i}") for i in range(5)]
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=httpx.Response(500))
         results = run(provider, *keys)
         assert route.call_count == 2
@@ -211,7 +210,7 @@ def test_a_registry_that_keeps_failing_trips_the_breaker_for_a_cooldown():
         run(provider, npi_key("1568946812"))  # the next batch, within the cooldown
         assert route.call_count == 2
     clock[0] = 61.0
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("npi2_number_lookup_v2019.json")))
         later = run(provider, npi_key("1568946812"))
     assert route.call_count == 1 and later["npi:1568946812"].status == "found"
@@ -219,7 +218,7 @@ def test_a_registry_that_keeps_failing_trips_the_breaker_for_a_cooldown():
 
 def test_rejected_queries_do_not_trip_the_breaker():
     provider = quiet_provider(breaker_failures=2, concurrency=1)
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("error_04_no_valid_criteria.json")))
         run(provider, *[npi_key(f"100000000{i}") for i in range(4)])
     assert route.call_count == 4 and not provider.breaker.is_open()
@@ -234,7 +233,7 @@ def full_page(start: int, count: int) -> dict:
 
 def test_paging_stops_on_a_short_page():
     provider = quiet_provider()
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(side_effect=[
             json_response(full_page(0, PAGE_LIMIT)), json_response(full_page(PAGE_LIMIT, 3)),
         ])
@@ -248,7 +247,7 @@ def test_paging_stops_at_the_api_reach_and_says_so():
     def page(request: httpx.Request) -> httpx.Response:
         return json_response(full_page(int(request.url.params["skip"]), PAGE_LIMIT))
 
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(side_effect=page)
         result = next(iter(run(provider, name_key("Acme Clinic", "GA")).values()))
     assert [c.request.url.params["skip"] for c in route.calls] == ["0", "200", "400", "600", "800", "1000"]
@@ -258,7 +257,7 @@ def test_paging_stops_at_the_api_reach_and_says_so():
 def test_a_later_page_refused_keeps_the_pages_already_read():
     provider = quiet_provider()
     refused = {"Errors": [{"field": "skip", "number": "11", "description": "skip must be 1000 or less"}]}
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         nppes_mock.get(NPPES_TEST_URL).mock(side_effect=[json_response(full_page(0, PAGE_LIMIT)), json_response(refused)])
         result = next(iter(run(provider, name_key("Acme Clinic 7", "GA")).values()))
     assert result.status == "found" and result.payload["npi"] == "1000000007"
@@ -267,7 +266,7 @@ def test_a_later_page_refused_keeps_the_pages_already_read():
 
 def test_truncated_edited_page_does_not_make_the_client_page_forever():
     provider = quiet_provider()
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(return_value=json_response(nppes_body("page_result_count_200_truncated_EDITED.json")))
         run(provider, name_key("Rowell Clinic", "AK"))
     assert route.call_count == len(query_names("Rowell Clinic"))  # one page per query: result_count says 200, but only 2 records came back
@@ -277,7 +276,7 @@ def test_in_flight_requests_never_exceed_the_concurrency_bound():
     provider = quiet_provider(concurrency=3)
     slow = InFlightCounter(json_response(nppes_body("empty_result.json")))
     keys = [npi_key(f"1{i:09d}") for i in range(20)]
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(side_effect=slow)
         run(provider, *keys)
     assert route.call_count == 20

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
-from enrichment_support import (KEEPALIVE, NPPES_TEST_URL, InFlightCounter, all_fixture_records, fixture_registry, make_lead,
+from enrichment_support import (NPPES_TEST_URL, registry_mock, InFlightCounter, all_fixture_records, fixture_registry, make_lead,
                                 quiet_provider, registry_answer)
 
 from state.cache import EnrichmentCache
@@ -281,7 +280,7 @@ def test_concurrency_bound_holds_across_batches_running_in_threads():
 
     provider = quiet_provider(concurrency=3)
     waterfall = Waterfall([provider])
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(side_effect=slow)
         run_in_threads(3, lambda t: waterfall.enrich_batch([make_lead(f"{t}-{i}", npi=f"1{t}{i:08d}") for i in range(8)], NOW))
     assert route.call_count == 24
@@ -296,7 +295,7 @@ def test_concurrent_batches_share_one_lookup_of_an_organization(cache):
         return httpx.Response(200, json=fixture_registry().search(dict(request.url.params)))
 
     waterfall = Waterfall([quiet_provider()], cache)
-    with respx.mock(using=KEEPALIVE, assert_all_called=False) as nppes_mock:
+    with registry_mock() as nppes_mock:
         route = nppes_mock.get(NPPES_TEST_URL).mock(side_effect=slow)
         outcomes = run_in_threads(4, lambda t: waterfall.enrich_batch([make_lead(str(t), company_name="CSP Anesthesia", state="GA")], NOW))
     assert route.call_count == 1
