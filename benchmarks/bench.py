@@ -16,8 +16,9 @@ before it is imported. In that process:
 6. **incremental**: ``sync_leads`` again (reads from the watermark);
 7. **no_change**: ``sync_leads`` once more.
 
-For each run: wall seconds, leads/s, CPU ms per lead of this process (``getrusage`` deltas), peak
-RSS during the run (a psutil sampling thread, every 50 ms), the summary's counts, the sandbox's
+For each run: wall seconds, leads/s, CPU ms per lead of this process (``getrusage`` deltas, also
+split into user and system seconds), the garbage collector's collections and seconds (``gc_seconds``,
+``gc_collections`` per generation), peak RSS during the run (a psutil sampling thread, every 50 ms), the summary's counts, the sandbox's
 requests by endpoint and status, 429s seen, and the minimum number of CRM calls the run's work
 needs (definition in benchmarks/README.md) with the ratio calls / minimum. The minimum is computed
 from what the connector asked the CRM for (distinct companies read, records written, task keys
@@ -26,6 +27,7 @@ looked up and created), recorded by wrapping the connector's transport methods i
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -341,9 +343,36 @@ class RssSampler:
         return self.peak
 
 
-def _cpu_seconds() -> float:
+class GcMeter:
+    """Collections of the garbage collector and the seconds they took, per generation, since
+    ``reset()`` (a ``gc.callbacks`` hook; a collection runs in whichever thread triggered it)."""
+
+    def __init__(self) -> None:
+        self._started: dict[int, float] = {}
+        self.reset()
+        gc.callbacks.append(self._observe)
+
+    def reset(self) -> None:
+        self.counts = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+
+    def _observe(self, phase: str, info: dict[str, Any]) -> None:
+        thread = threading.get_ident()
+        if phase == "start":
+            self._started[thread] = time.perf_counter()
+        elif thread in self._started:
+            generation = info["generation"]
+            self.counts[generation] += 1
+            self.seconds[generation] += time.perf_counter() - self._started.pop(thread)
+
+    def report(self) -> dict[str, Any]:
+        return {"gc_seconds": round(sum(self.seconds), 3), "gc_collections": list(self.counts),
+                "gc_seconds_by_generation": [round(s, 3) for s in self.seconds]}
+
+
+def _cpu_times() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 def _crm_endpoints(stats: dict[str, Any], crm: str) -> dict[str, dict[str, int]]:
@@ -549,6 +578,7 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
     from leadflow import settings
     from sandbox.environment import environment, sandbox_environment
 
+    collector = GcMeter()
     with environment({**sandbox_environment(handle), "LEADFLOW_SALESFORCE_SKIP_OWN_WRITES": "1",
                       "LEADFLOW_HUBSPOT_RATE_LIMIT": _client_rate(rate_limit)}):
         enter("prefect_start")
@@ -586,7 +616,9 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
             started_at = time.time()
             recorder.reset()
             sampler.start()
-            cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+            collector.reset()
+            (user0, sys0), wall0 = _cpu_times(), time.perf_counter()
+            cpu0 = user0 + sys0
             if profile and run == "backfill":
                 from pyinstrument import Profiler
 
@@ -598,7 +630,10 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
                 Path(profile).with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
             else:
                 summary = sync_leads(crm)
-            wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+            wall, (user1, sys1) = time.perf_counter() - wall0, _cpu_times()
+            cpu = user1 + sys1 - cpu0
+            split = {"cpu_user_seconds": round(user1 - user0, 2), "cpu_sys_seconds": round(sys1 - sys0, 2),
+                     **collector.report()}
             peak = sampler.stop()
             stats = handle.stats()
             server_ms = _server_ms(handle)
@@ -621,6 +656,7 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
                 with_echoes = minimum_calls(crm, run, dict(report["work"], read_leads=len(to_read)))
                 report["minimum_calls_with_echoes"] = with_echoes
                 report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
+            report.update(split)
             report["sandbox_ms_by_endpoint"] = server_ms
             report["peak_open_fds"] = sampler.peak_fds
             report["bench_instrumentation_mb"] = round(

@@ -46,6 +46,9 @@ def test_bench_200_leads_hubspot_end_to_end():
         assert run["api_calls"] == sum(run["api_calls_by_endpoint"].values())
         assert run["calls_over_minimum"] == round(run["api_calls"] / run["minimum_calls"]["total"], 3)
         assert run["http_429"] == 0 and run["failures_surfaced"] == 0
+        assert abs(run["cpu_user_seconds"] + run["cpu_sys_seconds"] - run["cpu_seconds"]) <= 0.02
+        assert len(run["gc_collections"]) == 3 and 0 <= run["gc_seconds"] <= run["wall_seconds"]
+    assert sum(result["runs"]["backfill"]["gc_collections"]) > 0  # the meter sees the run's collections
     backfill = result["runs"]["backfill"]
     assert backfill["leads_read"] == 200 and backfill["summary"]["changed"] > 0
     assert backfill["minimum_calls"]["read"] == 2  # 200 leads at 100 per list page
