@@ -10,6 +10,9 @@ from leadflow import settings
 
 
 RUN_THRESHOLDS = (10_000, 200, 1_000)  # gen0 allocations; gen1 and gen2 in collections of the younger
+FULL_COLLECTION_EVERY = 10  # runs; the others collect only the young generations before the freeze
+
+_runs_started = 0
 
 
 @contextmanager
@@ -23,15 +26,19 @@ def frozen_heap() -> Iterator[None]:
     the middle generation every 200 young collections (every 50, Python's default, cost 0.3 s
     of a 10k backfill). Both are undone when the run ends.
 
-    Only the young generations are collected before the freeze: a full pass over the worker's
-    heap cost 0.2 s at every run's start, and what garbage the old generation holds then is
-    collected after the run, when it is unfrozen, as it would have been at the next full pass.
+    A full pass over the worker's heap before the freeze cost 0.2 s, the whole CPU of a 100-lead
+    run; so a run collects only the young generations first, and every ``FULL_COLLECTION_EVERY``-th
+    run of a process everything. What garbage the old generation holds meanwhile is frozen with the
+    rest and waits for the next full pass, which a long-lived worker (``leadflow listen``, a served
+    deployment) gets at least every ten runs.
     """
+    global _runs_started
     if not settings.freeze_heap_during_runs() or gc.get_freeze_count():
         yield
         return
     thresholds = gc.get_threshold()
-    gc.collect(1)
+    _runs_started += 1
+    gc.collect(2 if _runs_started % FULL_COLLECTION_EVERY == 0 else 1)
     gc.freeze()
     gc.set_threshold(*RUN_THRESHOLDS)
     try:

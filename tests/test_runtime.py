@@ -8,7 +8,8 @@ import gc
 
 import pytest
 
-from leadflow.runtime import RUN_THRESHOLDS, frozen_heap
+import leadflow.runtime as runtime
+from leadflow.runtime import FULL_COLLECTION_EVERY, RUN_THRESHOLDS, frozen_heap
 
 
 def test_a_run_freezes_the_heap_and_restores_the_collector_after(monkeypatch):
@@ -37,3 +38,15 @@ def test_leadflow_gc_freeze_off_leaves_the_collector_alone(monkeypatch, value):
     before = gc.get_threshold()
     with frozen_heap():
         assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+
+def test_every_tenth_run_collects_everything_first_the_others_the_young_generations(monkeypatch):
+    monkeypatch.setenv("LEADFLOW_GC_FREEZE", "1")
+    monkeypatch.setattr(runtime, "_runs_started", 0)
+    generations: list[int] = []
+    monkeypatch.setattr(runtime.gc, "collect", lambda generation=2: generations.append(generation) or 0)
+    for _ in range(2 * FULL_COLLECTION_EVERY + 1):
+        with frozen_heap():
+            pass
+    young = [1] * (FULL_COLLECTION_EVERY - 1)
+    assert generations == young + [2] + young + [2, 1]
