@@ -618,7 +618,6 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
             sampler.start()
             collector.reset()
             (user0, sys0), wall0 = _cpu_times(), time.perf_counter()
-            cpu0 = user0 + sys0
             if profile and run == "backfill":
                 from pyinstrument import Profiler
 
@@ -631,9 +630,9 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
             else:
                 summary = sync_leads(crm)
             wall, (user1, sys1) = time.perf_counter() - wall0, _cpu_times()
-            cpu = user1 + sys1 - cpu0
-            split = {"cpu_user_seconds": round(user1 - user0, 2), "cpu_sys_seconds": round(sys1 - sys0, 2),
-                     **collector.report()}
+            user, system = user1 - user0, sys1 - sys0
+            cpu = user + system
+            split = {"cpu_user_seconds": round(user, 2), "cpu_sys_seconds": round(system, 2), **collector.report()}
             peak = sampler.stop()
             stats = handle.stats()
             server_ms = _server_ms(handle)

@@ -88,6 +88,10 @@ MUTATIONS = [
              "            pass\n",
              ("tests/connectors/test_crm_faults_sandbox.py::"
               "test_calls_another_app_made_in_the_window_take_the_limiters_slots_too",)),
+    Mutation("limiter-slot-back-after-a-failed-call", "connectors/ratelimit.py",
+             "        try:\n            yield\n        finally:\n            self.release()\n",
+             "        yield\n        self.release()\n",
+             ("tests/connectors/test_crm_ratelimit.py",)),
     Mutation("keepalive-stale-idle-connection", "connectors/http.py",
              "        if conn is not None and conn.sock is not None and not _readable(conn.sock):\n",
              "        if conn is not None and conn.sock is not None:\n",

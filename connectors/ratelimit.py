@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,17 +170,12 @@ class CallMeter:
         """One attempt of a call: budgeted, limited (its slot held until it has its answer) and counted."""
         self.budget.spend(endpoint)
         limiter = self.limiters.get(bucket) or self.limiters.get("default")
-        if limiter is not None:
-            limiter.acquire()
-        try:
+        with limiter.slot() if limiter is not None else nullcontext():
             if self.fleet is not None:
                 self.fleet.acquire()
             with self._lock:
                 self.calls[endpoint] += 1
             yield
-        finally:
-            if limiter is not None:
-                limiter.release()
 
     def retried(self, endpoint: str) -> None:
         with self._lock:

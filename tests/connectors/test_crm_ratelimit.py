@@ -58,6 +58,23 @@ def test_a_slot_is_free_again_a_window_after_the_answer_not_after_the_start():
     assert clock.now >= 13.0
 
 
+def test_a_call_that_fails_gives_its_slot_back():
+    """A failed attempt (a timeout, a 5xx) has had its answer too: its slot is held a window after the
+    failure, then free. A slot kept in flight for good would stall every call after a window's worth
+    of failures."""
+    clock = FakeClock()
+    meter = CallMeter(limiters={"default": SlidingWindowLimiter(2, 10.0, clock=clock, sleep=clock.sleep)})
+    for _ in range(2):
+        with pytest.raises(TimeoutError), meter.call("contacts.list"):
+            raise TimeoutError("the CRM did not answer")
+    assert meter.limiters["default"].held == 2
+    clock.sleep(10.0)
+    assert meter.limiters["default"].held == 0
+    with meter.call("contacts.list"):
+        pass
+    assert clock.now == 10.0 and meter.calls["contacts.list"] == 3
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 2.0), st.floats(0, 0.5)), min_size=5, max_size=40))
 def test_the_server_never_counts_more_than_the_limit_in_a_window_whatever_the_latencies(latencies):
