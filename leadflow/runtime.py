@@ -23,8 +23,8 @@ def frozen_heap() -> Iterator[None]:
     clients), and a run keeps a few pages of leads alive: each full collection walked them all, 14
     passes of 0.1-0.2 s in a 10,000-lead backfill, 15% of its CPU. For the run, the objects alive
     at its start are frozen and full passes become rare; young cycles are still collected, and
-    the middle generation every 200 young collections (every 50, Python's default, cost 0.3 s
-    of a 10k backfill). Both are undone when the run ends.
+    the middle generation every 200 young collections (every 50, the earlier setting, cost 0.3 s
+    of a 10k backfill; Python's own default is 10). Both are undone when the run ends.
 
     A full pass over the worker's heap before the freeze cost 0.2 s, the whole CPU of a 100-lead
     run; so a run collects only the young generations first, and every ``FULL_COLLECTION_EVERY``-th
