@@ -5,13 +5,13 @@ httpx's own ``HTTPTransport`` (httpcore's pool and h11's parser, both pure Pytho
 GET per organization (the NPPES registry) pays that thousands of times a run. This transport keeps
 httpx's interface (``httpx.Request`` in, ``httpx.Response`` out, httpx's exceptions, so the one
 retry policy and ``response.json()`` are unchanged) and sends each request over the calling
-thread's own keep-alive connection to the origin, parsed by the standard library's C-accelerated
-``http.client``. Callers that run requests from a fixed pool of worker threads (the registry
+thread's own keep-alive connection to the origin, through the standard library's ``http.client``
+(no connection pool to scan, no second HTTP state machine). Callers that run requests from a fixed pool of worker threads (the registry
 client's) get a fixed number of connections, one per worker.
 
 What it does not do: HTTP/2, proxies, connection limits across threads. What it does:
 - the request's ``timeout`` extension (connect, then read and write on the socket);
-- a streamed request body is read whole and sent with its length (HTTP/1.0 servers cannot take chunks);
+- a streamed request body is read whole and sent with its length (no chunked encoding);
 - TLS with the given ``ssl.SSLContext`` (certificate and host checks on by default);
 - an idle connection the server closed is noticed before use (the socket reads as ready), and a
   GET or HEAD whose reused connection drops before an answer is sent again once on a new one;
