@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from functools import lru_cache
 from typing import Any
@@ -24,14 +25,14 @@ class KeepAliveMocker(AbstractRequestMocker):
 
     name = "leadflow-keepalive"
     targets = ["connectors.http.KeepAliveTransport"]
-    target_methods = ["handle_request"]
+    target_methods = ["handle_async_request"]
 
     @classmethod
     def to_httpx_request(cls, **kwargs: Any) -> httpx.Request:
         return kwargs["request"]
 
     @classmethod
-    def from_sync_httpx_response(cls, httpx_response: httpx.Response, target: Any, **kwargs: Any) -> httpx.Response:
+    async def from_async_httpx_response(cls, httpx_response: httpx.Response, target: Any, **kwargs: Any) -> httpx.Response:
         return httpx_response
 
 
@@ -76,22 +77,15 @@ def quiet_provider(**options: Any) -> NppesProvider:
 
 class InFlightCounter:
     """A respx side effect that holds each request 10 ms and records the most requests in flight at
-    once (``peak``); it runs in the provider's request threads."""
+    once (``peak``); it runs on the provider's event loop."""
 
     def __init__(self, response: httpx.Response) -> None:
-        import threading
-
         self.response = response
         self.in_flight = self.peak = 0
-        self._lock = threading.Lock()
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        import time
-
-        with self._lock:
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
-        time.sleep(0.01)
-        with self._lock:
-            self.in_flight -= 1
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
         return self.response
