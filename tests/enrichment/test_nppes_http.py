@@ -281,3 +281,21 @@ def test_in_flight_requests_never_exceed_the_concurrency_bound():
         run(provider, *keys)
     assert route.call_count == 20
     assert slow.peak == 3 and provider.stats()["max_in_flight"] == 3
+
+
+def test_the_search_memo_stays_bounded_when_searches_find_nothing():
+    """Most name searches find nothing: an empty answer counts as one record, so they are dropped
+    oldest first like the others instead of piling up for the whole run."""
+    from connectors.enrichment.nppes import SearchMemo
+
+    memo = SearchMemo(max_records=10)
+    for n in range(50):
+        params = {"organization_name": f"NOWHERE {n}*", "state": "GA"}
+        future, mine = memo.claim(params)
+        assert mine
+        memo.answered(params, future, ([], False))
+    assert len(memo._searches) == 10
+    latest, mine = memo.claim({"organization_name": "NOWHERE 49*", "state": "GA"})
+    assert not mine and latest.result() == ([], False)
+    _, mine = memo.claim({"organization_name": "NOWHERE 0*", "state": "GA"})
+    assert mine  # the oldest was dropped: asked again, it is sent again
