@@ -15,13 +15,13 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from connectors.http import KeepAliveTransport, LoopThread
 from connectors.retry import is_retryable
+from loopback_http import CountingHandler, LoopbackServer as Server, serving  # tests/ is on sys.path
 
 TIMEOUTS = {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}
 CUT_SHORT = {  # answers the server stops sending part of the way through, then closes
@@ -30,45 +30,13 @@ CUT_SHORT = {  # answers the server stops sending part of the way through, then 
 }
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.connections = 0
-        self.requests: list[str] = []
-        self.behaviour: list[str] = []  # one entry per request, in order: what to do instead of answering
-        self.lock = threading.Lock()
-
-    def next_behaviour(self) -> str:
-        with self.lock:
-            return self.behaviour.pop(0) if self.behaviour else "answer"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/api/"
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.lock:
-            self.server.connections += 1
-
-    def log_message(self, *args: object) -> None:
-        pass
-
+class Handler(CountingHandler):
     def do_POST(self) -> None:
         self.received = self.rfile.read(int(self.headers.get("content-length") or 0))
         self.do_GET()
 
     def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.requests.append(self.path)
-        behaviour = self.server.next_behaviour()
+        behaviour = self.arrived()
         if behaviour == "hang_up":  # read the request, close without a word
             self.close_connection = True
             return
@@ -112,12 +80,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    server = Server()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as running:
+        yield running
 
 
 @pytest.fixture

@@ -9,39 +9,17 @@ import gc
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from enrichment_support import make_lead, quiet_provider
+from loopback_http import CountingHandler, LoopbackServer, serving  # tests/ is on sys.path
 
 EMPTY = json.dumps({"result_count": 0, "results": []}).encode()
 
 
-class Registry(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.connections = self.requests = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/api/"
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Registry
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.connections += 1
-
-    def log_message(self, *args: object) -> None:
-        pass
-
+class Registry(CountingHandler):
     def do_GET(self) -> None:
-        self.server.requests += 1
+        self.arrived()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(EMPTY)))
@@ -50,20 +28,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def registry() -> Iterator[Registry]:
-    server = Registry()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def registry() -> Iterator[LoopbackServer]:
+    with serving(Registry) as running:
+        yield running
 
 
 def _loop_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "nppes"]
 
 
-def test_batches_from_two_loops_share_the_providers_loop_and_connection_which_end_with_it(registry: Registry) -> None:
+def test_batches_from_two_loops_share_the_providers_loop_and_connection_which_end_with_it(registry: LoopbackServer) -> None:
     before = len(_loop_threads())
     provider = quiet_provider(url=registry.url, concurrency=1)
     page_one = [provider.lookup_keys(make_lead(npi=f"100000000{i}"))[0] for i in range(3)]
@@ -71,7 +45,7 @@ def test_batches_from_two_loops_share_the_providers_loop_and_connection_which_en
     first = asyncio.run(provider.fetch_many(page_one))  # each asyncio.run: a page's own loop
     second = asyncio.run(provider.fetch_many(page_two))
     assert [r.status for r in (*first.values(), *second.values())] == ["miss"] * 6
-    assert registry.requests == 6 and registry.connections == 1  # kept alive across both pages' loops
+    assert len(registry.requests) == 6 and registry.connections == 1  # kept alive across both pages' loops
     assert len(_loop_threads()) == before + 1
     del provider
     gc.collect()
