@@ -622,8 +622,8 @@ class SearchMemo:
     while it is still under way for another lookup (of this batch or of a batch in another thread).
     The registry's answer does not change within a run. Bounded by the records it holds, an
     answer with none counting as one (most name searches find nothing: counting only records let
-    those pile up, about 1.4 KB each, 170,000 of them in a 500,000-lead backfill); the oldest
-    answered searches are dropped first. A failed search is forgotten, and the lookups waiting
+    those pile up for the whole run, about 1.4 KB each); the oldest answered searches are dropped
+    first. A failed search is forgotten, and the lookups waiting
     on it get its error."""
 
     def __init__(self, max_records: int = 5_000) -> None:
