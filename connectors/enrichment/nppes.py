@@ -623,8 +623,7 @@ class SearchMemo:
     The registry's answer does not change within a run. Bounded by the records it holds, an
     answer with none counting as one (most name searches find nothing: counting only records let
     those pile up for the whole run, about 1.4 KB each); the oldest answered searches are dropped
-    first. A failed search is forgotten, and the lookups waiting
-    on it get its error."""
+    first. A failed search is forgotten, and the lookups waiting on it get its error."""
 
     def __init__(self, max_records: int = 5_000) -> None:
         self.max_records = max_records
