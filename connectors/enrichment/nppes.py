@@ -848,19 +848,17 @@ class NppesProvider:
         reuses for the provider's life. Before, each request went to a worker thread and back
         (a synchronous transport in a thread pool): that hand-off cost about as much CPU as the
         request itself on the 2-vCPU machine. An injected async ``transport`` (an ASGI app in
-        tests) is used in the calling loop instead."""
-        timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, DEFAULT_CONNECT_TIMEOUT_SECONDS))
-        slots = self._request_slots()
+        tests) is used in the calling loop instead, with the same gate."""
         if self.transport is not None:
             async with self.transport:
-                client = NppesClient(self.transport, self.url, slots, self.attempts, self.backoff_seconds,
-                                     self.client_stats, timeout.as_dict(), self.retry, memo=self._memo)
-                results = await asyncio.gather(*(self._fetch_one(client, key) for key in keys))
-            return {key.cache_key: result for key, result in zip(keys, results)}
+                return await self._fetch_gated(self._client(self.transport), keys)
         http, loop = self._pooled_http()
-        client = NppesClient(http, self.url, slots, self.attempts, self.backoff_seconds, self.client_stats,
-                             timeout.as_dict(), self.retry, self._memo)
-        return await loop.run(self._fetch_gated(client, keys))
+        return await loop.run(self._fetch_gated(self._client(http), keys))
+
+    def _client(self, http: httpx.AsyncBaseTransport) -> NppesClient:
+        timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, DEFAULT_CONNECT_TIMEOUT_SECONDS))
+        return NppesClient(http, self.url, self._request_slots(), self.attempts, self.backoff_seconds,
+                           self.client_stats, timeout.as_dict(), self.retry, self._memo)
 
     async def _fetch_gated(self, client: NppesClient, keys: Sequence[LookupKey]) -> dict[str, Lookup]:
         gate = asyncio.Semaphore(self.concurrency)  # lookups under way: the breaker is asked as each starts
