@@ -2,8 +2,9 @@
 
 A ``Table`` keeps records as plain dicts keyed by id, plus:
 
-- a list of ``(modified_ms, sort_key)`` kept sorted, so "changed since T, oldest first" is a
-  bisect and a slice instead of a scan and a sort;
+- a ``SortedList`` of ``(modified_ms, sort_key, id)``, so "changed since T, oldest first" is a
+  bisect and a slice instead of a scan and a sort, and moving a written record costs O(log n)
+  (a plain sorted list's ``del`` moved the entries after it: 33 us a write at 500,000 records);
 - a sorted list of sort keys (creation order), for id-ordered paging;
 - equality indexes built on first use per field and maintained on every write.
 """
@@ -14,7 +15,10 @@ import time
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
+
+from sortedcontainers import SortedList
 
 _last_ms = 0
 
@@ -72,7 +76,7 @@ class Table:
         self.records: dict[str, dict[str, Any]] = {}
         self.modified: dict[str, int] = {}
         self.created: dict[str, int] = {}
-        self._by_mod: list[tuple[int, Any, str]] = []
+        self._by_mod: SortedList = SortedList()
         self._by_id: list[tuple[Any, str]] = []
         self._ids_sorted = True
         self._eq: dict[str, dict[Hashable, set[str]]] = {}
@@ -91,14 +95,15 @@ class Table:
 
     def bulk_load(self, rows: Iterable[tuple[str, dict[str, Any], int, int]]) -> None:
         """Insert many ``(id, record, created_ms, modified_ms)`` rows, sorting the indexes once."""
+        entries: list[tuple[int, Any, str]] = []
         for record_id, record, created, modified in rows:
             self.records[record_id] = record
             self.created[record_id] = created
             self.modified[record_id] = modified
             key = self.sort_key(record_id)
-            self._by_mod.append((modified, key, record_id))
+            entries.append((modified, key, record_id))
             self._by_id.append((key, record_id))
-        self._by_mod.sort()
+        self._by_mod.update(entries)
         self._by_id.sort()
         for field in list(self._eq):
             self._build_eq(field)
@@ -108,7 +113,7 @@ class Table:
         self.created[record_id] = created
         self.modified[record_id] = modified
         key = self.sort_key(record_id)
-        insort(self._by_mod, (modified, key, record_id))
+        self._by_mod.add((modified, key, record_id))
         entry = (key, record_id)
         if self._by_id and self._by_id[-1] > entry:
             insort(self._by_id, entry)
@@ -145,10 +150,8 @@ class Table:
         old = self.modified[record_id]
         key = self.sort_key(record_id)
         if old != modified:
-            position = bisect_left(self._by_mod, (old, key, record_id))
-            if position < len(self._by_mod) and self._by_mod[position][2] == record_id:
-                del self._by_mod[position]
-            insort(self._by_mod, (modified, key, record_id))
+            self._by_mod.discard((old, key, record_id))
+            self._by_mod.add((modified, key, record_id))
             self.modified[record_id] = modified
 
     def by_modified(self, low: int | None = None, low_inclusive: bool = True,
@@ -222,12 +225,16 @@ class _Top:
     __hash__ = object.__hash__
 
 
-def _between(index: list, low: Any, low_inclusive: bool, high: Any, high_inclusive: bool) -> list:
+def _between(index: list | SortedList, low: Any, low_inclusive: bool, high: Any, high_inclusive: bool) -> list:
     """The entries of a sorted ``(key, ...)`` index whose key lies between ``low`` and ``high``."""
+    if isinstance(index, SortedList):
+        left, right = index.bisect_left, index.bisect_right
+    else:
+        left, right = partial(bisect_left, index), partial(bisect_right, index)
     start = 0
     if low is not None:
-        start = bisect_left(index, (low,)) if low_inclusive else bisect_right(index, (low, _Top()))
+        start = left((low,)) if low_inclusive else right((low, _Top()))
     stop = len(index)
     if high is not None:
-        stop = bisect_right(index, (high, _Top())) if high_inclusive else bisect_left(index, (high,))
+        stop = right((high, _Top())) if high_inclusive else left((high,))
     return index[start:stop] if start < stop else []
