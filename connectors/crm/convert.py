@@ -437,9 +437,9 @@ def canonical_value(lead: Lead, name: str) -> Any:
 
 
 def format_datetime(value: datetime) -> str:
+    """UTC with milliseconds (cut, not rounded) and ``Z``: ``2026-11-30T10:00:00.123Z``."""
     value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def _truncate(text: str, max_length: int | None) -> str:
