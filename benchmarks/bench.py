@@ -19,7 +19,8 @@ before it is imported. In that process:
 For each run: wall seconds, leads/s, CPU ms per lead of this process (``getrusage`` deltas, also
 split into user and system seconds), the garbage collector's collections and seconds (``gc_seconds``,
 ``gc_collections`` per generation), peak RSS during the run (a psutil sampling thread, every 50 ms), the summary's counts, the sandbox's
-requests by endpoint and status, 429s seen, and the minimum number of CRM calls the run's work
+requests by endpoint and status, 429s seen, the backfill's wall and CPU per lead by tenths of its
+writes (``by_tenth``, from a sampling thread every 0.5 s), and the minimum number of CRM calls the run's work
 needs (definition in benchmarks/README.md) with the ratio calls / minimum. The minimum is computed
 from what the connector asked the CRM for (distinct companies read, records written, task keys
 looked up and created), recorded by wrapping the connector's transport methods in this process only.
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,10 @@ class WorkRecorder:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {k: len(v) for k, v in self.sets.items()}
+
+    def count(self, kind: str) -> int:
+        with self._lock:
+            return len(self.sets.get(kind, ()))
 
     def install(self) -> None:
         if self._installed:
@@ -341,6 +347,85 @@ class RssSampler:
             self._thread.join()
         self.peak = max(self.peak, self.process.memory_info().rss)
         return self.peak
+
+
+class ProgressTrace:
+    """(seconds, CPU seconds of this process, leads written) every ``interval`` s during a run, so
+    one backfill yields its cost per lead by tenths (``by_tenths``): a growth figure that the
+    machine's drift between two runs does not enter."""
+
+    def __init__(self, done: Callable[[], int], interval: float = 0.5):
+        self.done = done
+        self.interval = interval
+        self.samples: list[tuple[float, float, int]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        self.samples.append((time.perf_counter(), time.process_time(), self.done()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def start(self) -> None:
+        self.samples = []
+        self._sample()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="bench-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[tuple[float, float, int]]:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self._sample()
+        return self.samples
+
+
+def _when(points: list[tuple[float, float, int]], mark: float) -> tuple[float, float]:
+    """(seconds, CPU seconds) when the count of leads written reached ``mark``, interpolated
+    between the two points around it."""
+    for (t0, c0, d0), (t1, c1, d1) in zip(points, points[1:]):
+        if d1 >= mark:
+            share = (mark - d0) / (d1 - d0) if d1 > d0 else 1.0
+            return t0 + share * (t1 - t0), c0 + share * (c1 - c0)
+    return points[-1][0], points[-1][1]
+
+
+def _write_points(samples: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """The first sample and the last of each rise of the count of leads written. A run writes in
+    bursts (its pages of up to 2,000 leads, two in flight, often settle together, one burst seen over
+    a few samples) with nothing written for seconds in between: the count is taken to rise evenly
+    from the end of one burst to the end of the next, where the work of each burst was done."""
+    points = samples[:1]
+    for now, after in zip(samples[1:], samples[2:] + [None]):
+        rising = now[2] != points[-1][2]
+        if rising and (after is None or after[2] == now[2]):
+            points.append(now)
+    return points
+
+
+def by_tenths(samples: list[tuple[float, float, int]], parts: int = 10) -> dict[str, Any] | None:
+    """Wall and CPU ms per lead of each tenth of a run's writes, and the whole run's per lead over
+    its first tenth's (``*_growth_over_first_tenth``): within one run of N leads, the first tenth
+    is what a run of N/10 does, so the ratio is the growth from N/10 to N without a second run.
+    None when the run wrote fewer than 100 leads a tenth."""
+    total = samples[-1][2] if samples else 0
+    if total < 100 * parts:
+        return None
+    size, points = total / parts, _write_points(samples)
+    # the last tenth ends with the run (its held tasks, the watermark), not with its last write
+    marks = [samples[0][:2]] + [_when(points, size * k) for k in range(1, parts)] + [samples[-1][:2]]
+    wall = [(b[0] - a[0]) * 1000 / size for a, b in zip(marks, marks[1:])]
+    cpu = [(b[1] - a[1]) * 1000 / size for a, b in zip(marks, marks[1:])]
+
+    def growth(per_tenth: list[float]) -> float | None:
+        return round(statistics.fmean(per_tenth) / per_tenth[0], 3) if per_tenth[0] > 0 else None
+
+    return {"leads_per_tenth": round(size), "wall_ms_per_lead": [round(v, 3) for v in wall],
+            "cpu_ms_per_lead": [round(v, 3) for v in cpu],
+            "wall_growth_over_first_tenth": growth(wall), "cpu_growth_over_first_tenth": growth(cpu)}
 
 
 class GcMeter:
@@ -598,6 +683,7 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
         handle.reset_stats()
         result["rss_before_mb"] = round(sampler.process.memory_info().rss / 2**20, 1)
         history: list[tuple[float, float, set[str]]] = []  # (start, end, lead ids written) per run
+        written_kind = "write:contacts" if crm == "hubspot" else "write:Lead"
         changed_ids: set[str] = set()
         for run in (r for r in RUNS if r == "backfill" or r in runs):
             if run == "incremental":
@@ -615,6 +701,8 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
                 echoes = set()
             started_at = time.time()
             recorder.reset()
+            progress = ProgressTrace(lambda: recorder.count(written_kind))
+            progress.start()
             sampler.start()
             collector.reset()
             (user0, sys0), wall0 = _cpu_times(), time.perf_counter()
@@ -634,11 +722,12 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
             cpu = user + system
             split = {"cpu_user_seconds": round(user, 2), "cpu_sys_seconds": round(system, 2), **collector.report()}
             peak = sampler.stop()
+            trace = progress.stop()
             stats = handle.stats()
             server_ms = _server_ms(handle)
             handle.reset_stats()
             instrumentation = recorder.size_bytes()
-            written = set(recorder.sets.get("write:contacts" if crm == "hubspot" else "write:Lead", set()))
+            written = set(recorder.sets.get(written_kind, set()))
             history.append((started_at, time.time(), written))
             report = _run_report(crm, run, leads, changed, summary, stats, recorder.counts(), wall, cpu, peak,
                                  rate_limit, result.get("salesforce_query_batch"))
@@ -656,6 +745,10 @@ def _measure_runs(result: dict[str, Any], enter: Any, handle: Any, recorder: Wor
                 report["minimum_calls_with_echoes"] = with_echoes
                 report["calls_over_minimum_with_echoes"] = round(report["api_calls"] / with_echoes["total"], 3)
             report.update(split)
+            if run == "backfill" and (tenths := by_tenths(trace)):
+                report["by_tenth"] = tenths
+                report["wall_growth_over_first_tenth"] = tenths["wall_growth_over_first_tenth"]
+                report["cpu_growth_over_first_tenth"] = tenths["cpu_growth_over_first_tenth"]
             report["sandbox_ms_by_endpoint"] = server_ms
             report["peak_open_fds"] = sampler.peak_fds
             report["bench_instrumentation_mb"] = round(
@@ -854,7 +947,7 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
                         "pipeline_peak_rss_mb", "api_calls", "search_calls", "search_calls_over_minimum_read",
                         "fetched_leads",
                         "calls_over_minimum", "calls_over_minimum_with_echoes", "http_429", "failures_surfaced",
-                        "wall_over_rate_limit"):
+                        "wall_over_rate_limit", "wall_growth_over_first_tenth", "cpu_growth_over_first_tenth"):
                 values = [row[key] for row in rows if row.get(key) is not None]
                 if values:
                     merged[key] = round(statistics.median(values), 3)
@@ -910,6 +1003,11 @@ def render(result: dict[str, Any]) -> str:
         if "minimum_calls_with_echoes" in r:
             lines.append(f"  {'':<12} with the re-read of {r['echo_reads']} echoes of leadflow's own writes: minimum "
                          f"{r['minimum_calls_with_echoes']['total']}, ratio {r['calls_over_minimum_with_echoes']}x")
+        if r.get("by_tenth"):
+            t = r["by_tenth"]
+            lines.append(f"  {'':<12} by tenth ({t['leads_per_tenth']:,} leads each): CPU ms per lead "
+                         f"{t['cpu_ms_per_lead']}; the run over its first tenth: wall "
+                         f"{t['wall_growth_over_first_tenth']}x, CPU {t['cpu_growth_over_first_tenth']}x")
         lines.append(f"  {'':<12} changed {s['changed']}, tasks {s['tasks_created']}, failed {s['failed']}, "
                      f"stopped early {s['stopped_early']}")
     if result.get("growth"):
@@ -950,7 +1048,9 @@ def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 10
     times each (``benchmarks.peer``): ``peer`` holds both sides, ``peer_cpu_ratio`` the ratio.
 
     ``baseline_leads``: also measure the backfill at that size (same repeats) and report the growth
-    from it (``growth``; at 500,000 leads against 50,000 also ``rss_growth_500k``)."""
+    from it (``growth``; at 500,000 leads against 50,000 also ``rss_growth_500k``). At 500,000
+    leads the growth within the one backfill is reported too: the whole run's wall and CPU per lead
+    over its first 50,000 leads' (``time_per_lead_growth_500k_in_run``, ``cpu_per_lead_growth_500k_in_run``)."""
     results = [run_in_fresh_process(crm, leads, rate_limit, changed, random_seed, profile, lookback, keep, runs=runs)
                for _ in range(max(1, repeat))]
     out = aggregate(results)
@@ -965,6 +1065,10 @@ def bench(crm: str, leads: int, rate_limit: str | None = None, changed: int = 10
             out["rss_growth_500k"] = out["growth"].get("pipeline_peak_rss")
             out["time_per_lead_growth_500k"] = out["growth"].get("wall_per_lead")
     out.setdefault("rss_growth_500k", None)
+    if leads == 500_000:  # the same growth within the one run: its whole over its first 50,000 leads
+        back = (out.get("runs") or {}).get("backfill") or {}
+        out["time_per_lead_growth_500k_in_run"] = back.get("wall_growth_over_first_tenth")
+        out["cpu_per_lead_growth_500k_in_run"] = back.get("cpu_growth_over_first_tenth")
     if scoring:
         try:
             from benchmarks.scoring_bench import scoring_rate

@@ -125,6 +125,36 @@ def test_growth_compares_the_backfill_per_lead_and_its_peak_rss_with_the_baselin
         parse_runs("backfil")
 
 
+def test_by_tenths_splits_a_run_at_its_writes_and_compares_the_whole_with_the_first_tenth():
+    from benchmarks.bench import by_tenths
+
+    # 10,000 leads at 1 ms of CPU and 2 ms of wall each for the first 1,000, then 1.5 and 3; written
+    # in bursts at the change and every 700 leads after it, each burst seen again a moment later (the
+    # count still), so the later marks fall between two bursts
+    def at(done: int) -> tuple[float, float, int]:
+        slow = max(0, done - 1000)
+        return (2 * (done - slow) + 3 * slow) / 1000, (done - slow + 1.5 * slow) / 1000, done
+
+    ends = [at(d) for d in [0, *range(1000, 10_000, 700), 10_000]]
+    samples = [sample for end, later in zip(ends, ends[1:]) for sample in (end, (later[0] - 0.1, later[1] - 0.1, end[2]))]
+    samples.append(ends[-1])
+    tenths = by_tenths(samples)
+    assert tenths["leads_per_tenth"] == 1000
+    assert tenths["cpu_ms_per_lead"] == [1.0] + [1.5] * 9 and tenths["wall_ms_per_lead"] == [2.0] + [3.0] * 9
+    assert tenths["cpu_growth_over_first_tenth"] == 1.45 and tenths["wall_growth_over_first_tenth"] == 1.45
+    assert by_tenths([at(0), at(999)]) is None  # under 100 leads a tenth
+
+    # 1 ms a lead throughout, but written in bursts of 4,000 (two pipeline pages) every 4 s, each
+    # seen over two samples (1,900, then the rest 0.5 s later), sampled every 0.5 s in between: the
+    # count is taken to rise evenly from one burst's end to the next's, so every tenth costs the same
+    def burst(t: float) -> tuple[float, float, int]:
+        done = 4000 * (t // 4) + (1900 if t % 4 == 3.5 else 0)
+        return t, t, int(done)
+
+    bursts = [burst(k / 2) for k in range(0, 25)]  # 12,000 leads in 12 s
+    assert by_tenths(bursts)["cpu_ms_per_lead"] == [1.0] * 10
+
+
 def test_headline_carries_the_incremental_and_no_change_calls():
     from benchmarks.bench import headline
 
