@@ -141,7 +141,7 @@ def test_by_tenths_splits_a_run_at_its_writes_and_compares_the_whole_with_the_fi
     tenths = by_tenths(samples)
     assert tenths["leads_per_tenth"] == 1000
     assert tenths["cpu_ms_per_lead"] == [1.0] + [1.5] * 9 and tenths["wall_ms_per_lead"] == [2.0] + [3.0] * 9
-    assert tenths["cpu_growth_over_first_tenth"] == 1.45 and tenths["wall_growth_over_first_tenth"] == 1.45
+    assert tenths["cpu_whole_over_first_tenth"] == 1.45 and tenths["wall_whole_over_first_tenth"] == 1.45
     assert by_tenths([at(0), at(999)]) is None  # under 100 leads a tenth
 
     # 1 ms a lead throughout, but written in bursts of 4,000 (two pipeline pages) every 4 s, each
