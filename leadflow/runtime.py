@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from leadflow import settings
 
 
-RUN_THRESHOLDS = (10_000, 200, 1_000)  # gen0 allocations; gen1 and gen2 in collections of the younger
+RUN_THRESHOLDS = (200_000, 10, 1_000)  # gen0 allocations; gen1 and gen2 in collections of the younger
 FULL_COLLECTION_EVERY = 10  # runs; the others collect only the young generations before the freeze
 
 _runs_started = 0
@@ -22,9 +22,12 @@ def frozen_heap() -> Iterator[None]:
     A worker process holds about a million long-lived objects (Prefect, pydantic schemas, the
     clients), and a run keeps a few pages of leads alive: each full collection walked them all, 14
     passes of 0.1-0.2 s in a 10,000-lead backfill, 15% of its CPU. For the run, the objects alive
-    at its start are frozen and full passes become rare; young cycles are still collected, and
-    the middle generation every 200 young collections (every 50, the earlier setting, cost 0.3 s
-    of a 10k backfill; Python's own default is 10). Both are undone when the run ends.
+    at its start are frozen and full passes become rare; young cycles are still collected, after
+    200,000 allocations, and the middle generation every 10 young collections (Python's defaults
+    are 700 and 10). A young collection's cost is the young objects it walks, and most of a page's
+    objects die before the next one when it comes that late: the earlier 10,000 (with the middle
+    generation every 200) spent 7.3 s collecting in a 50k backfill, this 4.1 s, at the same peak
+    RSS (benchmarks/README.md, "Seventh session"). Both are undone when the run ends.
 
     A full pass over the worker's heap before the freeze cost 0.2 s, the whole CPU of a 100-lead
     run; so a run collects only the young generations first, and every ``FULL_COLLECTION_EVERY``-th
