@@ -351,8 +351,8 @@ class RssSampler:
 
 class ProgressTrace:
     """(seconds, CPU seconds of this process, leads written) every ``interval`` s during a run, so
-    one backfill yields its cost per lead by tenths (``by_tenths``): a growth figure that the
-    machine's drift between two runs does not enter."""
+    one backfill yields its cost per lead by tenths (``by_tenths``), free of the machine's drift
+    between two runs."""
 
     def __init__(self, done: Callable[[], int], interval: float = 0.5):
         self.done = done

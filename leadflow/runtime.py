@@ -24,10 +24,9 @@ def frozen_heap() -> Iterator[None]:
     passes of 0.1-0.2 s in a 10,000-lead backfill, 15% of its CPU. For the run, the objects alive
     at its start are frozen and full passes become rare; young cycles are still collected, after
     200,000 allocations, and the middle generation every 10 young collections (Python's defaults
-    are 700 and 10). A young collection's cost is the young objects it walks, and most of a page's
-    objects die before the next one when it comes that late: the earlier 10,000 (with the middle
-    generation every 200) spent 7.3 s collecting in a 50k backfill, this 4.1 s, at the same peak
-    RSS (benchmarks/README.md, "Seventh session"). Both are undone when the run ends.
+    are 700 and 10). The earlier 10,000 (with the middle generation every 200) made 792 young
+    collections and spent 7.3 s collecting in a 50k backfill; this makes 24 and spends 4.1 s, at the
+    same peak RSS (benchmarks/README.md, "Seventh session"). Both are undone when the run ends.
 
     A full pass over the worker's heap before the freeze cost 0.2 s, the whole CPU of a 100-lead
     run; so a run collects only the young generations first, and every ``FULL_COLLECTION_EVERY``-th
